@@ -1,0 +1,25 @@
+"""pymmapdev: zero-copy shared memory over files and the mmapdev device.
+
+>>> import pymmapdev
+>>> with pymmapdev.open_file("/dev/shm/chan", 4096) as m:
+...     m[:5] = b"hello"
+...     m.write_u32(8, 42)
+"""
+from . import _core
+from ._core import Mapping, MappingFault, PAGESIZE
+from ._core import (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
+                    MADV_DONTNEED, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK,
+                    MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_DODUMP)
+from ._open import anonymous, open_device, open_file
+
+__version__ = "0.1.0"
+
+# Constants that only newer kernels/libcs define.
+for _name in ("MADV_FREE", "MADV_COLD", "MADV_PAGEOUT", "MADV_POPULATE_READ",
+              "MADV_POPULATE_WRITE"):
+    if hasattr(_core, _name):
+        globals()[_name] = getattr(_core, _name)
+del _name
+
+__all__ = ["Mapping", "MappingFault", "PAGESIZE", "anonymous", "open_device", "open_file"]
+__all__ += [name for name in globals() if name.startswith("MADV_")]
