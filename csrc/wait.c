@@ -288,7 +288,6 @@ spin_until_changed(MappingObject *self, const uint32_t *word,
 		   Py_ssize_t offset, uint32_t expected, long spins)
 {
 	struct fault_guard guard;
-	int changed = 0;
 	long i;
 
 	fault_guard_enter(&guard, self->data, self->size);
@@ -296,17 +295,15 @@ spin_until_changed(MappingObject *self, const uint32_t *word,
 		mapping_raise_fault(self, offset);
 		return -1;
 	}
-	for (i = 0;; i++) {
-		if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != expected) {
-			changed = 1;
-			break;
+	for (i = 0; __atomic_load_n(word, __ATOMIC_SEQ_CST) == expected; i++) {
+		if (i >= spins) {
+			fault_guard_leave(&guard);
+			return 0;
 		}
-		if (i >= spins)
-			break;
 		sync_cpu_relax();
 	}
 	fault_guard_leave(&guard);
-	return changed;
+	return 1;
 }
 
 static PyObject *
