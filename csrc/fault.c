@@ -16,6 +16,9 @@ static __thread struct fault_guard *current_guard
 
 static struct sigaction previous_action;
 
+/* Set while the previous handler runs: see the end of sigbus_handler. */
+static volatile sig_atomic_t chaining;
+
 void
 fault_guard_enter(struct fault_guard *guard, const char *base, size_t len)
 {
@@ -45,17 +48,33 @@ sigbus_handler(int signo, siginfo_t *info, void *ucontext)
 		}
 	}
 
-	/* Not ours: behave as if we had never been installed. */
+	/*
+	 * Not ours.  A handler that dies by restoring its own predecessor and
+	 * re-raising (faulthandler does) may restore *us* if it was installed
+	 * after us; the re-raise then lands here while we are still chaining,
+	 * and must take the default action instead of going round again.
+	 */
+	if (chaining) {
+		signal(SIGBUS, SIG_DFL);
+		raise(SIGBUS);
+		return;
+	}
 	if (previous_action.sa_flags & SA_SIGINFO) {
+		chaining = 1;
 		previous_action.sa_sigaction(signo, info, ucontext);
+		chaining = 0;
 	} else if (previous_action.sa_handler != SIG_DFL &&
 		   previous_action.sa_handler != SIG_IGN) {
+		chaining = 1;
 		previous_action.sa_handler(signo);
+		chaining = 0;
 	} else {
-		/* Restore the default and return: the faulting instruction runs
+		/* Restore the default and return: a faulting instruction runs
 		 * again and the kernel delivers a fatal SIGBUS (a forced fault
-		 * signal cannot be ignored). */
+		 * signal cannot be ignored); a kill() has to be re-sent. */
 		sigaction(SIGBUS, &previous_action, NULL);
+		if (info->si_code <= 0 && previous_action.sa_handler == SIG_DFL)
+			raise(SIGBUS);
 	}
 }
 

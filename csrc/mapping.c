@@ -740,7 +740,7 @@ mapping_ndarray(MappingObject *self, PyObject *args, PyObject *kwargs)
 {
 	static char *kwlist[] = {"dtype", "shape", "offset", NULL};
 	PyObject *dtype_arg, *shape = Py_None, *numpy = NULL, *dtype = NULL;
-	PyObject *flat = NULL, *result = NULL;
+	PyObject *flat = NULL, *result = NULL, *name;
 	Py_ssize_t offset = 0, itemsize, count;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO&:ndarray", kwlist,
@@ -751,7 +751,12 @@ mapping_ndarray(MappingObject *self, PyObject *args, PyObject *kwargs)
 	numpy = import_numpy();
 	if (numpy == NULL)
 		return NULL;
-	dtype = PyObject_CallMethod(numpy, "dtype", "O", dtype_arg);
+	/* CallMethodOneArg: with a "O" format a tuple argument would be unpacked */
+	name = PyUnicode_FromString("dtype");
+	if (name == NULL)
+		goto out;
+	dtype = PyObject_CallMethodOneArg(numpy, name, dtype_arg);
+	Py_DECREF(name);
 	if (dtype == NULL)
 		goto out;
 	{
@@ -770,8 +775,13 @@ mapping_ndarray(MappingObject *self, PyObject *args, PyObject *kwargs)
 	if (shape == Py_None) {
 		count = (self->size - offset) / itemsize;
 	} else {
-		PyObject *prod = PyObject_CallMethod(numpy, "prod", "O", shape);
+		PyObject *prod;
 
+		name = PyUnicode_FromString("prod");
+		if (name == NULL)
+			goto out;
+		prod = PyObject_CallMethodOneArg(numpy, name, shape);
+		Py_DECREF(name);
 		if (prod == NULL)
 			goto out;
 		count = PyNumber_AsSsize_t(prod, PyExc_OverflowError);
@@ -796,7 +806,11 @@ mapping_ndarray(MappingObject *self, PyObject *args, PyObject *kwargs)
 		flat = NULL;
 		goto out;
 	}
-	result = PyObject_CallMethod(flat, "reshape", "O", shape);
+	name = PyUnicode_FromString("reshape");
+	if (name != NULL) {
+		result = PyObject_CallMethodOneArg(flat, name, shape);
+		Py_DECREF(name);
+	}
 out:
 	Py_XDECREF(flat);
 	Py_XDECREF(dtype);

@@ -1,0 +1,98 @@
+"""SIGBUS becomes pymmapdev.MappingFault: the file is truncated under a live mapping."""
+import errno
+import os
+
+import pytest
+
+import pymmapdev
+
+from conftest import run_python
+
+PAGE = pymmapdev.PAGESIZE
+
+
+@pytest.fixture
+def truncated(shm_path):
+    m = pymmapdev.open_file(shm_path, 4 * PAGE)
+    m.write(0, b"first page survives")
+    os.truncate(shm_path, PAGE)  # as another process might
+    yield m
+    m.close()
+
+
+@pytest.mark.parametrize("access", [
+    lambda m: m.read(2 * PAGE, 10),
+    lambda m: m.read(PAGE - 5, 10),
+    lambda m: m.write(3 * PAGE, b"lost"),
+    lambda m: m[2 * PAGE],
+    lambda m: m[2 * PAGE:2 * PAGE + 4],
+    lambda m: m.__setitem__(2 * PAGE, 1),
+    lambda m: m.__setitem__(slice(2 * PAGE, 2 * PAGE + 2), b"ab"),
+    lambda m: m.read_u8(2 * PAGE),
+    lambda m: m.read_u64(2 * PAGE),
+    lambda m: m.write_u32(2 * PAGE, 1),
+])
+def test_access_past_truncation_raises(truncated, access):
+    with pytest.raises(pymmapdev.MappingFault) as info:
+        access(truncated)
+    assert isinstance(info.value, OSError) and info.value.errno == errno.EFAULT
+    assert info.value.filename == truncated.path and "offset" in str(info.value)
+    # The interpreter and the rest of the mapping are fine.
+    assert truncated.read(0, 19) == b"first page survives"
+
+
+def test_fault_offset_is_named(truncated):
+    with pytest.raises(pymmapdev.MappingFault, match=f"offset {2 * PAGE + 8} "):
+        truncated.read_u64(2 * PAGE + 8)
+
+
+def test_fault_outside_the_package_still_signals(shm_path):
+    # A third-party consumer of the buffer (memoryview here) is not guarded:
+    # the process must still die of SIGBUS rather than hang or misbehave.
+    proc = run_python("""
+        import os, sys, pymmapdev
+        m = pymmapdev.open_file(sys.argv[1], 4 * 4096)
+        os.truncate(sys.argv[1], 4096)
+        try:
+            m.read(8192, 1)
+        except pymmapdev.MappingFault:
+            print("guarded ok", flush=True)
+        memoryview(m)[8192]
+        print("unreachable")
+    """, shm_path, check=False)
+    assert proc.stdout.strip() == "guarded ok"
+    assert proc.returncode == -7  # SIGBUS
+
+
+def test_previous_handler_is_chained(shm_path):
+    # faulthandler installed its SIGBUS handler before ours: a fault outside
+    # the package must still reach it (it prints the Python traceback).
+    proc = run_python("""
+        import faulthandler, os, sys
+        faulthandler.enable()
+        import pymmapdev
+        m = pymmapdev.open_file(sys.argv[1], 4 * 4096)
+        os.truncate(sys.argv[1], 4096)
+        memoryview(m)[8192]
+    """, shm_path, check=False)
+    assert proc.returncode == -7
+    assert "Fatal Python error: Bus error" in proc.stderr
+
+
+def test_handler_rearmed_over_a_later_handler(shm_path):
+    # faulthandler enabled after import replaces our handler; the next
+    # Mapping re-installs ours on top (chaining to it).
+    proc = run_python("""
+        import faulthandler, os, sys
+        import pymmapdev
+        faulthandler.enable()
+        m = pymmapdev.open_file(sys.argv[1], 4 * 4096)
+        os.truncate(sys.argv[1], 4096)
+        try:
+            m.read_u32(8192)
+        except pymmapdev.MappingFault:
+            print("guarded ok", flush=True)
+        memoryview(m)[8192]
+    """, shm_path, check=False)
+    assert proc.stdout.strip() == "guarded ok"
+    assert proc.returncode == -7 and "Fatal Python error: Bus error" in proc.stderr

@@ -1,0 +1,215 @@
+"""The Mapping type itself: buffer protocol, slicing, typed access, lifetime."""
+import ctypes
+import gc
+import mmap
+import struct
+import sys
+import weakref
+
+import pytest
+
+import pymmapdev
+
+SIZE = 2 * mmap.PAGESIZE
+
+
+@pytest.fixture
+def m(shm_path):
+    with pymmapdev.open_file(shm_path, SIZE) as mapping:
+        yield mapping
+
+
+def test_attributes_and_repr(m, shm_path):
+    assert m.size == len(m) == SIZE
+    assert m.path == shm_path and m.kind == "file" and not m.closed and not m.readonly
+    assert shm_path in repr(m) and str(SIZE) in repr(m)
+    assert isinstance(m.fileno(), int) and m.fileno() >= 0
+
+
+def test_new_file_is_zeroed(m):
+    assert m[:] == bytes(SIZE)
+
+
+def test_index_and_slices(m):
+    m[0] = 255
+    m[-1] = 7
+    assert m[0] == 255 and m[SIZE - 1] == 7 and m[-1] == 7
+    m[10:15] = b"hello"
+    assert m[10:15] == b"hello" and m.read(10, 5) == b"hello"
+    m[100:110:2] = b"abcde"
+    assert m[100:110] == b"a\0b\0c\0d\0e\0" and m[100:110:2] == b"abcde"
+    with pytest.raises(IndexError):
+        m[SIZE]
+    with pytest.raises(IndexError):
+        m[-SIZE - 1] = 1
+    with pytest.raises(IndexError):
+        m[0:4] = b"toolong"
+    with pytest.raises(OverflowError):
+        m[0] = 256
+    with pytest.raises(TypeError):
+        del m[0:1]
+    with pytest.raises(TypeError):
+        m["x"]
+
+
+def test_read_write(m):
+    assert m.write(SIZE - 3, b"end") == 3
+    assert m.read(SIZE - 3, 3) == b"end"
+    assert m.write(5, bytearray(b"ba")) == 2 and m.write(7, memoryview(b"mv")) == 2
+    assert m.read(5, 4) == b"bamv"
+    assert m.read(SIZE, 0) == b""
+    with pytest.raises(ValueError, match=f"offset {SIZE - 2} \\+ 3 bytes is outside the mapping of {SIZE}"):
+        m.write(SIZE - 2, b"end")
+    with pytest.raises(ValueError, match="outside"):
+        m.read(0, SIZE + 1)
+    with pytest.raises(ValueError, match="negative"):
+        m.read(-1, 1)
+    with pytest.raises(ValueError):
+        m.read(0, -1)
+    with pytest.raises(OverflowError):
+        m.read(2**70, 1)
+
+
+def test_self_overlapping_slice_assignment(m):
+    m[0:8] = b"abcdefgh"
+    view = memoryview(m)
+    m[2:8] = view[0:6]
+    view.release()
+    assert m[0:8] == b"ababcdef"
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32, 64])
+def test_typed_roundtrip(m, bits):
+    width = bits // 8
+    code = {8: "B", 16: "H", 32: "I", 64: "Q"}[bits]
+    read, write = getattr(m, f"read_u{bits}"), getattr(m, f"write_u{bits}")
+    for offset in (0, width, SIZE - width):
+        for value in (0, 1, 2**bits - 1, 0x0123456789ABCDEF & (2**bits - 1)):
+            assert write(offset, value) is None
+            assert read(offset) == value
+            assert struct.unpack_from("=" + code, m, offset)[0] == value  # native order
+    with pytest.raises(OverflowError, match=f"u{bits}"):
+        write(0, 2**bits)
+    with pytest.raises(OverflowError):
+        write(0, -1)
+    with pytest.raises(TypeError):
+        write(0, 1.5)
+    with pytest.raises(ValueError, match="outside"):
+        read(SIZE)
+    with pytest.raises(ValueError, match="outside"):
+        write(SIZE, 0)
+    if width > 1:
+        with pytest.raises(ValueError, match=f"offset 1 is not aligned to {width} bytes"):
+            read(1)
+        with pytest.raises(ValueError, match="not aligned"):
+            write(width + 1, 0)
+    with pytest.raises(TypeError):
+        read()
+    with pytest.raises(TypeError):
+        write(0)
+
+
+def test_buffer_protocol_zero_copy(m):
+    view = memoryview(m)
+    assert view.nbytes == SIZE and not view.readonly
+    view[0:3] = b"abc"
+    assert m[0:3] == b"abc"
+    struct.pack_into("=I", m, 16, 0xDEADBEEF)
+    assert m.read_u32(16) == 0xDEADBEEF
+    c_array = (ctypes.c_uint32 * 4).from_buffer(m, 32)
+    c_array[1] = 99
+    assert m.read_u32(36) == 99
+    del c_array
+    view.release()
+    m.close()
+
+
+def test_close_with_exports_then_after_release(m):
+    view = memoryview(m)
+    with pytest.raises(BufferError, match="1 exported"):
+        m.close()
+    assert not m.closed and m.read(0, 1) == b"\0"
+    view.release()
+    m.close()
+    assert m.closed
+    m.close()  # idempotent
+
+
+@pytest.mark.parametrize("use", [
+    lambda m: m.read(0, 1), lambda m: m.write(0, b"x"), lambda m: m[0], lambda m: m[0:1],
+    lambda m: m.__setitem__(0, 1), lambda m: m.read_u32(0), lambda m: m.write_u64(0, 1),
+    lambda m: m.flush(), lambda m: m.madvise(pymmapdev.MADV_NORMAL), lambda m: len(m),
+    lambda m: m.size, lambda m: m.fileno(), lambda m: memoryview(m), lambda m: m.ndarray("u1"),
+    lambda m: m.__enter__(),
+])
+def test_use_after_close_is_value_error(shm_path, use):
+    m = pymmapdev.open_file(shm_path, SIZE)
+    m.close()
+    with pytest.raises(ValueError, match="mapping is closed"):
+        use(m)
+    assert m.closed and "closed" in repr(m)
+
+
+def test_unmapped_once_on_gc(shm_path):
+    m = pymmapdev.open_file(shm_path, SIZE)
+    fd = m.fileno()
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(OSError):  # our dup of the fd is closed too
+        import os
+        os.fstat(fd)
+
+
+def test_readonly_mapping_refuses_writes(shm_path):
+    with pymmapdev.open_file(shm_path, SIZE) as w:
+        w[0:2] = b"ro"
+    with pymmapdev.open_file(shm_path, readonly=True) as m:
+        assert m.readonly and m[0:2] == b"ro"
+        for write in (lambda: m.write(0, b"x"), lambda: m.__setitem__(0, 1),
+                      lambda: m.__setitem__(slice(0, 1), b"x"), lambda: m.write_u32(0, 1)):
+            with pytest.raises(TypeError, match="read-only"):
+                write()
+        with pytest.raises(TypeError, match="not writable"):
+            (ctypes.c_char * 2).from_buffer(m)
+        view = memoryview(m)
+        assert view.readonly
+        with pytest.raises(TypeError):
+            view[0] = 1
+        view.release()
+
+
+def test_flush_and_madvise_ranges(m):
+    m.write(4097, b"x")
+    m.flush()
+    m.flush(4097, 1)
+    m.flush(4097, 1, wait=False)
+    m.flush(SIZE, 0)
+    with pytest.raises(ValueError, match="outside"):
+        m.flush(1, SIZE)
+    m.madvise(pymmapdev.MADV_WILLNEED)
+    m.madvise(pymmapdev.MADV_SEQUENTIAL, 100, 10)
+    with pytest.raises(ValueError, match="outside"):
+        m.madvise(pymmapdev.MADV_NORMAL, SIZE + 1)
+    with pytest.raises(OSError) as info:
+        m.madvise(12345)  # unknown advice: the kernel says EINVAL
+    assert info.value.errno == 22 and info.value.filename == m.path
+
+
+def test_mapping_constructor_rejects_bad_arguments(shm_path):
+    import os
+    fd = os.open(shm_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, SIZE)
+        with pytest.raises(ValueError, match="positive"):
+            pymmapdev.Mapping(fd, 0)
+        with pytest.raises(ValueError, match="multiple of the page size"):
+            pymmapdev.Mapping(fd, 10, 1)
+        with pytest.raises(ValueError, match="kind"):
+            pymmapdev.Mapping(fd, 10, kind="pipe")
+        with pytest.raises(OSError):
+            pymmapdev.Mapping(-1, 10)
+    finally:
+        os.close(fd)
+

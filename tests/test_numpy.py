@@ -1,0 +1,63 @@
+import multiprocessing
+
+import pytest
+
+import pymmapdev
+
+np = pytest.importorskip("numpy", reason="numpy is installed by make test")
+
+
+def _fill(path):
+    with pymmapdev.open_file(path, create=False) as m:
+        arr = m.ndarray("f8", shape=(32, 4), offset=128)
+        arr[:] = np.arange(128, dtype="f8").reshape(32, 4)
+        del arr
+
+
+def test_view_without_copy(shm_path):
+    with pymmapdev.open_file(shm_path, 4096) as m:
+        arr = m.ndarray("u4", shape=(16,), offset=64)
+        arr[3] = 0xCAFE
+        assert m.read_u32(64 + 12) == 0xCAFE
+        m.write_u32(64, 7)
+        assert arr[0] == 7
+        whole = m.ndarray(np.uint8)
+        assert whole.shape == (4096,) and whole.base is not None
+        with pytest.raises(BufferError):
+            m.close()
+        del arr, whole
+        m.close()
+
+
+def test_ndarray_written_in_one_process_read_in_another(shm_path):
+    with pymmapdev.open_file(shm_path, 8192) as m:
+        child = multiprocessing.get_context("spawn").Process(target=_fill, args=(shm_path,))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        arr = m.ndarray("f8", shape=(32, 4), offset=128)
+        assert arr.sum() == sum(range(128)) and arr[31, 3] == 127
+        del arr
+
+
+def test_ndarray_bad_arguments(shm_path):
+    with pymmapdev.open_file(shm_path, 4096) as m:
+        with pytest.raises(ValueError, match="do not fit"):
+            m.ndarray("u8", shape=(513,))
+        with pytest.raises(ValueError, match="do not fit"):
+            m.ndarray("u4", shape=(2,), offset=4092)
+        with pytest.raises(ValueError, match="outside"):
+            m.ndarray("u1", offset=4097)
+        with pytest.raises(TypeError):
+            m.ndarray("not a dtype")
+
+
+def test_readonly_mapping_gives_readonly_array(shm_path):
+    with pymmapdev.open_file(shm_path, 4096):
+        pass
+    with pymmapdev.open_file(shm_path, readonly=True) as m:
+        arr = m.ndarray("u1")
+        assert not arr.flags.writeable
+        with pytest.raises(ValueError):
+            arr[0] = 1
+        del arr

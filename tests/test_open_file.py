@@ -1,0 +1,173 @@
+"""open_file(): creation, sizing, and every documented refusal."""
+import errno
+import os
+import stat
+import subprocess
+
+import pytest
+
+import pymmapdev
+
+
+def test_creates_and_sizes_new_file(shm_path):
+    assert not os.path.exists(shm_path)
+    with pymmapdev.open_file(shm_path, 10000, mode=0o640) as m:
+        m[9999] = 1  # a fresh ftruncate-less mapping would die with SIGBUS here
+        assert m.size == 10000
+    st = os.stat(shm_path)
+    assert st.st_size == 10000 and stat.S_IMODE(st.st_mode) == 0o640
+
+
+def test_blocks_are_reserved(tmp_path):
+    path = tmp_path / "reserved"
+    with pymmapdev.open_file(path, 1 << 20):
+        pass
+    assert os.stat(path).st_blocks * 512 >= 1 << 20  # not a sparse file
+
+
+def test_data_survives_close_and_reopen(shm_path):
+    with pymmapdev.open_file(shm_path, 4096) as m:
+        m[100:105] = b"kept!"
+    with pymmapdev.open_file(shm_path) as m:
+        assert m.size == 4096 and m[100:105] == b"kept!"
+
+
+def test_flush_reaches_plain_read(tmp_path):
+    path = tmp_path / "flushed"
+    with pymmapdev.open_file(path, 8192) as m:
+        m.write(5000, b"on disk")
+        m.flush(5000, 7)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert os.pread(fd, 7, 5000) == b"on disk"
+        finally:
+            os.close(fd)
+
+
+def test_existing_longer_file_is_never_shrunk(shm_path):
+    with open(shm_path, "wb") as f:
+        f.write(b"x" * 20000)
+    with pymmapdev.open_file(shm_path, 4096) as m:
+        assert m.size == 4096 and m[:3] == b"xxx"
+    assert os.path.getsize(shm_path) == 20000
+
+
+def test_shorter_file_is_extended_keeping_data(shm_path):
+    with open(shm_path, "wb") as f:
+        f.write(b"head")
+    with pymmapdev.open_file(shm_path, 8192) as m:
+        assert m[:4] == b"head" and m[4:8192] == bytes(8188)
+    assert os.path.getsize(shm_path) == 8192
+
+
+def test_whole_file_when_size_is_none(shm_path):
+    with open(shm_path, "wb") as f:
+        f.write(b"abc")
+    with pymmapdev.open_file(shm_path) as m:
+        assert m.size == 3 and m[:] == b"abc"
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_non_positive_size(shm_path, size):
+    with pytest.raises(ValueError, match="size must be positive"):
+        pymmapdev.open_file(shm_path, size)
+
+
+def test_empty_file_without_size(shm_path):
+    open(shm_path, "wb").close()
+    with pytest.raises(ValueError, match="empty: pass size="):
+        pymmapdev.open_file(shm_path)
+
+
+def test_readonly_beyond_file(shm_path):
+    with open(shm_path, "wb") as f:
+        f.write(b"abc")
+    with pytest.raises(ValueError, match="read-only mapping cannot extend"):
+        pymmapdev.open_file(shm_path, 4096, readonly=True)
+    assert os.path.getsize(shm_path) == 3
+
+
+def test_missing_file_with_create_false(tmp_path):
+    path = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError) as info:
+        pymmapdev.open_file(path, 4096, create=False)
+    assert info.value.errno == errno.ENOENT and info.value.filename == path
+    assert not os.path.exists(path)
+
+
+def test_missing_file_readonly_is_not_created(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        pymmapdev.open_file(tmp_path / "missing", readonly=True)
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_directory(tmp_path, readonly):
+    with pytest.raises(IsADirectoryError) as info:
+        pymmapdev.open_file(tmp_path, 4096 if not readonly else None, readonly=readonly)
+    assert info.value.errno == errno.EISDIR and info.value.filename == str(tmp_path)
+
+
+def test_permission_denied(tmp_path):
+    path = tmp_path / "locked"
+    path.write_bytes(b"x" * 10)
+    os.chmod(path, 0o400)
+    if os.geteuid() == 0:
+        # root bypasses mode bits: check as nobody, in a separate process.
+        os.chmod(tmp_path, 0o755)
+        code = ("import pymmapdev, sys\n"
+                "try: pymmapdev.open_file(sys.argv[1])\n"
+                "except PermissionError as e: print(e.errno, e.filename)\n")
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              "python3", "-c", code, str(path)],
+                             capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(pymmapdev.__file__))))
+        assert out.stdout.split() == [str(errno.EACCES), str(path)], out.stderr
+    else:
+        with pytest.raises(PermissionError) as info:
+            pymmapdev.open_file(path)
+        assert info.value.filename == str(path)
+
+
+def test_character_device_points_to_open_device():
+    with pytest.raises(ValueError, match="open_device"):
+        pymmapdev.open_file("/dev/zero", 4096, create=False)
+
+
+def test_full_tmpfs_fails_at_open_not_with_sigbus(tmp_path):
+    # A 1 MiB tmpfs: asking for 4 MiB must be ENOSPC now, never SIGBUS later.
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)]).returncode:
+        pytest.fail("cannot mount a tmpfs to test ENOSPC (tests run as root)")
+    try:
+        with pytest.raises(OSError) as info:
+            pymmapdev.open_file(mnt / "big", 4 << 20)
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(mnt / "big")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_populate(shm_path):
+    with pymmapdev.open_file(shm_path, 1 << 20, populate=True) as m:
+        m[-1] = 1
+        assert m[-1] == 1
+    with pymmapdev.open_file(shm_path, readonly=True, populate=True) as m:
+        assert m[-1] == 1
+
+
+def test_pathlike_and_bytes_paths(tmp_path):
+    with pymmapdev.open_file(tmp_path / "p", 10) as m:
+        assert m.path == str(tmp_path / "p")
+    with pymmapdev.open_file(os.fsencode(tmp_path / "b"), 10) as m:
+        assert m.path == str(tmp_path / "b")
+
+
+def test_anonymous_shared_with_fork():
+    m = pymmapdev.anonymous(4096)
+    pid = os.fork()
+    if pid == 0:
+        m.write(0, b"from child")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert m.read(0, 10) == b"from child"
+    m.close()
