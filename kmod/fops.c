@@ -1,0 +1,282 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * File operations of /dev/mmapdevN: the buffer through mmap() and through
+ * read()/write()/llseek() (for dd, cat and shell redirections), and the
+ * ioctls of the uapi header.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/compat.h>
+#include <linux/fs.h>
+#include <linux/minmax.h>
+#include <linux/mm.h>
+#include <linux/poll.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+
+#include "mmapdev_internal.h"
+
+/* Per open file. */
+struct mmapdev_file {
+	struct mmapdev_dev *md;
+	atomic64_t seen;	/* md->events as of open or the last GET_INFO */
+};
+
+static struct mmapdev_dev *mmapdev_of(struct file *file)
+{
+	return ((struct mmapdev_file *)file->private_data)->md;
+}
+
+static int mmapdev_open(struct inode *inode, struct file *file)
+{
+	struct mmapdev_dev *md = mmapdev_lookup(iminor(inode));
+	struct mmapdev_file *mf;
+
+	if (!md)
+		return -ENXIO;
+	mf = kzalloc(sizeof(*mf), GFP_KERNEL);
+	if (!mf)
+		return -ENOMEM;
+	mf->md = md;
+	/* Past events are not news to a new opener: poll() starts quiet. */
+	atomic64_set(&mf->seen, atomic64_read(&md->events));
+	file->private_data = mf;
+	pr_debug("mmapdev%u: open by pid %d, f_mode %#x\n", md->index,
+		 task_pid_nr(current), (unsigned int)file->f_mode);
+	return 0;
+}
+
+static int mmapdev_release(struct inode *inode, struct file *file)
+{
+	kfree(file->private_data);
+	return 0;
+}
+
+static ssize_t mmapdev_read(struct file *file, char __user *ubuf,
+			    size_t count, loff_t *ppos)
+{
+	struct mmapdev_dev *md = mmapdev_of(file);
+
+	/* EOF (0) at or past the end, -EFAULT only if nothing was copied. */
+	return simple_read_from_buffer(ubuf, count, ppos, md->buf, md->size);
+}
+
+static ssize_t mmapdev_write(struct file *file, const char __user *ubuf,
+			     size_t count, loff_t *ppos)
+{
+	struct mmapdev_dev *md = mmapdev_of(file);
+	loff_t pos = *ppos;
+	size_t n, left;
+
+	if (pos < 0)
+		return -EINVAL;
+	if (count == 0)
+		return 0;
+	/* Like a full disk: a partial write first, then -ENOSPC. */
+	if (pos >= md->size)
+		return -ENOSPC;
+	n = min_t(size_t, count, md->size - pos);
+	left = copy_from_user(md->buf + pos, ubuf, n);
+	if (left == n)
+		return -EFAULT;
+	n -= left;
+	*ppos = pos + n;
+	return n;
+}
+
+/*
+ * SEEK_SET/CUR/END within [0, size]; beyond is -EINVAL.  We always provide
+ * llseek, so the removal of no_llseek in 6.12 does not concern us.
+ */
+static loff_t mmapdev_llseek(struct file *file, loff_t offset, int whence)
+{
+	return fixed_size_llseek(file, offset, whence, mmapdev_of(file)->size);
+}
+
+/* VMAs are counted for the sysfs "maps" attribute: split, fork and mremap
+ * call ->open on the new VMA, munmap and exit call ->close. */
+static void mmapdev_vm_open(struct vm_area_struct *vma)
+{
+	struct mmapdev_dev *md = vma->vm_private_data;
+
+	atomic_inc(&md->maps);
+}
+
+static void mmapdev_vm_close(struct vm_area_struct *vma)
+{
+	struct mmapdev_dev *md = vma->vm_private_data;
+
+	atomic_dec(&md->maps);
+}
+
+static const struct vm_operations_struct mmapdev_vm_ops = {
+	.open = mmapdev_vm_open,
+	.close = mmapdev_vm_close,
+};
+
+static void mmapdev_vm_flags_set(struct vm_area_struct *vma, vm_flags_t flags)
+{
+	/* 6.3 made vm_flags read-only; writers go through vm_flags_set(). */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	vm_flags_set(vma, flags);
+#else
+	vma->vm_flags |= flags;
+#endif
+}
+
+static int mmapdev_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct mmapdev_dev *md = mmapdev_of(file);
+	unsigned long pages = md->size >> PAGE_SHIFT;
+	int ret;
+
+	/*
+	 * Shared mappings only: a private one would copy-on-write driver
+	 * pages into anonymous pages and silently stop sharing.  Test
+	 * VM_MAYSHARE, not VM_SHARED: the core clears VM_SHARED on a
+	 * MAP_SHARED mapping of a read-only open (it can never write).
+	 */
+	if (!(vma->vm_flags & VM_MAYSHARE))
+		return -EINVAL;
+	/* The whole range must lie inside the buffer; written so that
+	 * neither side can overflow. */
+	if (vma->vm_pgoff >= pages || vma_pages(vma) > pages - vma->vm_pgoff)
+		return -EINVAL;
+
+	/* The buffer cannot grow (mremap fails) and is not core-dumped
+	 * (it is not the process's memory). */
+	mmapdev_vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
+
+	/* Inserts the vmalloc pages as normal pages, honouring the offset;
+	 * never virt_to_phys() + remap_pfn_range() on vmalloc memory. */
+	ret = remap_vmalloc_range(vma, md->buf, vma->vm_pgoff);
+	if (ret)
+		return ret;
+
+	vma->vm_ops = &mmapdev_vm_ops;
+	vma->vm_private_data = md;
+	mmapdev_vm_open(vma);	/* mmap() itself does not call ->open */
+	pr_debug("mmapdev%u: mmap pgoff %lu, %lu pages, pid %d\n", md->index,
+		 vma->vm_pgoff, vma_pages(vma), task_pid_nr(current));
+	return 0;
+}
+
+/*
+ * Readable (EPOLLIN|EPOLLPRI) when the device's event counter moved past
+ * what this file saw at open or at its last GET_INFO.  Writes never block
+ * and are not reported.
+ */
+static __poll_t mmapdev_poll(struct file *file, poll_table *wait)
+{
+	struct mmapdev_file *mf = file->private_data;
+	struct mmapdev_dev *md = mf->md;
+
+	poll_wait(file, &md->poll_wq, wait);
+	if (atomic64_read(&md->events) != atomic64_read(&mf->seen))
+		return EPOLLIN | EPOLLRDNORM | EPOLLPRI;
+	return 0;
+}
+
+static bool mmapdev_word_ok(const struct mmapdev_dev *md, u64 offset)
+{
+	return offset <= md->size - sizeof(u32) && !(offset % sizeof(u32));
+}
+
+static long mmapdev_ioc_get_info(struct mmapdev_file *mf, void __user *uarg)
+{
+	struct mmapdev_dev *md = mf->md;
+	struct mmapdev_info info;
+
+	memset(&info, 0, sizeof(info));	/* no stale stack bytes in padding */
+	info.size = md->size;
+	info.events = atomic64_read(&md->events);
+	info.page_size = PAGE_SIZE;
+	info.abi_version = MMAPDEV_ABI_VERSION;
+	info.index = md->index;
+	info.heartbeat_ms = md->heartbeat_ms;
+	if (copy_to_user(uarg, &info, sizeof(info)))
+		return -EFAULT;
+	atomic64_set(&mf->seen, info.events);
+	return 0;
+}
+
+static long mmapdev_ioc_wait(struct mmapdev_dev *md, void __user *uarg)
+{
+	struct mmapdev_wait w;
+
+	if (copy_from_user(&w, uarg, sizeof(w)))
+		return -EFAULT;
+	if (w.flags & ~MMAPDEV_WAIT_ABSTIME)
+		return -EINVAL;
+	if (!mmapdev_word_ok(md, w.offset))
+		return -EINVAL;
+	return mmapdev_wait(md, &w);
+}
+
+static long mmapdev_ioc_wake(struct mmapdev_dev *md, void __user *uarg)
+{
+	struct mmapdev_wake w;
+	int woken;
+
+	if (copy_from_user(&w, uarg, sizeof(w)))
+		return -EFAULT;
+	if (w.flags)
+		return -EINVAL;
+	if (!mmapdev_word_ok(md, w.offset))
+		return -EINVAL;
+	woken = mmapdev_wake(md, w.offset, w.count);
+	mmapdev_event(md);
+	return woken;
+}
+
+static long mmapdev_ioctl(struct file *file, unsigned int cmd,
+			  unsigned long arg)
+{
+	struct mmapdev_file *mf = file->private_data;
+	void __user *uarg = (void __user *)arg;
+
+	switch (cmd) {
+	case MMAPDEV_IOC_GET_INFO:
+		return mmapdev_ioc_get_info(mf, uarg);
+	case MMAPDEV_IOC_WAIT:
+		return mmapdev_ioc_wait(mf->md, uarg);
+	case MMAPDEV_IOC_WAKE:
+		return mmapdev_ioc_wake(mf->md, uarg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+/*
+ * compat_ptr_ioctl() appeared in 5.5.  The uapi structs have the same
+ * layout for 32- and 64-bit callers (no implicit padding; checked below),
+ * so only the pointer needs converting.
+ */
+#if defined(CONFIG_COMPAT) && LINUX_VERSION_CODE < KERNEL_VERSION(5, 5, 0)
+static long mmapdev_compat_ioctl(struct file *file, unsigned int cmd,
+				 unsigned long arg)
+{
+	return mmapdev_ioctl(file, cmd, (unsigned long)compat_ptr(arg));
+}
+#else
+#define mmapdev_compat_ioctl compat_ptr_ioctl
+#endif
+
+static_assert(sizeof(struct mmapdev_info) == 32);
+static_assert(sizeof(struct mmapdev_wait) == 24);
+static_assert(sizeof(struct mmapdev_wake) == 16);
+
+const struct file_operations mmapdev_fops = {
+	.owner = THIS_MODULE,
+	.open = mmapdev_open,
+	.release = mmapdev_release,
+	.read = mmapdev_read,
+	.write = mmapdev_write,
+	.llseek = mmapdev_llseek,
+	.mmap = mmapdev_mmap,
+	.poll = mmapdev_poll,
+	.unlocked_ioctl = mmapdev_ioctl,
+	.compat_ioctl = mmapdev_compat_ioctl,
+};
