@@ -84,8 +84,15 @@ delta_arg(PyObject *obj, int bits, uint64_t *out)
 
 	if (v == -1 && PyErr_Occurred())
 		return -1;
-	if (overflow > 0 && bits == 64)
-		return mapping_unsigned_arg(obj, 64, out);
+	if (overflow > 0 && bits == 64) {
+		unsigned long long u = PyLong_AsUnsignedLongLong(obj);
+
+		if (!(u == (unsigned long long)-1 && PyErr_Occurred())) {
+			*out = u;
+			return 0;
+		}
+		PyErr_Clear();		/* >= 2^64: reported below */
+	}
 	if (overflow == 0 &&
 	    (bits == 64 ||
 	     (v >= -(1LL << (bits - 1)) && v < (1LL << bits)))) {

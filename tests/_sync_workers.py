@@ -1,0 +1,195 @@
+"""Child-process bodies for the synchronisation tests.
+
+They live in an importable module (not in the test files' closures) so that
+multiprocessing's spawn start method can find them.  Each opens the mapping
+itself by path, as an unrelated process would.
+"""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+
+import pytest
+
+import pymmapdev
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# hang guard for every wait inside a child: a bug fails the test, never hangs it
+GUARD = 60.0
+
+
+def spin_until(pred, guard=GUARD):
+    deadline = time.monotonic() + guard
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError("hang guard expired")
+        time.sleep(0.001)
+
+
+def asleep_on(m, offset, thread):
+    """True when *thread* (of this process) is blocked in a syscall on the word.
+
+    /proc/<pid>/task/<tid>/syscall shows the syscall a blocked thread is in
+    and its arguments; a futex wait has the word's address first.
+    """
+    import ctypes
+    word = ctypes.c_uint32.from_buffer(m, offset)
+    addr = ctypes.addressof(word)
+    del word                                    # drop the buffer export
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/syscall") as f:
+            fields = f.read().split()
+    except FileNotFoundError:                   # thread already gone
+        return False
+    return len(fields) > 1 and int(fields[1], 16) == addr
+
+
+def fetch_add_worker(path, offset, bits, n, delta=1):
+    with pymmapdev.open_file(path) as m:
+        add = m.fetch_add_u32 if bits == 32 else m.fetch_add_u64
+        for _ in range(n):
+            add(offset, delta)
+
+
+def cas_worker(path, offset, bits, n):
+    """Increment with a compare-exchange loop; returns nothing, counts retries."""
+    with pymmapdev.open_file(path) as m:
+        load = m.load_u32 if bits == 32 else m.load_u64
+        cas = m.compare_exchange_u32 if bits == 32 else m.compare_exchange_u64
+        mask = (1 << bits) - 1
+        for _ in range(n):
+            old = load(offset)
+            while True:
+                seen = cas(offset, old, (old + 1) & mask)
+                if seen == old:
+                    break
+                old = seen
+
+
+def waiter(path, offset, expected, timeout, ready_offset, result_offset):
+    """Announce readiness, wait once, store 1 + the wait result (1 False, 2 True)."""
+    with pymmapdev.open_file(path) as m:
+        m.fetch_add_u32(ready_offset, 1)
+        ok = m.wait(offset, expected, timeout)
+        m.store_u32(result_offset, 2 if ok else 1)
+
+
+def wait_for_change(path, offset, ready_offset, done_offset):
+    """Loop-wait until the word is non-zero (tolerates spurious wake-ups)."""
+    with pymmapdev.open_file(path) as m:
+        m.fetch_add_u32(ready_offset, 1)
+        while m.load_u32(offset) == 0:
+            m.wait(offset, 0, GUARD)
+        m.fetch_add_u32(done_offset, 1)
+
+
+def pong(path, rounds, spin):
+    """Answer the parent's pings: word 0 odd -> make it even."""
+    with pymmapdev.open_file(path) as m:
+        for i in range(rounds):
+            want = 2 * i + 1
+            while m.load_u32(0) != want:
+                if not m.wait(0, 2 * i, GUARD, spin=spin):
+                    raise TimeoutError("ping never came")
+            m.store_u32(0, want + 1)
+            m.wake(0)
+
+
+def locked_increments(path, lock_offset, counter_offset, n):
+    """Non-atomic read-modify-write of a u64, made safe by the Lock."""
+    with pymmapdev.open_file(path) as m:
+        lock = pymmapdev.Lock(m, lock_offset)
+        for _ in range(n):
+            with lock:
+                v = m.read_u64(counter_offset)
+                m.write_u64(counter_offset, v + 1)
+
+
+def lock_init_race(path, lock_offset, start_offset, counter_offset, n):
+    """Line up with the others, then construct the Lock at the same instant."""
+    with pymmapdev.open_file(path) as m:
+        m.fetch_add_u32(start_offset, 1)
+        spin_until(lambda: m.load_u32(start_offset) >= 1000)
+        lock = pymmapdev.Lock(m, lock_offset)
+        for _ in range(n):
+            with lock:
+                m.write_u64(counter_offset, m.read_u64(counter_offset) + 1)
+
+
+def hold_lock_forever(path, lock_offset, flag_offset):
+    """Take the lock, half-update the state, signal and sleep until killed."""
+    with pymmapdev.open_file(path) as m:
+        lock = pymmapdev.Lock(m, lock_offset)
+        lock.acquire()
+        m.write_u32(flag_offset + 4, 0xDEAD)   # "half-updated" protected state
+        m.store_u32(flag_offset, 1)
+        m.wake(flag_offset)
+        while True:
+            time.sleep(1)
+
+
+def payload(version, size):
+    """Deterministic bytes for *version* with a trailing CRC32."""
+    body = (version.to_bytes(8, "little") * (size // 8 + 1))[:max(size - 4, 0)]
+    body = bytes(b ^ (i & 0xFF) for i, b in enumerate(body[:64])) + body[64:]
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def payload_ok(data):
+    if len(data) < 4:
+        return len(data) == 0
+    return zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "little")
+
+
+def slot_writer(path, offset, capacity, count, stop_offset):
+    """Publish *count* values of varying length as fast as possible."""
+    with pymmapdev.open_file(path) as m:
+        slot = pymmapdev.Slot(m, offset, capacity)
+        sizes = [capacity, 4, capacity // 2, 64, capacity - 1, 100]
+        pre = [payload(i, sizes[i % len(sizes)]) for i in range(64)]
+        for i in range(count):
+            if m.load_u32(stop_offset):
+                break
+            slot.publish(pre[i % len(pre)])
+        m.store_u32(stop_offset, 1)
+
+
+def slot_wait_reader(path, offset, capacity, ready_offset, result_offset):
+    with pymmapdev.open_file(path) as m:
+        slot = pymmapdev.Slot(m, offset, capacity)
+        version, _ = slot.read()
+        m.store_u32(ready_offset, 1)
+        ok = slot.wait_newer(version, GUARD)
+        new_version, data = slot.read()
+        m.store_u32(result_offset, 2 if ok and new_version > version and data == b"news" else 1)
+
+
+@pytest.fixture
+def run_child():
+    """Start *code* in an unrelated python process; returns the Popen.
+
+    Children still running at the end of the test are killed.
+    """
+    children = []
+
+    def start(code, *args):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (REPO, os.path.dirname(__file__), env.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        children.append(proc)
+        return proc
+
+    yield start
+    for proc in children:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
