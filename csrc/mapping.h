@@ -70,6 +70,8 @@ extern PyMethodDef mapping_wait_methods[];	/* wait.c */
 /* Module-level functions of the other concerns (module.c splices them). */
 extern PyMethodDef device_functions[];		/* device.c */
 extern PyMethodDef lock_functions[];		/* lock.c */
+extern PyMethodDef slot_functions[];		/* slot.c */
+extern PyMethodDef wait_functions[];		/* wait.c: spin tuning */
 
 extern PyType_Spec mapping_type_spec;
 

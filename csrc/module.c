@@ -118,6 +118,8 @@ core_free(void *module)
 static PyMethodDef *const function_tables[] = {
 	device_functions,
 	lock_functions,
+	slot_functions,
+	wait_functions,
 };
 
 static PyMethodDef core_functions[64];

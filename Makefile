@@ -1,0 +1,37 @@
+# pymmapdev: every command a developer or CI needs.  `make test` is the one
+# CI runs: it installs what it needs, builds, and runs the host suite and
+# the VM suite (the kernel module inside QEMU).
+PYTHON ?= python3
+PYTEST = $(PYTHON) -m pytest
+
+.PHONY: all deps build test test-host vmtest demo bench kmod clean
+
+all: build
+
+# Python-side dependencies; the VM runner installs its own Debian packages.
+deps:
+	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# An editable install builds pymmapdev._core in place (-Wall -Wextra -Werror).
+build: deps
+
+test: test-host vmtest
+
+test-host: build
+	$(PYTEST) -q tests
+
+vmtest: build
+	tests/vm/run.sh
+
+demo: build
+	$(PYTHON) -m pymmapdev demo
+
+bench: build
+	$(PYTHON) bench/run.py
+
+kmod:
+	$(MAKE) -C kmod
+
+clean:
+	rm -rf build dist *.egg-info pymmapdev/*.so tests/vm/out bench/results
+	-$(MAKE) -C kmod clean

@@ -1,0 +1,5 @@
+import sys
+
+from pymmapdev.cli import main
+
+sys.exit(main())

@@ -1,0 +1,219 @@
+"""The command line, python -m pymmapdev: demo, write, watch, info.
+
+Lives outside __main__ so that spawned demo processes can import it.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import stat
+import sys
+import tempfile
+import time
+
+import pymmapdev
+from pymmapdev import _core
+
+DEMO_CAPACITY = 64
+
+
+def _is_device(path):
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _open(path, size=None, readonly=False):
+    if _is_device(path):
+        return pymmapdev.open_device(path, readonly=readonly)
+    return pymmapdev.open_file(path, size, create=not readonly, readonly=readonly)
+
+
+def _text_at(m, offset, length):
+    raw = m.read(offset, min(length, m.size - offset))
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace").rstrip("\n")
+
+
+# ---- demo -------------------------------------------------------------------
+
+def _demo_writer(path, count, interval):
+    with pymmapdev.open_file(path, create=False) as m:
+        slot = pymmapdev.Slot(m, 0, DEMO_CAPACITY)
+        for n in range(1, count + 1):
+            time.sleep(interval)
+            slot.publish(f"value = {n}".encode())
+            print(f"writer: value = {n}", flush=True)
+
+
+def _demo_reader(path, count, ready):
+    with pymmapdev.open_file(path, create=False, readonly=True) as m:
+        slot = pymmapdev.Slot(m, 0, DEMO_CAPACITY)
+        version, _ = slot.read()
+        ready.set()
+        while True:
+            if not slot.wait_newer(version, timeout=10):
+                print("reader: no update for 10 s, giving up", flush=True)
+                sys.exit(1)
+            version, data = slot.read()
+            text = data.decode()
+            print(f"reader: saw {text!r} (version {version})", flush=True)
+            if text == f"value = {count}":
+                return
+
+
+def cmd_demo(args):
+    path = args.path or os.path.join(
+        "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
+        f"pymmapdev-demo-{os.getpid()}")
+    ctx = multiprocessing.get_context("spawn")  # two fresh interpreters
+    with pymmapdev.open_file(path, pymmapdev.Slot.size_for(DEMO_CAPACITY)) as m:
+        m[:] = bytes(m.size)
+    print(f"demo: a writer and a reader process share {path}", flush=True)
+    ready = ctx.Event()
+    reader = ctx.Process(target=_demo_reader, args=(path, args.count, ready))
+    reader.start()
+    ready.wait(30)
+    writer = ctx.Process(target=_demo_writer, args=(path, args.count, args.interval))
+    writer.start()
+    try:
+        writer.join()
+        reader.join(30)
+    finally:
+        for proc in (writer, reader):
+            if proc.is_alive():
+                proc.terminate()
+        if not args.path:
+            os.unlink(path)
+    ok = writer.exitcode == 0 and reader.exitcode == 0
+    print("demo: done" if ok else "demo: FAILED", flush=True)
+    return 0 if ok else 1
+
+
+# ---- write / watch / info ---------------------------------------------------
+
+def cmd_write(args):
+    data = args.text.encode()
+    if not args.no_newline:
+        data += b"\n"
+    data += b"\0"  # so readers of the text see where it ends
+    needed = args.offset + len(data)
+    if _is_device(args.path):
+        m = pymmapdev.open_device(args.path)
+    else:
+        try:
+            current = os.path.getsize(args.path)
+        except FileNotFoundError:
+            current = 0
+        m = pymmapdev.open_file(args.path, max(current, needed))
+    with m:
+        m.write(args.offset, data)
+        m.flush()
+    return 0
+
+
+def _watch_heartbeat(m):
+    """Device with a kernel-side producer: sleep until it bumps its counter."""
+    seq = m.load_u32(0)
+    print(_text_at(m, 16, 48), flush=True)
+    while True:
+        m.wait(0, seq)
+        seq = m.load_u32(0)
+        print(_text_at(m, 16, 48), flush=True)
+
+
+def _watch_poll(m, offset, length, interval):
+    last = None
+    while True:
+        text = _text_at(m, offset, length)
+        if text != last:
+            print(text, flush=True)
+            last = text
+        time.sleep(interval)
+
+
+def cmd_watch(args):
+    try:
+        with _open(args.path, readonly=True) as m:
+            if m.kind == "device" and args.offset == 0 and \
+                    _core.device_info(m.fileno())["heartbeat_ms"] > 0:
+                _watch_heartbeat(m)
+            else:
+                _watch_poll(m, args.offset, args.length, args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _sysfs_attrs(path):
+    name = os.path.basename(os.path.realpath(path))
+    base = f"/sys/class/mmapdev/{name}"
+    attrs = {}
+    for attr in ("size", "maps", "events"):
+        try:
+            with open(os.path.join(base, attr)) as f:
+                attrs[attr] = f.read().strip()
+        except OSError:
+            pass
+    return attrs
+
+
+def cmd_info(args):
+    with _open(args.path, readonly=True) as m:
+        print(f"path:      {m.path}")
+        print(f"kind:      {m.kind}")
+        print(f"size:      {m.size} bytes")
+        print(f"page size: {pymmapdev.PAGESIZE}")
+        if m.kind == "device":
+            info = _core.device_info(m.fileno())
+            print(f"abi:       {info['abi_version']}")
+            print(f"heartbeat: {info['heartbeat_ms']} ms")
+            for key, value in _sysfs_attrs(args.path).items():
+                print(f"{key + ':':<10} {value}")
+        else:
+            st = os.stat(m.path)
+            print(f"mode:      {stat.filemode(st.st_mode)}")
+            print(f"allocated: {st.st_blocks * 512} bytes")
+        print(f"text:      {_text_at(m, 0, 64)!r}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m pymmapdev",
+                                     description="Shared memory from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="a writer and a reader process share one file")
+    demo.add_argument("--path", help="file to share (default: a fresh one in /dev/shm)")
+    demo.add_argument("--count", type=int, default=10, help="updates to make (default 10)")
+    demo.add_argument("--interval", type=float, default=0.2, help="seconds between updates")
+    demo.set_defaults(func=cmd_demo)
+
+    write = sub.add_parser("write", help="write TEXT into PATH (a file or an mmapdev device)")
+    write.add_argument("path")
+    write.add_argument("text")
+    write.add_argument("--offset", type=int, default=0)
+    write.add_argument("-n", "--no-newline", action="store_true")
+    write.set_defaults(func=cmd_write)
+
+    watch = sub.add_parser("watch", help="print the text at the start of PATH when it changes")
+    watch.add_argument("path")
+    watch.add_argument("--offset", type=int, default=0)
+    watch.add_argument("--length", type=int, default=256)
+    watch.add_argument("--interval", type=float, default=0.05, help="poll interval for files")
+    watch.set_defaults(func=cmd_watch)
+
+    info = sub.add_parser("info", help="describe a mapping (sysfs counters for devices)")
+    info.add_argument("path")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (OSError, ValueError) as exc:
+        print(f"pymmapdev: {exc}", file=sys.stderr)
+        return 1
+

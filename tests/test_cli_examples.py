@@ -1,0 +1,86 @@
+"""The command line and the examples, run as users run them."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pymmapdev
+
+from conftest import REPO
+
+ENV = dict(os.environ, PYTHONPATH=REPO)
+
+
+def cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "pymmapdev", *args], capture_output=True,
+                          text=True, timeout=timeout, env=ENV)
+
+
+def test_demo_reader_prints_writer_values():
+    proc = cli("demo", "--count", "5", "--interval", "0.05")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "reader: saw 'value = 5' (version 5)" in lines
+    assert [f"writer: value = {n}" in proc.stdout for n in range(1, 6)] == [True] * 5
+    assert lines[-1] == "demo: done"
+
+
+def test_write_then_info(shm_path):
+    assert cli("write", shm_path, "hello there").returncode == 0
+    with pymmapdev.open_file(shm_path) as m:
+        assert m.read(0, 13) == b"hello there\n\0"
+    assert cli("write", shm_path, "later", "--offset", "8192", "-n").returncode == 0
+    assert os.path.getsize(shm_path) == 8198  # grown, not shrunk
+    info = cli("info", shm_path)
+    assert info.returncode == 0
+    assert "kind:      file" in info.stdout and "size:      8198 bytes" in info.stdout
+    assert "'hello there'" in info.stdout
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path):
+    proc = cli("info", str(tmp_path / "missing"))
+    assert proc.returncode == 1
+    assert "missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_watch_prints_changes_and_exits_on_ctrl_c(shm_path):
+    cli("write", shm_path, "first")
+    watcher = subprocess.Popen([sys.executable, "-m", "pymmapdev", "watch", shm_path],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert watcher.stdout.readline() == "first\n"
+        cli("write", shm_path, "second")
+        assert watcher.stdout.readline() == "second\n"
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0 and "Traceback" not in err
+
+
+def test_examples_writer_and_reader_are_unrelated_processes(shm_path):
+    writer = subprocess.Popen([sys.executable, "examples/writer.py", shm_path], cwd=REPO,
+                              env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().startswith("published value = 1")
+        reader = subprocess.Popen([sys.executable, "examples/reader.py", shm_path], cwd=REPO,
+                                  env=ENV, stdout=subprocess.PIPE, text=True)
+        try:
+            seen = [reader.stdout.readline() for _ in range(2)]
+        finally:
+            reader.send_signal(signal.SIGINT)
+            reader.wait(30)
+        values = [int(line.split()[2]) for line in seen]
+        assert values[1] == values[0] + 1  # the reader woke for the next publish
+    finally:
+        writer.send_signal(signal.SIGINT)
+        writer.wait(30)
+
+
+def test_numpy_example():
+    proc = subprocess.run([sys.executable, "examples/numpy_shared_array.py"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "sum of the shared array: 499999500000" in proc.stdout
