@@ -1,0 +1,275 @@
+"""pymmapdev.Lock: a robust process-shared mutex living in the mapping."""
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+import warnings
+
+import pytest
+
+import pymmapdev
+from pymmapdev import _core
+from pymmapdev.sync import OwnerDiedWarning
+from _sync_workers import (GUARD, asleep_on, hold_lock_forever, lock_init_race,  # noqa: F401
+                           locked_increments, run_child, spin_until)
+
+
+@pytest.fixture
+def m(shm_path):
+    with pymmapdev.open_file(shm_path, 4096) as mapping:
+        yield mapping
+
+
+def test_layout_constants():
+    assert (pymmapdev.Lock.SIZE, pymmapdev.Lock.ALIGN) == _core.lock_layout() == (64, 64)
+
+
+def test_acquire_release_and_context_manager(m):
+    lock = pymmapdev.Lock(m, 64)
+    assert m.read_u32(64) != 0                      # initialised in place
+    assert lock.acquire() is True
+    assert lock.owner_died is False
+    lock.release()
+    with lock as held:
+        assert held is lock
+        with pytest.raises(RuntimeError, match="not recursive"):
+            lock.acquire(timeout=0)
+    assert lock.acquire(timeout=0) is True
+    lock.release()
+
+
+def test_second_lock_object_shares_the_mutex(m):
+    a, b = pymmapdev.Lock(m, 0), pymmapdev.Lock(m, 0)
+    with a:
+        t = threading.Thread(target=lambda: out.append(b.acquire(timeout=0.05)))
+        out = []
+        t.start()
+        t.join(GUARD)
+        assert out == [False]
+    assert b.acquire(timeout=0) is True
+    b.release()
+
+
+def test_reacquire_from_owner_thread_raises(m):
+    lock = pymmapdev.Lock(m, 0)
+    with lock:
+        for timeout in (None, 1, 0):
+            with pytest.raises(RuntimeError, match="already held"):
+                lock.acquire(timeout=timeout)
+
+
+def test_release_when_not_held_raises(m):
+    lock = pymmapdev.Lock(m, 0)
+    with pytest.raises(RuntimeError, match="does not hold"):
+        lock.release()
+    lock.acquire()
+    errors = []
+
+    def other():
+        try:
+            lock.release()
+        except RuntimeError as exc:
+            errors.append(exc)
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(GUARD)
+    assert len(errors) == 1                           # owned by a thread
+    lock.release()
+
+
+def test_timeout_then_acquire_after_release_by_other_thread(m):
+    lock = pymmapdev.Lock(m, 0)
+    got = []
+
+    def take(timeout):
+        ok = lock.acquire(timeout=timeout)
+        got.append(ok)
+        if ok:
+            lock.release()
+
+    lock.acquire()
+    t = threading.Thread(target=take, args=(0.05,))
+    t.start()
+    t.join(GUARD)
+    assert got == [False]
+    t = threading.Thread(target=take, args=(GUARD,))
+    t.start()
+    time.sleep(0.05)
+    lock.release()                                    # the sleeper had released the GIL
+    t.join(GUARD)
+    assert got == [False, True]
+
+
+def test_thread_exit_while_holding_counts_as_owner_death(m):
+    lock = pymmapdev.Lock(m, 0)
+    t = threading.Thread(target=lock.acquire)
+    t.start()
+    t.join(GUARD)
+    with pytest.warns(OwnerDiedWarning):
+        assert lock.acquire(timeout=GUARD)
+    assert lock.owner_died
+    lock.release()
+    lock._pins.clear()          # the dead thread's pin; test-only bookkeeping
+
+
+def test_bad_arguments(m, shm_path):
+    with pytest.raises(ValueError, match=r"offset 8\b.*aligned"):
+        pymmapdev.Lock(m, 8)
+    with pytest.raises(ValueError, match="4096"):
+        pymmapdev.Lock(m, 4096)
+    with pytest.raises(ValueError, match="negative"):
+        pymmapdev.Lock(m, -64)
+    with pytest.raises(TypeError, match="Mapping"):
+        pymmapdev.Lock(bytearray(64), 0)
+    lock = pymmapdev.Lock(m, 0)
+    with pytest.raises(ValueError, match="timeout"):
+        lock.acquire(timeout=-1)
+    m.write_u32(128, 0x12345678)                      # not zero, not a lock
+    with pytest.raises(ValueError, match="does not hold a pymmapdev.Lock"):
+        pymmapdev.Lock(m, 128)
+    with pymmapdev.open_file(shm_path, readonly=True) as r:
+        with pytest.raises(TypeError, match="read-only"):
+            pymmapdev.Lock(r, 0)
+
+
+def test_close_refused_while_held(shm_path):
+    m = pymmapdev.open_file(shm_path, 4096)
+    lock = pymmapdev.Lock(m, 0)
+    lock.acquire()
+    with pytest.raises(BufferError):
+        m.close()                                     # the mutex is on our robust list
+    lock.release()
+    m.close()
+    with pytest.raises(ValueError, match="closed"):
+        lock.acquire()
+
+
+def test_stale_initialiser_is_taken_over(m):
+    """A process that died between 'initialising' and 'ready' blocks nobody."""
+    p = mp.get_context("fork").Process(target=os._exit, args=(0,))
+    p.start()
+    p.join(GUARD)
+    m.store_u32(0, 0xA5000000 | p.pid)                # "being initialised by pid"
+    lock = pymmapdev.Lock(m, 0)
+    assert lock.acquire(timeout=GUARD)
+    lock.release()
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_mutual_exclusion_across_processes(shm_path, method):
+    nproc, n = 4, 2000
+    pymmapdev.open_file(shm_path, 4096).close()
+    ctx = mp.get_context(method)
+    procs = [ctx.Process(target=locked_increments, args=(shm_path, 64, 8, n)) for _ in range(nproc)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(GUARD)
+    assert [p.exitcode for p in procs] == [0] * nproc
+    with pymmapdev.open_file(shm_path) as m:
+        assert m.read_u64(8) == nproc * n
+
+
+def test_initialised_exactly_once_under_a_race(shm_path):
+    """Processes construct the Lock at the same instant on a fresh region."""
+    nproc, n = 4, 500
+    with pymmapdev.open_file(shm_path, 4096) as m:
+        ctx = mp.get_context("fork")
+        procs = [ctx.Process(target=lock_init_race, args=(shm_path, 128, 0, 8, n))
+                 for _ in range(nproc)]
+        for p in procs:
+            p.start()
+        spin_until(lambda: m.load_u32(0) == nproc)
+        m.store_u32(0, 1000)                          # go
+        for p in procs:
+            p.join(GUARD)
+        assert [p.exitcode for p in procs] == [0] * nproc
+        assert m.read_u64(8) == nproc * n
+
+
+def test_mutual_exclusion_with_an_unrelated_process(shm_path, run_child):
+    n = 3000
+    pymmapdev.open_file(shm_path, 4096).close()
+    child = run_child("""
+        import sys
+        from _sync_workers import locked_increments
+        locked_increments(sys.argv[1], 64, 8, int(sys.argv[2]))
+    """, shm_path, n)
+    locked_increments(shm_path, 64, 8, n)
+    assert child.wait(GUARD) == 0, child.stderr.read()
+    with pymmapdev.open_file(shm_path) as m:
+        assert m.read_u64(8) == 2 * n
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_holder_killed_next_acquirer_is_told(shm_path, method):
+    with pymmapdev.open_file(shm_path, 4096) as m:
+        lock = pymmapdev.Lock(m, 64)
+        p = mp.get_context(method).Process(target=hold_lock_forever, args=(shm_path, 64, 0))
+        p.start()
+        while m.load_u32(0) == 0:
+            assert m.wait(0, 0, GUARD), "holder never took the lock"
+        assert lock.acquire(timeout=0.05) is False    # really held by the child
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(GUARD)
+        with pytest.warns(OwnerDiedWarning, match="offset 64"):
+            assert lock.acquire(timeout=GUARD) is True
+        assert lock.owner_died is True
+        assert m.read_u32(4) == 0xDEAD                # the state to repair
+        m.write_u32(4, 0)
+        lock.release()
+        # consistent again: a normal lock from now on
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert lock.acquire(timeout=GUARD) is True
+        assert lock.owner_died is False
+        lock.release()
+
+
+def test_holder_killed_while_others_wait(shm_path, run_child):
+    """The waiter sleeping in acquire() is the one told, in another process."""
+    with pymmapdev.open_file(shm_path, 4096) as m:
+        holder = run_child("""
+            import sys
+            from _sync_workers import hold_lock_forever
+            hold_lock_forever(sys.argv[1], 64, 0)
+        """, shm_path)
+        while m.load_u32(0) == 0:
+            assert m.wait(0, 0, GUARD), "holder never took the lock"
+        waiter = run_child("""
+            import sys, warnings, pymmapdev
+            warnings.simplefilter("ignore")
+            with pymmapdev.open_file(sys.argv[1]) as m:
+                lock = pymmapdev.Lock(m, 64)
+                m.store_u32(8, 1)
+                ok = lock.acquire(timeout=60)
+                print(ok, lock.owner_died)
+                lock.release()
+        """, shm_path)
+        spin_until(lambda: m.load_u32(8) == 1)
+        time.sleep(0.1)                               # likely asleep in acquire by now
+        holder.kill()
+        holder.wait(GUARD)
+        out, err = waiter.communicate(timeout=GUARD)
+        assert waiter.returncode == 0, err
+        assert out.split() == ["True", "True"]
+
+
+def test_ctrl_c_interrupts_a_blocked_acquire(m, shm_path, run_child):
+    lock = pymmapdev.Lock(m, 0)
+    with lock:
+        child = run_child("""
+            import sys, time, pymmapdev
+            with pymmapdev.open_file(sys.argv[1]) as m:
+                lock = pymmapdev.Lock(m, 0)
+                m.store_u32(64, 1)
+                lock.acquire()
+        """, shm_path)
+        spin_until(lambda: m.load_u32(64) == 1)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=GUARD)
+        assert "KeyboardInterrupt" in err
+        assert time.monotonic() - t0 < 5
