@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "structmember.h"
@@ -721,6 +722,32 @@ mapping_madvise(MappingObject *self, PyObject *args, PyObject *kwargs)
 
 /* ---- numpy ------------------------------------------------------------- */
 
+/*
+ * An array hands the memory to code we cannot guard, so before making one
+ * check that the file still backs the whole range: one fstat instead of a
+ * SIGBUS in numpy later.  (Pages past EOF fault; the last partial page
+ * does not.)
+ */
+static int
+check_backed(MappingObject *self, Py_ssize_t offset, Py_ssize_t len)
+{
+	struct stat st;
+	Py_ssize_t backed;
+
+	if (self->kind != MAPPING_KIND_FILE || len == 0)
+		return 0;
+	if (fstat(self->fd, &st) < 0) {
+		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->path);
+		return -1;
+	}
+	backed = ((Py_ssize_t)st.st_size + page_size - 1) / page_size * page_size;
+	if (offset + len > backed) {
+		mapping_raise_fault(self, offset > backed ? offset : backed);
+		return -1;
+	}
+	return 0;
+}
+
 static PyObject *
 import_numpy(void)
 {
@@ -799,6 +826,8 @@ mapping_ndarray(MappingObject *self, PyObject *args, PyObject *kwargs)
 			     count, itemsize, offset, self->size);
 		goto out;
 	}
+	if (check_backed(self, offset, count * itemsize) < 0)
+		goto out;
 	flat = PyObject_CallMethod(numpy, "frombuffer", "OOnn", (PyObject *)self, dtype,
 				   count, offset);
 	if (flat == NULL || shape == Py_None) {

@@ -41,6 +41,14 @@ def test_access_past_truncation_raises(truncated, access):
     assert truncated.read(0, 19) == b"first page survives"
 
 
+def test_ndarray_creation_over_truncated_pages_raises(truncated):
+    with pytest.raises(pymmapdev.MappingFault, match=f"offset {PAGE} "):
+        truncated.ndarray("u1", offset=PAGE // 2)
+    arr = truncated.ndarray("u1", shape=(PAGE,))   # still backed: fine
+    assert bytes(arr[:19]) == b"first page survives"
+    del arr
+
+
 def test_fault_offset_is_named(truncated):
     with pytest.raises(pymmapdev.MappingFault, match=f"offset {2 * PAGE + 8} "):
         truncated.read_u64(2 * PAGE + 8)

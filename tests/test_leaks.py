@@ -1,0 +1,132 @@
+"""Leak checks in the style of psutil's memory-leak tests.
+
+Each public method is called 10^5 times (success and error paths); the
+number of live Python memory blocks (sys.getallocatedblocks: catches a
+reference leak even in a release build) and the process RSS must not grow.
+Opening and closing mappings must not leak descriptors or mappings.
+"""
+import gc
+import os
+import sys
+
+import pytest
+
+import pymmapdev
+
+CALLS = 100_000
+PAGE = pymmapdev.PAGESIZE
+
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def assert_no_leak(fn, calls=CALLS):
+    for _ in range(1000):       # warm caches, free lists, lazy imports
+        fn()
+    gc.collect()
+    blocks, memory = sys.getallocatedblocks(), rss()
+    for _ in range(calls):
+        fn()
+    gc.collect()
+    grown_blocks = sys.getallocatedblocks() - blocks
+    grown_rss = rss() - memory
+    # One leaked object per call would be >= calls blocks; allow noise.
+    assert grown_blocks < 200, f"{grown_blocks} Python memory blocks leaked over {calls} calls"
+    assert grown_rss < 4 << 20, f"RSS grew by {grown_rss} bytes over {calls} calls"
+
+
+def raises(exc, fn, *args):
+    def call():
+        try:
+            fn(*args)
+        except exc:
+            return
+        raise AssertionError(f"{fn} did not raise {exc}")
+    return call
+
+
+@pytest.fixture(scope="module")
+def maps(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("leaks") / "m")
+    m = pymmapdev.open_file(path, 4 * PAGE)
+    ro = pymmapdev.open_file(path, readonly=True)
+    closed = pymmapdev.open_file(path)
+    closed.close()
+    yield m, ro, closed
+    m.close()
+    ro.close()
+
+
+CASES = {
+    "read": lambda m, ro, c: lambda: m.read(100, 64),
+    "write": lambda m, ro, c: lambda: m.write(100, b"x" * 64),
+    "getitem": lambda m, ro, c: lambda: m[5],
+    "slice": lambda m, ro, c: lambda: m[10:200],
+    "setslice": lambda m, ro, c: lambda: m.__setitem__(slice(10, 14), b"abcd"),
+    "read_u64": lambda m, ro, c: lambda: m.read_u64(8),
+    "write_u32": lambda m, ro, c: lambda: m.write_u32(8, 0xFFFFFFFF),
+    "fetch_add_u64": lambda m, ro, c: lambda: m.fetch_add_u64(16, 1),
+    "compare_exchange_u32": lambda m, ro, c: lambda: m.compare_exchange_u32(24, 0, 1),
+    "exchange_u64": lambda m, ro, c: lambda: m.exchange_u64(32, 2**64 - 1),
+    "wake": lambda m, ro, c: lambda: m.wake(40, 1),
+    "wait_differs": lambda m, ro, c: lambda: m.wait(44, 12345, 0),
+    "flush_async": lambda m, ro, c: lambda: m.flush(0, 10, wait=False),
+    "madvise": lambda m, ro, c: lambda: m.madvise(pymmapdev.MADV_NORMAL, 0, 10),
+    "memoryview": lambda m, ro, c: lambda: memoryview(m).release(),
+    "len_size_repr": lambda m, ro, c: lambda: (len(m), m.size, repr(m), m.path, m.kind),
+    # error paths
+    "read_out_of_range": lambda m, ro, c: raises(ValueError, m.read, 4 * PAGE, 1),
+    "typed_misaligned": lambda m, ro, c: raises(ValueError, m.read_u32, 2),
+    "typed_overflow": lambda m, ro, c: raises(OverflowError, m.write_u16, 0, 70000),
+    "write_readonly": lambda m, ro, c: raises(TypeError, ro.write, 0, b"x"),
+    "atomic_readonly": lambda m, ro, c: raises(TypeError, ro.fetch_add_u32, 0, 1),
+    "closed_read": lambda m, ro, c: raises(ValueError, c.read, 0, 1),
+    "closed_buffer": lambda m, ro, c: raises(ValueError, memoryview, c),
+    "bad_slice_len": lambda m, ro, c: raises(IndexError, m.__setitem__, slice(0, 4), b"abc"),
+    "negative_offset": lambda m, ro, c: raises(ValueError, m.write, -1, b"x"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_method_does_not_leak(maps, name):
+    assert_no_leak(CASES[name](*maps))
+
+
+def test_ndarray_does_not_leak(maps):
+    m = maps[0]
+    assert_no_leak(lambda: m.ndarray("u4", shape=(4, 4), offset=64), calls=20_000)
+
+
+def test_slot_and_lock_do_not_leak(maps):
+    m = maps[0]
+    slot = pymmapdev.Slot(m, 1024, 64)
+    lock = pymmapdev.Lock(m, 2048)
+
+    def use():
+        slot.publish(b"payload")
+        slot.read()
+        with lock:
+            pass
+    assert_no_leak(use, calls=50_000)
+
+
+def test_open_close_does_not_leak_fds_or_mappings(tmp_path):
+    path = tmp_path / "cycle"
+
+    def count():
+        with open("/proc/self/maps") as f:
+            return len(os.listdir("/proc/self/fd")), sum(1 for _ in f)
+
+    def cycle():
+        with pymmapdev.open_file(path, PAGE) as m:
+            m.write_u32(0, 1)
+        try:
+            pymmapdev.open_file(tmp_path / "missing", create=False)
+        except FileNotFoundError:
+            pass
+    cycle()
+    before = count()
+    assert_no_leak(cycle, calls=20_000)
+    assert count() == before
