@@ -146,16 +146,21 @@ def payload_ok(data):
 
 
 def slot_writer(path, offset, capacity, count, stop_offset):
-    """Publish *count* values of varying length as fast as possible."""
+    """Publish *count* values of varying length as fast as possible.
+
+    Sets the stop word when done (or failing), so readers never wait forever.
+    """
     with pymmapdev.open_file(path) as m:
-        slot = pymmapdev.Slot(m, offset, capacity)
-        sizes = [capacity, 4, capacity // 2, 64, capacity - 1, 100]
-        pre = [payload(i, sizes[i % len(sizes)]) for i in range(64)]
-        for i in range(count):
-            if m.load_u32(stop_offset):
-                break
-            slot.publish(pre[i % len(pre)])
-        m.store_u32(stop_offset, 1)
+        try:
+            slot = pymmapdev.Slot(m, offset, capacity)
+            sizes = [min(s, capacity) for s in (capacity, 4, capacity // 2, 64, capacity - 1, 100)]
+            pre = [payload(i, sizes[i % len(sizes)]) for i in range(64)]
+            for i in range(count):
+                if m.load_u32(stop_offset):
+                    break
+                slot.publish(pre[i % len(pre)])
+        finally:
+            m.store_u32(stop_offset, 1)
 
 
 def slot_wait_reader(path, offset, capacity, ready_offset, result_offset):
