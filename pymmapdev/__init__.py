@@ -11,7 +11,8 @@ from ._core import (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
                     MADV_DONTNEED, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK,
                     MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_DODUMP)
 from ._open import anonymous, open_device, open_file
-from .sync import Lock, Slot
+from .sync import Lock, OwnerDiedWarning, Slot
+from ._core import get_spin, set_spin
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,6 @@ for _name in ("MADV_FREE", "MADV_COLD", "MADV_PAGEOUT", "MADV_POPULATE_READ",
         globals()[_name] = getattr(_core, _name)
 del _name
 
-__all__ = ["Lock", "Mapping", "MappingFault", "PAGESIZE", "Slot", "anonymous", "open_device",
-           "open_file"]
+__all__ = ["Lock", "Mapping", "MappingFault", "OwnerDiedWarning", "PAGESIZE", "Slot", "anonymous",
+           "get_spin", "open_device", "open_file", "set_spin"]
 __all__ += [name for name in globals() if name.startswith("MADV_")]

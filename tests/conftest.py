@@ -5,7 +5,18 @@ import textwrap
 
 import pytest
 
+import pymmapdev
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where the pymmapdev under test was imported from: child processes must load
+# the same build (the sanitizer run puts an instrumented copy first).
+PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pymmapdev.__file__)))
+
+
+def child_env(**extra):
+    """os.environ for a child python that imports the pymmapdev under test."""
+    path = [PKG_ROOT, os.environ.get("PYTHONPATH")]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p), **extra)
 
 
 @pytest.fixture
@@ -20,7 +31,7 @@ def shm_path(tmp_path):
 
 def run_python(code, *args, timeout=60, check=True):
     """Run *code* in an unrelated python process (not a multiprocessing child)."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:

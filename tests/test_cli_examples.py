@@ -9,9 +9,9 @@ import pytest
 
 import pymmapdev
 
-from conftest import REPO
+from conftest import REPO, child_env
 
-ENV = dict(os.environ, PYTHONPATH=REPO)
+ENV = child_env()
 
 
 def cli(*args, timeout=60):

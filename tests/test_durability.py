@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import child_env
 
 PAGE = mmap.PAGESIZE
 RECORD = 64
@@ -69,7 +69,7 @@ def test_sigkilled_writer_loses_nothing(tmp_path):
     path = str(tmp_path / "stream")          # a disk file system, not tmpfs
     read_end, write_end = os.pipe()
     writer = subprocess.Popen([sys.executable, "-c", WRITER, path, str(write_end)],
-                              pass_fds=[write_end], env=dict(os.environ, PYTHONPATH=REPO))
+                              pass_fds=[write_end], env=child_env())
     os.close(write_end)
     flushed = []
     with os.fdopen(read_end, "rb") as reports:

@@ -11,7 +11,7 @@ import pytest
 
 import pymmapdev
 
-from conftest import run_python
+from conftest import child_env, run_python
 
 SIZE = 3 * 4096
 
@@ -88,7 +88,7 @@ def test_live_concurrent_processes_see_each_other(shm_path):
     # the unrelated child echoes it back through the mapping.
     import subprocess, sys, time
     with pymmapdev.open_file(shm_path, 4096) as m:
-        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(pymmapdev.__file__)))
+        env = child_env()
         child = subprocess.Popen([sys.executable, "-c", """
 import sys, time, pymmapdev
 m = pymmapdev.open_file(sys.argv[1], create=False)

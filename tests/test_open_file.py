@@ -8,6 +8,8 @@ import pytest
 
 import pymmapdev
 
+from conftest import child_env
+
 
 def test_creates_and_sizes_new_file(shm_path):
     assert not os.path.exists(shm_path)
@@ -120,7 +122,7 @@ def test_permission_denied(tmp_path):
         out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                               "python3", "-c", code, str(path)],
                              capture_output=True, text=True,
-                             env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(pymmapdev.__file__))))
+                             env=child_env())
         assert out.stdout.split() == [str(errno.EACCES), str(path)], out.stderr
     else:
         with pytest.raises(PermissionError) as info:

@@ -1,0 +1,12 @@
+import os
+
+from ._core import Mapping
+
+PAGESIZE: int
+
+def open_file(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], size: int | None = None, *,
+              create: bool = True, readonly: bool = False, mode: int = 0o600,
+              populate: bool = False) -> Mapping: ...
+def open_device(path: str | bytes | os.PathLike[str] | os.PathLike[bytes] = "/dev/mmapdev0",
+                size: int | None = None, *, offset: int = 0, readonly: bool = False) -> Mapping: ...
+def anonymous(size: int, *, name: str = "pymmapdev") -> Mapping: ...
