@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -28,8 +29,9 @@
 
 /*
  * Spin rounds before sleeping; one round is a load and a pause (~20-40 ns
- * on current x86), so the default spins roughly 10-20 us: longer than a
- * cross-core hand-off, shorter than a futex sleep/wake cycle.
+ * on current x86), every 64th a sched_yield(), so the default spins
+ * roughly 10-20 us: longer than a cross-core hand-off, shorter than a
+ * futex sleep/wake cycle.
  */
 #define DEFAULT_SPIN	500
 #define MAX_SPIN	(1L << 30)
@@ -300,7 +302,13 @@ spin_until_changed(MappingObject *self, const uint32_t *word,
 			fault_guard_leave(&guard);
 			return 0;
 		}
-		sync_cpu_relax();
+		/* The peer may share our CPU: pure spinning would only delay
+		 * it.  A yield now and then lets it run (and costs one cheap
+		 * syscall when nothing else is runnable). */
+		if ((i & 63) == 63)
+			sched_yield();
+		else
+			sync_cpu_relax();
 	}
 	fault_guard_leave(&guard);
 	return 1;

@@ -1,0 +1,661 @@
+#!/usr/bin/env python3
+"""pymmapdev benchmark (``make bench``): every figure next to its anchors,
+all measured in the same run, printed as a table with ratios and saved as
+bench/results/results.json plus bench/results/bench.png.
+
+Figures (issue 4, item 6):
+  typed    read_u32/write_u32 vs struct.Struct.unpack_from/pack_into on a stdlib mmap
+  fetch    fetch_add by 2 processes vs multiprocessing.Value + its lock, and the
+           `atomics` package on the same memory
+  pingpong round trip between 2 processes: spinning, hybrid wait/wake, sleep-only
+           wait/wake vs multiprocessing Pipe and Queue, a posix_ipc semaphore pair,
+           and bench/pingpong.c (C futex and spin: the physical limit); p50/p99,
+           with the processes on different cores and on one shared core
+  copy     bulk copy into the mapping vs C memcpy (ctypes.memmove) into the same pages
+  slot     Slot publish/read throughput (one process, and reader vs writer in two)
+
+Per-op micro timings subtract the empty-loop cost measured alongside them and
+take the best of several repeats; round trips are timed one by one.
+Usage: python bench/run.py [--quick]
+"""
+import argparse
+import ctypes
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import mmap
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, ROOT)                 # the in-tree build
+
+import pymmapdev                          # noqa: E402
+
+SHM = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+NCPU = len(os.sched_getaffinity(0))
+SPLIT = (0, 1) if NCPU >= 2 else None    # parent CPU, child CPU
+SHARED = (0, 0)
+QUICK = False
+
+# ---------------------------------------------------------------- utilities
+
+
+def ensure_packages():
+    """pip install the anchors' packages if missing; returns the unavailable ones."""
+    wanted = {"matplotlib": "matplotlib", "posix_ipc": "posix_ipc", "atomics": "atomics"}
+    missing = []
+    for module, package in wanted.items():
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        print(f"installing {' '.join(missing)} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                        "--disable-pip-version-check", *missing], check=False)
+    unavailable = []
+    for module in wanted:
+        try:
+            __import__(module)
+        except ImportError:
+            unavailable.append(module)
+    return unavailable
+
+
+def pin(cpu):
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def scratch(name, size):
+    path = os.path.join(SHM, f"pymmapdev-bench-{os.getpid()}-{name}")
+    m = pymmapdev.open_file(path, size)
+    return path, m
+
+
+def best_per_op(stmt, glb, number, repeat=5):
+    """Best seconds per execution of *stmt*, net of the empty loop."""
+    t = timeit.Timer(stmt, globals=glb).repeat(repeat, number)
+    empty = timeit.Timer("pass").repeat(repeat, number)
+    return max(min(t) - min(empty), 0.0) / number
+
+
+def percentiles(samples_ns):
+    s = sorted(samples_ns)
+    return {"p50_ns": s[len(s) // 2], "p99_ns": s[len(s) * 99 // 100],
+            "mean_ns": sum(s) / len(s), "rounds": len(s)}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------- typed access
+
+
+def bench_typed():
+    n = 200_000 if not QUICK else 50_000
+    path, m = scratch("typed", 4096)
+    with open(path, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), 4096)
+    s = struct.Struct("=I")
+    g = {"r": m.read_u32, "w": m.write_u32, "ld": m.load_u32, "st": m.store_u32,
+         "u": s.unpack_from, "p": s.pack_into, "mm": mm}
+    res = {
+        "read_u32": best_per_op("r(8)", g, n),
+        "struct_unpack": best_per_op("u(mm, 8)[0]", g, n),
+        "write_u32": best_per_op("w(8, 12345)", g, n),
+        "struct_pack": best_per_op("p(mm, 8, 12345)", g, n),
+        "load_u32": best_per_op("ld(8)", g, n),
+        "store_u32": best_per_op("st(8, 12345)", g, n),
+    }
+    mm.close()
+    m.close()
+    os.unlink(path)
+    return res
+
+
+# ---------------------------------------------------------------- fetch_add
+
+
+def _fetch_child(kind, path, n, cpu, shared):
+    pin(cpu)
+    m = pymmapdev.open_file(path)
+    m.fetch_add_u32(0, 1)                          # ready
+    while m.load_u32(4) == 0:                      # go
+        pass
+    t0 = time.perf_counter()
+    if kind == "pymmapdev":
+        add = m.fetch_add_u64
+        for _ in range(n):
+            add(64, 1)
+    elif kind == "mp.Value+lock":
+        lock = shared.get_lock()
+        for _ in range(n):
+            with lock:
+                shared.value += 1
+    elif kind == "atomics":
+        import atomics
+        with memoryview(m) as view:
+            with atomics.atomicview(buffer=view[72:80], atype=atomics.UINT) as a:
+                add = a.fetch_add
+                for _ in range(n):
+                    add(1)
+    elapsed = time.perf_counter() - t0
+    m.store_u64(128 + 8 * int(mp.current_process().name[-1]), int(elapsed * 1e9))
+    m.close()
+
+
+def bench_fetch_add(have_atomics):
+    ctx = mp.get_context("fork")                   # mp.Value is inherited
+    out = {}
+    kinds = [("pymmapdev", 200_000), ("mp.Value+lock", 50_000)]
+    if have_atomics:
+        kinds.append(("atomics", 200_000))
+    for kind, n in kinds:
+        if QUICK:
+            n //= 4
+        path, m = scratch("fetch", 4096)
+        value = ctx.Value("Q", 0, lock=True)
+        procs = [ctx.Process(target=_fetch_child, name=f"w{i}",
+                             args=(kind, path, n, SPLIT[i] if SPLIT else None, value))
+                 for i in range(2)]
+        for p in procs:
+            p.start()
+        while m.load_u32(0) < 2:
+            time.sleep(0.001)
+        m.store_u32(4, 1)
+        for p in procs:
+            p.join()
+        total = {"pymmapdev": m.load_u64(64), "mp.Value+lock": value.value,
+                 "atomics": m.load_u64(72)}[kind]
+        assert total == 2 * n, (kind, total)
+        wall = max(m.load_u64(128), m.load_u64(136)) / 1e9
+        out[kind] = {"ops": 2 * n, "seconds": wall, "ops_per_s": 2 * n / wall,
+                     "ns_per_op": wall / (2 * n) * 1e9}
+        m.close()
+        os.unlink(path)
+    return out
+
+
+# ---------------------------------------------------------------- ping-pong
+
+WORD_MODES = {"spin": None, "hybrid": None, "sleep": 0}   # wait() spin setting
+
+
+def _pp_child(kind, rounds, cpu, ends):
+    pin(cpu)
+    if kind in WORD_MODES:
+        m = pymmapdev.open_file(ends)
+        load, store, wait, wake = m.load_u32, m.store_u32, m.wait, m.wake
+        spin = WORD_MODES[kind]
+        for i in range(rounds):
+            want = 2 * i + 1
+            if kind == "spin":
+                while load(0) != want:
+                    pass
+                store(0, want + 1)
+            else:
+                while load(0) != want:
+                    wait(0, want - 1, None, spin)
+                store(0, want + 1)
+                wake(0)
+        m.close()
+    elif kind == "Pipe":
+        conn = ends
+        for _ in range(rounds):
+            conn.send_bytes(conn.recv_bytes())
+    elif kind == "Queue":
+        q_in, q_out = ends
+        for _ in range(rounds):
+            q_out.put(q_in.get())
+    elif kind == "posix_ipc":
+        import posix_ipc
+        ping, pong = (posix_ipc.Semaphore(name) for name in ends)
+        for _ in range(rounds):
+            ping.acquire()
+            pong.release()
+
+
+def _pp_python(kind, rounds, cpus):
+    """Round trips timed in the parent; returns percentiles over the last 90%."""
+    ctx = mp.get_context("fork")
+    rtt = [0] * rounds
+    now = time.perf_counter_ns
+    cleanup = []
+    if kind in WORD_MODES:
+        path, m = scratch("pp", 4096)
+        cleanup.append(lambda: (m.close(), os.unlink(path)))
+        ends = path
+    elif kind == "Pipe":
+        a, b = ctx.Pipe()
+        ends = b
+    elif kind == "Queue":
+        q1, q2 = ctx.Queue(), ctx.Queue()
+        ends = (q1, q2)
+    elif kind == "posix_ipc":
+        import posix_ipc
+        names = [f"/pymmapdev-bench-{os.getpid()}-{s}" for s in ("ping", "pong")]
+        sems = [posix_ipc.Semaphore(n, posix_ipc.O_CREX, initial_value=0) for n in names]
+        cleanup.append(lambda: [s.unlink() for s in sems])
+        ends = names
+    child = ctx.Process(target=_pp_child, args=(kind, rounds, cpus[1], ends))
+    child.start()
+    pin(cpus[0])
+    try:
+        if kind in WORD_MODES:
+            load, store, wait, wake = m.load_u32, m.store_u32, m.wait, m.wake
+            spin = WORD_MODES[kind]
+            for i in range(rounds):
+                want = 2 * i + 2
+                t0 = now()
+                if kind == "spin":
+                    store(0, want - 1)
+                    while load(0) != want:
+                        pass
+                else:
+                    store(0, want - 1)
+                    wake(0)
+                    while load(0) != want:
+                        wait(0, want - 1, None, spin)
+                rtt[i] = now() - t0
+        elif kind == "Pipe":
+            msg = b"ping"
+            for i in range(rounds):
+                t0 = now()
+                a.send_bytes(msg)
+                a.recv_bytes()
+                rtt[i] = now() - t0
+        elif kind == "Queue":
+            for i in range(rounds):
+                t0 = now()
+                q1.put(i)
+                q2.get()
+                rtt[i] = now() - t0
+        elif kind == "posix_ipc":
+            ping, pong = sems
+            for i in range(rounds):
+                t0 = now()
+                ping.release()
+                pong.acquire()
+                rtt[i] = now() - t0
+        child.join()
+    finally:
+        os.sched_setaffinity(0, range(os.cpu_count()))
+        if child.is_alive():
+            child.kill()
+        for fn in cleanup:
+            fn()
+    return percentiles(rtt[rounds // 10:])
+
+
+def build_c_pingpong():
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    exe = os.path.join(RESULTS, "pingpong")
+    src = os.path.join(HERE, "pingpong.c")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe, src], check=True)
+    return exe
+
+
+def _pp_c(exe, mode, rounds, cpus):
+    out = subprocess.run([exe, mode, str(rounds), str(cpus[0]), str(cpus[1])],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    return json.loads(out)
+
+
+PP_MESSAGE = {"spin": "u32 word", "hybrid": "u32 word", "sleep": "u32 word",
+              "Pipe": "4-byte bytes", "Queue": "small int (pickled)",
+              "posix_ipc": "none (semaphore post)", "C spin": "u32 word",
+              "C futex": "u32 word"}
+
+
+def bench_pingpong(have_posix_ipc, exe):
+    scale = 4 if QUICK else 1
+    rounds = {"spin": 20000, "hybrid": 20000, "sleep": 5000, "Pipe": 5000,
+              "Queue": 3000, "posix_ipc": 5000}
+    out = {}
+    placements = [("split", SPLIT), ("shared", SHARED)] if SPLIT else [("shared", SHARED)]
+    for placement, cpus in placements:
+        res = {}
+        for kind, n in rounds.items():
+            if kind == "posix_ipc" and not have_posix_ipc:
+                continue
+            if kind == "spin" and placement == "shared":
+                continue    # a spinner on a shared core waits for the scheduler tick
+            res[kind] = _pp_python(kind, n // scale, cpus)
+        if exe:
+            if placement == "split":
+                res["C spin"] = _pp_c(exe, "spin", 200000 // scale, cpus)
+            res["C futex"] = _pp_c(exe, "futex", 20000 // scale, cpus)
+        for kind in res:
+            res[kind]["message"] = PP_MESSAGE[kind]
+        out[placement] = {"cpus": list(cpus), "results": res}
+    return out
+
+
+# ---------------------------------------------------------------- bulk copy
+
+
+def _throughput(fn, nbytes, min_time=0.05, repeat=5):
+    fn()                                           # warm: pages faulted in
+    loops = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        if time.perf_counter() - t0 >= min_time / 5:
+            break
+        loops *= 2
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / loops)
+    return nbytes / best
+
+
+def bench_copy():
+    sizes = [4096, 65536, 1 << 20, 16 << 20]
+    path, m = scratch("copy", 32 << 20)
+    with open(path, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), 32 << 20)
+    anchor = ctypes.c_char.from_buffer(m)
+    dst = ctypes.addressof(anchor)
+    out = {}
+    for n in sizes:
+        src = bytearray(os.urandom(n))
+        src_addr = ctypes.addressof(ctypes.c_char.from_buffer(src))
+        off = 8 << 20
+        res = {
+            "pymmapdev m[a:b] = src": _throughput(lambda: m.__setitem__(slice(off, off + n), src), n),
+            "pymmapdev m.write": _throughput(lambda: m.write(off, src), n),
+            "memcpy (ctypes.memmove)": _throughput(lambda: ctypes.memmove(dst + off, src_addr, n), n),
+            "stdlib mmap mm[a:b] = src": _throughput(lambda: mm.__setitem__(slice(off, off + n), src), n),
+        }
+        out[n] = {k: v / 1e9 for k, v in res.items()}       # GB/s
+        assert bytes(m[off:off + 16]) == bytes(src[:16])
+    del anchor
+    mm.close()
+    m.close()
+    os.unlink(path)
+    return out
+
+
+# ---------------------------------------------------------------- slot
+
+
+def _slot_writer(path, capacity, size, seconds, cpu):
+    pin(cpu)
+    m = pymmapdev.open_file(path)
+    slot = pymmapdev.Slot(m, 64, capacity)
+    data = bytes(size)
+    publish = slot.publish
+    m.fetch_add_u32(0, 1)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(1000):
+            publish(data)
+    m.store_u32(4, 1)
+    m.close()
+
+
+def bench_slot():
+    out = {}
+    n = 100_000 if not QUICK else 20_000
+    for size in (64, 4096):
+        path, m = scratch("slot", 1 << 16)
+        slot = pymmapdev.Slot(m, 64, size)
+        data = bytes(size)
+        g = {"pub": slot.publish, "rd": slot.read, "data": data}
+        lock = mp.get_context("fork").Lock()
+        g.update({"lk": lock, "m": m, "lo": 8192, "hi": 8192 + size})
+        res = {
+            "publish": 1 / best_per_op("pub(data)", g, n),
+            "read": 1 / best_per_op("rd()", g, n),
+            "anchor mp.Lock + slice write": 1 / best_per_op(
+                "with lk: m[lo:hi] = data", g, n),
+            "anchor mp.Lock + slice read": 1 / best_per_op(
+                "with lk: bytes(m[lo:hi])", g, n),
+        }
+        # a reader racing a writer in another process
+        seconds = 0.5 if not QUICK else 0.2
+        p = mp.get_context("fork").Process(
+            target=_slot_writer, args=(path, size, size, seconds, SPLIT[1] if SPLIT else None))
+        v0 = slot.version
+        p.start()
+        while m.load_u32(0) == 0:
+            time.sleep(0.001)
+        if SPLIT:
+            pin(SPLIT[0])
+        reads, t0 = 0, time.perf_counter()
+        rd = slot.read
+        while m.load_u32(4) == 0:
+            for _ in range(100):
+                rd()
+            reads += 100
+        elapsed = time.perf_counter() - t0
+        os.sched_setaffinity(0, range(os.cpu_count()))
+        p.join()
+        res["2-process read (racing writer)"] = reads / elapsed
+        res["2-process publish (racing reader)"] = (slot.version - v0) / elapsed
+        out[size] = res
+        m.close()
+        os.unlink(path)
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def ratio_rows(r):
+    """(figure, ours, anchor name, anchor, ratio text, target, met) rows."""
+    rows = []
+    ty = r["typed"]
+    for ours, anchor in (("read_u32", "struct_unpack"), ("write_u32", "struct_pack")):
+        x = ty[ours] / ty[anchor]
+        rows.append((f"typed {ours}", f"{ty[ours] * 1e9:.1f} ns", f"struct on mmap",
+                     f"{ty[anchor] * 1e9:.1f} ns", f"{x:.2f}x time", "<= 0.5x", x <= 0.5))
+    fa = r["fetch_add"]
+    for anchor in ("mp.Value+lock", "atomics"):
+        if anchor in fa:
+            x = fa["pymmapdev"]["ops_per_s"] / fa[anchor]["ops_per_s"]
+            target, met = ("> = 20x", x >= 20) if anchor == "mp.Value+lock" else ("-", None)
+            rows.append(("fetch_add, 2 procs", f"{fa['pymmapdev']['ops_per_s'] / 1e6:.2f} Mops/s",
+                         anchor, f"{fa[anchor]['ops_per_s'] / 1e6:.2f} Mops/s",
+                         f"{x:.1f}x faster", target.replace(" ", ""), met))
+    for placement, pp in r["pingpong"].items():
+        res = pp["results"]
+
+        def us(kind):
+            return res[kind]["p50_ns"] / 1000
+        if "spin" in res and "Pipe" in res:
+            x = us("Pipe") / us("spin")
+            rows.append((f"RTT spin [{placement}]", f"{us('spin'):.2f} us p50", "Pipe",
+                         f"{us('Pipe'):.1f} us", f"{x:.0f}x faster", "<=0.5us, >=80x",
+                         us("spin") <= 0.5 and x >= 80))
+        if "spin" in res and "C spin" in res:
+            rows.append((f"RTT spin [{placement}]", f"{us('spin'):.2f} us p50", "C spin",
+                         f"{us('C spin'):.2f} us", f"{us('spin') / us('C spin'):.2f}x time", "-", None))
+        for kind in ("hybrid", "sleep"):
+            for anchor in ("Pipe", "Queue", "posix_ipc"):
+                if kind in res and anchor in res:
+                    rows.append((f"RTT {kind} [{placement}]", f"{us(kind):.1f} us p50", anchor,
+                                 f"{us(anchor):.1f} us", f"{us(anchor) / us(kind):.1f}x faster",
+                                 "-", None))
+        if "sleep" in res and "C futex" in res:
+            x = us("sleep") / us("C futex")
+            rows.append((f"RTT sleep [{placement}]", f"{us('sleep'):.1f} us p50", "C futex",
+                         f"{us('C futex'):.1f} us", f"{x:.2f}x time", "<= 1.2x", x <= 1.2))
+    for n, c in r["copy"].items():
+        x = c["pymmapdev m[a:b] = src"] / c["memcpy (ctypes.memmove)"]
+        rows.append((f"copy {int(n) // 1024} KiB", f"{c['pymmapdev m[a:b] = src']:.2f} GB/s",
+                     "memcpy", f"{c['memcpy (ctypes.memmove)']:.2f} GB/s", f"{x:.2f}x",
+                     ">= 0.95x", x >= 0.95))
+    for size, s in r["slot"].items():
+        for op, anchor in (("publish", "anchor mp.Lock + slice write"),
+                           ("read", "anchor mp.Lock + slice read")):
+            rows.append((f"Slot {op} {size} B", f"{s[op] / 1e6:.2f} Mops/s", "mp.Lock + slice",
+                         f"{s[anchor] / 1e6:.2f} Mops/s", f"{s[op] / s[anchor]:.1f}x", "-", None))
+        rows.append((f"Slot 2-proc {size} B", f"{s['2-process read (racing writer)'] / 1e6:.2f} M reads/s",
+                     "writer", f"{s['2-process publish (racing reader)'] / 1e6:.2f} M pub/s",
+                     "-", "-", None))
+    return rows
+
+
+def print_table(rows):
+    head = ("figure", "pymmapdev", "anchor", "anchor value", "ratio", "target", "met")
+    cells = [head] + [tuple("" if c is None else ("yes" if c is True else "NO" if c is False else str(c))
+                            for c in row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
+    for k, row in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def print_pingpong(pp):
+    for placement, data in pp.items():
+        print(f"\nping-pong round trip [{placement}: parent CPU {data['cpus'][0]}, "
+              f"child CPU {data['cpus'][1]}]")
+        print(f"  {'mode':<10} {'p50 us':>9} {'p99 us':>9} {'mean us':>9} {'rounds':>7}  message")
+        for kind, v in data["results"].items():
+            print(f"  {kind:<10} {v['p50_ns'] / 1e3:9.2f} {v['p99_ns'] / 1e3:9.2f} "
+                  f"{v['mean_ns'] / 1e3:9.2f} {v['rounds']:7d}  {v['message']}")
+
+
+def chart(r, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    ax = axes[0][0]
+    ty = r["typed"]
+    names = ["read_u32", "struct_unpack", "write_u32", "struct_pack", "load_u32", "store_u32"]
+    ax.barh(names, [ty[n] * 1e9 for n in names],
+            color=["C0", "C7", "C0", "C7", "C0", "C0"])
+    ax.set_xlabel("ns per op (lower is better)")
+    ax.set_title("typed access vs struct on stdlib mmap")
+    ax.invert_yaxis()
+
+    ax = axes[0][1]
+    fa = r["fetch_add"]
+    ax.barh(list(fa), [v["ops_per_s"] / 1e6 for v in fa.values()],
+            color=["C0"] + ["C7"] * (len(fa) - 1))
+    ax.set_xlabel("M fetch_add/s, 2 processes (higher is better)")
+    ax.set_title("fetch_add by 2 processes")
+    ax.invert_yaxis()
+
+    ax = axes[1][0]
+    pp = r["pingpong"]
+    labels, p50, p99, colors = [], [], [], []
+    for placement, data in pp.items():
+        for kind, v in data["results"].items():
+            labels.append(f"{kind} [{placement}]")
+            p50.append(v["p50_ns"] / 1e3)
+            p99.append(v["p99_ns"] / 1e3)
+            colors.append("C0" if kind in WORD_MODES else "C3" if kind.startswith("C ") else "C7")
+    y = range(len(labels))
+    ax.barh(y, p99, color="lightgray", label="p99")
+    ax.barh(y, p50, color=colors, label="p50")
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("round trip, us (log; lower is better)")
+    ax.set_title("ping-pong between 2 processes")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
+
+    ax = axes[1][1]
+    cp = r["copy"]
+    sizes = list(cp)
+    kinds = list(next(iter(cp.values())))
+    width = 0.8 / len(kinds)
+    for k, kind in enumerate(kinds):
+        ax.bar([i + k * width for i in range(len(sizes))], [cp[s][kind] for s in sizes],
+               width, label=kind)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sizes))],
+                  [f"{int(s) // 1024} KiB" for s in sizes])
+    ax.set_ylabel("GB/s (higher is better)")
+    ax.set_title("bulk copy into the mapping")
+    ax.legend(fontsize=8)
+
+    m = r["machine"]
+    fig.suptitle(f"pymmapdev bench — {m['cpu']}, {m['cpus']} CPUs, {m['kernel']}, "
+                 f"load {m['loadavg_start'][0]:.1f}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    global QUICK
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    args = ap.parse_args()
+    QUICK = args.quick
+    os.makedirs(RESULTS, exist_ok=True)
+    unavailable = ensure_packages()
+    started = time.monotonic()
+    machine = {
+        "cpu": cpu_model(), "cpus": NCPU, "kernel": platform.release(),
+        "python": platform.python_version(), "loadavg_start": os.getloadavg(),
+        "pymmapdev_spin": pymmapdev._core.get_spin(),
+        "shm": SHM, "unavailable_anchors": unavailable,
+    }
+    print(f"pymmapdev bench: {machine['cpu']}, {NCPU} CPUs, Linux {machine['kernel']}, "
+          f"Python {machine['python']}, load average {machine['loadavg_start'][0]:.2f}")
+    if unavailable:
+        print(f"  (anchors skipped, packages unavailable: {', '.join(unavailable)})")
+    exe = build_c_pingpong()
+
+    results = {"machine": machine}
+    for name, fn in (("typed", bench_typed),
+                     ("fetch_add", lambda: bench_fetch_add("atomics" not in unavailable)),
+                     ("pingpong", lambda: bench_pingpong("posix_ipc" not in unavailable, exe)),
+                     ("copy", bench_copy),
+                     ("slot", bench_slot)):
+        t0 = time.monotonic()
+        print(f"  {name} ...", end="", flush=True)
+        results[name] = fn()
+        print(f" {time.monotonic() - t0:.1f} s", flush=True)
+    machine["loadavg_end"] = os.getloadavg()
+    machine["seconds"] = time.monotonic() - started
+
+    rows = ratio_rows(results)
+    print()
+    print_table(rows)
+    print_pingpong(results["pingpong"])
+    results["table"] = [dict(zip(("figure", "pymmapdev", "anchor", "anchor_value", "ratio",
+                                  "target", "met"), row)) for row in rows]
+    with open(os.path.join(RESULTS, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    png = os.path.join(RESULTS, "bench.png")
+    if "matplotlib" not in unavailable:
+        chart(results, png)
+    print(f"\nsaved {os.path.relpath(os.path.join(RESULTS, 'results.json'), ROOT)}"
+          f"{' and ' + os.path.relpath(png, ROOT) if 'matplotlib' not in unavailable else ''}"
+          f" ({machine['seconds']:.0f} s; load average {machine['loadavg_end'][0]:.2f} at the end)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Synchronisation on device mappings: atomics, wait/wake through the
+module's ioctls, Slot across processes, Ctrl-C, and the Lock's refusal.
+
+pymmapdev.Lock refuses device mappings on purpose: a robust process-shared
+mutex needs shared futexes, which fail with EFAULT on the mmapdev buffer's
+pages, so a holder's death could not be detected there.
+"""
+import os
+import signal
+import time
+
+import pytest
+
+import pymmapdev
+
+from . import devlib
+
+pytestmark = pytest.mark.device
+
+PAGE = devlib.PAGE
+BASE = 16 * PAGE                 # a region no other device test uses
+REGION = 4 * PAGE
+GUARD = 60
+
+
+@pytest.fixture
+def m():
+    with pymmapdev.open_device() as mapping:
+        mapping[BASE:BASE + REGION] = bytes(REGION)
+        yield mapping
+
+
+HAMMER = """
+import sys, pymmapdev
+with pymmapdev.open_device() as m:
+    for _ in range(int(sys.argv[2])):
+        m.fetch_add_u64(int(sys.argv[1]), 1)
+        m.fetch_add_u32(int(sys.argv[1]) + 8, 0xFFFFFFFF)      # -1, wrapping
+"""
+
+
+def test_atomics_across_processes(m):
+    n = 5000
+    procs = [devlib.python(HAMMER, BASE, n) for _ in range(2)]
+    for _ in range(n):
+        m.fetch_add_u64(BASE, 1)
+        m.fetch_add_u32(BASE + 8, -1)
+    for p in procs:
+        out, err = p.communicate(timeout=GUARD)
+        assert p.returncode == 0, err
+    assert m.load_u64(BASE) == 3 * n
+    assert m.load_u32(BASE + 8) == (-3 * n) % (1 << 32)
+    assert m.compare_exchange_u64(BASE, 3 * n, 7) == 3 * n
+    assert m.exchange_u32(BASE + 8, 1) == (-3 * n) % (1 << 32)
+    assert (m.load_u64(BASE), m.load_u32(BASE + 8)) == (7, 1)
+
+
+def test_atomics_errors(m):
+    with pytest.raises(ValueError, match="aligned"):
+        m.fetch_add_u64(BASE + 4, 1)
+    with pytest.raises(ValueError, match=str(m.size)):
+        m.load_u32(m.size)
+
+
+def test_lock_is_refused_with_a_clear_error(m):
+    with pytest.raises(TypeError, match="device"):
+        pymmapdev.Lock(m, BASE)
+    assert m.read_u64(BASE) == 0                  # nothing was written
+
+
+def test_wait_timeout_and_spin(m):
+    assert m.wait(BASE, 0, 0.05, spin=0) is False
+    assert m.wait(BASE, 0, 0) is False
+    m.store_u32(BASE, 1)
+    assert m.wait(BASE, 0, 1) is True
+
+
+WAIT_FOREVER = """
+import sys, pymmapdev
+with pymmapdev.open_device() as m:
+    m.store_u32(int(sys.argv[1]) + 4, 1)
+    m.wait(int(sys.argv[1]), 0)
+"""
+
+
+def test_ctrl_c_interrupts_device_wait(m):
+    proc = devlib.python(WAIT_FOREVER, BASE)
+    try:
+        devlib.wait_until(lambda: devlib.blocked_in_wait(proc.pid), what="waiter asleep")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=GUARD)
+        assert "KeyboardInterrupt" in err
+        assert time.monotonic() - t0 < 5
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+SLOT_WRITER = """
+import sys, pymmapdev
+sys.path.insert(0, sys.argv[3])
+from _sync_workers import payload
+with pymmapdev.open_device() as m:
+    slot = pymmapdev.Slot(m, int(sys.argv[1]), int(sys.argv[2]))
+    stop = int(sys.argv[1]) - 8
+    pre = [payload(i, (i * 37) % (int(sys.argv[2]) - 4) + 4) for i in range(64)]
+    i = 0
+    while not m.load_u32(stop):
+        slot.publish(pre[i % 64])
+        i += 1
+"""
+
+
+def test_slot_across_processes_is_torn_free_and_wakes(m):
+    import sys
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, tests_dir)
+    try:
+        from _sync_workers import payload_ok
+    finally:
+        sys.path.remove(tests_dir)
+    capacity, off = 2000, BASE + 64
+    slot = pymmapdev.Slot(m, off, capacity)
+    assert slot.read() == (0, b"")
+    proc = devlib.python(SLOT_WRITER, off, capacity, tests_dir)
+    try:
+        # the reader sleeps in the module's WAIT until the first publish
+        assert slot.wait_newer(0, GUARD) is True
+        seen, end = set(), time.monotonic() + 5
+        while len(seen) < 500 and time.monotonic() < end:
+            version, data = slot.read()
+            assert payload_ok(data), f"torn read at version {version}"
+            seen.add(version)
+        assert len(seen) >= 2
+    finally:
+        m.store_u32(off - 8, 1)
+        out, err = proc.communicate(timeout=GUARD)
+    assert proc.returncode == 0, err
+    assert m.load_u32(off + 16) == 0              # no reader left announced
+
+
+def test_slot_wait_newer_woken_by_other_process(m):
+    off = BASE + 2 * PAGE
+    slot = pymmapdev.Slot(m, off, 16)
+    reader = devlib.python("""
+import sys, pymmapdev
+with pymmapdev.open_device() as m:
+    slot = pymmapdev.Slot(m, int(sys.argv[1]), 16)
+    print(slot.wait_newer(0, 60), slot.read())
+""", off)
+    try:
+        devlib.wait_until(lambda: devlib.blocked_in_wait(reader.pid), what="reader asleep")
+        slot.publish(b"from-parent")
+        out, err = reader.communicate(timeout=GUARD)
+        assert reader.returncode == 0, err
+        assert out.strip() == "True (1, b'from-parent')"
+    finally:
+        reader.kill()
+        reader.wait()
