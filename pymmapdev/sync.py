@@ -151,7 +151,14 @@ class Slot:
         self._capacity = capacity
         self._wait_off = offset + _SEQ_LOW
         self._waiters_off = offset + _WAITERS
-        _core.slot_read(m, offset, capacity)     # validates range and alignment
+        # Validate without reading the value: read() would block on a slot
+        # whose writer died mid-publish.
+        if capacity < 0:
+            raise ValueError(f"slot capacity must be >= 0, not {capacity}")
+        m.load_u64(offset)                       # open, aligned, header in range
+        if offset + _HEADER + capacity > m.size:
+            raise ValueError(f"offset {offset} + {_HEADER + capacity} bytes (a slot of "
+                             f"capacity {capacity}) is outside the mapping of {m.size} bytes")
 
     @property
     def capacity(self):
@@ -193,8 +200,8 @@ class Slot:
         while True:
             seq = m.load_u64(self._offset)
             if seq >> 1 != version:
-                # odd seq: the newer version is being written; read() waits
-                # for it to complete
+                # (if seq is odd, a still newer version is being written;
+                # read() returns whichever is complete)
                 return True
             if m.readonly:
                 poll = 0.001 if remaining is None else min(0.001, remaining)

@@ -99,6 +99,7 @@ def test_writer_died_mid_publish_is_recovered(m):
     slot.publish(b"one")
     m.store_u64(0, 3)                                   # seq odd: a publish never finished
     assert slot.version == 1
+    slot = pymmapdev.Slot(m, 0, 16)                     # constructing does not block
     got = []
     t = threading.Thread(target=lambda: got.append(slot.read()))
     t.start()                                           # blocks (GIL released) until ...
