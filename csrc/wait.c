@@ -281,13 +281,15 @@ count_arg(PyObject *obj, const char *what, long max, long *out)
 
 /* ---- wait / wake --------------------------------------------------- */
 
+#define SPIN_CHUNK	64
+
 /*
- * Spins until the word differs from @expected or @spins rounds pass.
- * Returns 1 (differs), 0 (still equal) or -1 (fault raised).
+ * Checks the word up to @rounds + 1 times.  Returns 1 (differs), 0 (still
+ * equal) or -1 (fault raised).
  */
 static int
-spin_until_changed(MappingObject *self, const uint32_t *word,
-		   Py_ssize_t offset, uint32_t expected, long spins)
+spin_chunk(MappingObject *self, const uint32_t *word, Py_ssize_t offset,
+	   uint32_t expected, long rounds)
 {
 	struct fault_guard guard;
 	long i;
@@ -298,20 +300,46 @@ spin_until_changed(MappingObject *self, const uint32_t *word,
 		return -1;
 	}
 	for (i = 0; __atomic_load_n(word, __ATOMIC_SEQ_CST) == expected; i++) {
-		if (i >= spins) {
+		if (i >= rounds) {
 			fault_guard_leave(&guard);
 			return 0;
 		}
-		/* The peer may share our CPU: pure spinning would only delay
-		 * it.  A yield now and then lets it run (and costs one cheap
-		 * syscall when nothing else is runnable). */
-		if ((i & 63) == 63)
-			sched_yield();
-		else
-			sync_cpu_relax();
+		sync_cpu_relax();
 	}
 	fault_guard_leave(&guard);
 	return 1;
+}
+
+/*
+ * Spins (GIL held) until the word differs from @expected, @spins rounds
+ * pass or the deadline does.  Returns 1 (differs), 0 (go to sleep) or -1
+ * (exception: a fault, or a signal handler raised).
+ */
+static int
+spin_phase(MappingObject *self, const uint32_t *word, Py_ssize_t offset,
+	   uint32_t expected, long spins, const struct sync_deadline *deadline)
+{
+	long done = 0, chunk;
+	int rc;
+
+	for (;;) {
+		chunk = spins - done < SPIN_CHUNK ? spins - done : SPIN_CHUNK;
+		rc = spin_chunk(self, word, offset, expected, chunk);
+		if (rc != 0)
+			return rc;
+		done += chunk;
+		if (done >= spins)
+			return 0;
+		/* The peer may share our CPU: pure spinning would only delay
+		 * it, a yield lets it run (one cheap syscall when nothing else
+		 * is runnable).  Long spins stay interruptible and bounded by
+		 * the timeout. */
+		sched_yield();
+		if (PyErr_CheckSignals() < 0)
+			return -1;
+		if (sync_deadline_passed(deadline))
+			return 0;
+	}
 }
 
 static PyObject *
@@ -346,7 +374,8 @@ mapping_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
 	if (word == NULL)
 		return NULL;
 
-	rc = spin_until_changed(self, word, offset, (uint32_t)expected, spins);
+	rc = spin_phase(self, word, offset, (uint32_t)expected, spins,
+			&deadline);
 	if (rc < 0)
 		return NULL;
 	if (rc > 0)

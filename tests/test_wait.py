@@ -36,6 +36,12 @@ def test_times_out_when_nobody_wakes(m, spin):
     assert m.wait(0, 0, timeout=0.0001) is False
 
 
+def test_long_spin_respects_timeout(m):
+    t0 = time.monotonic()
+    assert m.wait(0, 0, 0.05, spin=1 << 30) is False
+    assert time.monotonic() - t0 < GUARD / 4          # 2**30 rounds take far longer
+
+
 def test_wake_without_waiters_returns_zero(m):
     assert m.wake(0) == 0
     assert m.wake(0, 0) == 0
@@ -208,14 +214,15 @@ WAIT_FOREVER = """
         m.store_u32(8, 1)
         t0 = time.monotonic()
         try:
-            m.wait(0, 0)
+            # "spin": 2**30 rounds would spin for many seconds, GIL held
+            m.wait(0, 0, spin=(1 << 30) if sys.argv[2] == "spin" else None)
         except KeyboardInterrupt:
             print("interrupted", time.monotonic() - t0)
             raise
 """
 
 
-@pytest.mark.parametrize("variant", ["main", "thread"])
+@pytest.mark.parametrize("variant", ["main", "thread", "spin"])
 def test_ctrl_c_interrupts_an_infinite_wait(shm_path, run_child, variant):
     with pymmapdev.open_file(shm_path, 4096) as m:
         child = run_child(WAIT_FOREVER, shm_path, variant)
