@@ -97,16 +97,20 @@ def test_ctrl_c_interrupts_device_wait(m):
         proc.wait()
 
 
+# Self-contained: device children run "python -S" (no site-packages, so no
+# pytest and no _sync_workers).  Values end with the CRC32 of the rest,
+# the convention _sync_workers.payload_ok checks.
 SLOT_WRITER = """
-import sys, pymmapdev
-sys.path.insert(0, sys.argv[3])
-from _sync_workers import payload
+import sys, zlib, pymmapdev
+off, capacity = int(sys.argv[1]), int(sys.argv[2])
+pre = []
+for i in range(64):
+    body = bytes((i * 7 + j) & 255 for j in range((i * 37) % (capacity - 4)))
+    pre.append(body + zlib.crc32(body).to_bytes(4, "little"))
 with pymmapdev.open_device() as m:
-    slot = pymmapdev.Slot(m, int(sys.argv[1]), int(sys.argv[2]))
-    stop = int(sys.argv[1]) - 8
-    pre = [payload(i, (i * 37) % (int(sys.argv[2]) - 4) + 4) for i in range(64)]
+    slot = pymmapdev.Slot(m, off, capacity)
     i = 0
-    while not m.load_u32(stop):
+    while not m.load_u32(off - 8):
         slot.publish(pre[i % 64])
         i += 1
 """
@@ -123,10 +127,13 @@ def test_slot_across_processes_is_torn_free_and_wakes(m):
     capacity, off = 2000, BASE + 64
     slot = pymmapdev.Slot(m, off, capacity)
     assert slot.read() == (0, b"")
-    proc = devlib.python(SLOT_WRITER, off, capacity, tests_dir)
+    proc = devlib.python(SLOT_WRITER, off, capacity)
     try:
         # the reader sleeps in the module's WAIT until the first publish
-        assert slot.wait_newer(0, GUARD) is True
+        end = time.monotonic() + GUARD
+        while not slot.wait_newer(0, 1.0):
+            assert proc.poll() is None, f"writer died: {proc.communicate()[1]}"
+            assert time.monotonic() < end, "no publish within the guard"
         seen, end = set(), time.monotonic() + 5
         while len(seen) < 500 and time.monotonic() < end:
             version, data = slot.read()
