@@ -1,0 +1,35 @@
+"""Print the heartbeat text of /dev/mmapdev0 each time the module bumps it.
+
+The driver writes, the script waits: no sleep(1) polling.  Load the module
+with a heartbeat first, e.g.  sudo insmod kmod/mmapdev.ko heartbeat_ms=1000
+(kmod/README.md).  The header at offset 0 is struct mmapdev_heartbeat of
+kmod/uapi/mmapdev.h: a u32 seq (the word to wait on, bumped last), a u64
+counter at 8 and the text "value = N\\n" at 16.  Ctrl-C to stop.
+"""
+import sys
+
+import pymmapdev
+
+SEQ, TEXT, TEXT_SIZE = 0, 16, 48
+
+
+def main(path="/dev/mmapdev0"):
+    with pymmapdev.open_device(path, readonly=True) as m:
+        seq = m.read_u32(SEQ)
+        try:
+            while True:
+                # Sleeps in the kernel until the heartbeat bumps seq; the
+                # timeout only lets us notice a module without heartbeat.
+                if not m.wait(SEQ, seq, timeout=5):
+                    print(f"no heartbeat for 5 s (was {path} loaded with heartbeat_ms=?)",
+                          file=sys.stderr, flush=True)
+                    continue
+                seq = m.read_u32(SEQ)
+                text = m.read(TEXT, TEXT_SIZE).split(b"\0", 1)[0].decode()
+                print(text, end="" if text.endswith("\n") else "\n", flush=True)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:2])

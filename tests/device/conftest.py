@@ -1,0 +1,83 @@
+"""The device suite: runs inside the VM (tests/vm/run.sh), as root, with the
+mmapdev module loaded with its defaults and MMAPDEV_KO naming the .ko so
+tests can reload it with other parameters.
+
+A missing /dev/mmapdev0 is a failure, never a skip: this suite only runs
+where the module is supposed to be loaded.
+"""
+import errno
+import os
+import re
+
+import pytest
+
+from . import devlib
+
+# What must never appear in the kernel log while a test runs.
+_KERNEL_TROUBLE = re.compile(r"Oops|BUG|WARNING|Call Trace|KASAN|UBSAN|general protection")
+
+
+@pytest.fixture(autouse=True)
+def device_present():
+    if not os.path.exists(devlib.DEV):
+        pytest.fail(f"{devlib.DEV} is missing: the mmapdev module is not loaded "
+                    f"(run this suite with tests/vm/run.sh)", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def kernel_log_clean():
+    """Fails the test whose run left an oops, BUG or WARNING in the log."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        yield
+        return
+    try:
+        os.lseek(fd, 0, os.SEEK_END)
+        yield
+        bad = []
+        while True:
+            try:
+                record = os.read(fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:     # overwritten while we read: go on
+                    continue
+                raise
+            message = record.split(";", 1)[-1]
+            if _KERNEL_TROUBLE.search(message):
+                bad.append(message.rstrip())
+        if bad:
+            pytest.fail("kernel log:\n" + "\n".join(bad), pytrace=False)
+    finally:
+        os.close(fd)
+
+
+class Module:
+    """Reloads the module with parameters; the fixture restores the default."""
+
+    load = staticmethod(devlib.load)
+    unload = staticmethod(devlib.unload)
+    reload = staticmethod(devlib.reload)
+    loaded = staticmethod(devlib.loaded)
+
+
+@pytest.fixture
+def kmod():
+    yield Module()
+    # Back to the default load for the tests that follow.
+    devlib.reload("")
+    assert os.path.exists(devlib.DEV)
+
+
+@pytest.fixture
+def fd():
+    """An O_RDWR descriptor of /dev/mmapdev0."""
+    fd = os.open(devlib.DEV, os.O_RDWR | os.O_CLOEXEC)
+    yield fd
+    os.close(fd)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "device: needs the mmapdev kernel module (VM only)")

@@ -1,0 +1,100 @@
+"""heartbeat_ms: the module writes struct mmapdev_heartbeat at offset 0 of
+device 0 and wakes the waiters on offset 0: the driver writes, the script
+waits."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import pymmapdev
+
+from . import devlib
+
+pytestmark = pytest.mark.device
+
+
+def _snapshot(m):
+    """(seq, counter, text) of one heartbeat, retried if one lands mid-read."""
+    while True:
+        seq = m.read_u32(0)
+        counter = m.read_u64(8)
+        text = m.read(16, 48)
+        if m.read_u32(0) == seq:
+            return seq, counter, text
+
+
+def test_heartbeat_wakes_reader(kmod):
+    kmod.reload("heartbeat_ms=50")
+    with pymmapdev.open_device() as m:
+        info = pymmapdev._core.device_info(m.fileno())
+        assert info["heartbeat_ms"] == 50
+        seen = []
+        for _ in range(3):
+            seq = m.read_u32(0)
+            t0 = time.monotonic()
+            assert m.wait(0, seq, timeout=5) is True
+            assert time.monotonic() - t0 < 5
+            seen.append(_snapshot(m))
+        for seq, counter, text in seen:
+            assert text == f"value = {counter}\n".encode().ljust(48, b"\0")
+            assert counter > 0
+        counters = [c for _, c, _ in seen]
+        assert counters == sorted(counters) and len(set(counters)) == 3
+        assert devlib.sysfs("events") >= counters[-1]
+
+
+def test_heartbeat_only_on_device0(kmod):
+    kmod.reload("heartbeat_ms=20 devices=2")
+    with pymmapdev.open_device("/dev/mmapdev1") as m1:
+        assert pymmapdev._core.device_info(m1.fileno())["heartbeat_ms"] == 0
+        assert m1.wait(0, 0, timeout=0.3) is False       # nobody writes there
+        assert m1.read(0, 64) == bytes(64)
+    assert devlib.sysfs("events", 1) == 0
+    assert devlib.sysfs("events", 0) > 0
+
+
+def test_heartbeat_raw_wait_and_poll(kmod):
+    kmod.reload("heartbeat_ms=50")
+    fd = os.open(devlib.DEV, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        devlib.get_info(fd)
+        assert devlib.readable(fd, timeout=5)            # poll sees the heartbeat
+        seq = int.from_bytes(os.pread(fd, 4, 0), "little")
+        devlib.wait(fd, 0, seq, 5_000_000_000)
+        assert int.from_bytes(os.pread(fd, 4, 0), "little") != seq
+    finally:
+        os.close(fd)
+
+
+def test_unload_with_heartbeat_running(kmod):
+    """The self-rearming work is cancelled on unload: no oops, and a reload
+    starts counting again."""
+    for _ in range(3):
+        kmod.reload("heartbeat_ms=1")
+        time.sleep(0.05)
+        kmod.unload()
+    kmod.load("heartbeat_ms=10")
+    with pymmapdev.open_device() as m:
+        assert m.wait(0, 0, timeout=5) is True
+        assert m.read_u64(8) >= 1
+
+
+def test_device_reader_example(kmod):
+    kmod.reload("heartbeat_ms=50")
+    example = os.path.join(devlib.REPO, "examples", "device_reader.py")
+    proc = subprocess.Popen(devlib.PYTHON + [example], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=devlib.child_env())
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    values = [int(line.split("=")[1]) for line in lines]
+    assert all(line.startswith("value = ") for line in lines), lines
+    assert values == sorted(values) and len(set(values)) == 3

@@ -1,0 +1,175 @@
+"""The module's lifetime: parameters, sysfs, several devices, unload refused
+while in use, load/unload cycles."""
+import errno
+import mmap
+import os
+import subprocess
+
+import pytest
+
+import pymmapdev
+
+from . import devlib
+
+pytestmark = pytest.mark.device
+
+PAGE = devlib.PAGE
+
+
+def test_sysfs_attributes(fd):
+    assert devlib.sysfs("size") == devlib.DEFAULT_SIZE
+    base = devlib.sysfs("maps")
+    with pymmapdev.open_device() as m:
+        assert devlib.sysfs("maps") == base + 1
+        with pymmapdev.open_device(offset=PAGE, size=PAGE):
+            assert devlib.sysfs("maps") == base + 2
+        assert devlib.sysfs("maps") == base + 1
+        m.write(0, b"x")
+    assert devlib.sysfs("maps") == base
+    for attr in ("size", "maps", "events"):
+        mode = os.stat(f"{devlib.SYSFS}/mmapdev0/{attr}").st_mode & 0o777
+        assert mode == 0o444, attr
+
+
+def test_maps_counts_split_and_fork(fd):
+    base = devlib.sysfs("maps")
+    addr = devlib.raw_mmap(fd, 3 * PAGE, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED)
+    assert devlib.sysfs("maps") == base + 1
+    devlib.raw_munmap(addr + PAGE, PAGE)              # a hole: two VMAs remain
+    assert devlib.sysfs("maps") == base + 2
+    pid = os.fork()
+    if pid == 0:   # the child's copies of every VMA count too
+        os._exit(0 if devlib.sysfs("maps") == 2 * (base + 2) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert devlib.sysfs("maps") == base + 2
+    devlib.raw_munmap(addr, PAGE)
+    devlib.raw_munmap(addr + 2 * PAGE, PAGE)
+    assert devlib.sysfs("maps") == base
+
+
+def test_parameters_visible(fd):
+    params = "/sys/module/mmapdev/parameters"
+    values = {name: open(f"{params}/{name}").read().strip() for name in os.listdir(params)}
+    assert values == {"devices": "1", "size": str(devlib.DEFAULT_SIZE), "mode": "384",
+                      "heartbeat_ms": "0"}            # 384 == 0o600
+
+
+def test_rmmod_refused_while_open_or_mapped(kmod):
+    fd = os.open(devlib.DEV, os.O_RDWR | os.O_CLOEXEC)
+    m = mmap.mmap(fd, PAGE, mmap.MAP_SHARED)
+    try:
+        with pytest.raises(OSError) as exc:
+            kmod.unload()
+        assert exc.value.errno == errno.EAGAIN    # delete_module: refcount > 0
+        proc = subprocess.run(["rmmod", "mmapdev"], capture_output=True, text=True)
+        assert proc.returncode != 0 and "in use" in proc.stderr
+        os.close(fd)
+        fd = -1
+        # the mapping alone still pins the module
+        with pytest.raises(OSError) as exc:
+            kmod.unload()
+        assert exc.value.errno == errno.EAGAIN
+        m[:5] = b"alive"
+        assert devlib.loaded()
+    finally:
+        m.close()
+        if fd >= 0:
+            os.close(fd)
+    kmod.unload()
+    assert not devlib.loaded()
+    assert not os.path.exists(devlib.DEV)
+    assert not os.path.exists(f"{devlib.SYSFS}/mmapdev0")
+
+
+def test_rmmod_refused_while_waiting(kmod):
+    fd = os.open(devlib.DEV, os.O_RDWR | os.O_CLOEXEC)
+    pid = devlib.fork_call(devlib.wait, fd, 0, 0, 30_000_000_000)
+    os.close(fd)                                   # only the sleeper holds it now
+    try:
+        devlib.wait_in_wait(pid)
+        with pytest.raises(OSError) as exc:
+            kmod.unload()
+        assert exc.value.errno == errno.EAGAIN
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    kmod.unload()
+
+
+def test_load_unload_cycles(kmod):
+    for i in range(20):
+        kmod.reload(f"size={(i % 4 + 1) * PAGE}")
+        fd = os.open(devlib.DEV, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            assert devlib.get_info(fd).size == (i % 4 + 1) * PAGE
+            # a fresh buffer is zeroed (vmalloc_user), whatever the last one held
+            assert os.pread(fd, 8, 0) == bytes(8)
+            m = mmap.mmap(fd, PAGE, mmap.MAP_SHARED)
+            m[:8] = f"cycle{i:03d}".encode()
+            m.close()
+        finally:
+            os.close(fd)
+        kmod.unload()
+        assert not os.path.exists(devlib.DEV)
+
+
+def test_several_devices_with_params(kmod):
+    kmod.reload("devices=3 size=10000")
+    size = -(-10000 // PAGE) * PAGE                   # rounded up to pages
+    maps = []
+    try:
+        for i in range(3):
+            path = f"/dev/mmapdev{i}"
+            m = pymmapdev.open_device(path)
+            maps.append(m)
+            assert m.size == size
+            info = pymmapdev._core.device_info(m.fileno())
+            assert (info["index"], info["size"]) == (i, size)
+            assert devlib.sysfs("size", i) == size
+            m.write(0, f"device {i}".encode())
+        # separate buffers
+        assert [m.read(0, 8) for m in maps] == [b"device 0", b"device 1", b"device 2"]
+        assert not os.path.exists("/dev/mmapdev3")
+        fd = os.open("/dev/mmapdev2", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            with pytest.raises(OSError) as exc:
+                devlib.raw_mmap(fd, size + PAGE, mmap.PROT_READ, mmap.MAP_SHARED)
+            assert exc.value.errno == errno.EINVAL
+        finally:
+            os.close(fd)
+    finally:
+        for m in maps:
+            m.close()
+
+
+@pytest.mark.parametrize("params,message", [
+    ("size=0", "size=0"),
+    ("size=2147483648", "size=2147483648"),
+    ("devices=0", "devices=0"),
+    ("devices=65", "devices=65"),
+    ("mode=666", "mode="),                  # decimal 666: the leading 0 forgotten
+    ("mode=01777", "mode="),
+])
+def test_bad_parameters_refused(kmod, params, message):
+    kmod.unload()
+    with pytest.raises(OSError) as exc:
+        kmod.load(params)
+    assert exc.value.errno == errno.EINVAL
+    assert not devlib.loaded()
+    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    last = [line for line in log.splitlines() if "mmapdev:" in line][-1]
+    assert message in last, last
+
+
+def test_size_rounded_up(kmod):
+    kmod.reload("size=1")
+    assert devlib.sysfs("size") == PAGE
+    with pymmapdev.open_device() as m:
+        assert m.size == PAGE
+
+
+def test_missing_node_error():
+    with pytest.raises(FileNotFoundError) as exc:
+        pymmapdev.open_device("/dev/mmapdev9")
+    assert "module" in str(exc.value)

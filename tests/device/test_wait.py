@@ -1,0 +1,257 @@
+"""WAIT/WAKE: futex semantics on device words, across processes.
+
+Shared futexes fail with EFAULT on these pages, so this is the only
+cross-process sleep/wake there is for them.  The raw ioctl is tested for the
+kernel's exact contract (errno, ABSTIME, restart after signals); the Mapping
+methods for what scripts use."""
+import errno
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import pymmapdev
+
+from . import devlib
+
+pytestmark = pytest.mark.device
+
+PAGE = devlib.PAGE
+X, Y = 2 * PAGE + 64, 2 * PAGE + 128      # two words no other test uses
+
+def _errno_of(func, *args):
+    with pytest.raises(OSError) as exc:
+        func(*args)
+    return exc.value.errno
+
+
+@pytest.fixture
+def words(fd):
+    os.pwrite(fd, bytes(4), X)
+    os.pwrite(fd, bytes(4), Y)
+    return fd
+
+
+def _start_waiters(fd, offsets):
+    pids = [devlib.fork_call(devlib.wait, fd, off, 0, -1) for off in offsets]
+    for pid in pids:
+        devlib.wait_in_wait(pid)
+    return pids
+
+
+def _outcome(proc):
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return out.strip()
+
+
+def test_returns_at_once_when_word_differs(words):
+    os.pwrite(words, (7).to_bytes(4, "little"), X)
+    t0 = time.monotonic()
+    assert devlib.wait(words, X, 0, -1) == 0
+    assert time.monotonic() - t0 < 1
+
+
+@pytest.mark.parametrize("timeout_ns", [0, 1, 50_000_000])
+def test_relative_timeout(words, timeout_ns):
+    t0 = time.monotonic()
+    assert _errno_of(devlib.wait, words, X, 0, timeout_ns) == errno.ETIMEDOUT
+    elapsed = time.monotonic() - t0
+    assert timeout_ns / 1e9 <= elapsed < timeout_ns / 1e9 + 2
+
+
+def test_absolute_deadline(words):
+    deadline = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + 100_000_000
+    assert _errno_of(devlib.wait, words, X, 0, deadline, devlib.WAIT_ABSTIME) == errno.ETIMEDOUT
+    assert time.clock_gettime_ns(time.CLOCK_MONOTONIC) >= deadline
+    # a deadline in the past times out at once; one in the far future is
+    # not an error (no overflow)
+    assert _errno_of(devlib.wait, words, X, 0, 1, devlib.WAIT_ABSTIME) == errno.ETIMEDOUT
+    os.pwrite(words, (1).to_bytes(4, "little"), X)
+    assert devlib.wait(words, X, 0, (1 << 63) - 1, devlib.WAIT_ABSTIME) == 0
+    assert devlib.wait(words, X, 0, (1 << 63) - 1) == 0
+
+
+def test_wake_counts_and_offsets(words):
+    """WAKE returns how many it woke, at most count, only on that offset."""
+    assert devlib.wake(words, X, 10) == 0                 # nobody waits yet
+    pids = _start_waiters(words, [X, X, X, Y])
+    try:
+        assert devlib.wake(words, X, 0) == 0
+        assert devlib.wake(words, X, 2) == 2
+        assert devlib.wake(words, X, 5) == 1
+        assert devlib.wake(words, X, 5) == 0
+        # the waiter on Y slept through all of that
+        time.sleep(0.2)
+        assert devlib.blocked_in_wait(pids[3])
+        assert devlib.wake(words, Y, 0xFFFFFFFF) == 1
+    finally:
+        codes = [devlib.reap(pid) for pid in pids]
+    assert codes == [0, 0, 0, 0]
+
+
+def test_wake_is_fifo_and_exact(words):
+    """Each WAKE of count 1 ends exactly one sleeper, oldest first."""
+    pids = _start_waiters(words, [X, X, X])
+    try:
+        for pid in pids:
+            assert devlib.wake(words, X, 1) == 1
+            assert devlib.reap(pid) == 0
+    finally:
+        for pid in pids:
+            if devlib._state(pid) not in ("X",):
+                os.kill(pid, 9)
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
+
+def test_timeout_in_other_process(words):
+    pid = devlib.fork_call(devlib.wait, words, X, 0, 200_000_000)
+    assert devlib.reap(pid) == errno.ETIMEDOUT
+
+
+def test_waiter_killed_while_sleeping(words):
+    pid = devlib.fork_call(devlib.wait, words, X, 0, -1)
+    devlib.wait_in_wait(pid)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert devlib.wake(words, X, 10) == 0     # its entry left the queue
+
+
+# ---- signals: EINTR vs restart ----
+
+class _Signal:
+    """SIGUSR1 sent to the main thread after *delay*, with SA_RESTART set
+    (signal.siginterrupt(False)) or not."""
+
+    def __init__(self, delay, restart):
+        self.count = 0
+        self.delay, self.restart = delay, restart
+
+    def __enter__(self):
+        self.old = signal.signal(signal.SIGUSR1, self._handler)
+        signal.siginterrupt(signal.SIGUSR1, not self.restart)
+        main = threading.main_thread().ident
+        self.timer = threading.Timer(self.delay, signal.pthread_kill, (main, signal.SIGUSR1))
+        self.timer.start()
+        return self
+
+    def _handler(self, signum, frame):
+        self.count += 1
+
+    def __exit__(self, *exc):
+        self.timer.join()
+        signal.signal(signal.SIGUSR1, self.old)
+
+
+def _wake_later(fd, offset, delay):
+    t = threading.Timer(delay, devlib.wake, (fd, offset, 1))
+    t.start()
+    return t
+
+
+def test_signal_interrupts_relative_wait(words):
+    """A relative timeout cannot be restarted: EINTR even with SA_RESTART."""
+    with _Signal(0.2, restart=True) as sig:
+        t0 = time.monotonic()
+        assert _errno_of(devlib.wait, words, X, 0, 10_000_000_000) == errno.EINTR
+        assert time.monotonic() - t0 < 8
+    assert sig.count == 1
+
+
+def test_signal_restarts_infinite_wait(words):
+    """An infinite wait is restarted under SA_RESTART: the caller only sees
+    the wake that follows the signal."""
+    with _Signal(0.2, restart=True) as sig:
+        waker = _wake_later(words, X, 1.0)
+        t0 = time.monotonic()
+        assert devlib.wait(words, X, 0, -1) == 0
+        assert time.monotonic() - t0 >= 0.9
+        waker.join()
+    assert sig.count == 1
+
+
+def test_signal_restarts_absolute_wait(words):
+    with _Signal(0.2, restart=True) as sig:
+        deadline = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + 800_000_000
+        assert _errno_of(devlib.wait, words, X, 0, deadline,
+                         devlib.WAIT_ABSTIME) == errno.ETIMEDOUT
+        assert time.clock_gettime_ns(time.CLOCK_MONOTONIC) >= deadline
+    assert sig.count == 1
+
+
+def test_signal_without_restart_is_eintr(words):
+    with _Signal(0.2, restart=False) as sig:
+        assert _errno_of(devlib.wait, words, X, 0, -1) == errno.EINTR
+    assert sig.count == 1
+
+
+# ---- through the Mapping methods ----
+
+def _api_wait(map_offset, word, timeout=20):
+    with pymmapdev.open_device(offset=map_offset) as m:
+        if not m.wait(word, 0, timeout=timeout):
+            raise OSError(errno.ETIMEDOUT, "timeout")
+
+
+def test_api_wait_timeout(words):
+    with pymmapdev.open_device() as m:
+        t0 = time.monotonic()
+        assert m.wait(X, 0, timeout=0.1) is False
+        assert 0.1 <= time.monotonic() - t0 < 5
+        m.write_u32(X, 3)
+        assert m.wait(X, 0, timeout=5) is True
+
+
+@pytest.mark.parametrize("map_offset", [0, 2 * PAGE])
+def test_api_wait_wake_across_processes(words, map_offset):
+    """The waiter maps at *map_offset* and waits on X relative to it; the
+    waker maps the whole buffer: the word is the same buffer offset."""
+    pid = devlib.fork_call(_api_wait, map_offset, X - map_offset)
+    try:
+        devlib.wait_in_wait(pid)
+        with pymmapdev.open_device() as m:
+            m.write_u32(X, 1)
+            assert m.wake(X) <= 1    # 0 if it was between two sleep slices
+    finally:
+        assert devlib.reap(pid) == 0
+
+
+def test_api_wake_without_change(words):
+    """wait() returns True on a wake even if the word did not change.  The
+    method sleeps in slices (to run signal handlers), so a wake can fall
+    between two of them and find nobody: retry until one counts."""
+    pid = devlib.fork_call(_api_wait, 0, X)
+    try:
+        devlib.wait_in_wait(pid)
+        with pymmapdev.open_device() as m:
+            devlib.wait_until(lambda: m.wake(X, count=3) == 1, what="a counted wake")
+    finally:
+        assert devlib.reap(pid) == 0
+
+
+def test_api_wait_unrelated_process(words):
+    """An unrelated process (not forked from us) sleeps in wait() until we
+    change the word and wake it."""
+    proc = devlib.python(API_WAITER, 0, X)
+    try:
+        devlib.wait_in_wait(proc.pid)
+        with pymmapdev.open_device() as m:
+            m.write_u32(X, 1)
+            m.wake(X)
+        assert _outcome(proc) == "woken"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+API_WAITER = """
+import sys, pymmapdev
+offset, word = int(sys.argv[1]), int(sys.argv[2])
+with pymmapdev.open_device(offset=offset) as m:
+    print("woken" if m.wait(word, 0, timeout=20) else "timeout", flush=True)
+"""
