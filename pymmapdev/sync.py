@@ -14,8 +14,10 @@ Both live *in* the mapped memory, so any process that maps the same file
     critical section, the next ``acquire`` succeeds, sets
     :attr:`Lock.owner_died` and issues :class:`OwnerDiedWarning`: repair the
     protected state before releasing.  The lock is owned by a thread and is
-    not recursive.  Device mappings are refused (``TypeError``): shared and
-    robust futexes do not work on the mmapdev buffer's pages.
+    not recursive (acquiring it again from the owner raises RuntimeError); a
+    fork()ed child does not hold its parent's locks.  Device mappings are
+    refused (``TypeError``): shared and robust futexes do not work on the
+    mmapdev buffer's pages.
 
 ``Slot(m, offset, capacity)``
     A seqlock "latest value" cell: one writer ``publish()``-es byte strings of
