@@ -44,7 +44,7 @@ static int mmapdev_open(struct inode *inode, struct file *file)
 	atomic64_set(&mf->seen, atomic64_read(&md->events));
 	file->private_data = mf;
 	pr_debug("mmapdev%u: open by pid %d, f_mode %#x\n", md->index,
-		 task_pid_nr(current), (unsigned int)file->f_mode);
+		 task_pid_nr(current), (__force unsigned int)file->f_mode);
 	return 0;
 }
 
