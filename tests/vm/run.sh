@@ -72,7 +72,8 @@ build_module() {
 	# A copy, so the source tree stays clean and the .ko is fresh.
 	rm -rf "$OUT/kmod"
 	mkdir -p "$OUT/kmod"
-	cp -r "$REPO/kmod/uapi" "$REPO/kmod/Makefile" "$REPO"/kmod/*.[ch] "$OUT/kmod/"
+	cp -r "$REPO/kmod/uapi" "$REPO/kmod/Kbuild" "$REPO/kmod/Makefile" "$REPO"/kmod/*.[ch] \
+		"$OUT/kmod/"
 	if ! make -C "$OUT/kmod" KDIR="/lib/modules/$KVER/build" W=1 >"$OUT/build.log" 2>&1; then
 		cat "$OUT/build.log" >&2
 		die "kmod/ does not build against $KVER"
