@@ -8,7 +8,7 @@
 
 #include <linux/compat.h>
 #include <linux/fs.h>
-#include <linux/minmax.h>
+#include <linux/kernel.h>		/* min_t(); <linux/minmax.h> only since 5.10 */
 #include <linux/mm.h>
 #include <linux/poll.h>
 #include <linux/sched.h>

@@ -4,6 +4,7 @@
  * maps (live mappings, all processes), events (WAKE calls + heartbeats).
  */
 #include <linux/device.h>
+#include <linux/kernel.h>
 #include <linux/sysfs.h>
 
 #include "mmapdev_internal.h"
