@@ -16,7 +16,10 @@ import pytest
 
 import pymmapdev
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Children import the pymmapdev under test (the sanitizer run puts an
+# instrumented copy first), and this module.
+PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pymmapdev.__file__)))
 
 # hang guard for every wait inside a child: a bug fails the test, never hangs it
 GUARD = 60.0
@@ -184,7 +187,7 @@ def run_child():
     def start(code, *args):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (REPO, os.path.dirname(__file__), env.get("PYTHONPATH")) if p)
+            p for p in (PKG_ROOT, HERE, env.get("PYTHONPATH")) if p)
         proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env)
