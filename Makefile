@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PYTEST = $(PYTHON) -m pytest
 
-.PHONY: all deps build test test-host vmtest demo bench kmod clean
+.PHONY: all deps build test test-host test-asan vmtest demo bench kmod clean
 
 all: build
 
@@ -19,6 +19,10 @@ test: test-host vmtest
 
 test-host: build
 	$(PYTEST) -q tests
+
+# The host suite with the extension built under ASan + UBSan.
+test-asan: build
+	tests/asan/run.sh
 
 vmtest: build
 	tests/vm/run.sh

@@ -13,6 +13,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pymmapdev.__file__)))
 
 
+# Volume-heavy tests (fuzzing, hammering) scale their iteration counts by
+# this; the sanitizer run sets 0.1 because everything is ~10x slower there,
+# while the normal host suite runs the full volume.
+SCALE = float(os.environ.get("PYMMAPDEV_TEST_SCALE", "1"))
+
+
+def scaled(n, minimum=1):
+    return max(minimum, int(n * SCALE))
+
+
 def child_env(**extra):
     """os.environ for a child python that imports the pymmapdev under test."""
     path = [PKG_ROOT, os.environ.get("PYTHONPATH")]

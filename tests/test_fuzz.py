@@ -15,6 +15,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import pymmapdev
 
+from conftest import scaled
+
 SIZE = 3 * 4096 + 100          # not a page multiple: the tail page is partial
 WIDTHS = (1, 2, 4, 8)
 ORDER = sys.byteorder
@@ -252,10 +254,10 @@ def finish(md):
 def test_random_operations_match_the_model(shm_path):
     rnd = random.Random(20261127)
     md = Model(shm_path)
-    for _ in range(110_000):
+    for _ in range(scaled(110_000)):
         rnd.choices(OPS, WEIGHTS)[0](md, rnd)
     finish(md)
-    assert md.calls >= 100_000
+    assert md.calls >= scaled(100_000)
 
 
 class MappingMachine(RuleBasedStateMachine):
@@ -284,4 +286,5 @@ class MappingMachine(RuleBasedStateMachine):
 
 
 TestMappingMachine = MappingMachine.TestCase
-TestMappingMachine.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
+TestMappingMachine.settings = settings(max_examples=scaled(60, 5), stateful_step_count=60,
+                                      deadline=None)
