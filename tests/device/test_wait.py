@@ -5,6 +5,7 @@ cross-process sleep/wake there is for them.  The raw ioctl is tested for the
 kernel's exact contract (errno, ABSTIME, restart after signals); the Mapping
 methods for what scripts use."""
 import errno
+import mmap
 import os
 import signal
 import threading
@@ -94,7 +95,9 @@ def test_wake_counts_and_offsets(words):
 
 def test_wake_is_fifo_and_exact(words):
     """Each WAKE of count 1 ends exactly one sleeper, oldest first."""
-    pids = _start_waiters(words, [X, X, X])
+    pids = []
+    for _ in range(3):            # one at a time: queue order == start order
+        pids += _start_waiters(words, [X])
     try:
         for pid in pids:
             assert devlib.wake(words, X, 1) == 1
@@ -120,6 +123,38 @@ def test_waiter_killed_while_sleeping(words):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     assert devlib.wake(words, X, 10) == 0     # its entry left the queue
+
+
+def _ping_pong(fd, word, first, rounds):
+    """Takes turns with a peer on *word*: waits for the value *first*,
+    2 + first, ...; answers with the next one and wakes the peer.  A lost
+    wake-up shows as ETIMEDOUT (the peer never sleeps longer than 20 s)."""
+    view = mmap.mmap(fd, devlib.PAGE, mmap.MAP_SHARED, offset=(word // PAGE) * PAGE)
+    at = word % PAGE
+    try:
+        for i in range(rounds):
+            want = first + 2 * i
+            while True:
+                value = int.from_bytes(view[at:at + 4], "little")
+                if value == want:
+                    break
+                devlib.wait(fd, word, value, 20_000_000_000)
+            view[at:at + 4] = (want + 1).to_bytes(4, "little")
+            devlib.wake(fd, word, 1)
+    finally:
+        view.close()
+
+
+def test_ping_pong_loses_no_wakeup(words):
+    """Two processes hand a token back and forth through WAIT/WAKE: every
+    hand-over races a wake against the peer going to sleep."""
+    rounds = 300
+    pid = devlib.fork_call(_ping_pong, words, X, 1, rounds)
+    try:
+        _ping_pong(words, X, 0, rounds)
+    finally:
+        assert devlib.reap(pid, timeout=60) == 0
+    assert int.from_bytes(os.pread(words, 4, X), "little") == 2 * rounds
 
 
 # ---- signals: EINTR vs restart ----

@@ -12,9 +12,13 @@
 # dmesg.txt, console.log).
 #
 # Environment:
-#   MMAPDEV_VM_RUNNER   vng (virtme-ng, the default) or initramfs (plain
-#                       QEMU with a busybox initramfs; used when virtme-ng
-#                       cannot be installed)
+#   MMAPDEV_VM_RUNNER   initramfs (the default: plain QEMU, a busybox
+#                       initramfs, the host root over 9p) or vng (virtme-ng
+#                       in a private venv under tests/vm/out; falls back to
+#                       initramfs if it cannot be installed).  Both work under
+#                       TCG; initramfs is the default because it is hermetic
+#                       (no udev or host rules in the guest, no PyPI) and
+#                       boots in seconds where virtme-ng's init takes ~1 min.
 #   MMAPDEV_VM_TIMEOUT  seconds before the VM is killed (default 900)
 #   MMAPDEV_KVER        kernel version to boot (default: the newest installed
 #                       with both /boot/vmlinuz-<ver> and its headers)
@@ -29,7 +33,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT=$REPO/tests/vm/out
 RES=$OUT/results
 TIMEOUT=${MMAPDEV_VM_TIMEOUT:-900}
-RUNNER=${MMAPDEV_VM_RUNNER:-vng}
+RUNNER=${MMAPDEV_VM_RUNNER:-initramfs}
 VNG_VERSION=1.42
 PACKAGES=(qemu-system-x86 linux-image-amd64 linux-headers-amd64 busybox-static cpio kmod make)
 NINEP_MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
@@ -106,7 +110,7 @@ run_vng() {
 	timeout -k 20 "$TIMEOUT" "$vng" --disable-kvm --run "/boot/vmlinuz-$KVER" \
 		--cpus 2 --memory 1G --rwdir "$OUT" --cwd "$REPO" \
 		-- "$REPO/tests/vm/guest.sh" "$PY" "$OUT/kmod/mmapdev.ko" "$RES" "$REPO" \
-		"${PYTHONPATH:-}" \
+		"${PYTHONPATH:-}" "${PYTEST_ADDOPTS:-}" \
 		</dev/null
 }
 
@@ -144,7 +148,7 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host; then
 	mount -t tmpfs tmpfs /host/run
 	mkdir -p /host$OUT
 	mount -t 9p -o trans=virtio,version=9p2000.L results /host$OUT &&
-		chroot /host /bin/sh $REPO/tests/vm/guest.sh $PY $OUT/kmod/mmapdev.ko $RES $REPO "${PYTHONPATH:-}"
+		chroot /host /bin/sh $REPO/tests/vm/guest.sh $PY $OUT/kmod/mmapdev.ko $RES $REPO $(printf '%q %q' "${PYTHONPATH:-}" "${PYTEST_ADDOPTS:-}")
 	sync
 fi
 poweroff -f
