@@ -3,10 +3,12 @@
  * (the same kind of pages pymmapdev copies into), timed in C so no call
  * overhead is charged to it.  Built by bench/run.py with the system cc.
  *
- *	memcpy PATH SIZE...
+ *	memcpy PATH REPEATS SIZE...
  *
  * PATH is a scratch file (created, grown, removed).  Prints one JSON
- * object: {"SIZE": bytes_per_second, ...}, the best of 7 repeats.
+ * object: {"SIZE": bytes_per_second, ...}, the best of REPEATS timings
+ * (bench/run.py runs it once per repeat of its own measurements, so the
+ * anchor and pymmapdev are timed interleaved).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -39,13 +41,14 @@ main(int argc, char **argv)
 {
 	size_t max = 0, off = 8u << 20;
 	char *dst, *src;
-	int fd, a;
+	int fd, a, repeats;
 
-	if (argc < 3) {
-		fprintf(stderr, "usage: %s PATH SIZE...\n", argv[0]);
+	if (argc < 4) {
+		fprintf(stderr, "usage: %s PATH REPEATS SIZE...\n", argv[0]);
 		return 2;
 	}
-	for (a = 2; a < argc; a++)
+	repeats = atoi(argv[2]);
+	for (a = 3; a < argc; a++)
 		if ((size_t)atoll(argv[a]) > max)
 			max = (size_t)atoll(argv[a]);
 	fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -59,7 +62,7 @@ main(int argc, char **argv)
 	for (size_t i = 0; i < max; i++)
 		src[i] = (char)(i * 131);
 	printf("{");
-	for (a = 2; a < argc; a++) {
+	for (a = 3; a < argc; a++) {
 		size_t n = (size_t)atoll(argv[a]);
 		long loops = 1, r, i;
 		double t0, best = 1e30;
@@ -75,7 +78,7 @@ main(int argc, char **argv)
 				break;
 			loops *= 2;
 		}
-		for (r = 0; r < 7; r++) {
+		for (r = 0; r < repeats; r++) {
 			double per;
 
 			t0 = now();
@@ -87,7 +90,7 @@ main(int argc, char **argv)
 			if (per < best)
 				best = per;
 		}
-		printf("%s\"%zu\": %.0f", a > 2 ? ", " : "", n, (double)n / best);
+		printf("%s\"%zu\": %.0f", a > 3 ? ", " : "", n, (double)n / best);
 	}
 	printf("}\n");
 	return 0;
