@@ -222,6 +222,7 @@ mapping_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	}
 	self->data = data;
 	self->size = size;
+	self->map_offset = offset;
 
 	if (populate_pages) {
 		int rc;

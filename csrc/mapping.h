@@ -21,6 +21,8 @@ typedef struct {
 	PyObject_HEAD
 	char *data;		/* NULL once closed */
 	Py_ssize_t size;	/* bytes mapped */
+	Py_ssize_t map_offset;	/* offset of data[0] in the file or device:
+				 * the module's WAIT/WAKE address device words */
 	int fd;			/* our own dup of the caller's fd; -1 once closed */
 	int readonly;
 	mapping_kind kind;

@@ -137,7 +137,8 @@ backend_wait(MappingObject *self, uint32_t *word, Py_ssize_t offset,
 {
 	if (self->kind == MAPPING_KIND_DEVICE) {
 		struct mmapdev_wait req = {
-			.offset = (__u64)offset,
+			/* the module addresses words in the whole device */
+			.offset = (__u64)(self->map_offset + offset),
 			.expected = expected,
 			.flags = MMAPDEV_WAIT_ABSTIME,
 			.timeout_ns = (__s64)end->tv_sec * NSEC_PER_SEC +
@@ -161,7 +162,8 @@ backend_wake(MappingObject *self, uint32_t *word, Py_ssize_t offset,
 {
 	if (self->kind == MAPPING_KIND_DEVICE) {
 		struct mmapdev_wake req = {
-			.offset = (__u64)offset,
+			/* the module addresses words in the whole device */
+			.offset = (__u64)(self->map_offset + offset),
 			.count = count,
 		};
 
