@@ -1,6 +1,6 @@
 # pymmapdev: every command a developer or CI needs.  `make test` is the one
 # CI runs: it installs what it needs, builds, and runs the host suite and
-# the VM suite (the kernel module inside QEMU).
+# the sanitizer run and the VM suite (the kernel module inside QEMU).
 PYTHON ?= python3
 PYTEST = $(PYTHON) -m pytest
 
@@ -15,7 +15,7 @@ deps:
 # An editable install builds pymmapdev._core in place (-Wall -Wextra -Werror).
 build: deps
 
-test: test-host vmtest
+test: test-host test-asan vmtest
 
 test-host: build
 	$(PYTEST) -q tests

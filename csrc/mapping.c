@@ -61,7 +61,9 @@ mapping_span(MappingObject *self, Py_ssize_t offset, Py_ssize_t size,
 int
 mapping_offset_converter(PyObject *obj, void *out)
 {
-	Py_ssize_t value = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+	/* Exact ints skip the __index__ protocol: this is on every hot path. */
+	Py_ssize_t value = PyLong_CheckExact(obj) ? PyLong_AsSsize_t(obj)
+						 : PyNumber_AsSsize_t(obj, PyExc_OverflowError);
 
 	if (value == -1 && PyErr_Occurred())
 		return 0;
