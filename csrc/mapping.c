@@ -99,6 +99,27 @@ out_of_range:
 	return -1;
 }
 
+int
+mapping_place_args(PyObject *module, const char *fname, PyObject *const *args,
+		   Py_ssize_t nargs, Py_ssize_t want, MappingObject **map,
+		   Py_ssize_t *offset)
+{
+	PyTypeObject *type = mapping_module_state(module)->mapping_type;
+
+	if (nargs != want) {
+		PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)",
+			     fname, want, nargs);
+		return -1;
+	}
+	if (!PyObject_TypeCheck(args[0], type)) {
+		PyErr_Format(PyExc_TypeError, "%s() needs a pymmapdev.Mapping, not %.100s",
+			     fname, Py_TYPE(args[0])->tp_name);
+		return -1;
+	}
+	*map = (MappingObject *)args[0];
+	return mapping_offset_converter(args[1], offset) ? 0 : -1;
+}
+
 PyObject *
 mapping_raise_fault(MappingObject *self, Py_ssize_t offset)
 {
@@ -579,58 +600,47 @@ guarded_store(MappingObject *self, char *p, Py_ssize_t width, uint64_t value)
 	return 0;
 }
 
-static PyObject *
-typed_read(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
-	   Py_ssize_t width, const char *name)
+/* read_uN(offset) and write_uN(offset, value): @store says which. */
+static inline PyObject *
+typed_access(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
+	     Py_ssize_t width, const char *name, int store)
 {
 	Py_ssize_t offset;
-	uint64_t value;
+	uint64_t value = 0;
 	char *p;
 
-	if (nargs != 1) {
-		PyErr_Format(PyExc_TypeError, "%s() takes exactly 1 argument (offset)", name);
+	if (nargs != 1 + store) {
+		PyErr_Format(PyExc_TypeError, "%s() takes exactly %d argument%s (%s)", name,
+			     1 + store, store ? "s" : "", store ? "offset, value" : "offset");
 		return NULL;
 	}
 	if (!mapping_offset_converter(args[0], &offset))
 		return NULL;
-	p = mapping_span(self, offset, width, width, 0);
-	if (p == NULL || guarded_load(self, p, width, &value) < 0)
+	if (store && mapping_unsigned_arg(args[1], (int)width * 8, &value) < 0)
+		return NULL;
+	p = mapping_span(self, offset, width, width, store);
+	if (p == NULL)
+		return NULL;
+	if (store) {
+		if (guarded_store(self, p, width, value) < 0)
+			return NULL;
+		Py_RETURN_NONE;
+	}
+	if (guarded_load(self, p, width, &value) < 0)
 		return NULL;
 	return PyLong_FromUnsignedLongLong(value);
-}
-
-static PyObject *
-typed_write(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
-	    Py_ssize_t width, const char *name)
-{
-	Py_ssize_t offset;
-	uint64_t value;
-	char *p;
-
-	if (nargs != 2) {
-		PyErr_Format(PyExc_TypeError, "%s() takes exactly 2 arguments (offset, value)", name);
-		return NULL;
-	}
-	if (!mapping_offset_converter(args[0], &offset))
-		return NULL;
-	if (mapping_unsigned_arg(args[1], (int)width * 8, &value) < 0)
-		return NULL;
-	p = mapping_span(self, offset, width, width, 1);
-	if (p == NULL || guarded_store(self, p, width, value) < 0)
-		return NULL;
-	Py_RETURN_NONE;
 }
 
 #define TYPED_ACCESSORS(bits)							\
 static PyObject *								\
 mapping_read_u##bits(MappingObject *self, PyObject *const *args, Py_ssize_t nargs) \
 {										\
-	return typed_read(self, args, nargs, (bits) / 8, "read_u" #bits);	\
+	return typed_access(self, args, nargs, (bits) / 8, "read_u" #bits, 0);	\
 }										\
 static PyObject *								\
 mapping_write_u##bits(MappingObject *self, PyObject *const *args, Py_ssize_t nargs) \
 {										\
-	return typed_write(self, args, nargs, (bits) / 8, "write_u" #bits);	\
+	return typed_access(self, args, nargs, (bits) / 8, "write_u" #bits, 1);	\
 }
 TYPED_ACCESSORS(8)
 TYPED_ACCESSORS(16)
@@ -667,25 +677,17 @@ page_range(MappingObject *self, Py_ssize_t offset, PyObject *size_obj,
 	return 0;
 }
 
+/* msync and madvise share a signature: run one on a range, GIL released. */
 static PyObject *
-mapping_flush(MappingObject *self, PyObject *args, PyObject *kwargs)
+page_call(MappingObject *self, int (*call)(void *, size_t, int), char *start,
+	  size_t len, int arg)
 {
-	static char *kwlist[] = {"offset", "size", "wait", NULL};
-	Py_ssize_t offset = 0;
-	PyObject *size = Py_None;
-	int wait = 1, rc, saved_errno;
-	size_t len;
-	char *start;
+	int rc, saved_errno;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O&O$p:flush", kwlist,
-					 mapping_offset_converter, &offset, &size, &wait))
-		return NULL;
-	if (page_range(self, offset, size, &start, &len) < 0)
-		return NULL;
-	if (len == 0 || self->kind == MAPPING_KIND_DEVICE)
-		Py_RETURN_NONE;		/* device memory has no backing store to sync */
+	if (len == 0)
+		Py_RETURN_NONE;
 	Py_BEGIN_ALLOW_THREADS
-	rc = msync(start, len, wait ? MS_SYNC : MS_ASYNC);
+	rc = call(start, len, arg);
 	saved_errno = errno;
 	Py_END_ALLOW_THREADS
 	if (rc < 0) {
@@ -696,12 +698,32 @@ mapping_flush(MappingObject *self, PyObject *args, PyObject *kwargs)
 }
 
 static PyObject *
+mapping_flush(MappingObject *self, PyObject *args, PyObject *kwargs)
+{
+	static char *kwlist[] = {"offset", "size", "wait", NULL};
+	Py_ssize_t offset = 0;
+	PyObject *size = Py_None;
+	int wait = 1;
+	size_t len;
+	char *start;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O&O$p:flush", kwlist,
+					 mapping_offset_converter, &offset, &size, &wait))
+		return NULL;
+	if (page_range(self, offset, size, &start, &len) < 0)
+		return NULL;
+	if (self->kind == MAPPING_KIND_DEVICE)
+		Py_RETURN_NONE;		/* device memory has no backing store to sync */
+	return page_call(self, msync, start, len, wait ? MS_SYNC : MS_ASYNC);
+}
+
+static PyObject *
 mapping_madvise(MappingObject *self, PyObject *args, PyObject *kwargs)
 {
 	static char *kwlist[] = {"advice", "offset", "size", NULL};
 	Py_ssize_t offset = 0;
 	PyObject *size = Py_None;
-	int advice, rc, saved_errno;
+	int advice;
 	size_t len;
 	char *start;
 
@@ -710,17 +732,7 @@ mapping_madvise(MappingObject *self, PyObject *args, PyObject *kwargs)
 		return NULL;
 	if (page_range(self, offset, size, &start, &len) < 0)
 		return NULL;
-	if (len == 0)
-		Py_RETURN_NONE;
-	Py_BEGIN_ALLOW_THREADS
-	rc = madvise(start, len, advice);
-	saved_errno = errno;
-	Py_END_ALLOW_THREADS
-	if (rc < 0) {
-		errno = saved_errno;
-		return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->path);
-	}
-	Py_RETURN_NONE;
+	return page_call(self, madvise, start, len, advice);
 }
 
 /* ---- numpy ------------------------------------------------------------- */

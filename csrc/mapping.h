@@ -62,6 +62,15 @@ int mapping_offset_converter(PyObject *obj, void *out /* Py_ssize_t * */);
  */
 int mapping_unsigned_arg(PyObject *obj, int bits, uint64_t *out);
 
+/*
+ * Module functions that act on a place in a mapping (lock.c, slot.c) take
+ * (mapping, offset, ...): checks the argument count (@want) and the type,
+ * and converts the offset.  Returns 0, or -1 with TypeError/ValueError.
+ */
+int mapping_place_args(PyObject *module, const char *fname,
+		       PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want,
+		       MappingObject **map, Py_ssize_t *offset);
+
 /* Raises pymmapdev.MappingFault for a fault at @offset (fault.c). */
 PyObject *mapping_raise_fault(MappingObject *self, Py_ssize_t offset);
 

@@ -54,23 +54,10 @@ slot_ref_arg(PyObject *module, const char *fname, PyObject *const *args,
 	     Py_ssize_t nargs, Py_ssize_t want, int for_write,
 	     struct slot_ref *ref)
 {
-	PyTypeObject *type = mapping_module_state(module)->mapping_type;
 	char *base;
 
-	if (nargs != want) {
-		PyErr_Format(PyExc_TypeError,
-			     "%s() takes exactly %zd arguments (%zd given)",
-			     fname, want, nargs);
-		return -1;
-	}
-	if (!PyObject_TypeCheck(args[0], type)) {
-		PyErr_Format(PyExc_TypeError,
-			     "%s() needs a pymmapdev.Mapping, not %.100s",
-			     fname, Py_TYPE(args[0])->tp_name);
-		return -1;
-	}
-	ref->map = (MappingObject *)args[0];
-	if (!mapping_offset_converter(args[1], &ref->offset))
+	if (mapping_place_args(module, fname, args, nargs, want, &ref->map,
+			       &ref->offset) < 0)
 		return -1;
 	ref->capacity = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
 	if (ref->capacity == -1 && PyErr_Occurred())
