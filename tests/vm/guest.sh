@@ -6,11 +6,15 @@
 #   status      pytest's exit status (absent: no verdict)
 #   unload      "ok" or "failed" (the final rmmod after the suite)
 #   junit.xml, pytest.log, dmesg.txt
-# Usage: guest.sh PYTHON KO RESULTS_DIR REPO [PYTHONPATH [PYTEST_ADDOPTS]]
-# (the host's PYTHONPATH and PYTEST_ADDOPTS come as arguments: the VM does
-# not inherit the caller's environment)
+# Usage: guest.sh PYTHON KO RESULTS_DIR REPO [PYTHONPATH [PYTEST_ADDOPTS [VARS]]]
+# (the host's PYTHONPATH, PYTEST_ADDOPTS and MMAPDEV_FUZZ_*/MMAPDEV_STRESS_*
+# settings, as "NAME=value ...", come as arguments: the VM does not inherit
+# the caller's environment)
 PY=$1 KO=$2 RES=$3 REPO=$4 HOST_PYTHONPATH=${5:-}
 [ -n "${6:-}" ] && export PYTEST_ADDOPTS="$6"
+for var in ${7:-}; do
+	export "$var"
+done
 
 echo "mmapdev-vmtest: start" > /dev/kmsg
 echo "vmtest guest: kernel $(uname -r), python $PY"

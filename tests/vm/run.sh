@@ -25,6 +25,9 @@
 #   MMAPDEV_PYTHON      interpreter to run in the guest (default: the one
 #                       `python3` resolves to on the host)
 #   PYTEST_ADDOPTS      passed through to pytest in the guest
+#   MMAPDEV_FUZZ_OPS, MMAPDEV_FUZZ_SEED, MMAPDEV_STRESS_PROCS,
+#   MMAPDEV_STRESS_SECONDS
+#                       passed through: heavier kernel fuzz and stress runs
 # KVM is never used: on this kind of host it aborts or hangs (see
 # ../shared/notes/vm-testing.md); TCG is slower but works.
 set -euo pipefail
@@ -110,7 +113,7 @@ run_vng() {
 	timeout -k 20 "$TIMEOUT" "$vng" --disable-kvm --run "/boot/vmlinuz-$KVER" \
 		--cpus 2 --memory 1G --rwdir "$OUT" --cwd "$REPO" \
 		-- "$REPO/tests/vm/guest.sh" "$PY" "$OUT/kmod/mmapdev.ko" "$RES" "$REPO" \
-		"${PYTHONPATH:-}" "${PYTEST_ADDOPTS:-}" \
+		"${PYTHONPATH:-}" "${PYTEST_ADDOPTS:-}" "$TEST_VARS" \
 		</dev/null
 }
 
@@ -148,7 +151,7 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host; then
 	mount -t tmpfs tmpfs /host/run
 	mkdir -p /host$OUT
 	mount -t 9p -o trans=virtio,version=9p2000.L results /host$OUT &&
-		chroot /host /bin/sh $REPO/tests/vm/guest.sh $PY $OUT/kmod/mmapdev.ko $RES $REPO $(printf '%q %q' "${PYTHONPATH:-}" "${PYTEST_ADDOPTS:-}")
+		chroot /host /bin/sh $REPO/tests/vm/guest.sh $PY $OUT/kmod/mmapdev.ko $RES $REPO $(printf '%q %q %q' "${PYTHONPATH:-}" "${PYTEST_ADDOPTS:-}" "$TEST_VARS")
 	sync
 fi
 poweroff -f
@@ -200,6 +203,8 @@ verdict() {
 
 main() {
 	local rc start=$SECONDS
+	# Integer knobs of the fuzz and stress tests, for the guest.
+	TEST_VARS=$(env | grep -E '^MMAPDEV_(FUZZ|STRESS)_[A-Z]+=[0-9.]+$' | tr '\n' ' ' || true)
 	install_packages
 	KVER=$(pick_kernel)
 	log "kernel $KVER, runner $RUNNER"
