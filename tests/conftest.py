@@ -47,3 +47,24 @@ def run_python(code, *args, timeout=60, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def as_nobody(fn):
+    """Run fn() in a forked child whose uid/gid are nobody's; return what it
+    returned (root bypasses mode bits, and nobody cannot exec the pyenv
+    python under /root, so the child is a fork of this interpreter)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            os.write(write_end, repr(fn()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        result = f.read()
+    os.waitpid(pid, 0)
+    return result

@@ -2,6 +2,7 @@
 permission devtmpfs gives the nodes (default 0600: root only); production
 systems grant a group with the udev rule kmod/99-mmapdev.rules (0660).
 mode=0666 appears here only to prove the parameter works: never use it."""
+import errno
 import os
 import stat
 import subprocess
@@ -66,3 +67,15 @@ def test_mode_parameter_group(kmod):
                            "sh", "-c", f"head -c 1 {devlib.DEV}"],
                           capture_output=True, text=True, cwd="/", timeout=60)
     assert proc.returncode != 0 and "Permission denied" in proc.stderr
+
+
+def test_open_device_denied_names_path_and_hint():
+    from conftest import as_nobody   # tests/conftest.py: a forked child as uid 65534
+
+    def try_open():
+        try:
+            pymmapdev.open_device(devlib.DEV)
+        except PermissionError as e:
+            return ("PermissionError", e.errno, e.filename, "mode=" in e.strerror)
+        return "opened"
+    assert as_nobody(try_open) == repr(("PermissionError", errno.EACCES, devlib.DEV, True))
