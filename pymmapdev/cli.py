@@ -38,13 +38,19 @@ def _text_at(m, offset, length):
 
 # ---- demo -------------------------------------------------------------------
 
+def _say(text):
+    """One line in one write(2): atomic on a pipe, so the writer's and the
+    reader's lines never interleave mid-line (print() may split them)."""
+    os.write(sys.stdout.fileno(), (text + "\n").encode())
+
+
 def _demo_writer(path, count, interval):
     with pymmapdev.open_file(path, create=False) as m:
         slot = pymmapdev.Slot(m, 0, DEMO_CAPACITY)
         for n in range(1, count + 1):
             time.sleep(interval)
             slot.publish(f"value = {n}".encode())
-            print(f"writer: value = {n}", flush=True)
+            _say(f"writer: value = {n}")
 
 
 def _demo_reader(path, count, ready):
@@ -54,11 +60,11 @@ def _demo_reader(path, count, ready):
         ready.set()
         while True:
             if not slot.wait_newer(version, timeout=10):
-                print("reader: no update for 10 s, giving up", flush=True)
+                _say("reader: no update for 10 s, giving up")
                 sys.exit(1)
             version, data = slot.read()
             text = data.decode()
-            print(f"reader: saw {text!r} (version {version})", flush=True)
+            _say(f"reader: saw {text!r} (version {version})")
             if text == f"value = {count}":
                 return
 
@@ -70,7 +76,7 @@ def cmd_demo(args):
     ctx = multiprocessing.get_context("spawn")  # two fresh interpreters
     with pymmapdev.open_file(path, pymmapdev.Slot.size_for(DEMO_CAPACITY)) as m:
         m[:] = bytes(m.size)
-    print(f"demo: a writer and a reader process share {path}", flush=True)
+    _say(f"demo: a writer and a reader process share {path}")
     ready = ctx.Event()
     reader = ctx.Process(target=_demo_reader, args=(path, args.count, ready))
     reader.start()
@@ -87,7 +93,7 @@ def cmd_demo(args):
         if not args.path:
             os.unlink(path)
     ok = writer.exitcode == 0 and reader.exitcode == 0
-    print("demo: done" if ok else "demo: FAILED", flush=True)
+    _say("demo: done" if ok else "demo: FAILED")
     return 0 if ok else 1
 
 
@@ -168,8 +174,12 @@ def cmd_info(args):
             info = _core.device_info(m.fileno())
             print(f"abi:       {info['abi_version']}")
             print(f"heartbeat: {info['heartbeat_ms']} ms")
-            for key, value in _sysfs_attrs(args.path).items():
-                print(f"{key + ':':<10} {value}")
+            sysfs = _sysfs_attrs(args.path)
+            labels = {"size": ("buffer", "bytes in the device"), "maps": ("maps", "live mappings"),
+                      "events": ("events", "wake-ups and heartbeats")}
+            for key, value in sysfs.items():
+                label, meaning = labels[key]
+                print(f"{label + ':':<10} {value} ({meaning}, sysfs)")
         else:
             st = os.stat(m.path)
             print(f"mode:      {stat.filemode(st.st_mode)}")

@@ -1,0 +1,64 @@
+"""python -m pymmapdev on a device: watch sleeps on the heartbeat, info shows
+the sysfs counters, write goes into the buffer."""
+import mmap
+import os
+import signal
+import subprocess
+
+import pytest
+
+from . import devlib
+
+pytestmark = pytest.mark.device
+
+
+def cli(*args):
+    return subprocess.run(devlib.PYTHON + ["-m", "pymmapdev", *args], capture_output=True,
+                          text=True, timeout=120, env=devlib.child_env())
+
+
+def test_watch_wakes_on_the_heartbeat(kmod):
+    kmod.reload("heartbeat_ms=50")
+    proc = subprocess.Popen(devlib.PYTHON + ["-m", "pymmapdev", "watch", devlib.DEV],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=devlib.child_env())
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    values = [int(line.split("=")[1]) for line in lines[1:]]   # the first may be empty
+    assert all(line.startswith("value = ") for line in lines[1:]), lines
+    assert values == sorted(values) and len(set(values)) == 3
+
+
+def test_info_shows_sysfs_counters(kmod):
+    kmod.reload("size=65536")
+    fd = os.open(devlib.DEV, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        m = mmap.mmap(fd, 4096, mmap.MAP_SHARED)      # one live mapping besides info's own
+        proc = cli("info", devlib.DEV)
+        m.close()
+    finally:
+        os.close(fd)
+    assert proc.returncode == 0, proc.stderr
+    fields = dict(line.split(":", 1) for line in proc.stdout.splitlines())
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    assert fields["kind"] == "device" and fields["size"] == "65536 bytes"
+    assert fields["buffer"] == "65536 (bytes in the device, sysfs)"
+    # ours and the one info itself holds
+    assert fields["maps"] == "2 (live mappings, sysfs)"
+    assert fields["events"].endswith("(wake-ups and heartbeats, sysfs)") and fields["abi"] == "1"
+
+
+def test_write_then_read_back(kmod):
+    kmod.reload()
+    assert cli("write", devlib.DEV, "from the shell", "--offset", "4096").returncode == 0
+    fd = os.open(devlib.DEV, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        assert os.pread(fd, 16, 4096) == b"from the shell\n\0"
+    finally:
+        os.close(fd)
