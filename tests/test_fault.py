@@ -31,6 +31,17 @@ def truncated(shm_path):
     lambda m: m.read_u8(2 * PAGE),
     lambda m: m.read_u64(2 * PAGE),
     lambda m: m.write_u32(2 * PAGE, 1),
+    # synchronisation: atomics, wait/wake (the futex itself would say EFAULT;
+    # the word is touched under the guard first), Slot
+    lambda m: m.fetch_add_u32(2 * PAGE, 1),
+    lambda m: m.load_u64(2 * PAGE),
+    lambda m: m.compare_exchange_u64(2 * PAGE, 0, 1),
+    lambda m: m.exchange_u32(2 * PAGE, 1),
+    lambda m: m.wait(2 * PAGE, 0, timeout=0.1),
+    lambda m: m.wait(2 * PAGE, 0, timeout=0.1, spin=0),
+    lambda m: m.wake(2 * PAGE),
+    lambda m: pymmapdev.Slot(m, 2 * PAGE, 64).publish(b"lost"),
+    lambda m: pymmapdev.Slot(m, 2 * PAGE, 64).read(),
 ])
 def test_access_past_truncation_raises(truncated, access):
     with pytest.raises(pymmapdev.MappingFault) as info:
