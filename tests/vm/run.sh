@@ -147,7 +147,17 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host; then
 	mount -t devtmpfs devtmpfs /host/dev
 	mkdir -p /host/dev/shm
 	mount -t tmpfs tmpfs /host/dev/shm	# multiprocessing's semaphores
+	# A writable /tmp for the tests; but the checkout (CI clones anywhere,
+	# /tmp included) and PYTHONPATH entries under the host's /tmp must stay
+	# visible, so bind them back from the read-only host view.
+	mkdir -p /hosttmp
+	mount -o bind /host/tmp /hosttmp
 	mount -t tmpfs tmpfs /host/tmp
+	for keep in $REPO $(echo "${PYTHONPATH:-}" | tr : ' '); do
+		case \$keep in
+		/tmp/*) mkdir -p /host\$keep && mount -o bind /hosttmp/\${keep#/tmp/} /host\$keep ;;
+		esac
+	done
 	mount -t tmpfs tmpfs /host/run
 	mkdir -p /host$OUT
 	mount -t 9p -o trans=virtio,version=9p2000.L results /host$OUT &&
