@@ -61,3 +61,18 @@ def test_readonly_mapping_gives_readonly_array(shm_path):
         with pytest.raises(ValueError):
             arr[0] = 1
         del arr
+
+
+def test_missing_numpy_is_a_clear_import_error(shm_path):
+    from conftest import run_python
+    out = run_python("""
+        import sys
+        sys.modules["numpy"] = None          # as if numpy were not installed
+        import pymmapdev                     # importing the package does not need it
+        m = pymmapdev.open_file(sys.argv[1], 4096)
+        try:
+            m.ndarray("u1")
+        except ImportError as e:
+            print(e)
+    """, shm_path).stdout
+    assert "needs numpy" in out and "pip install numpy" in out

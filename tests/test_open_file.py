@@ -148,12 +148,34 @@ def test_full_tmpfs_fails_at_open_not_with_sigbus(tmp_path):
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_populate(shm_path):
-    with pymmapdev.open_file(shm_path, 1 << 20, populate=True) as m:
+def resident_pages(m):
+    """How many pages of mapping m are resident (mincore)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pages = -(-m.size // pymmapdev.PAGESIZE)
+    vec = (ctypes.c_ubyte * pages)()
+    import numpy                    # only for the address of a (read-only) mapping
+    anchor = numpy.frombuffer(m, numpy.uint8)      # an export; touches nothing
+    try:
+        if libc.mincore(ctypes.c_void_p(anchor.ctypes.data), ctypes.c_size_t(m.size), vec):
+            raise OSError(ctypes.get_errno(), "mincore")
+    finally:
+        del anchor
+    return sum(v & 1 for v in vec)
+
+
+def test_populate_prefaults_the_pages(tmp_path):
+    # A disk file: fallocate reserves blocks but caches no pages, so only
+    # populate=True makes them resident before the first access.
+    size = 256 * pymmapdev.PAGESIZE
+    with pymmapdev.open_file(tmp_path / "cold", size) as m:
+        assert resident_pages(m) < 16
+    with pymmapdev.open_file(tmp_path / "warm", size, populate=True) as m:
+        assert resident_pages(m) == 256
         m[-1] = 1
         assert m[-1] == 1
-    with pymmapdev.open_file(shm_path, readonly=True, populate=True) as m:
-        assert m[-1] == 1
+    with pymmapdev.open_file(tmp_path / "warm", readonly=True, populate=True) as m:
+        assert resident_pages(m) == 256 and m[-1] == 1
 
 
 def test_pathlike_and_bytes_paths(tmp_path):
