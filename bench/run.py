@@ -532,7 +532,7 @@ def ratio_rows(r):
     ty = r["typed"]
     for ours, anchor in (("read_u32", "struct_unpack"), ("write_u32", "struct_pack")):
         x = ty[ours] / ty[anchor]
-        rows.append((f"typed {ours}", f"{ty[ours] * 1e9:.1f} ns", f"struct on mmap",
+        rows.append((f"typed {ours}", f"{ty[ours] * 1e9:.1f} ns", "struct on mmap",
                      f"{ty[anchor] * 1e9:.1f} ns", f"{x:.2f}x time", "<= 0.5x", x <= 0.5))
     fa = r["fetch_add"]
     for anchor in ("mp.Value+lock", "atomics"):

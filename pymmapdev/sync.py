@@ -30,7 +30,6 @@ Both live *in* the mapped memory, so any process that maps the same file
 from __future__ import annotations
 
 import operator
-import sys
 import time
 import warnings
 

@@ -5,7 +5,6 @@ multiprocessing's spawn start method can find them.  Each opens the mapping
 itself by path, as an unrelated process would.
 """
 import os
-import signal
 import subprocess
 import sys
 import textwrap

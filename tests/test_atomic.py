@@ -1,7 +1,5 @@
 """Atomics on aligned u32/u64 words: semantics, errors, and races between processes."""
 import multiprocessing as mp
-import os
-import sys
 
 import pytest
 

@@ -3,7 +3,6 @@ import ctypes
 import gc
 import mmap
 import struct
-import sys
 import weakref
 
 import pytest

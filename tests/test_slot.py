@@ -190,7 +190,7 @@ def test_reader_racing_fast_writer_never_sees_torn_value(shm_path, method, capac
 def test_several_readers_racing_writer_in_unrelated_processes(shm_path, run_child):
     capacity = 1000
     with pymmapdev.open_file(shm_path, 1 << 16) as m:
-        slot = pymmapdev.Slot(m, 64, capacity)
+        pymmapdev.Slot(m, 64, capacity)
         readers = [run_child("""
             import sys, pymmapdev
             from _sync_workers import payload_ok, spin_until

@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -190,6 +191,23 @@ def reload(params=""):
 def child_env():
     path = [p for p in (os.environ.get("PYTHONPATH"), REPO, HERE) if p]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+
+
+def lines_then_ctrl_c(argv, count):
+    """Start *argv*, read *count* lines of its output, then Ctrl-C it.
+
+    Returns (lines, returncode, stderr): a watcher must print and then exit
+    cleanly on SIGINT."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env())
+    try:
+        lines = [proc.stdout.readline() for _ in range(count)]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    return lines, proc.returncode, err
 
 
 # -S: no site.  The children need only the package (on PYTHONPATH) and the

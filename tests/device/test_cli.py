@@ -2,7 +2,6 @@
 the sysfs counters, write goes into the buffer."""
 import mmap
 import os
-import signal
 import subprocess
 
 import pytest
@@ -19,17 +18,9 @@ def cli(*args):
 
 def test_watch_wakes_on_the_heartbeat(kmod):
     kmod.reload("heartbeat_ms=50")
-    proc = subprocess.Popen(devlib.PYTHON + ["-m", "pymmapdev", "watch", devlib.DEV],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=devlib.child_env())
-    try:
-        lines = [proc.stdout.readline() for _ in range(4)]
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 0 and "Traceback" not in err, err
+    lines, returncode, err = devlib.lines_then_ctrl_c(
+        devlib.PYTHON + ["-m", "pymmapdev", "watch", devlib.DEV], 4)
+    assert returncode == 0 and "Traceback" not in err, err
     values = [int(line.split("=")[1]) for line in lines[1:]]   # the first may be empty
     assert all(line.startswith("value = ") for line in lines[1:]), lines
     assert values == sorted(values) and len(set(values)) == 3

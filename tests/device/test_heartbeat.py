@@ -2,8 +2,6 @@
 device 0 and wakes the waiters on offset 0: the driver writes, the script
 waits."""
 import os
-import signal
-import subprocess
 import time
 
 import pytest
@@ -84,16 +82,8 @@ def test_unload_with_heartbeat_running(kmod):
 def test_device_reader_example(kmod):
     kmod.reload("heartbeat_ms=50")
     example = os.path.join(devlib.REPO, "examples", "device_reader.py")
-    proc = subprocess.Popen(devlib.PYTHON + [example], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=devlib.child_env())
-    try:
-        lines = [proc.stdout.readline() for _ in range(3)]
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 0, err
+    lines, returncode, err = devlib.lines_then_ctrl_c(devlib.PYTHON + [example], 3)
+    assert returncode == 0, err
     assert "Traceback" not in err
     values = [int(line.split("=")[1]) for line in lines]
     assert all(line.startswith("value = ") for line in lines), lines

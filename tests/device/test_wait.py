@@ -51,8 +51,8 @@ def _outcome(proc):
 def test_returns_at_once_when_word_differs(words):
     os.pwrite(words, (7).to_bytes(4, "little"), X)
     t0 = time.monotonic()
-    assert devlib.wait(words, X, 0, -1) == 0
-    assert time.monotonic() - t0 < 1
+    assert devlib.wait(words, X, 0, -1) == 0      # no timeout: it returned, it did not sleep
+    assert time.monotonic() - t0 < 10             # hang guard only
 
 
 @pytest.mark.parametrize("timeout_ns", [0, 1, 50_000_000])
