@@ -677,7 +677,12 @@ page_range(MappingObject *self, Py_ssize_t offset, PyObject *size_obj,
 	return 0;
 }
 
-/* msync and madvise share a signature: run one on a range, GIL released. */
+/*
+ * msync and madvise share a signature: run one on a range, GIL released.
+ * The call holds an export meanwhile, so another thread's close() fails
+ * with BufferError instead of unmapping the range under us (a new mapping
+ * at the same address would then get our MADV_DONTNEED).
+ */
 static PyObject *
 page_call(MappingObject *self, int (*call)(void *, size_t, int), char *start,
 	  size_t len, int arg)
@@ -686,10 +691,12 @@ page_call(MappingObject *self, int (*call)(void *, size_t, int), char *start,
 
 	if (len == 0)
 		Py_RETURN_NONE;
+	self->exports++;
 	Py_BEGIN_ALLOW_THREADS
 	rc = call(start, len, arg);
 	saved_errno = errno;
 	Py_END_ALLOW_THREADS
+	self->exports--;
 	if (rc < 0) {
 		errno = saved_errno;
 		return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->path);

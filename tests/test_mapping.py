@@ -212,3 +212,32 @@ def test_mapping_constructor_rejects_bad_arguments(shm_path):
     finally:
         os.close(fd)
 
+
+
+def test_close_during_a_gil_released_call_is_refused(shm_path):
+    # madvise/msync run without the GIL; a close() from another thread must
+    # not unmap the range under them (the address could be reused by a new
+    # mapping that the call would then advise or sync).
+    import threading
+    m = pymmapdev.open_file(shm_path, 256 << 20)
+    errors, outcomes = [], []
+
+    def populate():
+        try:
+            m.madvise(pymmapdev.MADV_POPULATE_WRITE)
+        except ValueError:              # close() won the race before the call
+            outcomes.append("closed first")
+        except OSError as exc:          # unmapped under the call: the bug
+            errors.append(exc)
+
+    worker = threading.Thread(target=populate)
+    worker.start()
+    while worker.is_alive():
+        try:
+            m.close()
+            break
+        except BufferError:
+            outcomes.append("refused while busy")
+    worker.join()
+    m.close()
+    assert not errors and outcomes
