@@ -880,6 +880,12 @@ mapping_get_size(MappingObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+mapping_get_offset(MappingObject *self, void *Py_UNUSED(closure))
+{
+	return PyLong_FromSsize_t(self->map_offset);
+}
+
+static PyObject *
 mapping_get_closed(MappingObject *self, void *Py_UNUSED(closure))
 {
 	return PyBool_FromLong(self->data == NULL);
@@ -905,6 +911,8 @@ mapping_get_readonly(MappingObject *self, void *Py_UNUSED(closure))
 
 static PyGetSetDef mapping_getset[] = {
 	{"size", (getter)mapping_get_size, NULL, "Bytes mapped.", NULL},
+	{"offset", (getter)mapping_get_offset, NULL,
+	 "Offset of byte 0 of the mapping in the file or device.", NULL},
 	{"closed", (getter)mapping_get_closed, NULL, "True after close().", NULL},
 	{"path", (getter)mapping_get_path, NULL, "Path the mapping was opened from, or None.", NULL},
 	{"kind", (getter)mapping_get_kind, NULL, "'file' or 'device'.", NULL},
