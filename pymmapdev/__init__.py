@@ -13,6 +13,7 @@ from ._core import (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
 from ._open import anonymous, open_device, open_file
 from .sync import Lock, OwnerDiedWarning, Slot
 from ._core import get_spin, set_spin
+from . import _pickle  # noqa: F401  (registers pickling of Mapping, Lock, Slot)
 
 __version__ = "0.1.0"
 

@@ -162,6 +162,10 @@ class Slot:
                              f"capacity {capacity}) is outside the mapping of {m.size} bytes")
 
     @property
+    def mapping(self):
+        return self._m
+
+    @property
     def capacity(self):
         return self._capacity
 

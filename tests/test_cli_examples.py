@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 
 import pymmapdev
 
@@ -82,3 +83,11 @@ def test_numpy_example():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "sum of the shared array: 499999500000" in proc.stdout
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_pool_numpy_example(method):
+    proc = subprocess.run([sys.executable, "examples/pool_numpy_array.py", method], cwd=REPO,
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{method}: 1024 rows filled by the pool, sum 137438691328 " in proc.stdout

@@ -1,0 +1,97 @@
+"""Pickling of Mapping, Lock and Slot, so that they reach a child under every
+multiprocessing start method (fork, spawn, forkserver) and through Process,
+Pool and ProcessPoolExecutor.
+
+A pickle never carries the bytes, only how to map them again:
+
+- a file mapping: its path, size, offset and readonly flag, plus the file's
+  (st_dev, st_ino), so that a path that now names another file fails loudly
+  instead of silently sharing nothing;
+- a device mapping: its path, size, offset and readonly flag;
+- an anonymous mapping (a memfd, which has no path): its descriptor, handed
+  over the way multiprocessing passes sockets and connections
+  (``multiprocessing.reduction.DupFd``: inherited by a spawned child,
+  passed over a UNIX socket otherwise).  A descriptor means nothing outside
+  multiprocessing, so a plain ``pickle.dumps`` of one raises TypeError.
+- a Lock or a Slot: its mapping, offset (and capacity); the lock's state
+  lives in the shared memory, so a child's Lock is the same lock (it does not
+  hold it even if the pickling thread did: a lock is owned by a thread).
+
+Registered with copyreg (every pickler) and, for anonymous mappings, with
+multiprocessing's ForkingPickler only.  The registration goes by exact type,
+so it holds whatever class ``pymmapdev.Lock`` and ``pymmapdev.Slot`` are.
+"""
+from __future__ import annotations
+
+import copyreg
+import errno
+import os
+import stat
+from multiprocessing.reduction import DupFd, ForkingPickler
+
+from . import _core
+from ._open import open_device
+from .sync import Lock, Slot
+
+
+def _rebuild_file(path, size, offset, readonly, ident):
+    fd = os.open(path, os.O_CLOEXEC | (os.O_RDONLY if readonly else os.O_RDWR))
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != ident:
+            raise OSError(errno.ESTALE, "the path names another file than the one the "
+                          "mapping was pickled from (it was replaced or renamed)", path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < offset + size:
+            raise ValueError(f"{path} has {st.st_size} bytes, fewer than offset {offset} + "
+                             f"size {size} of the pickled mapping (was it truncated?)")
+        return _core.Mapping(fd, size, offset, readonly=readonly, kind="file", path=path)
+    finally:
+        os.close(fd)
+
+
+def _rebuild_device(path, size, offset, readonly):
+    return open_device(path, size, offset=offset, readonly=readonly)
+
+
+def _rebuild_anonymous(dupfd, size, offset, readonly):
+    fd = dupfd.detach()
+    try:
+        return _core.Mapping(fd, size, offset, readonly=readonly, kind="file", path=None)
+    finally:
+        os.close(fd)     # the Mapping keeps its own duplicate
+
+
+def _reduce_mapping(m):
+    """Pickle by path; anonymous mappings only through multiprocessing."""
+    if m.closed:
+        raise ValueError("cannot pickle a closed mapping")
+    if m.kind == "device":
+        return _rebuild_device, (m.path, m.size, m.offset, m.readonly)
+    if m.path is None:
+        raise TypeError("an anonymous mapping has no path: it can only be passed to "
+                        "multiprocessing children (its file descriptor goes with it), "
+                        "not pickled for anyone else; map a file to share by path")
+    st = os.fstat(m.fileno())
+    path = os.path.abspath(m.path)       # a child may run in another directory
+    return _rebuild_file, (path, m.size, m.offset, m.readonly, (st.st_dev, st.st_ino))
+
+
+def _reduce_mapping_mp(m):
+    """ForkingPickler: anonymous mappings travel as their descriptor."""
+    if m.kind == "file" and m.path is None and not m.closed:
+        return _rebuild_anonymous, (DupFd(m.fileno()), m.size, m.offset, m.readonly)
+    return _reduce_mapping(m)
+
+
+def _reduce_lock(lock):
+    return type(lock), (lock.mapping, lock.offset)
+
+
+def _reduce_slot(slot):
+    return type(slot), (slot.mapping, slot.offset, slot.capacity)
+
+
+copyreg.pickle(_core.Mapping, _reduce_mapping)
+ForkingPickler.register(_core.Mapping, _reduce_mapping_mp)
+copyreg.pickle(Lock, _reduce_lock)
+copyreg.pickle(Slot, _reduce_slot)

@@ -1,0 +1,188 @@
+"""Mapping, Lock and Slot pickle, so they reach children under every
+multiprocessing start method and through every launcher: a file mapping
+travels by path, an anonymous (memfd) mapping by its descriptor, a Lock or a
+Slot by its mapping and offset."""
+import concurrent.futures
+import errno
+import multiprocessing
+import os
+import pickle
+import threading
+from multiprocessing.reduction import ForkingPickler
+
+import pytest
+
+import pymmapdev
+from _pickle_workers import COUNTER, NOTES, SLOT, SLOT_CAPACITY, bump
+
+SIZE = 2 * 4096
+PARTIES = 2
+ROUNDS = 300
+
+
+# ---- in one process ---------------------------------------------------------
+
+def test_file_mapping_round_trip(shm_path):
+    with pymmapdev.open_file(shm_path, SIZE) as m:
+        copy = pickle.loads(pickle.dumps(m))
+        with copy:
+            assert copy is not m
+            assert (copy.kind, copy.path, copy.size, copy.offset, copy.readonly) == \
+                ("file", shm_path, SIZE, 0, False)
+            copy.write(4100, b"through the copy")
+            assert m.read(4100, 16) == b"through the copy"
+
+
+def test_readonly_stays_readonly(shm_path):
+    pymmapdev.open_file(shm_path, SIZE).close()
+    with pymmapdev.open_file(shm_path, readonly=True) as m:
+        with pickle.loads(pickle.dumps(m)) as copy:
+            assert copy.readonly
+            with pytest.raises(TypeError):
+                copy.write(0, b"x")
+
+
+def test_relative_path_is_resolved_when_pickled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pymmapdev.open_file("rel", SIZE) as m:
+        data = pickle.dumps(m)
+        monkeypatch.chdir("/")
+        with pickle.loads(data) as copy:
+            assert copy.path == str(tmp_path / "rel")
+            m.write(0, b"same file")
+            assert copy.read(0, 9) == b"same file"
+
+
+def test_removed_file(shm_path):
+    with pymmapdev.open_file(shm_path, SIZE) as m:
+        data = pickle.dumps(m)
+    os.unlink(shm_path)
+    with pytest.raises(FileNotFoundError) as exc:
+        pickle.loads(data)
+    assert exc.value.filename == shm_path
+
+
+def test_replaced_file_is_refused(shm_path):
+    """Sharing with a new file of the same name would share nothing."""
+    with pymmapdev.open_file(shm_path, SIZE) as m:
+        data = pickle.dumps(m)
+    os.unlink(shm_path)
+    pymmapdev.open_file(shm_path, SIZE).close()
+    with pytest.raises(OSError) as exc:
+        pickle.loads(data)
+    assert exc.value.errno == errno.ESTALE and exc.value.filename == shm_path
+
+
+def test_truncated_file_is_refused(shm_path):
+    with pymmapdev.open_file(shm_path, SIZE) as m:
+        data = pickle.dumps(m)
+    os.truncate(shm_path, 4096)
+    with pytest.raises(ValueError, match=f"{shm_path} has 4096 bytes, fewer than offset 0 "
+                                         f"\\+ size {SIZE}"):
+        pickle.loads(data)
+
+
+def test_closed_mapping_is_refused(shm_path):
+    m = pymmapdev.open_file(shm_path, SIZE)
+    m.close()
+    with pytest.raises(ValueError, match="closed"):
+        pickle.dumps(m)
+
+
+def test_anonymous_mapping_only_through_multiprocessing():
+    with pymmapdev.anonymous(SIZE) as m:
+        with pytest.raises(TypeError, match="multiprocessing"):
+            pickle.dumps(m)
+        # multiprocessing's pickler hands the descriptor over a UNIX socket
+        # (here to ourselves): the copy maps the same memfd.
+        with pickle.loads(ForkingPickler.dumps(m)) as copy:
+            assert (copy.kind, copy.path, copy.size, copy.offset) == ("file", None, SIZE, 0)
+            copy.write_u64(16, 0xC0FFEE)
+            assert m.read_u64(16) == 0xC0FFEE
+
+
+def test_lock_round_trip_is_the_same_lock(shm_path):
+    with pymmapdev.open_file(shm_path, SIZE) as m:
+        lock = pymmapdev.Lock(m, 64)
+        copy = pickle.loads(pickle.dumps(lock))
+        assert type(copy) is type(lock) and copy.offset == 64
+        assert copy.mapping is not m and copy.mapping.path == shm_path
+        result = []
+        with lock:       # another thread cannot take the copy meanwhile
+            worker = threading.Thread(target=lambda: result.append(copy.acquire(timeout=0.05)))
+            worker.start()
+            worker.join()
+        assert result == [False]
+        assert copy.acquire(timeout=5)
+        copy.release()
+        copy.mapping.close()
+
+
+def test_slot_round_trip_reads_the_same_slot(shm_path):
+    with pymmapdev.open_file(shm_path, SIZE) as m:
+        slot = pymmapdev.Slot(m, 128, 32)
+        slot.publish(b"before")
+        copy = pickle.loads(pickle.dumps(slot))
+        assert type(copy) is type(slot)
+        assert (copy.offset, copy.capacity) == (128, 32)
+        assert copy.read() == (1, b"before")
+        slot.publish(b"after")
+        assert copy.read() == (2, b"after")
+        copy.mapping.close()
+
+
+def test_objects_sharing_a_mapping_share_it_after_pickling(shm_path):
+    with pymmapdev.open_file(shm_path, SIZE) as m:
+        lock, slot = pickle.loads(pickle.dumps((pymmapdev.Lock(m, 0), pymmapdev.Slot(m, 64, 8))))
+        assert lock.mapping is slot.mapping
+        lock.mapping.close()
+
+
+# ---- to children: every start method, every launcher -------------------------
+
+def _launch_processes(ctx, tasks):
+    procs = [ctx.Process(target=bump, args=task) for task in tasks]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [proc.exitcode for proc in procs] == [0] * len(procs)
+    return [proc.pid for proc in procs]
+
+
+def _launch_pool(ctx, tasks):
+    with ctx.Pool(PARTIES) as pool:
+        return pool.starmap(bump, tasks, chunksize=1)
+
+
+def _launch_executor(ctx, tasks):
+    with concurrent.futures.ProcessPoolExecutor(PARTIES, mp_context=ctx) as executor:
+        futures = [executor.submit(bump, *task) for task in tasks]
+        return [future.result(timeout=120) for future in futures]
+
+
+LAUNCHERS = {"Process": _launch_processes, "Pool": _launch_pool,
+             "ProcessPoolExecutor": _launch_executor}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_children_write_and_exclude(shm_path, method, launcher):
+    """PARTIES children, running at once, get an anonymous mapping, a file
+    mapping, a Lock in the file and a Slot in the anonymous memory; each
+    writes a note, bumps a counter under the lock and publishes to the slot;
+    the parent sees every write, no lost update, and every publish."""
+    ctx = multiprocessing.get_context(method)
+    with pymmapdev.anonymous(SIZE) as anon, pymmapdev.open_file(shm_path, SIZE) as filem:
+        lock = pymmapdev.Lock(filem, 0)
+        slot = pymmapdev.Slot(anon, SLOT, SLOT_CAPACITY)
+        tasks = [(anon, filem, lock, slot, worker, PARTIES, ROUNDS) for worker in range(PARTIES)]
+        pids = LAUNCHERS[launcher](ctx, tasks)
+        assert len(set(pids)) == PARTIES and os.getpid() not in pids
+        for worker, pid in enumerate(pids):
+            expected = f"worker {worker} pid {pid}".encode()
+            assert filem.read(NOTES + 64 * worker, len(expected)) == expected
+        assert anon.read_u64(COUNTER) == PARTIES * ROUNDS
+        version, value = slot.read()
+        assert version == PARTIES and value in {b"worker 0", b"worker 1"}
+        del lock, slot
