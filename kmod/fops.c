@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * File operations of /dev/mmapdevN: the buffer through mmap() and through
- * read()/write()/llseek() (for dd, cat and shell redirections), and the
- * ioctls of the uapi header.
+ * File operations of /dev/mmapdevN: the buffer through read()/write()/
+ * llseek() (for dd, cat and shell redirections), poll() and the ioctls of
+ * the uapi header.  mmap() is in mmap.c.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
-#include <linux/compat.h>
 #include <linux/fs.h>
 #include <linux/kernel.h>		/* min_t(); <linux/minmax.h> only since 5.10 */
 #include <linux/mm.h>
@@ -14,20 +13,9 @@
 #include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
-#include <linux/vmalloc.h>
 
+#include "compat.h"
 #include "mmapdev_internal.h"
-
-/* Per open file. */
-struct mmapdev_file {
-	struct mmapdev_dev *md;
-	atomic64_t seen;	/* md->events as of open or the last GET_INFO */
-};
-
-static struct mmapdev_dev *mmapdev_of(struct file *file)
-{
-	return ((struct mmapdev_file *)file->private_data)->md;
-}
 
 static int mmapdev_open(struct inode *inode, struct file *file)
 {
@@ -93,74 +81,6 @@ static ssize_t mmapdev_write(struct file *file, const char __user *ubuf,
 static loff_t mmapdev_llseek(struct file *file, loff_t offset, int whence)
 {
 	return fixed_size_llseek(file, offset, whence, mmapdev_of(file)->size);
-}
-
-/* VMAs are counted for the sysfs "maps" attribute: split, fork and mremap
- * call ->open on the new VMA, munmap and exit call ->close. */
-static void mmapdev_vm_open(struct vm_area_struct *vma)
-{
-	struct mmapdev_dev *md = vma->vm_private_data;
-
-	atomic_inc(&md->maps);
-}
-
-static void mmapdev_vm_close(struct vm_area_struct *vma)
-{
-	struct mmapdev_dev *md = vma->vm_private_data;
-
-	atomic_dec(&md->maps);
-}
-
-static const struct vm_operations_struct mmapdev_vm_ops = {
-	.open = mmapdev_vm_open,
-	.close = mmapdev_vm_close,
-};
-
-static void mmapdev_vm_flags_set(struct vm_area_struct *vma, vm_flags_t flags)
-{
-	/* 6.3 made vm_flags read-only; writers go through vm_flags_set(). */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
-	vm_flags_set(vma, flags);
-#else
-	vma->vm_flags |= flags;
-#endif
-}
-
-static int mmapdev_mmap(struct file *file, struct vm_area_struct *vma)
-{
-	struct mmapdev_dev *md = mmapdev_of(file);
-	unsigned long pages = md->size >> PAGE_SHIFT;
-	int ret;
-
-	/*
-	 * Shared mappings only: a private one would copy-on-write driver
-	 * pages into anonymous pages and silently stop sharing.  Test
-	 * VM_MAYSHARE, not VM_SHARED: the core clears VM_SHARED on a
-	 * MAP_SHARED mapping of a read-only open (it can never write).
-	 */
-	if (!(vma->vm_flags & VM_MAYSHARE))
-		return -EINVAL;
-	/* The whole range must lie inside the buffer; written so that
-	 * neither side can overflow. */
-	if (vma->vm_pgoff >= pages || vma_pages(vma) > pages - vma->vm_pgoff)
-		return -EINVAL;
-
-	/* The buffer cannot grow (mremap fails) and is not core-dumped
-	 * (it is not the process's memory). */
-	mmapdev_vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
-
-	/* Inserts the vmalloc pages as normal pages, honouring the offset;
-	 * never virt_to_phys() + remap_pfn_range() on vmalloc memory. */
-	ret = remap_vmalloc_range(vma, md->buf, vma->vm_pgoff);
-	if (ret)
-		return ret;
-
-	vma->vm_ops = &mmapdev_vm_ops;
-	vma->vm_private_data = md;
-	mmapdev_vm_open(vma);	/* mmap() itself does not call ->open */
-	pr_debug("mmapdev%u: mmap pgoff %lu, %lu pages, pid %d\n", md->index,
-		 vma->vm_pgoff, vma_pages(vma), task_pid_nr(current));
-	return 0;
 }
 
 /*
@@ -250,20 +170,9 @@ static long mmapdev_ioctl(struct file *file, unsigned int cmd,
 }
 
 /*
- * compat_ptr_ioctl() appeared in 5.5.  The uapi structs have the same
- * layout for 32- and 64-bit callers (no implicit padding; checked below),
- * so only the pointer needs converting.
+ * The uapi structs have the same layout for 32- and 64-bit callers (no
+ * implicit padding), so compat_ptr_ioctl() serves 32-bit callers.
  */
-#if defined(CONFIG_COMPAT) && LINUX_VERSION_CODE < KERNEL_VERSION(5, 5, 0)
-static long mmapdev_compat_ioctl(struct file *file, unsigned int cmd,
-				 unsigned long arg)
-{
-	return mmapdev_ioctl(file, cmd, (unsigned long)compat_ptr(arg));
-}
-#else
-#define mmapdev_compat_ioctl compat_ptr_ioctl
-#endif
-
 static_assert(sizeof(struct mmapdev_info) == 32);
 static_assert(sizeof(struct mmapdev_wait) == 24);
 static_assert(sizeof(struct mmapdev_wake) == 16);
@@ -275,8 +184,12 @@ const struct file_operations mmapdev_fops = {
 	.read = mmapdev_read,
 	.write = mmapdev_write,
 	.llseek = mmapdev_llseek,
+#ifdef MMAPDEV_HAVE_MMAP_PREPARE
+	.mmap_prepare = mmapdev_mmap_prepare,
+#else
 	.mmap = mmapdev_mmap,
+#endif
 	.poll = mmapdev_poll,
 	.unlocked_ioctl = mmapdev_ioctl,
-	.compat_ioctl = mmapdev_compat_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
 };

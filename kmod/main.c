@@ -22,6 +22,7 @@
 #include <linux/stat.h>
 #include <linux/vmalloc.h>
 
+#include "compat.h"
 #include "mmapdev_internal.h"
 
 #define MMAPDEV_MAX_DEVICES	64
@@ -49,6 +50,13 @@ static struct class *mmapdev_class;
 static struct cdev mmapdev_cdev;
 static struct mmapdev_dev *mmapdev_devs;
 
+/**
+ * mmapdev_lookup() - the device of a minor number
+ * @minor: the minor of an opened node
+ *
+ * Context: any.
+ * Return: the device, or NULL if @minor is not one of ours.
+ */
 struct mmapdev_dev *mmapdev_lookup(unsigned int minor)
 {
 	unsigned int idx = minor - MINOR(mmapdev_devt);
@@ -58,20 +66,24 @@ struct mmapdev_dev *mmapdev_lookup(unsigned int minor)
 
 /*
  * devtmpfs creates the node with the mode returned here; udev rules (see
- * 99-mmapdev.rules) may change owner, group and mode afterwards.  The
- * callback takes a const device since 6.2.
+ * 99-mmapdev.rules) may change owner, group and mode afterwards.
  */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
-static char *mmapdev_devnode(const struct device *dev, umode_t *mode)
-#else
-static char *mmapdev_devnode(struct device *dev, umode_t *mode)
-#endif
+static char *mmapdev_devnode(MMAPDEV_DEVNODE_CONST struct device *dev,
+			     umode_t *mode)
 {
 	if (mode)
 		*mode = node_mode;
 	return NULL;
 }
 
+/**
+ * mmapdev_check_params() - refuse parameters out of range
+ *
+ * Says which parameter is wrong, and why, in the kernel log.
+ *
+ * Context: module init.
+ * Return: 0, or -EINVAL.
+ */
 static int __init mmapdev_check_params(void)
 {
 	if (ndevices < 1 || ndevices > MMAPDEV_MAX_DEVICES) {
@@ -93,37 +105,40 @@ static int __init mmapdev_check_params(void)
 	return 0;
 }
 
-static void mmapdev_free_buffers(void)
+/**
+ * mmapdev_free_devs() - free the devices and their buffers
+ *
+ * Also after a partial mmapdev_alloc_devs(): vfree(NULL) does nothing.
+ *
+ * Context: module init or exit; nothing maps or opens the devices.
+ */
+static void mmapdev_free_devs(void)
 {
 	unsigned int i;
 
 	for (i = 0; i < ndevices; i++)
-		vfree(mmapdev_devs[i].buf);	/* NULL for those never allocated */
+		vfree(mmapdev_devs[i].buf);
 	kfree(mmapdev_devs);
+	mmapdev_devs = NULL;
 }
 
-static int __init mmapdev_init(void)
+/**
+ * mmapdev_alloc_devs() - allocate the devices and their buffers
+ *
+ * Buffers exist before the cdev goes live (an open can arrive as soon as
+ * cdev_add() returns) and are freed only at module exit.
+ *
+ * Context: module init.
+ * Return: 0, or -ENOMEM with nothing left allocated.
+ */
+static int __init mmapdev_alloc_devs(void)
 {
-	size_t size;
+	size_t size = PAGE_ALIGN(buf_size);
 	unsigned int i;
-	int ret;
-
-	ret = mmapdev_check_params();
-	if (ret)
-		return ret;
-	size = PAGE_ALIGN(buf_size);
-
-	ret = alloc_chrdev_region(&mmapdev_devt, 0, ndevices, KBUILD_MODNAME);
-	if (ret) {
-		pr_err("cannot allocate a major number: %d\n", ret);
-		return ret;
-	}
 
 	mmapdev_devs = kcalloc(ndevices, sizeof(*mmapdev_devs), GFP_KERNEL);
-	if (!mmapdev_devs) {
-		ret = -ENOMEM;
-		goto err_region;
-	}
+	if (!mmapdev_devs)
+		return -ENOMEM;
 	for (i = 0; i < ndevices; i++) {
 		struct mmapdev_dev *md = &mmapdev_devs[i];
 
@@ -133,29 +148,105 @@ static int __init mmapdev_init(void)
 		atomic_set(&md->maps, 0);
 		atomic64_set(&md->events, 0);
 		mmapdev_wait_init(md);
-		/* vmalloc_user(): zeroed (no stale kernel data reaches user
-		 * space) and flagged VM_USERMAP for remap_vmalloc_range(). */
+		/* vmalloc_user(): zeroed, so no stale kernel data reaches
+		 * user space. */
 		md->buf = vmalloc_user(size);
 		if (!md->buf) {
 			pr_err("cannot allocate %zu bytes for mmapdev%u\n", size, i);
-			ret = -ENOMEM;
-			goto err_buffers;
+			mmapdev_free_devs();
+			return -ENOMEM;
 		}
 	}
+	return 0;
+}
 
-	/* class_create() lost its owner argument in 6.4. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
-	mmapdev_class = class_create(KBUILD_MODNAME);
-#else
-	mmapdev_class = class_create(THIS_MODULE, KBUILD_MODNAME);
-#endif
+/**
+ * mmapdev_create_class() - create the class "mmapdev"
+ *
+ * Context: module init.
+ * Return: 0, or a negative errno.
+ */
+static int __init mmapdev_create_class(void)
+{
+	mmapdev_class = mmapdev_class_create(KBUILD_MODNAME);
 	if (IS_ERR(mmapdev_class)) {
-		ret = PTR_ERR(mmapdev_class);
-		pr_err("cannot create class: %d\n", ret);
-		goto err_buffers;
+		pr_err("cannot create class: %ld\n", PTR_ERR(mmapdev_class));
+		return PTR_ERR(mmapdev_class);
 	}
 	mmapdev_class->devnode = mmapdev_devnode;
+	return 0;
+}
 
+/**
+ * mmapdev_destroy_nodes() - remove the first @count device nodes
+ * @count: how many mmapdev_create_nodes() created
+ *
+ * Context: module init or exit.
+ */
+static void mmapdev_destroy_nodes(unsigned int count)
+{
+	while (count--)
+		device_destroy(mmapdev_class, mmapdev_devt + count);
+}
+
+/**
+ * mmapdev_create_nodes() - create /dev/mmapdev0..N-1 with their attributes
+ *
+ * With groups, the sysfs attributes exist before the uevent announces the
+ * device.
+ *
+ * Context: module init, after cdev_add().
+ * Return: 0, or a negative errno with no node left behind.
+ */
+static int __init mmapdev_create_nodes(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < ndevices; i++) {
+		struct mmapdev_dev *md = &mmapdev_devs[i];
+		struct device *dev;
+
+		dev = device_create_with_groups(mmapdev_class, NULL,
+						mmapdev_devt + i, md,
+						mmapdev_groups,
+						KBUILD_MODNAME "%u", i);
+		if (IS_ERR(dev)) {
+			pr_err("cannot create mmapdev%u: %ld\n", i, PTR_ERR(dev));
+			mmapdev_destroy_nodes(i);
+			return PTR_ERR(dev);
+		}
+		md->dev = dev;
+	}
+	return 0;
+}
+
+/**
+ * mmapdev_init() - load the module
+ *
+ * Each step undoes itself if it fails halfway; the ladder below undoes the
+ * steps before it, in reverse order, and mmapdev_exit() undoes them all.
+ *
+ * Context: module init.
+ * Return: 0, or a negative errno (-EINVAL for bad parameters).
+ */
+static int __init mmapdev_init(void)
+{
+	int ret;
+
+	ret = mmapdev_check_params();
+	if (ret)
+		return ret;
+	ret = alloc_chrdev_region(&mmapdev_devt, 0, ndevices, KBUILD_MODNAME);
+	if (ret) {
+		pr_err("cannot allocate a major number: %d\n", ret);
+		return ret;
+	}
+	ret = mmapdev_alloc_devs();
+	if (ret)
+		goto err_region;
+	ret = mmapdev_create_class();
+	if (ret)
+		goto err_devs;
 	cdev_init(&mmapdev_cdev, &mmapdev_fops);
 	mmapdev_cdev.owner = THIS_MODULE;
 	ret = cdev_add(&mmapdev_cdev, mmapdev_devt, ndevices);
@@ -163,55 +254,43 @@ static int __init mmapdev_init(void)
 		pr_err("cannot add cdev: %d\n", ret);
 		goto err_class;
 	}
-
-	for (i = 0; i < ndevices; i++) {
-		struct mmapdev_dev *md = &mmapdev_devs[i];
-		struct device *dev;
-
-		/* With groups, the attributes exist before the uevent. */
-		dev = device_create_with_groups(mmapdev_class, NULL,
-						mmapdev_devt + i, md,
-						mmapdev_groups,
-						KBUILD_MODNAME "%u", i);
-		if (IS_ERR(dev)) {
-			ret = PTR_ERR(dev);
-			pr_err("cannot create mmapdev%u: %d\n", i, ret);
-			goto err_devices;
-		}
-		md->dev = dev;
-	}
-
+	ret = mmapdev_create_nodes();
+	if (ret)
+		goto err_cdev;
 	if (heartbeat_ms)
 		mmapdev_heartbeat_start(&mmapdev_devs[0], heartbeat_ms);
 
 	pr_info("%u device(s) of %zu bytes, mode %#o, heartbeat %u ms\n",
-		ndevices, size, node_mode, heartbeat_ms);
+		ndevices, mmapdev_devs[0].size, node_mode, heartbeat_ms);
 	return 0;
 
-err_devices:
-	while (i--)
-		device_destroy(mmapdev_class, mmapdev_devt + i);
+err_cdev:
 	cdev_del(&mmapdev_cdev);
 err_class:
 	/* class_destroy() unregisters too: no class_unregister() before it. */
 	class_destroy(mmapdev_class);
-err_buffers:
-	mmapdev_free_buffers();
+err_devs:
+	mmapdev_free_devs();
 err_region:
 	unregister_chrdev_region(mmapdev_devt, ndevices);
 	return ret;
 }
 
+/**
+ * mmapdev_exit() - unload the module
+ *
+ * Runs only when nothing holds a device open or mapped (each pins the
+ * module), so the buffers can go.
+ *
+ * Context: module exit.
+ */
 static void __exit mmapdev_exit(void)
 {
-	unsigned int i;
-
 	mmapdev_heartbeat_stop();
-	for (i = 0; i < ndevices; i++)
-		device_destroy(mmapdev_class, mmapdev_devt + i);
+	mmapdev_destroy_nodes(ndevices);
 	cdev_del(&mmapdev_cdev);
 	class_destroy(mmapdev_class);
-	mmapdev_free_buffers();
+	mmapdev_free_devs();
 	unregister_chrdev_region(mmapdev_devt, ndevices);
 }
 

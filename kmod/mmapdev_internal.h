@@ -3,20 +3,22 @@
  * Internal interfaces of the mmapdev module.  Each file of kmod/ has one job:
  *
  *   main.c       parameters, init/exit, the class and the device nodes
- *   fops.c       open/release/read/write/llseek/mmap/poll/ioctl
+ *   fops.c       open/release/read/write/llseek/poll/ioctl
+ *   mmap.c       mmap (or mmap_prepare), the VMA operations, page faults
  *   wait.c       WAIT/WAKE (futex semantics for words of the buffer) and
  *                the event counter behind poll()
  *   heartbeat.c  the kernel-side producer on device 0
  *   sysfs.c      the per-device attributes size, maps and events
+ *   compat.h     every difference between kernel versions
  */
 #ifndef MMAPDEV_INTERNAL_H
 #define MMAPDEV_INTERNAL_H
 
 #include <linux/atomic.h>
+#include <linux/fs.h>
 #include <linux/list.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
-#include <linux/version.h>
 #include <linux/wait.h>
 
 #include "mmapdev.h"		/* the uapi header: the ABI with user space */
@@ -24,6 +26,8 @@
 struct attribute_group;
 struct device;
 struct file_operations;
+struct vm_area_desc;
+struct vm_area_struct;
 
 struct mmapdev_dev {
 	unsigned int index;		/* N of /dev/mmapdevN */
@@ -38,11 +42,33 @@ struct mmapdev_dev {
 	struct list_head waiters;	/* struct mmapdev_waiter, FIFO */
 };
 
+/* Per open file (file->private_data). */
+struct mmapdev_file {
+	struct mmapdev_dev *md;
+	atomic64_t seen;	/* md->events as of open or the last GET_INFO */
+};
+
+/**
+ * mmapdev_of() - the device behind an open file
+ * @file: an open /dev/mmapdevN
+ *
+ * Context: any.
+ * Return: the device.
+ */
+static inline struct mmapdev_dev *mmapdev_of(const struct file *file)
+{
+	return ((struct mmapdev_file *)file->private_data)->md;
+}
+
 /* main.c */
 struct mmapdev_dev *mmapdev_lookup(unsigned int minor);
 
 /* fops.c */
 extern const struct file_operations mmapdev_fops;
+
+/* mmap.c: one of the two, as compat.h decides */
+int mmapdev_mmap_prepare(struct vm_area_desc *desc);
+int mmapdev_mmap(struct file *file, struct vm_area_struct *vma);
 
 /* wait.c */
 void mmapdev_wait_init(struct mmapdev_dev *md);

@@ -7,12 +7,8 @@
 #include <linux/kernel.h>
 #include <linux/sysfs.h>
 
+#include "compat.h"
 #include "mmapdev_internal.h"
-
-/* sysfs_emit() appeared in 5.10. */
-#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 10, 0)
-#define sysfs_emit(buf, fmt, ...) scnprintf(buf, PAGE_SIZE, fmt, ##__VA_ARGS__)
-#endif
 
 static ssize_t size_show(struct device *dev, struct device_attribute *attr,
 			 char *buf)
