@@ -1,4 +1,4 @@
-"""The command line, python -m pymmapdev: demo, write, watch, info.
+"""The command line, python -m pymmapdev: demo, write, watch, info, kmod.
 
 Lives outside __main__ so that spawned demo processes can import it.
 """
@@ -11,6 +11,7 @@ import stat
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pymmapdev
 from pymmapdev import _core
@@ -188,6 +189,31 @@ def cmd_info(args):
     return 0
 
 
+# ---- kmod -------------------------------------------------------------------
+
+def cmd_kmod(args):
+    from . import _kmod     # only this command needs it
+    try:
+        kdir = _kmod.kernel_dir(args.kernel_dir)
+        release = _kmod.release_of(kdir)
+        if args.action == "build":
+            ko = _kmod.build(kdir, args.build_dir and Path(args.build_dir))
+            print(f"built {ko} for kernel {release}")
+            print(f"load it: sudo insmod {ko}   (or: python -m pymmapdev kmod install)")
+        elif args.action == "install":
+            dest = _kmod.install(kdir, args.build_dir and Path(args.build_dir), args.root)
+            print(f"installed {dest} for kernel {release}")
+            print("load it: sudo modprobe mmapdev   (parameters and the udev rule: "
+                  f"{_kmod.sources() / 'README.md'})")
+        else:
+            name = _kmod.dkms(kdir)
+            print(f"registered {name} with DKMS and installed it for kernel {release}")
+    except _kmod.KmodError as exc:
+        print(f"pymmapdev kmod: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m pymmapdev",
                                      description="Shared memory from the command line.")
@@ -216,6 +242,19 @@ def build_parser():
     info = sub.add_parser("info", help="describe a mapping (sysfs counters for devices)")
     info.add_argument("path")
     info.set_defaults(func=cmd_info)
+
+    kmod = sub.add_parser("kmod", help="build or install the bundled mmapdev kernel module",
+                          description="build: compile mmapdev.ko; install: build, copy it to "
+                          "/lib/modules/<release>/extra and run depmod (root); dkms: register "
+                          "the sources with DKMS, rebuilt for every new kernel (root)")
+    kmod.add_argument("action", choices=["build", "install", "dkms"])
+    kmod.add_argument("--kernel-dir", metavar="DIR",
+                      help="kernel build directory (default: /lib/modules/$(uname -r)/build)")
+    kmod.add_argument("--build-dir", metavar="DIR",
+                      help="where to build (default: ~/.cache/pymmapdev/kmod/<release>)")
+    kmod.add_argument("--root", default="/", metavar="DIR",
+                      help="install: stage under DIR instead of / (like INSTALL_MOD_PATH)")
+    kmod.set_defaults(func=cmd_kmod)
     return parser
 
 

@@ -1,0 +1,126 @@
+"""python -m pymmapdev kmod build|install|dkms: the bundled module builds
+against installed kernel headers, installs into a staging root, and every
+missing prerequisite is a clear error naming what to do."""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import pymmapdev
+from pymmapdev import _kmod
+
+from conftest import as_nobody, child_env
+
+
+def kmod_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pymmapdev", "kmod", *args],
+                          capture_output=True, text=True, timeout=300, env=env or child_env())
+
+
+@pytest.fixture(scope="module")
+def kernel_build_dir():
+    """The newest installed kernel headers (make test installs Debian's
+    linux-headers-amd64; the sid chroot has sid's)."""
+    dirs = sorted(glob.glob("/lib/modules/*/build/Makefile"))
+    if not dirs:
+        pytest.fail("no kernel headers under /lib/modules/*/build: install linux-headers-amd64 "
+                    "(make test does)", pytrace=False)
+    return os.path.dirname(dirs[-1])
+
+
+def modinfo(ko, field):
+    return subprocess.run(["modinfo", "-F", field, str(ko)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_sources_are_bundled():
+    src = _kmod.sources()
+    for name in ("Kbuild", "Makefile", "main.c", "uapi/mmapdev.h", "dkms.conf",
+                 "99-mmapdev.rules", "LICENSE", "README.md"):
+        assert (src / name).is_file(), name
+
+
+def test_one_version_everywhere():
+    """The package, the module and its DKMS name carry one version."""
+    src = _kmod.sources()
+    assert _kmod.dkms_version() == pymmapdev.__version__
+    main_c = (src / "main.c").read_text()
+    assert re.search(r'MODULE_VERSION\("([^"]+)"\)', main_c).group(1) == pymmapdev.__version__
+
+
+def test_build(kernel_build_dir, tmp_path):
+    out = kmod_cli("build", "--kernel-dir", kernel_build_dir, "--build-dir", str(tmp_path / "b"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    ko = tmp_path / "b" / "mmapdev.ko"
+    assert f"built {ko} for kernel {_kmod.release_of(_kmod.Path(kernel_build_dir))}" in out.stdout
+    assert modinfo(ko, "version") == pymmapdev.__version__
+    assert modinfo(ko, "vermagic").split()[0] == \
+        _kmod.release_of(_kmod.Path(kernel_build_dir))
+
+
+def test_install_into_a_staging_root(kernel_build_dir, tmp_path):
+    release = _kmod.release_of(_kmod.Path(kernel_build_dir))
+    out = kmod_cli("install", "--kernel-dir", kernel_build_dir, "--build-dir",
+                   str(tmp_path / "b"), "--root", str(tmp_path / "root"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    moddir = tmp_path / "root" / "lib" / "modules" / release
+    assert (moddir / "extra" / "mmapdev.ko").is_file()
+    # depmod ran: modprobe would find it
+    assert "extra/mmapdev.ko:" in (moddir / "modules.dep").read_text()
+
+
+def test_missing_headers():
+    out = kmod_cli("build", "--kernel-dir", "/nonexistent/build")
+    assert out.returncode == 1
+    assert "no kernel headers at this path" in out.stderr and "/nonexistent/build" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_not_a_kernel_build_dir(tmp_path):
+    out = kmod_cli("build", "--kernel-dir", str(tmp_path))
+    assert out.returncode == 1 and "not a configured kernel build directory" in out.stderr
+
+
+def test_running_kernel_without_headers_names_the_package(monkeypatch):
+    monkeypatch.setattr(_kmod.os, "uname", lambda: os.uname_result(
+        ("Linux", "h", "0.0.0-nothere", "#1", "x86_64")))
+    with pytest.raises(FileNotFoundError, match="linux-headers-0.0.0-nothere") as exc:
+        _kmod.kernel_dir(None)
+    assert exc.value.filename == "/lib/modules/0.0.0-nothere/build"
+
+
+def test_build_without_make(kernel_build_dir, tmp_path):
+    out = kmod_cli("build", "--kernel-dir", kernel_build_dir, "--build-dir", str(tmp_path),
+                   env=child_env(PATH=str(tmp_path)))
+    assert out.returncode == 1 and "make not found on PATH" in out.stderr
+
+
+def test_install_and_dkms_need_root(kernel_build_dir, tmp_path):
+    def attempt(action):
+        def run():
+            try:
+                if action == "install":
+                    _kmod.install(_kmod.Path(kernel_build_dir), tmp_path / "b")
+                else:
+                    _kmod.dkms(_kmod.Path(kernel_build_dir))
+            except PermissionError as exc:
+                return str(exc)
+            return "no error"
+        return run
+    os.chmod(tmp_path, 0o777)
+    for action in ("install", "dkms"):
+        message = as_nobody(attempt(action))
+        assert "needs root" in message and "sudo" in message, message
+    assert not (tmp_path / "b").exists()      # refused before building anything
+
+
+def test_dkms_missing(kernel_build_dir, tmp_path):
+    """dkms itself absent: named, with the package that has it (checked
+    after root, so this runs as root with an empty PATH)."""
+    out = kmod_cli("dkms", "--kernel-dir", kernel_build_dir,
+                   env=child_env(PATH=str(tmp_path)))
+    assert out.returncode == 1 and "dkms not found on PATH" in out.stderr
+    assert "apt install dkms" in out.stderr
