@@ -13,7 +13,7 @@ import pymmapdev
 SEQ, TEXT, TEXT_SIZE = 0, 16, 48
 
 
-def main(path="/dev/mmapdev0"):
+def main(path: str = "/dev/mmapdev0") -> None:
     with pymmapdev.open_device(path, readonly=True) as m:
         seq = m.read_u32(SEQ)
         try:

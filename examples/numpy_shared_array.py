@@ -16,7 +16,7 @@ READY = 0          # u32 flag word at offset 0; the array starts at 64
 ARRAY_OFFSET = 64
 
 
-def producer(path):
+def producer(path: str) -> None:
     with pymmapdev.open_file(path, create=False) as m:
         arr = m.ndarray("f8", shape=(N,), offset=ARRAY_OFFSET)
         arr[:] = np.arange(N, dtype="f8")
@@ -25,7 +25,7 @@ def producer(path):
         m.wake(READY)
 
 
-def main():
+def main() -> int:
     with pymmapdev.open_file(PATH, ARRAY_OFFSET + N * 8) as m:
         m.store_u32(READY, 0)
         child = multiprocessing.get_context("spawn").Process(target=producer, args=(PATH,))

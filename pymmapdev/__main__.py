@@ -2,4 +2,5 @@ import sys
 
 from pymmapdev.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":     # importable (stubtest, pydoc) without running
+    sys.exit(main())

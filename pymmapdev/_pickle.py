@@ -28,13 +28,19 @@ import errno
 import os
 import stat
 from multiprocessing.reduction import DupFd, ForkingPickler
+from typing import Any, Callable
 
 from . import _core
 from ._open import open_device
 from .sync import Lock, Slot
 
+Mapping = _core.Mapping
+# what a reducer returns: a callable and its arguments
+Reduced = tuple[Callable[..., Any], tuple[Any, ...]]
 
-def _rebuild_file(path, size, offset, readonly, ident):
+
+def _rebuild_file(path: str, size: int, offset: int, readonly: bool,
+                  ident: tuple[int, int]) -> Mapping:
     fd = os.open(path, os.O_CLOEXEC | (os.O_RDONLY if readonly else os.O_RDWR))
     try:
         st = os.fstat(fd)
@@ -49,11 +55,11 @@ def _rebuild_file(path, size, offset, readonly, ident):
         os.close(fd)
 
 
-def _rebuild_device(path, size, offset, readonly):
+def _rebuild_device(path: str, size: int, offset: int, readonly: bool) -> Mapping:
     return open_device(path, size, offset=offset, readonly=readonly)
 
 
-def _rebuild_anonymous(dupfd, size, offset, readonly):
+def _rebuild_anonymous(dupfd: Any, size: int, offset: int, readonly: bool) -> Mapping:
     fd = dupfd.detach()
     try:
         return _core.Mapping(fd, size, offset, readonly=readonly, kind="file", path=None)
@@ -61,7 +67,7 @@ def _rebuild_anonymous(dupfd, size, offset, readonly):
         os.close(fd)     # the Mapping keeps its own duplicate
 
 
-def _reduce_mapping(m):
+def _reduce_mapping(m: Mapping) -> Reduced:
     """Pickle by path; anonymous mappings only through multiprocessing."""
     if m.closed:
         raise ValueError("cannot pickle a closed mapping")
@@ -76,18 +82,18 @@ def _reduce_mapping(m):
     return _rebuild_file, (path, m.size, m.offset, m.readonly, (st.st_dev, st.st_ino))
 
 
-def _reduce_mapping_mp(m):
+def _reduce_mapping_mp(m: Mapping) -> Reduced:
     """ForkingPickler: anonymous mappings travel as their descriptor."""
     if m.kind == "file" and m.path is None and not m.closed:
         return _rebuild_anonymous, (DupFd(m.fileno()), m.size, m.offset, m.readonly)
     return _reduce_mapping(m)
 
 
-def _reduce_lock(lock):
+def _reduce_lock(lock: Lock) -> Reduced:
     return type(lock), (lock.mapping, lock.offset)
 
 
-def _reduce_slot(slot):
+def _reduce_slot(slot: Slot) -> Reduced:
     return type(slot), (slot.mapping, slot.offset, slot.capacity)
 
 

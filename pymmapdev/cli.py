@@ -12,40 +12,44 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import pymmapdev
 from pymmapdev import _core
 
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event
+
 DEMO_CAPACITY = 64
 
 
-def _is_device(path):
+def _is_device(path: str) -> bool:
     try:
         return stat.S_ISCHR(os.stat(path).st_mode)
     except FileNotFoundError:
         return False
 
 
-def _open(path, size=None, readonly=False):
+def _open(path: str, size: int | None = None, readonly: bool = False) -> pymmapdev.Mapping:
     if _is_device(path):
         return pymmapdev.open_device(path, readonly=readonly)
     return pymmapdev.open_file(path, size, create=not readonly, readonly=readonly)
 
 
-def _text_at(m, offset, length):
+def _text_at(m: pymmapdev.Mapping, offset: int, length: int) -> str:
     raw = m.read(offset, min(length, m.size - offset))
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace").rstrip("\n")
 
 
 # ---- demo -------------------------------------------------------------------
 
-def _say(text):
+def _say(text: str) -> None:
     """One line in one write(2): atomic on a pipe, so the writer's and the
     reader's lines never interleave mid-line (print() may split them)."""
     os.write(sys.stdout.fileno(), (text + "\n").encode())
 
 
-def _demo_writer(path, count, interval):
+def _demo_writer(path: str, count: int, interval: float) -> None:
     with pymmapdev.open_file(path, create=False) as m:
         slot = pymmapdev.Slot(m, 0, DEMO_CAPACITY)
         for n in range(1, count + 1):
@@ -54,7 +58,7 @@ def _demo_writer(path, count, interval):
             _say(f"writer: value = {n}")
 
 
-def _demo_reader(path, count, ready):
+def _demo_reader(path: str, count: int, ready: Event) -> None:
     with pymmapdev.open_file(path, create=False, readonly=True) as m:
         slot = pymmapdev.Slot(m, 0, DEMO_CAPACITY)
         version, _ = slot.read()
@@ -70,7 +74,7 @@ def _demo_reader(path, count, ready):
                 return
 
 
-def cmd_demo(args):
+def cmd_demo(args: argparse.Namespace) -> int:
     path = args.path or os.path.join(
         "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
         f"pymmapdev-demo-{os.getpid()}")
@@ -100,7 +104,7 @@ def cmd_demo(args):
 
 # ---- write / watch / info ---------------------------------------------------
 
-def cmd_write(args):
+def cmd_write(args: argparse.Namespace) -> int:
     data = args.text.encode()
     if not args.no_newline:
         data += b"\n"
@@ -120,7 +124,7 @@ def cmd_write(args):
     return 0
 
 
-def _watch_heartbeat(m):
+def _watch_heartbeat(m: pymmapdev.Mapping) -> NoReturn:
     """Device with a kernel-side producer: sleep until it bumps its counter."""
     seq = m.load_u32(0)
     print(_text_at(m, 16, 48), flush=True)
@@ -130,7 +134,8 @@ def _watch_heartbeat(m):
         print(_text_at(m, 16, 48), flush=True)
 
 
-def _watch_poll(m, offset, length, interval):
+def _watch_poll(m: pymmapdev.Mapping, offset: int, length: int,
+                interval: float) -> NoReturn:
     last = None
     while True:
         text = _text_at(m, offset, length)
@@ -140,7 +145,7 @@ def _watch_poll(m, offset, length, interval):
         time.sleep(interval)
 
 
-def cmd_watch(args):
+def cmd_watch(args: argparse.Namespace) -> int:
     try:
         with _open(args.path, readonly=True) as m:
             if m.kind == "device" and args.offset == 0 and \
@@ -152,7 +157,7 @@ def cmd_watch(args):
         return 0
 
 
-def _sysfs_attrs(path):
+def _sysfs_attrs(path: str) -> dict[str, str]:
     name = os.path.basename(os.path.realpath(path))
     base = f"/sys/class/mmapdev/{name}"
     attrs = {}
@@ -165,7 +170,7 @@ def _sysfs_attrs(path):
     return attrs
 
 
-def cmd_info(args):
+def cmd_info(args: argparse.Namespace) -> int:
     with _open(args.path, readonly=True) as m:
         print(f"path:      {m.path}")
         print(f"kind:      {m.kind}")
@@ -182,7 +187,7 @@ def cmd_info(args):
                 label, meaning = labels[key]
                 print(f"{label + ':':<10} {value} ({meaning}, sysfs)")
         else:
-            st = os.stat(m.path)
+            st = os.fstat(m.fileno())
             print(f"mode:      {stat.filemode(st.st_mode)}")
             print(f"allocated: {st.st_blocks * 512} bytes")
         print(f"text:      {_text_at(m, 0, 64)!r}")
@@ -191,7 +196,7 @@ def cmd_info(args):
 
 # ---- kmod -------------------------------------------------------------------
 
-def cmd_kmod(args):
+def cmd_kmod(args: argparse.Namespace) -> int:
     from . import _kmod     # only this command needs it
     try:
         kdir = _kmod.kernel_dir(args.kernel_dir)
@@ -214,7 +219,7 @@ def cmd_kmod(args):
     return 0
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pymmapdev",
                                      description="Shared memory from the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,10 +263,11 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status: int = args.func(args)
+        return status
     except (OSError, ValueError) as exc:
         print(f"pymmapdev: {exc}", file=sys.stderr)
         return 1

@@ -1,7 +1,9 @@
-from collections.abc import Buffer
+from typing_extensions import Buffer
 from types import TracebackType
 
 from ._core import Mapping
+
+__all__ = ["Lock", "OwnerDiedWarning", "Slot"]
 
 class OwnerDiedWarning(RuntimeWarning): ...
 

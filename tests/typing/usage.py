@@ -1,0 +1,32 @@
+"""Checked by mypy --strict (noxfile: the types step), never run: the
+stubs give the types a user expects, and reject what the runtime rejects."""
+from typing import Literal
+
+from typing_extensions import assert_type
+
+import pymmapdev
+
+
+def check(m: pymmapdev.Mapping) -> None:
+    assert_type(m[0], int)
+    assert_type(m[0:4], bytes)
+    m[0] = 1
+    m[0:4] = b"abcd"
+    m[0:4] = bytearray(4)
+    m[0:4] = memoryview(b"abcd")
+    assert_type(memoryview(m), memoryview)
+    assert_type(m.read(0, 4), bytes)
+    assert_type(m.read_u64(0), int)
+    assert_type(m.wait(0, 0, timeout=0.1), bool)
+    with pymmapdev.Lock(m, 0) as lock:
+        assert_type(lock.owner_died, bool)
+    slot = pymmapdev.Slot(m, 64, 8)
+    assert_type(slot.read(), tuple[int, bytes])
+    assert_type(slot.mapping, pymmapdev.Mapping)
+    with pymmapdev.open_file("/dev/shm/x", 4096) as f:
+        assert_type(f, pymmapdev.Mapping)
+        assert_type(f.kind, Literal["file", "device"])
+    # errors the stubs must catch (--strict reports an ignore that is not needed)
+    m[0] = b"x"  # type: ignore[call-overload]
+    m[0:1] = 1  # type: ignore[call-overload]
+    pymmapdev.set_spin(rounds=3)  # type: ignore[call-arg]
