@@ -1,0 +1,116 @@
+"""pymmapdev benchmark: ``python -m bench`` (``make bench`` installs the
+competitors first, then runs this).
+
+Every figure is measured next to its anchors in the same run and judged
+against the goals in bench/targets.py; the run prints the machine, its load
+average (start and end), the competitors found, the targets table and one
+table per figure group, and saves bench/results/results.json and
+bench/results/bench.png.
+
+Layout: env.py (machine, CPUs, scratch files, C builds), stats.py,
+figures.py (the record cases fill), procs.py (two-process runs with a
+deadline), competitors.py (the registry of competitor packages),
+targets.py (the goals as data), report.py (text, JSON, chart), one
+case_*.py per case, transports/ (one module per message transport for the
+channel case), and the C anchors pingpong.c, memcpy.c, ring.c.
+"""
+import argparse
+import os
+import sys
+import time
+
+from . import (case_atomics, case_channel, case_copy, case_lock, case_pingpong, case_slot,
+               case_typed, competitors, config, env, report, targets)
+from .figures import Figures
+
+CASES = {
+    "typed": case_typed.run,
+    "atomics": case_atomics.run,
+    "pingpong": case_pingpong.run,
+    "copy": case_copy.run,
+    "slot": case_slot.run,
+    "lock": case_lock.run,
+    "channel": case_channel.run,
+}
+
+
+def wait_quiet(limit, patience):
+    """Wait up to *patience* seconds for the 1-minute load average to drop below *limit*."""
+    end = time.monotonic() + patience
+    while os.getloadavg()[0] > limit and time.monotonic() < end:
+        print(f"  load average {os.getloadavg()[0]:.2f} > {limit}: waiting for a quiet "
+              f"machine ({end - time.monotonic():.0f} s left)", flush=True)
+        time.sleep(min(15, max(1, end - time.monotonic())))
+
+
+def run(case_names, cfg, figs=None):
+    """Run the named cases into *figs*; returns {case: seconds or error text}."""
+    figs = figs if figs is not None else Figures()
+    took = {}
+    for name in case_names:
+        t0 = time.monotonic()
+        print(f"  {name} ...", end="", flush=True)
+        CASES[name](figs, cfg)
+        took[name] = time.monotonic() - t0
+        print(f" {took[name]:.1f} s (load average {os.getloadavg()[0]:.2f})", flush=True)
+    return figs, took
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    ap.add_argument("cases", nargs="*", metavar="CASE",
+                    help=f"cases to run (default: all): {', '.join(CASES)}")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and trials")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                    help=f"first wait up to SECONDS for the load average to fall below "
+                         f"{env.QUIET_LOAD}")
+    ap.add_argument("--no-chart", action="store_true")
+    args = ap.parse_args(argv)
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        ap.error(f"unknown case {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    cfg = config.QUICK if args.quick else config.FULL
+    names = args.cases or list(CASES)
+    if args.wait_quiet:
+        wait_quiet(env.QUIET_LOAD, args.wait_quiet)
+
+    machine = env.machine()
+    statuses = {name: competitors.status(name) for name in competitors.REGISTRY}
+    print(f"pymmapdev bench: {machine['cpu']}, {machine['cpus']} CPUs, Linux {machine['kernel']}, "
+          f"Python {machine['python']}, pymmapdev from {machine['pymmapdev']}")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in machine['loadavg_start'])}"
+          + ("" if machine["loadavg_start"][0] <= env.QUIET_LOAD else
+             f"  (NOT QUIET: above {env.QUIET_LOAD}; figures are not comparable)"))
+    print("placement: processes pinned, "
+          + (f"split = CPUs {env.SPLIT[0]} and {env.SPLIT[1]}, " if env.SPLIT else "")
+          + f"shared = CPU {env.SHARED[0]}")
+    print(report.competitors_table(statuses))
+    started = time.monotonic()
+    figs, took = run(names, cfg)
+    machine["loadavg_end"] = os.getloadavg()
+    machine["seconds"] = time.monotonic() - started
+    rows = targets.judge_all(figs)
+
+    print()
+    print(report.targets_table(rows))
+    print()
+    print(report.group_tables(figs))
+    out = os.path.join(env.RESULTS, "results.json")
+    report.save_json(out, {"machine": machine, "competitors": statuses, "config": vars(cfg),
+                           "cases": took, "figures": figs.to_json(), "targets": rows})
+    saved = [os.path.relpath(out, env.ROOT)]
+    if not args.no_chart:
+        if competitors.available("matplotlib"):
+            png = os.path.join(env.RESULTS, "bench.png")
+            report.chart(figs, machine, png)
+            saved.append(os.path.relpath(png, env.ROOT))
+        else:
+            print(f"no chart: {competitors.status('matplotlib')[1]}")
+    print(f"\nsaved {' and '.join(saved)} ({machine['seconds']:.0f} s; load average "
+          f"{machine['loadavg_end'][0]:.2f} at the end"
+          + ("" if machine["loadavg_end"][0] <= env.QUIET_LOAD else ", NOT QUIET") + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
