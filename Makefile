@@ -30,8 +30,12 @@ vmtest: build
 demo: build
 	$(PYTHON) -m pymmapdev demo
 
+# The competitors are installed first (one pip call each; one that fails is
+# reported by the run as missing); the run itself installs nothing.
+# BENCH_ARGS: e.g. --quick, --wait-quiet 600, or case names (python -m bench -h).
 bench: build
-	$(PYTHON) bench/run.py
+	$(PYTHON) -m bench.install
+	$(PYTHON) -m bench $(BENCH_ARGS)
 
 kmod:
 	$(MAKE) -C kmod

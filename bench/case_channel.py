@@ -321,6 +321,7 @@ def _participants(figure):
 
 
 def run(figs, cfg, only=None):
+    """All channel figures into *figs*; *only*: transport keys to run (default: all)."""
     cpus = env.SPLIT or env.SHARED
     speed_figures = [f for f in FIGURES if f != "crash"]
     samples = {f: {} for f in speed_figures}
@@ -373,15 +374,16 @@ def _run_crash(figs, cfg, cpus, only):
         base = f"{NAME}.crash.{key}"
         keys.append(f"{base}.recovered")
         if why:
-            for stat in ("recovered", "torn", "hung"):
+            figs.missing(f"{base}.recovered", why, "count", cls.label)
+            for stat in ("torn", "hung"):
                 figs.missing(f"{base}.{stat}", why, "count", f"{cls.label} {stat}")
             continue
         trials = [_crash_trial(cls, cfg, cpus, rng) for _ in range(cfg.crash_trials)]
+        torn, hung = sum(t["torn"] for t in trials), sum(t["hung"] for t in trials)
         whys = sorted({t["why"] for t in trials if t["why"]})
-        figs.put(f"{base}.recovered", sum(t["recovered"] for t in trials), "count",
-                 cls.label, note=f"of {cfg.crash_trials}; " + ("; ".join(whys) or "all recovered"))
-        figs.put(f"{base}.torn", sum(t["torn"] for t in trials), "count",
-                 f"{cls.label} torn messages")
-        figs.put(f"{base}.hung", sum(t["hung"] for t in trials), "count",
-                 f"{cls.label} hung trials")
+        figs.put(f"{base}.recovered", sum(t["recovered"] for t in trials), "count", cls.label,
+                 note=f"of {cfg.crash_trials}; {torn} torn messages; {hung} trials hung"
+                      + "".join(f"; {w}" for w in whys))
+        figs.put(f"{base}.torn", torn, "count", f"{cls.label} torn messages")
+        figs.put(f"{base}.hung", hung, "count", f"{cls.label} hung trials")
     figs.group(FIGURES["crash"][0] + f", {cfg.crash_trials} trials", "count", keys)

@@ -84,7 +84,12 @@ class QueueTransport(Transport):
 class _QueueSender:
     def __init__(self, q):
         self.q = q
-        self.send = self.send_array = q.put      # arrays are pickled (one copy each way)
+        self.send = q.put
+
+    def send_array(self, arr):
+        # The feeder thread pickles later: a caller reusing its array must hand
+        # over a copy (and the pickle is a second one).
+        self.q.put(arr.copy())
 
     def close(self):
         self.q.close()

@@ -43,7 +43,9 @@ class _ZmqSender:
         self.send = self.sock.send
 
     def send_array(self, arr):
-        self.sock.send(arr, copy=False)
+        # copied into a zmq message now: with copy=False zmq would read the
+        # array later, after the caller reused it
+        self.sock.send(arr)
 
     def close(self):
         self.sock.close(linger=5000)             # deliver what is queued

@@ -1,0 +1,158 @@
+"""Smoke test of the benchmark package (bench/): its statistics and target
+judging on known inputs, its failure reporting, and one tiny channel run end
+to end.  No timing is asserted; `make bench` is the benchmark itself."""
+import os
+import sys
+import time
+
+import pytest
+
+import pymmapdev
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.append(REPO)       # after the pymmapdev under test, never before it
+
+from bench import case_channel, competitors, config, procs, report, stats, targets  # noqa: E402
+from bench.figures import Figures  # noqa: E402
+from bench.targets import Target  # noqa: E402
+from bench.transports import REGISTRY, Torn, read_stamp, stamp_frame  # noqa: E402
+
+
+def test_statistics_on_known_samples():
+    assert stats.median([5, 1, 3]) == 3
+    assert stats.median([4, 1, 3, 2]) == 3            # the upper middle
+    p = stats.percentiles(range(1, 101))
+    assert (p["p50_ns"], p["p99_ns"], p["mean_ns"], p["rounds"]) == (51, 100, 50.5, 100)
+    # gaps 10, 20, 30, 40 between consecutive round starts; the first is warm-up
+    rt = stats.round_trips([0, 10, 30, 60, 100], warm_fraction=0.25)
+    assert (rt["rounds"], rt["p50_ns"]) == (3, 30)
+    with pytest.raises(ValueError):
+        stats.median([])
+
+
+def _figs(**values):
+    figs = Figures()
+    for key, (value, unit) in values.items():
+        figs.put(key.replace("__", "."), value, unit, key)
+    return figs
+
+
+def _verdict(target, figs):
+    return targets.judge(target, figs)["verdict"]
+
+
+def test_targets_judge_ratios_both_ways():
+    figs = _figs(a__ours=(30.0, "ns"), a__anchor=(100.0, "ns"),
+                 r__ours=(5e6, "/s"), r__anchor=(1e6, "/s"))
+    assert _verdict(Target("t", "a.ours", "a.anchor", "time<=x", 0.5, 8), figs) == "met"
+    assert _verdict(Target("t", "a.ours", "a.anchor", "time<=x", 0.2, 8), figs) == "MISSED"
+    # a time 3.3x shorter is 3.3x faster; a rate 5x higher is 5x faster
+    assert _verdict(Target("t", "a.ours", "a.anchor", "faster>=x", 3, 8), figs) == "met"
+    assert _verdict(Target("t", "a.ours", "a.anchor", "faster>=x", 4, 8), figs) == "MISSED"
+    assert _verdict(Target("t", "r.ours", "r.anchor", "faster>=x", 5, 9), figs) == "met"
+    assert _verdict(Target("t", "r.ours", "r.anchor", "faster>=x", 6, 9), figs) == "MISSED"
+    assert _verdict(Target("t", "a.ours", None, "<=", 30, 9), figs) == "met"
+    assert _verdict(Target("t", "a.ours", None, "<=", 29, 9), figs) == "MISSED"
+    row = targets.judge(Target("t", "a.ours", "a.anchor", "time<=x", 0.5, 8), figs)
+    assert row["ratio"] == "0.30x the time" and row["met"] is True
+
+
+def test_targets_best_competitor_and_missing_figures():
+    figs = _figs(c__ours__p50=(10.0, "ns"), c__zmq__p50=(20.0, "ns"), c__pipe__p50=(15.0, "ns"),
+                 c__c_ring__p50=(1.0, "ns"))
+    figs.missing("c.iox.p50", "iceoryx2 not installed", "ns")
+    best = Target("t", "c.ours.p50", "c.*.p50", "time<=x", 0.8, 9, ("*.c_ring*",))
+    row = targets.judge(best, figs)
+    # the fastest competitor present, never ours, never the excluded C ceiling
+    assert row["anchor"].startswith("c__pipe__p50") and row["verdict"] == "met"
+    figs.missing("c.gone", "pymmapdev.Channel: not available in this build", "ns")
+    row = targets.judge(Target("t", "c.gone", "c.zmq.p50", "time<=x", 1, 9), figs)
+    assert row["verdict"] == "pymmapdev.Channel: not available in this build" and row["met"] is None
+    row = targets.judge(Target("t", "c.ours.p50", "c.iox.p50", "time<=x", 1, 9), figs)
+    assert row["verdict"] == "anchor missing: iceoryx2 not installed"
+    assert targets.judge(Target("t", "c.never", None, "==", 6, 9), figs)["verdict"] == \
+        "not measured in this run"
+    strict = Target("t", "c.ours.p50", "c.*.p50", "time<=x", 0.5, 9, ("*.c_ring*",))
+    text = report.targets_table(targets.judge_all(figs, (best, strict)))
+    assert "met" in text and "MISSED" in text and "0.67x the time" in text
+
+
+def test_every_target_names_a_known_case():
+    from bench.__main__ import CASES
+    for t in targets.TARGETS:
+        assert t.ours.split(".")[0] in CASES, t
+        assert t.comparison in ("time<=x", "faster>=x", "<=", "=="), t
+
+
+def test_missing_competitor_is_reported_not_dropped(monkeypatch):
+    ghost = competitors.Competitor("ghost", "no_such_module_for_pymmapdev_bench", "ghost==1",
+                                   "a test")
+    monkeypatch.setitem(competitors.REGISTRY, "ghost", ghost)
+    ok, why = competitors.status("ghost")
+    assert not ok and "ghost not installed" in why and "ModuleNotFoundError" in why
+    assert competitors.why_missing(("ghost",)) == why
+    figs = Figures()
+    figs.missing("x.ghost", why, "/s", "ghost queue")
+    figs.group("g", "/s", ["x.ghost"])
+    assert "missing: ghost not installed" in report.group_tables(figs)
+    assert "MISSING" in report.competitors_table({"ghost": (ok, why)})
+
+
+def _hang():
+    time.sleep(60)
+
+
+def _fail():
+    raise RuntimeError("boom")
+
+
+def test_a_hung_or_failing_side_is_reported_within_the_deadline():
+    t0 = time.monotonic()
+    with pytest.raises(procs.Hung, match="_hang"):
+        procs.run_sides([(_hang, (), None), (os.getpid, (), None)], timeout=0.5)
+    with pytest.raises(procs.SideFailed, match="RuntimeError: boom"):
+        procs.run_sides([(_fail, (), None), (_hang, (), None)], timeout=30)
+    assert time.monotonic() - t0 < 15
+
+
+def test_frame_stamps_detect_a_mixed_frame():
+    buf = bytearray(64)
+    stamp_frame(buf, 7)
+    assert read_stamp(buf) == 7
+    buf[-8:] = (8).to_bytes(8, "little")
+    with pytest.raises(Torn):
+        read_stamp(buf)
+    assert case_channel.crash_check(case_channel.crash_message(2, 5)) == (2, 5)
+    damaged = bytearray(case_channel.crash_message(1, 9))
+    damaged[-1] ^= 1
+    with pytest.raises(Torn):
+        case_channel.crash_check(damaged)
+
+
+def test_tiny_channel_run_end_to_end(monkeypatch):
+    """The channel case against issue 9's API (the real Channel when the build
+    has it, else a test double) and multiprocessing.Pipe: every figure is
+    measured or carries its reason."""
+    pytest.importorskip("numpy")
+    if not hasattr(pymmapdev, "Channel"):
+        from _fake_channel import FakeChannel
+        monkeypatch.setattr(pymmapdev, "Channel", FakeChannel, raising=False)
+    figs = Figures()
+    case_channel.run(figs, config.TINY, only={"pymmapdev", "pipe"})
+    v = figs.values
+    for figure in ("tput64", "tput64_batch", "frames", "frames_zc"):
+        assert v[f"channel.{figure}.pymmapdev"].get("value", 0) > 0, v[f"channel.{figure}.pymmapdev"]
+    for figure in ("rtt64", "rtt64_spin"):
+        assert v[f"channel.{figure}.pymmapdev.p50"].get("value", 0) > 0
+    assert v["channel.tput64.pipe"].get("value", 0) > 0
+    assert v["channel.tput64_batch.pipe"]["missing"] == "n/a: no batch send/receive API"
+    assert v["channel.crash.pipe.recovered"]["value"] in (0, 1)
+    assert v["channel.crash.pymmapdev.torn"]["value"] == 0
+    assert "channel.tput64.pyzmq" not in v              # not asked for
+    rows = {r["figure"]: r for r in targets.judge_all(figs)}
+    assert rows["channel 64 B one-way, one call per message, vs pyzmq"]["verdict"] == \
+        "anchor missing: not measured in this run"
+    assert rows["channel crash probe: torn messages"]["verdict"] == "met"
+    assert set(REGISTRY) >= {"pymmapdev", "pyzmq", "posix_mq", "pipe", "queue", "iceoryx2_poll",
+                             "iceoryx2_event", "faster_fifo", "shm_queue", "c_ring"}
