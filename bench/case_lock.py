@@ -26,7 +26,7 @@ from .stats import best_per_op
 NAME = "lock"
 GLIBC_LOCK_COMMIT = "9ce3665c2c1c385ee7dfc71b107a3994310f56e4"
 BUILD_FILES = ("setup.py", "pyproject.toml", "csrc", "pymmapdev", "kmod/uapi")
-_OLD = f"pymmapdev.Lock @{GLIBC_LOCK_COMMIT[:7]} (glibc robust mutex)"
+_OLD = f"glibc-based pymmapdev.Lock @{GLIBC_LOCK_COMMIT[:7]}"
 LABELS = {"pymmapdev": "pymmapdev.Lock acquire(); release()",
           "mp_lock": "multiprocessing.Lock acquire(); release()",
           "glibc_lock": f"{_OLD} acquire(); release()",

@@ -42,13 +42,16 @@ def best_per_op(stmts, glb, number, repeat=7):
     hits all of them rather than one.
     """
     best = dict.fromkeys(stmts, float("inf"))
+    base = float("inf")
     empty = timeit.Timer("pass")
     timers = {k: timeit.Timer(stmt, globals=glb) for k, stmt in stmts.items()}
     for _ in range(repeat):
-        base = empty.timeit(number)
+        base = min(base, empty.timeit(number))
         for k, timer in timers.items():
-            best[k] = min(best[k], max(timer.timeit(number) - base, 0.0))
-    return {k: v / number for k, v in best.items()}
+            best[k] = min(best[k], timer.timeit(number))
+    # best minus best: subtracting per repeat lets one noisy empty loop drive
+    # a fast statement's difference to zero
+    return {k: max(v - base, 0.0) / number for k, v in best.items()}
 
 
 def calibrate(fn, min_time=0.02):

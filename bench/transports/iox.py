@@ -37,9 +37,15 @@ class _Iox(Transport):
         return node.service_builder(iox.ServiceName.new(self.name + "/ev")).event() \
             .max_notifiers(8).open_or_create()
 
+    @staticmethod
+    def _node(iox):
+        # quiet: each process would otherwise log that it found no config file
+        iox.set_log_level(iox.LogLevel.Error)
+        return iox.NodeBuilder.new().create(iox.ServiceType.Ipc)
+
     def sender(self):
         import iceoryx2 as iox
-        node = iox.NodeBuilder.new().create(iox.ServiceType.Ipc)
+        node = self._node(iox)
         # a killed producer's node is dead: clean it so its ports are freed
         node.try_cleanup_dead_nodes() if hasattr(node, "try_cleanup_dead_nodes") else None
         pub = (self._service(iox, node).publisher_builder()
@@ -52,7 +58,7 @@ class _Iox(Transport):
 
     def receiver(self):
         import iceoryx2 as iox
-        node = iox.NodeBuilder.new().create(iox.ServiceType.Ipc)
+        node = self._node(iox)
         sub = self._service(iox, node).subscriber_builder().buffer_size(self.depth).create()
         listener = self._event(iox, node).listener_builder().create() if self.event else None
         return _IoxReceiver(iox, node, sub, listener)
