@@ -81,12 +81,10 @@ def wait_all(sides, timeout):
     pending = [s for s in sides if not s.poll(0)]
     while pending:
         left = deadline - time.monotonic()
-        if left <= 0:
-            break
+        if left <= 0 or any(s.answer[0] == "error" for s in sides if s.answer is not None):
+            break                  # (a failed side: the others would only wait for it)
         mp.connection.wait([s._recv for s in pending], timeout=left)
         pending = [s for s in pending if not s.poll(0)]
-        if any(s.answer[0] == "error" for s in sides if s.answer is not None):
-            break                  # the others would only wait for it
     for s in sides:
         if s.answer is None:
             s.kill()

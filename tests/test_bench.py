@@ -113,6 +113,12 @@ def test_a_hung_or_failing_side_is_reported_within_the_deadline():
         procs.run_sides([(_hang, (), None), (os.getpid, (), None)], timeout=0.5)
     with pytest.raises(procs.SideFailed, match="RuntimeError: boom"):
         procs.run_sides([(_fail, (), None), (_hang, (), None)], timeout=30)
+    # a failure already in when the wait starts ends it as well
+    sides = [procs.Side(_fail), procs.Side(_hang)]
+    while sides[0].proc.is_alive():
+        time.sleep(0.01)
+    assert not procs.wait_all(sides, 30)
+    assert not sides[1].proc.is_alive()            # the waiting peer was killed
     assert time.monotonic() - t0 < 15
 
 
