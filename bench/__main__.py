@@ -4,8 +4,9 @@ competitors first, then runs this).
 Every figure is measured next to its anchors in the same run and judged
 against the goals in bench/targets.py; the run prints the machine, its load
 average (start and end), the competitors found, the targets table and one
-table per figure group, and saves bench/results/results.json and
-bench/results/bench.png.
+table per figure group, and saves bench/results/results.json, the targets
+table in Markdown (bench/results/table.md, what the README shows) and the
+chart bench/results/bench.png.
 
 Layout: env.py (machine, CPUs, scratch files, C builds), stats.py,
 figures.py (the record cases fill), procs.py (two-process runs with a
@@ -98,7 +99,10 @@ def main(argv=None):
     out = os.path.join(env.RESULTS, "results.json")
     report.save_json(out, {"machine": machine, "competitors": statuses, "config": vars(cfg),
                            "cases": took, "figures": figs.to_json(), "targets": rows})
-    saved = [os.path.relpath(out, env.ROOT)]
+    md = os.path.join(env.RESULTS, "table.md")
+    with open(md, "w") as f:
+        f.write(report.markdown_table(rows))
+    saved = [os.path.relpath(p, env.ROOT) for p in (out, md)]
     if not args.no_chart:
         if competitors.available("matplotlib"):
             png = os.path.join(env.RESULTS, "bench.png")
@@ -106,7 +110,7 @@ def main(argv=None):
             saved.append(os.path.relpath(png, env.ROOT))
         else:
             print(f"no chart: {competitors.status('matplotlib')[1]}")
-    print(f"\nsaved {' and '.join(saved)} ({machine['seconds']:.0f} s; load average "
+    print(f"\nsaved {', '.join(saved)} ({machine['seconds']:.0f} s; load average "
           f"{machine['loadavg_end'][0]:.2f} at the end"
           + ("" if machine["loadavg_end"][0] <= env.QUIET_LOAD else ", NOT QUIET") + ")")
     return 0

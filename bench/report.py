@@ -24,6 +24,17 @@ def targets_table(rows):
                    r["verdict"]) for r in rows])
 
 
+def markdown_table(rows):
+    """The targets table as the README shows it (bench/results/table.md)."""
+    lines = ["| figure | pymmapdev | anchor (same run) | ratio | goal | verdict |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        verdict = r["verdict"] if r["met"] is not False else f"**{r['verdict']}**"
+        lines.append(f"| {r['figure']} (#{r['issue']}) | {r['ours']} | {r['anchor']} | "
+                     f"{r['ratio']} | {r['goal']} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def group_tables(figs):
     """One small table per group: every contender's figure, or why it is missing."""
     out = []

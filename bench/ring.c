@@ -32,16 +32,17 @@
 #define WARM_FRACTION 10
 
 /*
- * Each index lives on its own cache line with the flag its owner writes.
+ * Each index and each "I sleep" flag has a cache line of its own: the flags
+ * change only around a sleep, so the other side's check of them stays a hit.
  * The futex word is the low half of the index the sleeper waits on (x86 is
  * little-endian): it changes with every publish, and a ring smaller than
  * 4 GiB cannot wrap it while a sleeper waits.
  */
 struct ring {
 	_Alignas(64) uint64_t tail;		/* producer: bytes published */
-	uint32_t prod_sleeping;
 	_Alignas(64) uint64_t head;		/* consumer: bytes consumed */
-	uint32_t cons_sleeping;
+	_Alignas(64) uint32_t prod_sleeping;
+	_Alignas(64) uint32_t cons_sleeping;
 	_Alignas(64) unsigned char data[CAP];
 };
 
@@ -53,6 +54,15 @@ static long spin;
  * "full" or "empty" (the usual SPSC-ring trick).
  */
 static uint64_t head_seen[2], tail_seen[2];
+
+/*
+ * The consumer publishes its head lazily (every LAZY bytes), unless the
+ * producer sleeps for space, and always before it sleeps itself: so a
+ * producer waiting for space is never left waiting on a head that is not
+ * published while the consumer waits for data.
+ */
+#define LAZY (CAP / 8)
+static uint64_t head_local[2];
 
 static void
 die(const char *what)
@@ -178,12 +188,14 @@ put(struct ring *r, int which, const void *src, uint32_t len, uint64_t seq)
 static uint64_t
 get(struct ring *r, int which, void *dst)
 {
-	uint64_t head = r->head, a, b;
+	uint64_t head = head_local[which], a, b;
 	uint32_t len;
 	unsigned char *rec;
 
 	for (;;) {
 		if (tail_seen[which] == head) {
+			if (r->head != head)
+				publish(&r->head, head, &r->prod_sleeping);
 			await(r, &r->tail, &r->cons_sleeping, has_data, head);
 			tail_seen[which] = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
 		}
@@ -204,7 +216,9 @@ get(struct ring *r, int which, void *dst)
 			(unsigned long long)a, (unsigned long long)b);
 		exit(1);
 	}
-	publish(&r->head, head + padded(len), &r->prod_sleeping);
+	head_local[which] = head += padded(len);
+	if (head - r->head >= LAZY || __atomic_load_n(&r->prod_sleeping, __ATOMIC_RELAXED))
+		publish(&r->head, head, &r->prod_sleeping);
 	return a;
 }
 

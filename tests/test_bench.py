@@ -76,6 +76,8 @@ def test_targets_best_competitor_and_missing_figures():
     strict = Target("t", "c.ours.p50", "c.*.p50", "time<=x", 0.5, 9, ("*.c_ring*",))
     text = report.targets_table(targets.judge_all(figs, (best, strict)))
     assert "met" in text and "MISSED" in text and "0.67x the time" in text
+    md = report.markdown_table(targets.judge_all(figs, (best, strict)))
+    assert md.count("\n") == 4 and "| met |" in md and "| **MISSED** |" in md
 
 
 def test_every_target_names_a_known_case():
