@@ -9,7 +9,10 @@ PYTEST = $(PYTHON) -m pytest
 all: build
 
 # Python-side dependencies; the VM runner installs its own Debian packages.
+# setuptools >= 77 (PEP 639 license metadata) also for the sanitizer run's
+# direct `setup.py build`.
 deps:
+	$(PYTHON) -m pip install -q --disable-pip-version-check 'setuptools>=77'
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # An editable install builds pymmapdev._core in place (-Wall -Wextra -Werror).

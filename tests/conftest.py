@@ -13,6 +13,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pymmapdev.__file__)))
 
 
+# The runner that installed the package names where it must come from: nox
+# the venv's site-packages, the sanitizer run its instrumented build.  A
+# source folder (the checkout, an unpacked sdist) on sys.path would shadow
+# it and the run would test the wrong code, so that fails the run at once.
+UNDER_TEST = os.environ.get("PYMMAPDEV_UNDER_TEST")
+
+
+def pytest_configure(config):
+    if UNDER_TEST and os.path.realpath(PKG_ROOT) != os.path.realpath(UNDER_TEST):
+        pytest.exit(f"the pymmapdev under test was imported from {pymmapdev.__file__}, not "
+                    f"from PYMMAPDEV_UNDER_TEST={UNDER_TEST} (is a source folder on sys.path?)",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def pytest_report_header(config):
+    return (f"pymmapdev {pymmapdev.__version__} under test: {pymmapdev.__file__} "
+            f"(extension {pymmapdev._core.__file__})")
+
+
 # Volume-heavy tests (fuzzing, hammering) scale their iteration counts by
 # this; the sanitizer run sets 0.1 because everything is ~10x slower there,
 # while the normal host suite runs the full volume.
