@@ -52,6 +52,7 @@ class Transport:
     needs = ()                 # competitor names (bench.competitors) it imports
     figures = FIGURES
     not_applicable = {}        # figure -> why this transport does not take part
+    unbounded_send = False     # send() buffers without limit (the crash probe paces it)
     def __init__(self, tag, capacity, max_message):
         self.tag, self.capacity, self.max_message = tag, capacity, max_message
 

@@ -63,6 +63,7 @@ class _PipeReceiver:
 class QueueTransport(Transport):
     key = "queue"
     label = "multiprocessing.Queue"
+    unbounded_send = True      # put() appends to the feeder thread's deque
     figures = ("tput64", "rtt64", "frames", "crash")
     not_applicable = {"tput64_batch": NO_BATCH, "frames_zc": NO_LOAN}
 
