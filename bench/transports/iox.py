@@ -11,6 +11,7 @@ import os
 import time
 
 from . import Transport, read_stamp, register, stamp_frame
+from .. import procs
 
 
 class _Iox(Transport):
@@ -47,7 +48,7 @@ class _Iox(Transport):
         import iceoryx2 as iox
         node = self._node(iox)
         # a killed producer's node is dead: clean it so its ports are freed
-        node.try_cleanup_dead_nodes() if hasattr(node, "try_cleanup_dead_nodes") else None
+        node.try_cleanup_dead_nodes()
         pub = (self._service(iox, node).publisher_builder()
                .initial_max_slice_len(self.max_message)
                .allocation_strategy(iox.AllocationStrategy.PowerOfTwo)
@@ -62,6 +63,17 @@ class _Iox(Transport):
         sub = self._service(iox, node).subscriber_builder().buffer_size(self.depth).create()
         listener = self._event(iox, node).listener_builder().create() if self.event else None
         return _IoxReceiver(iox, node, sub, listener)
+
+    def cleanup(self):
+        # The crash probe SIGKILLs producers: their nodes' files stay in
+        # /dev/shm until a live node cleans them up.  In a child, so that
+        # the bench process never holds an iceoryx2 node across its forks.
+        procs.run_sides([(_cleanup_dead_nodes, (), None)], 30)
+
+
+def _cleanup_dead_nodes():
+    import iceoryx2 as iox
+    _Iox._node(iox).try_cleanup_dead_nodes()
 
 
 @register
