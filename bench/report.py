@@ -78,6 +78,8 @@ def chart(figs, machine, path):
         labels, values, colors = [], [], []
         for key in g["keys"]:
             e = figs.values.get(key, {})
+            if e.get("missing", "").startswith("n/a"):
+                continue        # not applicable: the table says why; a bar would be noise
             labels.append(e.get("label", key) + ("" if "missing" not in e else " (missing)"))
             values.append(e.get("value", 0) or 0)
             label = e.get("label", key)
@@ -99,6 +101,6 @@ def chart(figs, machine, path):
                  f"Linux {machine['kernel']}, Python {machine['python']}, load average "
                  f"{machine['loadavg_start'][0]:.2f} (blue: pymmapdev, red: C, grey: others)",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))   # room for the title
     fig.savefig(path, dpi=100)
     plt.close(fig)
