@@ -16,6 +16,7 @@ case_*.py per case, transports/ (one module per message transport for the
 channel case), and the C anchors pingpong.c, memcpy.c, ring.c.
 """
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -65,12 +66,21 @@ def main(argv=None):
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help=f"first wait up to SECONDS for the load average to fall below "
                          f"{env.QUIET_LOAD}")
+    ap.add_argument("--transports", metavar="KEY,KEY", default="",
+                    help="channel case: only these transports (e.g. pymmapdev,pyzmq,c_ring)")
     ap.add_argument("--no-chart", action="store_true")
     args = ap.parse_args(argv)
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         ap.error(f"unknown case {', '.join(unknown)}; choose from {', '.join(CASES)}")
     cfg = config.QUICK if args.quick else config.FULL
+    if args.transports:
+        from .transports import REGISTRY
+        keys = tuple(k for k in args.transports.split(",") if k)
+        bad = [k for k in keys if k not in REGISTRY]
+        if bad:
+            ap.error(f"unknown transport {', '.join(bad)}; choose from {', '.join(REGISTRY)}")
+        cfg = dataclasses.replace(cfg, transports=keys)
     names = args.cases or list(CASES)
     if args.wait_quiet:
         wait_quiet(env.QUIET_LOAD, args.wait_quiet)

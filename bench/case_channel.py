@@ -327,7 +327,9 @@ def _participants(figure):
 
 
 def run(figs, cfg, only=None):
-    """All channel figures into *figs*; *only*: transport keys to run (default: all)."""
+    """All channel figures into *figs*; *only*: transport keys to run (default:
+    cfg.transports, and when that is empty all of them)."""
+    only = set(only or cfg.transports) or None
     cpus = env.SPLIT or env.SHARED
     speed_figures = [f for f in FIGURES if f != "crash"]
     samples = {f: {} for f in speed_figures}

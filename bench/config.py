@@ -9,6 +9,7 @@ class Config:
     timeout: float = 60.0   # seconds one multi-process measurement may take before it
                             # is killed and reported as hung
     crash_trials: int = 6
+    transports: tuple = ()  # channel case: only these transports (default: all)
 
     def n(self, full, minimum=10):
         """An iteration count: *full* scaled, never below *minimum*."""
