@@ -249,7 +249,12 @@ def _crash_trial(cls, cfg, cpus, rng):
         second = procs.Side(_crash_producer, (t, RESTARTED, ready, 10, 1), cpus[1],
                             "restarted producer")
         procs.wait_all([consumer], seconds + 2)
+        second.poll(0)
         second.kill()
+        if second.answer is not None and second.answer[0] == "error":
+            # e.g. a channel that refuses a second producer after a crash
+            return {"recovered": False, "torn": 0, "hung": consumer.answer is None,
+                    "why": f"restarted producer failed: {second.answer[1]}"}
         if consumer.answer is None:
             return {"recovered": False, "torn": 0, "hung": True,
                     "why": f"consumer stuck in a receive with a timeout for > {seconds + 2:g} s"}
