@@ -4,7 +4,8 @@
 PYTHON ?= python3
 PYTEST = $(PYTHON) -m pytest
 
-.PHONY: all deps build test test-host test-asan vmtest demo bench kmod clean
+.PHONY: all deps build test test-host matrix-deps test-quick test-asan vmtest demo bench kmod \
+	clean
 
 all: build
 
@@ -20,7 +21,19 @@ build: deps
 
 test: test-host test-asan vmtest
 
-test-host: build
+# The Python matrix (noxfile.py): the host suite, mypy --strict and stubtest
+# on CPython 3.10-3.13 (pyenv's) and 3.14 (Debian sid's, in the cached sid
+# chroot), each against the package installed from this tree's sdist.
+# test_kmod_cli builds the bundled module against the installed headers.
+test-host: matrix-deps
+	$(PYTHON) -m nox -s tests sid
+
+matrix-deps:
+	$(PYTHON) -m pip install -q --disable-pip-version-check nox
+	bash -c '. tests/debian/lib.sh && debian_host_install linux-headers-amd64 make gcc kmod'
+
+# The quick loop: the host suite on $(PYTHON) only, against the in-place build.
+test-quick: build
 	$(PYTEST) -q tests
 
 # The host suite with the extension built under ASan + UBSan.
@@ -44,5 +57,5 @@ kmod:
 	$(MAKE) -C kmod
 
 clean:
-	rm -rf build dist *.egg-info pymmapdev/*.so tests/vm/out bench/results
+	rm -rf build dist *.egg-info pymmapdev/*.so tests/vm/out bench/results .nox
 	-$(MAKE) -C kmod clean

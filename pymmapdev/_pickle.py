@@ -30,11 +30,10 @@ import stat
 from multiprocessing.reduction import DupFd, ForkingPickler
 from typing import Any, Callable
 
-from . import _core
 from ._open import open_device
+from ._core import Mapping
 from .sync import Lock, Slot
 
-Mapping = _core.Mapping
 # what a reducer returns: a callable and its arguments
 Reduced = tuple[Callable[..., Any], tuple[Any, ...]]
 
@@ -50,7 +49,7 @@ def _rebuild_file(path: str, size: int, offset: int, readonly: bool,
         if not stat.S_ISREG(st.st_mode) or st.st_size < offset + size:
             raise ValueError(f"{path} has {st.st_size} bytes, fewer than offset {offset} + "
                              f"size {size} of the pickled mapping (was it truncated?)")
-        return _core.Mapping(fd, size, offset, readonly=readonly, kind="file", path=path)
+        return Mapping(fd, size, offset, readonly=readonly, kind="file", path=path)
     finally:
         os.close(fd)
 
@@ -62,7 +61,7 @@ def _rebuild_device(path: str, size: int, offset: int, readonly: bool) -> Mappin
 def _rebuild_anonymous(dupfd: Any, size: int, offset: int, readonly: bool) -> Mapping:
     fd = dupfd.detach()
     try:
-        return _core.Mapping(fd, size, offset, readonly=readonly, kind="file", path=None)
+        return Mapping(fd, size, offset, readonly=readonly, kind="file", path=None)
     finally:
         os.close(fd)     # the Mapping keeps its own duplicate
 
@@ -97,7 +96,7 @@ def _reduce_slot(slot: Slot) -> Reduced:
     return type(slot), (slot.mapping, slot.offset, slot.capacity)
 
 
-copyreg.pickle(_core.Mapping, _reduce_mapping)
-ForkingPickler.register(_core.Mapping, _reduce_mapping_mp)
+copyreg.pickle(Mapping, _reduce_mapping)
+ForkingPickler.register(Mapping, _reduce_mapping_mp)
 copyreg.pickle(Lock, _reduce_lock)
 copyreg.pickle(Slot, _reduce_slot)
