@@ -73,8 +73,9 @@ def test_whole_and_offset_views_alias(fd):
 
 
 def test_spawned_children(fd):
-    """multiprocessing "spawn" children, one mapping at offset 0 and one at
-    a page offset, see the parent's writes and it sees theirs."""
+    """multiprocessing "spawn" children, handed a device mapping at offset 0
+    and one at a page offset (pickled: by path, size and offset), see the
+    parent's writes and it sees theirs."""
     helper = os.path.join(devlib.HERE, "spawn_helper.py")
     proc = subprocess.run(devlib.PYTHON + [helper, "0", str(5 * PAGE)], capture_output=True,
                           text=True, env=devlib.child_env(), timeout=180)
