@@ -98,8 +98,10 @@ def sdist(session: nox.Session) -> tuple[Path, Path]:
 
 def _check_complete(session: nox.Session, archive: Path) -> None:
     """Every tracked file is in the sdist (build and test need them all)."""
-    if not (ROOT / ".git").exists() or shutil.which("git") is None:
-        session.error(f"{ROOT} is not a git checkout: cannot check the sdist's contents")
+    if not (ROOT / ".git").exists():
+        # An unpacked sdist testing itself: nothing to compare against.
+        session.log(f"{ROOT} is not a git checkout: sdist contents not compared with git")
+        return
     tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files"], check=True,
                              capture_output=True, text=True).stdout.split()
     with tarfile.open(archive) as tar:
