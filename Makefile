@@ -4,8 +4,8 @@
 PYTHON ?= python3
 PYTEST = $(PYTHON) -m pytest
 
-.PHONY: all deps build test test-host matrix-deps test-quick dist test-asan vmtest demo bench \
-	kmod clean
+.PHONY: all deps build test test-host matrix-deps test-quick dist test-asan vmtest vmtest-matrix \
+	demo bench kmod clean
 
 all: build
 
@@ -19,7 +19,7 @@ deps:
 # An editable install builds pymmapdev._core in place (-Wall -Wextra -Werror).
 build: deps
 
-test: test-host dist test-asan vmtest
+test: test-host dist test-asan vmtest-matrix
 
 # The Python matrix (noxfile.py): the host suite, mypy --strict and stubtest
 # on CPython 3.10-3.13 (pyenv's) and 3.14 (Debian sid's, in the cached sid
@@ -47,8 +47,13 @@ test-quick: build
 test-asan: build
 	tests/asan/run.sh
 
+# The device suite in a VM: `vmtest` on the default kernel (Debian 12's),
+# `vmtest-matrix` on 5.10, 6.1, 6.12 and 7.x (tests/vm/matrix.sh).
 vmtest: build
 	tests/vm/run.sh
+
+vmtest-matrix: build
+	tests/vm/matrix.sh
 
 demo: build
 	$(PYTHON) -m pymmapdev demo

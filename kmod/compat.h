@@ -14,6 +14,7 @@
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/slab.h>
 #include <linux/version.h>
 
 /* 6.2: the class devnode() callback takes a const struct device. */
@@ -40,6 +41,14 @@ static inline struct class *mmapdev_class_create(const char *name)
 	return class_create(THIS_MODULE, name);
 #endif
 }
+
+/*
+ * kzalloc_obj(): the typed allocator of 7.x kernels (7.2 has it), a macro;
+ * the same thing for older ones.
+ */
+#ifndef kzalloc_obj
+#define kzalloc_obj(var) kzalloc(sizeof(var), GFP_KERNEL)
+#endif
 
 /* 5.10: sysfs_emit(). */
 #if LINUX_VERSION_CODE < KERNEL_VERSION(5, 10, 0)

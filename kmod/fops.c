@@ -24,7 +24,7 @@ static int mmapdev_open(struct inode *inode, struct file *file)
 
 	if (!md)
 		return -ENXIO;
-	mf = kzalloc(sizeof(*mf), GFP_KERNEL);
+	mf = kzalloc_obj(*mf);
 	if (!mf)
 		return -ENOMEM;
 	mf->md = md;

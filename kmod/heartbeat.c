@@ -34,10 +34,12 @@ static void mmapdev_heartbeat_fn(struct work_struct *work)
 	snprintf(text, sizeof(text), "value = %llu\n", n);
 	WRITE_ONCE(hb->counter, n);
 	memcpy(hb->text, text, sizeof(text));
-	/* The payload is visible before @seq moves (readers wait on @seq,
+	/*
+	 * The payload is visible before @seq moves (readers wait on @seq,
 	 * then read the payload).  Incrementing what is in the buffer, not
 	 * a private copy, guarantees the word changes even if user space
-	 * wrote to it. */
+	 * wrote to it.
+	 */
 	smp_wmb();
 	WRITE_ONCE(hb->seq, READ_ONCE(hb->seq) + 1);
 	mmapdev_wake(hb_dev, MMAPDEV_HEARTBEAT_WAIT_OFFSET, UINT_MAX);

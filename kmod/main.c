@@ -148,8 +148,7 @@ static int __init mmapdev_alloc_devs(void)
 		atomic_set(&md->maps, 0);
 		atomic64_set(&md->events, 0);
 		mmapdev_wait_init(md);
-		/* vmalloc_user(): zeroed, so no stale kernel data reaches
-		 * user space. */
+		/* vmalloc_user(): zeroed, no stale kernel data for user space */
 		md->buf = vmalloc_user(size);
 		if (!md->buf) {
 			pr_err("cannot allocate %zu bytes for mmapdev%u\n", size, i);

@@ -64,8 +64,10 @@ int mmapdev_wait(struct mmapdev_dev *md, const struct mmapdev_wait *w)
 	spin_unlock(&md->wait_lock);
 
 	for (;;) {
-		/* Before the checks: a wake-up from here on makes schedule()
-		 * return at once instead of being lost. */
+		/*
+		 * Before the checks: a wake-up from here on makes schedule()
+		 * return at once instead of being lost.
+		 */
 		set_current_state(TASK_INTERRUPTIBLE);
 		if (READ_ONCE(waiter.woken) || READ_ONCE(*word) != w->expected) {
 			ret = 0;

@@ -39,6 +39,7 @@ struct mmapdev_wait {
 	__u32 flags;		/* MMAPDEV_WAIT_* */
 	__s64 timeout_ns;
 };
+
 #define MMAPDEV_WAIT_ABSTIME	(1U << 0)
 
 /*
@@ -67,6 +68,7 @@ struct mmapdev_heartbeat {
 	__u64 counter;		/* N */
 	char text[48];		/* "value = N\n" */
 };
+
 #define MMAPDEV_HEARTBEAT_WAIT_OFFSET	0
 #define MMAPDEV_HEARTBEAT_TEXT_OFFSET	16
 

@@ -57,7 +57,7 @@ debian_apt_opts() {
 		-o "Dir::State=$d/state" -o "Dir::State::Lists=$d/lists" \
 		-o "Dir::State::status=$d/status" -o "Dir::Cache=$d/cache" \
 		-o Acquire::Check-Valid-Until=false -o APT::Architecture=amd64 \
-		-o Debug::NoLocking=1
+		-o Debug::NoLocking=1 -o APT::Sandbox::User=root
 }
 
 # Refreshes SUITE's package lists when missing or older than MMAPDEV_APT_MAX_AGE.

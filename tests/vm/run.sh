@@ -1,94 +1,115 @@
 #!/usr/bin/env bash
-# The VM suite: boots the installed Debian kernel in QEMU (software
-# emulation), loads kmod/mmapdev.ko and runs `pytest -m device tests/device`
+# The VM suite: boots a Debian kernel in QEMU (software emulation), loads
+# kmod/mmapdev.ko built for it and runs `pytest -m device tests/device`
 # inside, over the host's own root file system (read-only).
 #
-#   tests/vm/run.sh            (make vmtest)
+#   tests/vm/run.sh [--kernel SUITE]       (make vmtest; the matrix:
+#                                           tests/vm/matrix.sh, make vmtest-matrix)
+#
+# SUITE picks the kernel: bookworm (the default: the host's own suite, its
+# installed linux-image-amd64), bullseye (5.10), bookworm-backports (6.12),
+# trixie (6.12), sid (7.x) or experimental.  Other suites' packages are
+# downloaded through a private apt view and unpacked, never installed
+# (tests/vm/kernels.sh, tests/debian/lib.sh); the module is built with the
+# host's gcc when that is at least the kernel's own compiler version, else
+# with the kernel's own compiler in a cached chroot of the suite
+# (tests/debian/chroot.sh).  Downloads and chroots are cached under
+# ~/.cache/pymmapdev (MMAPDEV_CACHE), keyed by version.
 #
 # Exits with pytest's status; non-zero as well when the module does not
-# build cleanly (W=1), the VM gives no verdict (crash, hang: timeout), the
-# module does not load or unload, or the kernel log shows an oops, BUG or
-# WARNING.  Results stay in tests/vm/out/results (junit.xml, pytest.log,
-# dmesg.txt, console.log).
+# build cleanly (W=1, and checkpatch --strict: tests/vm/checkpatch.sh), the
+# VM gives no verdict (crash, hang: timeout), the module does not load or
+# unload, or the kernel log shows an oops, BUG or WARNING.  Results stay in
+# tests/vm/out/SUITE/ (results/junit.xml, results/pytest.log,
+# results/dmesg.txt, console.log, build.log, and summary.tsv: suite,
+# kernel, compiler, build warnings, tests passed/total, seconds, verdict).
 #
 # Environment:
 #   MMAPDEV_VM_RUNNER   initramfs (the default: plain QEMU, a busybox
 #                       initramfs, the host root over 9p) or vng (virtme-ng
-#                       in a private venv under tests/vm/out; falls back to
-#                       initramfs if it cannot be installed).  Both work under
-#                       TCG; initramfs is the default because it is hermetic
+#                       in a private venv under tests/vm/out; bookworm only;
+#                       falls back to initramfs if it cannot be installed).
+#                       initramfs is the default because it is hermetic
 #                       (no udev or host rules in the guest, no PyPI) and
 #                       boots in seconds where virtme-ng's init takes ~1 min.
 #   MMAPDEV_VM_TIMEOUT  seconds before the VM is killed (default 900)
-#   MMAPDEV_KVER        kernel version to boot (default: the newest installed
-#                       with both /boot/vmlinuz-<ver> and its headers)
+#   MMAPDEV_KVER        bookworm only: the installed kernel version to boot
+#                       (default: the newest with both vmlinuz and headers)
 #   MMAPDEV_PYTHON      interpreter to run in the guest (default: the one
 #                       `python3` resolves to on the host)
+#   MMAPDEV_CHECKPATCH  0 skips the checkpatch step (default 1)
 #   PYTEST_ADDOPTS      passed through to pytest in the guest
 #   MMAPDEV_FUZZ_OPS, MMAPDEV_FUZZ_SEED, MMAPDEV_STRESS_PROCS,
 #   MMAPDEV_STRESS_SECONDS
-#                       passed through: heavier kernel fuzz and stress runs
+#                       passed through: heavier or lighter kernel fuzz and
+#                       stress runs
 # KVM is never used: on this kind of host it aborts or hangs (see
 # ../shared/notes/vm-testing.md); TCG is slower but works.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-OUT=$REPO/tests/vm/out
-RES=$OUT/results
+# shellcheck source=../debian/lib.sh
+. "$REPO/tests/debian/lib.sh"
+# shellcheck source=kernels.sh
+. "$REPO/tests/vm/kernels.sh"
+DEBIAN_LOG_TAG=vmtest
 TIMEOUT=${MMAPDEV_VM_TIMEOUT:-900}
 RUNNER=${MMAPDEV_VM_RUNNER:-initramfs}
 VNG_VERSION=1.42
-PACKAGES=(qemu-system-x86 linux-image-amd64 linux-headers-amd64 busybox-static cpio kmod make)
-NINEP_MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
-	       9pnet 9pnet_virtio netfs fscache 9p)
+PACKAGES=(qemu-system-x86 busybox-static cpio kmod make gcc dwarves xz-utils zstd mmdebstrap)
+# What the guest needs to mount the host's root; their dependencies (and
+# the order to load them in) come from the modules themselves.
+NINEP_MODULES=(virtio_pci 9pnet_virtio 9p)
 
-log() { printf 'vmtest: %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+log() { debian_log "$@"; }
+die() { debian_die "$@"; }
 
-install_packages() {
-	local missing=() pkg sudo=()
-	for pkg in "${PACKAGES[@]}"; do
-		dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q ' installed$' ||
-			missing+=("$pkg")
-	done
-	((${#missing[@]})) || return 0
-	[[ $(id -u) == 0 ]] || sudo=(sudo)
-	log "installing ${missing[*]}"
-	"${sudo[@]}" apt-get update -q
-	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q \
-		--no-install-recommends "${missing[@]}"
-}
-
-pick_kernel() {
-	local ver
-	if [[ -n ${MMAPDEV_KVER:-} ]]; then
-		echo "$MMAPDEV_KVER"
-		return
-	fi
-	# Never `uname -r`: the host's own kernel may have no modules at all.
-	for ver in $(ls /lib/modules | sort -rV); do
-		if [[ -e /boot/vmlinuz-$ver && -d /lib/modules/$ver/build ]]; then
-			echo "$ver"
-			return
-		fi
-	done
-	die "no kernel with both /boot/vmlinuz-<ver> and /lib/modules/<ver>/build"
-}
-
+# The host's gcc builds a kernel's module when it is at least as new as
+# the compiler that built the kernel (flags of newer compilers, such as
+# 6.12+deb13's -fmin-function-alignment, are unknown to older ones).
 build_module() {
+	local host_gcc kmajor make_args=(W=1) base chroot deb
 	# A copy, so the source tree stays clean and the .ko is fresh.
 	rm -rf "$OUT/kmod"
 	mkdir -p "$OUT/kmod"
 	cp -r "$REPO/kmod/uapi" "$REPO/kmod/Kbuild" "$REPO/kmod/Makefile" "$REPO"/kmod/*.[ch] \
 		"$OUT/kmod/"
-	if ! make -C "$OUT/kmod" KDIR="/lib/modules/$KVER/build" W=1 >"$OUT/build.log" 2>&1; then
-		cat "$OUT/build.log" >&2
-		die "kmod/ does not build against $KVER"
+	host_gcc=$(gcc -dumpversion)
+	host_gcc=${host_gcc%%.*}
+	kmajor=${KCC#gcc-}
+	if ((kmajor <= host_gcc)); then
+		((kmajor == host_gcc)) || make_args+=("CC=gcc-$host_gcc")
+		COMPILER="gcc-$host_gcc (host)"
+		[[ $KCC == "gcc-$host_gcc" ]] || COMPILER+=", kernel built with $KCC"
+		make -C "$OUT/kmod" KDIR="$KHEADERS" "${make_args[@]}" >"$OUT/build.log" 2>&1 ||
+			{ cat "$OUT/build.log" >&2; die "kmod/ does not build against $KVER"; }
+	else
+		base=$(debian_base_suite "$SUITE")
+		chroot=$("$REPO/tests/debian/chroot.sh" path "$base")
+		COMPILER="$KCC ($base chroot)"
+		# The chroot came with its suite's headers of the day; this
+		# kernel's may be newer (or experimental's): unpack them into it.
+		if [[ ! -f $chroot/usr/src/linux-headers-$KVER/.config ]]; then
+			for deb in "$KDEBS"/linux-headers-*.deb "$KDEBS"/linux-kbuild-*.deb; do
+				dpkg-deb -x "$deb" "$chroot"
+			done
+		fi
+		"$REPO/tests/debian/chroot.sh" run "$base" --bind "$OUT" -- sh -c "
+			command -v $KCC >/dev/null ||
+				{ apt-get update -q && apt-get install -y -q $KCC; } >/dev/null 2>&1
+			make -C '$OUT/kmod' KDIR=/usr/src/linux-headers-$KVER W=1" \
+			>"$OUT/build.log" 2>&1 ||
+			{ cat "$OUT/build.log" >&2; die "kmod/ does not build against $KVER in the $base chroot"; }
 	fi
-	if grep -E 'warning:|error:' "$OUT/build.log" >&2; then
-		die "kmod/ builds with warnings (make W=1 must be clean)"
+	WARNINGS=$(grep -cE 'warning:|error:' "$OUT/build.log" || true)
+	if ((WARNINGS)); then
+		grep -E 'warning:|error:' "$OUT/build.log" >&2
+		die "kmod/ builds with warnings against $KVER (make W=1 must be clean)"
 	fi
 	[[ -f $OUT/kmod/mmapdev.ko ]] || die "no mmapdev.ko after the build"
+	if [[ ${MMAPDEV_CHECKPATCH:-1} != 0 ]]; then
+		"$REPO/tests/vm/checkpatch.sh" "$REPO/kmod" || die "checkpatch --strict"
+	fi
 }
 
 check_python() {
@@ -102,15 +123,16 @@ check_python() {
 }
 
 run_vng() {
-	local vng=$OUT/venv/bin/vng
+	local vng=$VM_ROOT/venv/bin/vng
+	[[ $SUITE == bookworm ]] || { log "virtme-ng boots the host's kernel only"; return 2; }
 	if [[ ! -x $vng ]] || ! "$vng" --version 2>/dev/null | grep -q "$VNG_VERSION"; then
-		log "installing virtme-ng $VNG_VERSION into $OUT/venv"
-		rm -rf "$OUT/venv"
-		"$PY" -m venv "$OUT/venv" &&
-			"$OUT/venv/bin/pip" install -q --disable-pip-version-check \
+		log "installing virtme-ng $VNG_VERSION into $VM_ROOT/venv"
+		rm -rf "$VM_ROOT/venv"
+		"$PY" -m venv "$VM_ROOT/venv" &&
+			"$VM_ROOT/venv/bin/pip" install -q --disable-pip-version-check \
 				"virtme-ng==$VNG_VERSION" || return 2
 	fi
-	timeout -k 20 "$TIMEOUT" "$vng" --disable-kvm --run "/boot/vmlinuz-$KVER" \
+	timeout -k 20 "$TIMEOUT" "$vng" --disable-kvm --run "$VMLINUZ" \
 		--cpus 2 --memory 1G --rwdir "$OUT" --cwd "$REPO" \
 		-- "$REPO/tests/vm/guest.sh" "$PY" "$OUT/kmod/mmapdev.ko" "$RES" "$REPO" \
 		"${PYTHONPATH:-}" "${PYTEST_ADDOPTS:-}" "$TEST_VARS" \
@@ -118,28 +140,21 @@ run_vng() {
 }
 
 build_initramfs() {
-	local dir=$OUT/initramfs mod src
+	local dir=$OUT/initramfs modules
 	rm -rf "$dir"
 	mkdir -p "$dir"/{bin,dev,proc,sys,host,lib/mod}
 	cp /bin/busybox "$dir/bin/busybox"
-	for mod in "${NINEP_MODULES[@]}"; do
-		src=$(find "/lib/modules/$KVER/kernel" -name "$mod.ko*" | head -n1)
-		case $src in
-		"") continue ;;		# built in, or not needed by this kernel
-		*.ko) cp "$src" "$dir/lib/mod/$mod.ko" ;;
-		*.ko.xz) xz -dc "$src" >"$dir/lib/mod/$mod.ko" ;;
-		*.ko.zst) zstd -qdc "$src" >"$dir/lib/mod/$mod.ko" ;;
-		*.ko.gz) gzip -dc "$src" >"$dir/lib/mod/$mod.ko" ;;
-		esac
-	done
+	modules=$(kernel_modules_in_order "$dir/lib/mod" "${NINEP_MODULES[@]}" | tr '\n' ' ')
+	rm -f "$dir"/lib/mod/*.none
+	log "9p modules in load order: $modules"
 	cat >"$dir/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for mod in ${NINEP_MODULES[*]}; do
-	[ -f /lib/mod/\$mod.ko ] && insmod /lib/mod/\$mod.ko
+for mod in $modules; do
+	insmod /lib/mod/\$mod.ko || echo "vmtest init: insmod \$mod failed"
 done
 if mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host; then
 	mount -t proc proc /host/proc
@@ -174,7 +189,7 @@ run_initramfs() {
 	build_initramfs
 	timeout -k 20 "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 1024 -smp 2 \
 		-nographic -no-reboot \
-		-kernel "/boot/vmlinuz-$KVER" -initrd "$OUT/initramfs.cpio.gz" \
+		-kernel "$VMLINUZ" -initrd "$OUT/initramfs.cpio.gz" \
 		-append "console=ttyS0 quiet panic=-1" \
 		-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap \
 		-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
@@ -183,43 +198,85 @@ run_initramfs() {
 		</dev/null
 }
 
+# Sets STATUS (0 = pass) and says why not.
 verdict() {
-	local status dmesg_after
-	[[ -s $RES/module ]] || die "the VM gave no verdict (did not boot, crashed or timed out; see $OUT/console.log)"
+	local dmesg_after
+	STATUS=1
+	if [[ ! -s $RES/module ]]; then
+		tail -n 40 "$OUT/console.log" >&2 || true
+		log "FAIL: the VM gave no verdict (did not boot, crashed or timed out; see $OUT/console.log)"
+		return
+	fi
 	[[ $(<"$RES/module") == loaded ]] || {
 		tail -n 20 "$RES/dmesg.txt" >&2 || true
-		die "the module did not load in the VM"
+		log "FAIL: the module did not load in the VM"
+		return
 	}
-	[[ -s $RES/status ]] || die "pytest gave no verdict (VM crashed or timed out; see $OUT/console.log)"
-	status=$(<"$RES/status")
+	if [[ ! -s $RES/status ]]; then
+		tail -n 40 "$OUT/console.log" >&2 || true
+		log "FAIL: pytest gave no verdict (VM crashed or timed out; see $OUT/console.log)"
+		return
+	fi
+	STATUS=$(<"$RES/status")
 	# Only what happened after the guest started: boot noise is not ours.
 	dmesg_after=$(sed -n '/mmapdev-vmtest: start/,$p' "$RES/dmesg.txt")
 	if grep -E 'Oops|BUG|WARNING|Call Trace|KASAN|UBSAN|general protection' <<<"$dmesg_after" >&2; then
 		log "FAIL: the kernel log shows trouble ($RES/dmesg.txt)"
-		((status)) || status=1
+		((STATUS)) || STATUS=1
 	fi
 	if [[ $(<"$RES/unload") != ok ]]; then
 		log "FAIL: rmmod after the suite failed (a reference leaked)"
-		((status)) || status=1
+		((STATUS)) || STATUS=1
 	fi
 	grep -E '^=+ .*(passed|failed|error).* in ' "$RES/pytest.log" >&2 || true
-	if ((status)); then
-		log "FAIL (status $status): $RES/pytest.log, $RES/junit.xml, $RES/dmesg.txt"
+	if ((STATUS)); then
+		log "FAIL (status $STATUS): $RES/pytest.log, $RES/junit.xml, $RES/dmesg.txt"
 	else
 		log "OK: device suite passed in the VM (kernel $KVER, runner $RUNNER)"
 	fi
-	exit "$status"
+}
+
+# One line for tests/vm/matrix.sh: suite, kernel, compiler, build
+# warnings, tests passed/total, seconds, verdict.
+write_summary() {
+	local tests=? passed=? attrs
+	if [[ -s $RES/junit.xml ]]; then
+		attrs=$(grep -o '<testsuite [^>]*>' "$RES/junit.xml" | head -n1)
+		tests=$(sed -n 's/.* tests="\([0-9]*\)".*/\1/p' <<<"$attrs")
+		passed=$((tests - $(sed -n 's/.* failures="\([0-9]*\)".*/\1/p' <<<"$attrs") \
+			- $(sed -n 's/.* errors="\([0-9]*\)".*/\1/p' <<<"$attrs") \
+			- $(sed -n 's/.* skipped="\([0-9]*\)".*/\1/p' <<<"$attrs")))
+	fi
+	printf '%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\n' "$SUITE" "${KVER:-?}" "${COMPILER:-?}" \
+		"${WARNINGS:-?}" "$passed" "$tests" "$((SECONDS - START))" \
+		"$( ((${1:-1})) && echo FAIL || echo ok)" >"$OUT/summary.tsv"
 }
 
 main() {
-	local rc start=$SECONDS
+	local rc
+	SUITE=bookworm
+	while (($#)); do
+		case $1 in
+		--kernel) SUITE=${2:?--kernel needs a suite}; shift 2 ;;
+		--kernel=*) SUITE=${1#--kernel=}; shift ;;
+		*) die "unknown argument '$1' (usage: $0 [--kernel SUITE])" ;;
+		esac
+	done
+	debian_check_suite "$SUITE"
+	START=$SECONDS
+	VM_ROOT=$REPO/tests/vm/out
+	OUT=$VM_ROOT/$SUITE
+	RES=$OUT/results
+	mkdir -p "$OUT"
+	rm -f "$OUT/summary.tsv"
+	trap 'write_summary 1' EXIT
 	# Integer knobs of the fuzz and stress tests, for the guest.
 	TEST_VARS=$(env | grep -E '^MMAPDEV_(FUZZ|STRESS)_[A-Z]+=[0-9.]+$' | tr '\n' ' ' || true)
-	install_packages
-	KVER=$(pick_kernel)
-	log "kernel $KVER, runner $RUNNER"
-	mkdir -p "$OUT"
+	debian_host_install "${PACKAGES[@]}"
+	kernel_fetch "$SUITE"
+	log "$SUITE: kernel $KVER ($KCC), runner $RUNNER"
 	build_module
+	log "built with $COMPILER after $((SECONDS - START)) s"
 	check_python
 	rm -rf "$RES"
 	mkdir -p "$RES"
@@ -236,15 +293,18 @@ main() {
 		fi
 		;;
 	initramfs)
-		run_initramfs 2>&1 | tee "$OUT/console.log"
-		rc=${PIPESTATUS[0]}
+		run_initramfs >"$OUT/console.log" 2>&1
+		rc=$?
 		;;
 	*) die "MMAPDEV_VM_RUNNER=$RUNNER: use vng or initramfs" ;;
 	esac
 	set -e
 	((rc != 124 && rc != 137)) || log "the VM was killed after ${TIMEOUT}s"
-	log "VM finished after $((SECONDS - start)) s"
+	log "VM finished after $((SECONDS - START)) s"
 	verdict
+	trap - EXIT
+	write_summary "$STATUS"
+	exit "$STATUS"
 }
 
 main "$@"
