@@ -17,6 +17,14 @@
 #include "compat.h"
 #include "mmapdev_internal.h"
 
+/**
+ * mmapdev_open() - open /dev/mmapdevN
+ * @inode: the node
+ * @file: the new open file
+ *
+ * Context: process context, may sleep.
+ * Return: 0, -ENXIO for a minor without a device, -ENOMEM.
+ */
 static int mmapdev_open(struct inode *inode, struct file *file)
 {
 	struct mmapdev_dev *md = mmapdev_lookup(iminor(inode));
@@ -36,12 +44,31 @@ static int mmapdev_open(struct inode *inode, struct file *file)
 	return 0;
 }
 
+/**
+ * mmapdev_release() - the last reference to an open file is gone
+ * @inode: the node
+ * @file: the file (its mappings are gone too: each held a reference)
+ *
+ * Context: process context.
+ * Return: 0.
+ */
 static int mmapdev_release(struct inode *inode, struct file *file)
 {
 	kfree(file->private_data);
 	return 0;
 }
 
+/**
+ * mmapdev_read() - read(2) from the buffer
+ * @file: the open device
+ * @ubuf: user buffer
+ * @count: bytes wanted
+ * @ppos: the file position, advanced by what was read
+ *
+ * Context: process context, may sleep (faults on @ubuf).
+ * Return: bytes read, 0 at or past the end (EOF), -EFAULT if nothing could
+ * be copied.
+ */
 static ssize_t mmapdev_read(struct file *file, char __user *ubuf,
 			    size_t count, loff_t *ppos)
 {
@@ -51,6 +78,18 @@ static ssize_t mmapdev_read(struct file *file, char __user *ubuf,
 	return simple_read_from_buffer(ubuf, count, ppos, md->buf, md->size);
 }
 
+/**
+ * mmapdev_write() - write(2) into the buffer
+ * @file: the open device
+ * @ubuf: user data
+ * @count: bytes given
+ * @ppos: the file position, advanced by what was written
+ *
+ * Context: process context, may sleep (faults on @ubuf).
+ * Return: bytes written (fewer than @count where the buffer ends),
+ * -ENOSPC at or past the end, -EINVAL for a negative position, -EFAULT if
+ * nothing could be copied.
+ */
 static ssize_t mmapdev_write(struct file *file, const char __user *ubuf,
 			     size_t count, loff_t *ppos)
 {
@@ -74,19 +113,34 @@ static ssize_t mmapdev_write(struct file *file, const char __user *ubuf,
 	return n;
 }
 
-/*
- * SEEK_SET/CUR/END within [0, size]; beyond is -EINVAL.  We always provide
- * llseek, so the removal of no_llseek in 6.12 does not concern us.
+/**
+ * mmapdev_llseek() - lseek(2) within the buffer
+ * @file: the open device
+ * @offset: the new position, relative to @whence
+ * @whence: SEEK_SET, SEEK_CUR or SEEK_END
+ *
+ * We always provide llseek, so the removal of no_llseek in 6.12 does not
+ * concern us.
+ *
+ * Context: process context.
+ * Return: the new position in [0, size], or -EINVAL beyond.
  */
 static loff_t mmapdev_llseek(struct file *file, loff_t offset, int whence)
 {
 	return fixed_size_llseek(file, offset, whence, mmapdev_of(file)->size);
 }
 
-/*
- * Readable (EPOLLIN|EPOLLPRI) when the device's event counter moved past
- * what this file saw at open or at its last GET_INFO.  Writes never block
- * and are not reported.
+/**
+ * mmapdev_poll() - poll(2)/select(2)/epoll readiness
+ * @file: the open device
+ * @wait: the poll table
+ *
+ * Readable when the device's event counter moved past what this file saw
+ * at open or at its last GET_INFO.  Writes never block and are not
+ * reported.
+ *
+ * Context: process context.
+ * Return: EPOLLIN | EPOLLRDNORM | EPOLLPRI when there is news, else 0.
  */
 static __poll_t mmapdev_poll(struct file *file, poll_table *wait)
 {
@@ -99,11 +153,27 @@ static __poll_t mmapdev_poll(struct file *file, poll_table *wait)
 	return 0;
 }
 
+/**
+ * mmapdev_word_ok() - whether WAIT/WAKE may use a word
+ * @md: the device
+ * @offset: the word's offset in the buffer
+ *
+ * Context: any.
+ * Return: true for an aligned u32 inside the buffer.
+ */
 static bool mmapdev_word_ok(const struct mmapdev_dev *md, u64 offset)
 {
 	return offset <= md->size - sizeof(u32) && !(offset % sizeof(u32));
 }
 
+/**
+ * mmapdev_ioc_get_info() - MMAPDEV_IOC_GET_INFO
+ * @mf: the open file, whose events are marked seen (re-arms poll)
+ * @uarg: struct mmapdev_info to fill
+ *
+ * Context: process context, may sleep.
+ * Return: 0 or -EFAULT.
+ */
 static long mmapdev_ioc_get_info(struct mmapdev_file *mf, void __user *uarg)
 {
 	struct mmapdev_dev *md = mf->md;
@@ -122,6 +192,15 @@ static long mmapdev_ioc_get_info(struct mmapdev_file *mf, void __user *uarg)
 	return 0;
 }
 
+/**
+ * mmapdev_ioc_wait() - MMAPDEV_IOC_WAIT
+ * @md: the device
+ * @uarg: struct mmapdev_wait
+ *
+ * Context: process context, sleeps.
+ * Return: as mmapdev_wait(), or -EFAULT, or -EINVAL for unknown flags or a
+ * word outside the buffer.
+ */
 static long mmapdev_ioc_wait(struct mmapdev_dev *md, void __user *uarg)
 {
 	struct mmapdev_wait w;
@@ -135,6 +214,15 @@ static long mmapdev_ioc_wait(struct mmapdev_dev *md, void __user *uarg)
 	return mmapdev_wait(md, &w);
 }
 
+/**
+ * mmapdev_ioc_wake() - MMAPDEV_IOC_WAKE; also counts one event
+ * @md: the device
+ * @uarg: struct mmapdev_wake
+ *
+ * Context: process context, may sleep.
+ * Return: how many waiters were woken, or -EFAULT, or -EINVAL for flags or
+ * a word outside the buffer.
+ */
 static long mmapdev_ioc_wake(struct mmapdev_dev *md, void __user *uarg)
 {
 	struct mmapdev_wake w;
@@ -151,6 +239,15 @@ static long mmapdev_ioc_wake(struct mmapdev_dev *md, void __user *uarg)
 	return woken;
 }
 
+/**
+ * mmapdev_ioctl() - the ioctls of the uapi header
+ * @file: the open device
+ * @cmd: MMAPDEV_IOC_*
+ * @arg: a user pointer to the command's struct
+ *
+ * Context: process context, may sleep.
+ * Return: the handler's result, or -ENOTTY for an unknown @cmd.
+ */
 static long mmapdev_ioctl(struct file *file, unsigned int cmd,
 			  unsigned long arg)
 {

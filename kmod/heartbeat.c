@@ -25,6 +25,12 @@ static u64 hb_counter;
 static void mmapdev_heartbeat_fn(struct work_struct *work);
 static DECLARE_DELAYED_WORK(hb_work, mmapdev_heartbeat_fn);
 
+/**
+ * mmapdev_heartbeat_fn() - one heartbeat, then the next one is scheduled
+ * @work: hb_work
+ *
+ * Context: workqueue (process context).
+ */
 static void mmapdev_heartbeat_fn(struct work_struct *work)
 {
 	struct mmapdev_heartbeat *hb = hb_dev->buf;
@@ -48,6 +54,13 @@ static void mmapdev_heartbeat_fn(struct work_struct *work)
 	schedule_delayed_work(&hb_work, hb_period);
 }
 
+/**
+ * mmapdev_heartbeat_start() - start writing heartbeats into a device
+ * @md: the device (device 0)
+ * @period_ms: the period, at least one jiffy
+ *
+ * Context: module init.
+ */
 void mmapdev_heartbeat_start(struct mmapdev_dev *md, unsigned int period_ms)
 {
 	/* The layout user space relies on (uapi header). */
@@ -63,6 +76,11 @@ void mmapdev_heartbeat_start(struct mmapdev_dev *md, unsigned int period_ms)
 	schedule_delayed_work(&hb_work, hb_period);
 }
 
+/**
+ * mmapdev_heartbeat_stop() - stop the heartbeat and wait for a running one
+ *
+ * Context: module exit, may sleep.
+ */
 void mmapdev_heartbeat_stop(void)
 {
 	/* Safe for self-requeueing work, and a no-op if never started. */

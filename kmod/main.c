@@ -64,9 +64,16 @@ struct mmapdev_dev *mmapdev_lookup(unsigned int minor)
 	return idx < ndevices ? &mmapdev_devs[idx] : NULL;
 }
 
-/*
+/**
+ * mmapdev_devnode() - the mode of a new device node
+ * @dev: the device
+ * @mode: where the mode goes
+ *
  * devtmpfs creates the node with the mode returned here; udev rules (see
  * 99-mmapdev.rules) may change owner, group and mode afterwards.
+ *
+ * Context: process context (device_add()).
+ * Return: NULL: the default name.
  */
 static char *mmapdev_devnode(MMAPDEV_DEVNODE_CONST struct device *dev,
 			     umode_t *mode)

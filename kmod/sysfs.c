@@ -10,6 +10,15 @@
 #include "compat.h"
 #include "mmapdev_internal.h"
 
+/**
+ * size_show() - the attribute size: the buffer's size in bytes
+ * @dev: the device node
+ * @attr: the attribute
+ * @buf: a page to print into
+ *
+ * Context: process context (sysfs read).
+ * Return: the length printed.
+ */
 static ssize_t size_show(struct device *dev, struct device_attribute *attr,
 			 char *buf)
 {
@@ -19,6 +28,15 @@ static ssize_t size_show(struct device *dev, struct device_attribute *attr,
 }
 static DEVICE_ATTR_RO(size);
 
+/**
+ * maps_show() - the attribute maps: how many VMAs map the buffer, in all processes
+ * @dev: the device node
+ * @attr: the attribute
+ * @buf: a page to print into
+ *
+ * Context: process context (sysfs read).
+ * Return: the length printed.
+ */
 static ssize_t maps_show(struct device *dev, struct device_attribute *attr,
 			 char *buf)
 {
@@ -28,6 +46,15 @@ static ssize_t maps_show(struct device *dev, struct device_attribute *attr,
 }
 static DEVICE_ATTR_RO(maps);
 
+/**
+ * events_show() - the attribute events: the event counter (WAKE calls + heartbeats)
+ * @dev: the device node
+ * @attr: the attribute
+ * @buf: a page to print into
+ *
+ * Context: process context (sysfs read).
+ * Return: the length printed.
+ */
 static ssize_t events_show(struct device *dev, struct device_attribute *attr,
 			   char *buf)
 {

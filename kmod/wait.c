@@ -27,6 +27,12 @@ struct mmapdev_waiter {
 	bool woken;	/* set, with node unlinked, by a waker under wait_lock */
 };
 
+/**
+ * mmapdev_wait_init() - set up the waiter list and poll queue of a device
+ * @md: the device
+ *
+ * Context: module init.
+ */
 void mmapdev_wait_init(struct mmapdev_dev *md)
 {
 	spin_lock_init(&md->wait_lock);
@@ -34,6 +40,16 @@ void mmapdev_wait_init(struct mmapdev_dev *md)
 	init_waitqueue_head(&md->poll_wq);
 }
 
+/**
+ * mmapdev_wait() - sleep while a word of the buffer holds a value
+ * @md: the device
+ * @w: the checked request: aligned offset inside the buffer, known flags
+ *
+ * Context: process context, sleeps (interruptibly).
+ * Return: 0 when woken by WAKE or when the word differs from
+ * @w->expected; -ETIMEDOUT when the deadline passed; -ERESTARTSYS (no
+ * timeout or an absolute one) or -EINTR (relative timeout) on a signal.
+ */
 int mmapdev_wait(struct mmapdev_dev *md, const struct mmapdev_wait *w)
 {
 	struct mmapdev_waiter waiter = {
@@ -102,6 +118,15 @@ int mmapdev_wait(struct mmapdev_dev *md, const struct mmapdev_wait *w)
 	return ret;
 }
 
+/**
+ * mmapdev_wake() - wake the oldest sleepers on a word
+ * @md: the device
+ * @offset: the word's offset in the buffer
+ * @count: at most this many
+ *
+ * Context: any context that may take a spinlock (process context here).
+ * Return: how many were woken (at most INT_MAX).
+ */
 int mmapdev_wake(struct mmapdev_dev *md, u64 offset, u32 count)
 {
 	struct mmapdev_waiter *waiter, *tmp;
@@ -122,6 +147,12 @@ int mmapdev_wake(struct mmapdev_dev *md, u64 offset, u32 count)
 	return woken;
 }
 
+/**
+ * mmapdev_event() - count one event and wake pollers
+ * @md: the device
+ *
+ * Context: process context (WAKE, the heartbeat's work).
+ */
 void mmapdev_event(struct mmapdev_dev *md)
 {
 	atomic64_inc(&md->events);
