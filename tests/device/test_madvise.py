@@ -108,6 +108,13 @@ def test_dontneed_stdlib_mmap(fd, offset):
         m = mmap.mmap(fd, size, mmap.MAP_SHARED, offset=offset)
         check(m[:size] == before, "bytes differ before the advice")
         m.madvise(mmap.MADV_DONTNEED)
+        # The kernel itself reading the zapped pages (copy_from_user in
+        # write(2)) faults them back in as well.
+        r, w = os.pipe()
+        check(os.write(w, memoryview(m)[:64]) == 64 and os.read(r, 64) == before[:64],
+              "write(2) from the mapping after MADV_DONTNEED")
+        os.close(r)
+        os.close(w)
         check(m[:size] == before, "bytes lost after MADV_DONTNEED")
         m.madvise(mmap.MADV_DONTNEED, PAGE, PAGE)      # one page of it
         up.write("advised\n")
@@ -138,6 +145,12 @@ def test_dontneed_raw_mapping_then_fork(fd):
         addr = devlib.raw_mmap(fd, size, mmap.PROT_READ | mmap.PROT_WRITE,
                                mmap.MAP_SHARED, offset)
         maps = devlib.sysfs("maps")
+        madvise(addr, size, ADVICE["DONTNEED"])
+        # get_user_pages() (here through /proc/self/mem, as a debugger or
+        # process_vm_readv would) faults the pages back in too.
+        with open("/proc/self/mem", "rb", buffering=0) as mem:
+            check(os.pread(mem.fileno(), size, addr) == before,
+                  "/proc/self/mem after MADV_DONTNEED")
         madvise(addr, size, ADVICE["DONTNEED"])
         check(ctypes.string_at(addr, size) == before, "bytes lost after MADV_DONTNEED")
         madvise(addr, size, ADVICE["DONTNEED"])
