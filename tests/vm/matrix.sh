@@ -26,6 +26,7 @@ series() { sed -E 's/^([0-9]+\.[0-9]+).*/\1/' <<<"$1"; }
 default_suites() {
 	local sid exp
 	echo bookworm bullseye bookworm-backports sid
+	debian_apt_update sid
 	debian_apt_update experimental
 	sid=$(series "$(debian_version_in sid linux-image-amd64)")
 	exp=$(series "$(debian_version_in experimental linux-image-amd64)")
