@@ -132,7 +132,8 @@ run_vng() {
 			"$VM_ROOT/venv/bin/pip" install -q --disable-pip-version-check \
 				"virtme-ng==$VNG_VERSION" || return 2
 	fi
-	timeout -k 20 "$TIMEOUT" "$vng" --disable-kvm --run "$VMLINUZ" \
+	# vng runs its helpers (virtme-run) by name: they live beside it.
+	PATH=$VM_ROOT/venv/bin:$PATH timeout -k 20 "$TIMEOUT" "$vng" --disable-kvm --run "$VMLINUZ" \
 		--cpus 2 --memory 1G --rwdir "$OUT" --cwd "$REPO" \
 		-- "$REPO/tests/vm/guest.sh" "$PY" "$OUT/kmod/mmapdev.ko" "$RES" "$REPO" \
 		"${PYTHONPATH:-}" "${PYTEST_ADDOPTS:-}" "$TEST_VARS" \
