@@ -1,5 +1,6 @@
 """The module's lifetime: parameters, sysfs, several devices, unload refused
 while in use, load/unload cycles."""
+import ctypes
 import errno
 import mmap
 import os
@@ -45,6 +46,28 @@ def test_maps_counts_split_and_fork(fd):
     assert devlib.sysfs("maps") == base + 2
     devlib.raw_munmap(addr, PAGE)
     devlib.raw_munmap(addr + 2 * PAGE, PAGE)
+    assert devlib.sysfs("maps") == base
+
+
+def test_maps_counts_adjacent_mappings(fd):
+    """Two mmap() calls that place consecutive device pages side by side
+    stay two VMAs and count twice: the module counts a new mapping when it
+    exists (->mmap, or ->mapped on mmap_prepare kernels, which the core
+    skips for a VMA merged into its neighbour; ours must never merge)."""
+    base = devlib.sysfs("maps")
+    rw = mmap.PROT_READ | mmap.PROT_WRITE
+    addr = devlib.raw_mmap(fd, 2 * PAGE, rw, mmap.MAP_SHARED)
+    devlib.raw_munmap(addr + PAGE, PAGE)                   # room for the second
+    second = devlib.libc.mmap(addr + PAGE, PAGE, rw, mmap.MAP_SHARED | 0x100000,  # NOREPLACE
+                              fd, PAGE)
+    assert second == addr + PAGE
+    assert devlib.sysfs("maps") == base + 2
+    os.pwrite(fd, b"neighbours", PAGE - 5)                 # spans both mappings
+    assert ctypes.string_at(addr + PAGE - 5, 10) == b"neighbours"
+    with open("/proc/self/maps") as f:
+        starts = [int(line.split("-", 1)[0], 16) for line in f]
+    assert addr in starts and addr + PAGE in starts        # two VMAs, not one
+    devlib.raw_munmap(addr, 2 * PAGE)
     assert devlib.sysfs("maps") == base
 
 
