@@ -1,0 +1,600 @@
+"""The trust boundary: shared memory is input from other processes, and Python
+code can run in the middle of our calls.  Whatever a peer writes and whatever a
+callback does, our process never crashes, never waits without a bound and never
+touches memory outside its mapping.  (Issue "Shared memory is untrusted input".)
+
+Scenarios that used to crash run in a child interpreter, so a regression fails
+the test instead of killing the test run; each child prints what it saw.
+"""
+import errno
+import os
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import textwrap
+import time
+
+import pytest
+
+import pymmapdev
+from conftest import child_env, run_python
+
+PAGE = pymmapdev.PAGESIZE
+
+
+def outcome(code, *args, timeout=60):
+    """Run *code* in a fresh python; return its last stdout line.
+
+    A crash (signal) or a hang fails the test with the child's output.
+    """
+    try:
+        proc = run_python(code, *args, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the child hung for {timeout} s")
+    if proc.returncode != 0:
+        pytest.fail(f"the child died (status {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+# ---- 1. re-entrancy: Python code that closes the mapping mid-call ------------
+
+CLOSER = """
+import pymmapdev, sys
+m = pymmapdev.anonymous(1 << 16)
+other = []                   # mappings that may land at the freed address
+class Closer:
+    def __init__(self, value): self.value = value
+    def __index__(self):
+        m.close()
+        other.append(pymmapdev.anonymous(1 << 16))
+        return self.value
+    def __float__(self):
+        m.close()
+        other.append(pymmapdev.anonymous(1 << 16))
+        return float(self.value)
+X = Closer
+try:
+    {stmt}
+except ValueError as exc:
+    print("ValueError", exc)
+except Exception as exc:
+    print(type(exc).__name__, exc)
+else:
+    print("no error")
+assert all(o[:] == bytes(1 << 16) for o in other), "another mapping was written"
+"""
+
+
+@pytest.mark.parametrize("stmt", [
+    "m[X(5)]",
+    "m[X(0):100]",
+    "m[0:100:X(3)]",
+    "m[X(-1)]",
+    "m[X(5)] = 7",
+    "m[5] = X(7)",
+    "m[X(0):4] = b'abcd'",
+    "m[0:8:X(2)] = b'abcd'",
+    "m.read(X(0), 10)",
+    "m.write(X(0), b'abcd')",
+    "m.read_u32(X(0))",
+    "m.write_u32(0, X(1))",
+    "m.write_u64(X(8), 1)",
+    "m.fetch_add_u32(0, X(1))",
+    "m.compare_exchange_u32(0, X(0), 1)",
+    "m.compare_exchange_u64(0, 0, X(1))",
+    "m.wait(0, 1, timeout=X(0))",
+    "m.wait(0, 0, timeout=X(0))",
+    "m.wait(0, 0, timeout=0, spin=X(10))",
+    "m.wake(0, X(1))",
+    "m.flush(X(0))",
+    "m.flush(0, X(10))",
+    "m.madvise(pymmapdev.MADV_NORMAL, 0, X(10))",
+    "m.ndarray('u1', offset=X(0))",
+    "m.ndarray('u1', shape=(X(4),))",
+    "pymmapdev.Lock(m, X(0))",
+    "pymmapdev.Lock(m, 0).acquire(timeout=X(1))",
+    "pymmapdev.Slot(m, 0, X(64)).read()",
+    "pymmapdev.Slot(m, 0, 64).publish(b'x'); pymmapdev.Slot(m, 0, 64).wait_newer(X(1), timeout=0)",
+])
+def test_callback_that_closes_the_mapping(stmt):
+    line = outcome(CLOSER.format(stmt=stmt))
+    assert line.startswith("ValueError") and "closed" in line, line
+
+
+def test_ndarray_dtype_that_closes_the_mapping():
+    pytest.importorskip("numpy")
+    line = outcome("""
+        import pymmapdev
+        m = pymmapdev.anonymous(4096)
+        class D:
+            @property
+            def dtype(self):
+                m.close()
+                return "u1"
+        try:
+            m.ndarray(D())
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+        """)
+    assert line.startswith("ValueError") and "closed" in line, line
+
+
+def test_signal_handler_cannot_close_a_spinning_wait():
+    line = outcome("""
+        import pymmapdev, signal
+        m = pymmapdev.anonymous(4096)
+        seen = []
+        def handler(*_):
+            try:
+                m.close()
+                seen.append("closed")
+            except BufferError as exc:
+                seen.append("BufferError")
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        print(m.wait(0, 0, timeout=0.3, spin=2**30), seen)
+        """)
+    assert line == "False ['BufferError']"
+
+
+def test_thread_cannot_close_under_a_blocked_slot_read():
+    # An odd sequence with no live writer: read() must end (PeerDied), and a
+    # close() meanwhile must be refused, not unmap the slot under it.
+    line = outcome("""
+        import pymmapdev, threading, time
+        m = pymmapdev.anonymous(4096)
+        slot = pymmapdev.Slot(m, 0, 64)
+        m.store_u64(0, 3)                  # "publish in progress", forever
+        seen = []
+        def closer():
+            time.sleep(0.05)
+            try:
+                m.close()
+                seen.append("closed")
+            except BufferError:
+                seen.append("BufferError")
+        t = threading.Thread(target=closer)
+        t.start()
+        try:
+            slot.read()
+        except pymmapdev.PeerDied as exc:
+            seen.append("PeerDied")
+        t.join()
+        print(sorted(seen))
+        """)
+    assert line == "['BufferError', 'PeerDied']"
+
+
+# ---- 2. the Lock keeps no pointers and no glibc state in shared memory -------
+
+def _mapped_ranges():
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = line.split()[0].split("-")
+            yield int(lo, 16), int(hi, 16)
+
+
+def test_held_lock_exposes_no_addresses(shm_path):
+    with pymmapdev.open_file(shm_path, 4096) as m:
+        lock = pymmapdev.Lock(m, 0)
+        ranges = list(_mapped_ranges())
+        with lock:
+            words = struct.unpack("8Q", m.read(0, 64))
+            for word in words:
+                for value in (word, word & 0xFFFFFFFF, word >> 32):
+                    assert not any(lo <= value < hi for lo, hi in ranges if value > 1 << 20), \
+                        f"lock word {word:#x} points into this process"
+
+
+def test_peer_scribbling_a_held_lock_cannot_crash_release():
+    line = outcome("""
+        import os, pymmapdev
+        m = pymmapdev.anonymous(4096)
+        lock = pymmapdev.Lock(m, 0)
+        results = []
+        for trial in range(200):
+            lock.acquire()
+            m[0:64] = os.urandom(64)          # a hostile peer rewrites it all
+            try:
+                lock.release()
+                results.append("released")
+            except (RuntimeError, ValueError, pymmapdev.PeerDied) as exc:
+                results.append(type(exc).__name__)
+                m[0:64] = bytes(64)
+                lock = pymmapdev.Lock(m, 0)   # the holder pin goes with the old object
+        print("ok", len(results))
+        """)
+    assert line == "ok 200"
+
+
+def test_random_lock_bytes_never_crash_or_hang():
+    line = outcome("""
+        import os, pymmapdev, warnings
+        warnings.simplefilter("ignore")
+        m = pymmapdev.anonymous(4096)
+        kinds = set()
+        for trial in range(300):
+            m[0:64] = os.urandom(64)
+            try:
+                lock = pymmapdev.Lock(m, 0)
+                if lock.acquire(timeout=0.01):
+                    lock.release()
+                    kinds.add("acquired")
+                else:
+                    kinds.add("timeout")
+            except (ValueError, RuntimeError, pymmapdev.PeerDied) as exc:
+                kinds.add(type(exc).__name__)
+        print("ok", sorted(kinds))
+        """, timeout=120)
+    assert line.startswith("ok")
+
+
+def test_dropped_held_lock_never_writes_into_a_later_mapping():
+    line = outcome("""
+        import gc, pymmapdev
+        m1 = pymmapdev.anonymous(1 << 20)
+        lock = pymmapdev.Lock(m1, 0)
+        lock.acquire()
+        del lock
+        gc.collect()
+        m1.close()                           # the pin went with the Lock object
+        m2 = pymmapdev.anonymous(1 << 20)    # likely at m1's old address
+        m2[:] = b"\\xee" * (1 << 20)
+        m3 = pymmapdev.anonymous(4096)
+        other = pymmapdev.Lock(m3, 0)
+        for _ in range(10):
+            with other:
+                pass
+        print(m2[:] == b"\\xee" * (1 << 20))
+        """)
+    assert line == "True"
+
+
+# ---- 3. nothing waits without a bound on garbage -----------------------------
+
+def test_slot_read_with_timeout_on_a_publish_that_never_ends():
+    # a live writer (this thread) "mid-publish": not dead, so no PeerDied;
+    # the timeout ends the read
+    line = outcome("""
+        import time, pymmapdev
+        m = pymmapdev.anonymous(4096)
+        slot = pymmapdev.Slot(m, 0, 64)
+        slot.publish(b"x")                 # records this thread as the writer
+        m.store_u64(0, m.load_u64(0) | 1)
+        start = time.monotonic()
+        print(slot.read(timeout=0.2), 0.15 < time.monotonic() - start < 5)
+        """, timeout=30)
+    assert line == "None True"
+
+
+def test_slot_read_on_a_dead_writer_raises_peer_died():
+    line = outcome("""
+        import errno, os, time, pymmapdev
+        m = pymmapdev.anonymous(4096)
+        slot = pymmapdev.Slot(m, 0, 64)
+        slot.publish(b"before")
+        pid = os.fork()
+        if pid == 0:                       # the writer dies mid-publish
+            try:
+                scratch = pymmapdev.anonymous(4096)
+                pymmapdev.Slot(scratch, 0, 8).publish(b"x")
+                m.store_u64(24, scratch.load_u64(24))     # its identity
+                m.store_u64(0, m.load_u64(0) | 1)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        start = time.monotonic()
+        try:
+            slot.read()
+        except pymmapdev.PeerDied as exc:
+            assert exc.errno == errno.EOWNERDEAD and "offset 0" in str(exc), exc
+            print("PeerDied", time.monotonic() - start < 5)
+        slot.publish(b"after")             # a new publish repairs it
+        print(slot.read()[1])
+        """, timeout=30)
+    assert line == "b'after'"
+
+
+@pytest.mark.parametrize("word", [0xa5000001, 0xa5000000 | os.getpid(), 0xffffffff, 0x4c4f434b])
+def test_lock_on_garbage_state_does_not_hang(word):
+    line = outcome(f"""
+        import pymmapdev, warnings
+        warnings.simplefilter("ignore")
+        m = pymmapdev.anonymous(4096)
+        m.write_u32(0, {word})
+        try:
+            lock = pymmapdev.Lock(m, 0)
+            print("acquired" if lock.acquire(timeout=0.5) else "timeout")
+        except (ValueError, pymmapdev.PeerDied) as exc:
+            print(type(exc).__name__)
+        """, timeout=30)
+    assert line in ("acquired", "timeout", "ValueError", "PeerDied")
+
+
+@pytest.mark.parametrize("readonly", [True, False])
+def test_open_file_on_a_fifo_does_not_block(tmp_path, readonly):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    line = outcome(f"""
+        import pymmapdev
+        try:
+            pymmapdev.open_file({str(fifo)!r}, readonly={readonly})
+        except ValueError as exc:
+            print("ValueError", exc)
+        """, timeout=20)
+    assert line.startswith("ValueError") and "fifo" in line.lower()
+
+
+# ---- 4. sizes the machine cannot back are refused before allocating ----------
+
+def confined(code, timeout=60):
+    """Run *code* in a child python whose files cannot grow past 64 MiB.
+
+    A safety net should a size check ever regress: tmpfs and memfd growth goes
+    through the kernel's RLIMIT_FSIZE check, so a missing check fails with
+    EFBIG here instead of filling memory until the OOM killer picks victims
+    among unrelated processes.  Returns the child's stdout.
+    """
+    prologue = ("import resource, signal\n"
+                "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                "resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))\n")
+    proc = run_python(prologue + textwrap.dedent(code), timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip()
+
+
+MACHINE = """
+import os
+machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+machine += int(open("/proc/meminfo").read().split("SwapTotal:")[1].split()[0]) * 1024
+"""
+
+
+@pytest.mark.parametrize("size", ["2**63 - 1", "2**62", "machine + 4096"])
+def test_anonymous_larger_than_memory_is_refused(size):
+    out = confined(MACHINE + f"""
+import pymmapdev
+try:
+    pymmapdev.anonymous({size})
+except OSError as exc:
+    print("OSError", exc.errno, exc)
+""")
+    assert out.startswith(f"OSError {errno.ENOMEM}"), out
+    assert "memory" in out
+
+
+def test_open_file_on_tmpfs_larger_than_memory_is_refused(shm_path):
+    out = confined(MACHINE + f"""
+import pymmapdev
+try:
+    pymmapdev.open_file({shm_path!r}, machine + 4096)
+except OSError as exc:
+    print("OSError", exc.errno, exc)
+""")
+    assert out.startswith(f"OSError {errno.ENOMEM}"), out
+    assert not os.path.exists(shm_path) or os.path.getsize(shm_path) == 0
+
+
+# ---- 5. data integrity -------------------------------------------------------
+
+@pytest.mark.parametrize("dst,src", [
+    (slice(0, 20, 2), slice(1, 11)),
+    (slice(1, 11), slice(0, 20, 2)),
+    (slice(10, 0, -1), slice(0, 10)),
+    (slice(0, 30, 3), slice(2, 32, 3)),
+    (slice(5, 15), slice(0, 10)),
+])
+def test_overlapping_strided_assignment(dst, src):
+    m = pymmapdev.anonymous(4096)
+    m[0:64] = bytes(range(64))
+    model = bytearray(range(64))
+    model[dst] = bytes(model[src])
+    view = memoryview(m)
+    m[dst] = view[src]
+    view.release()
+    assert m[0:64] == bytes(model)
+
+
+def test_existing_sparse_file_on_a_full_filesystem_fails_at_open(tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("needs root to mount a small tmpfs (CI runs as root)")
+    script = tmp_path / "inner.py"
+    script.write_text(f"""
+import errno, os, sys
+sys.path[:0] = {sys.path!r}
+import pymmapdev
+d = sys.argv[1]
+sparse = os.path.join(d, "sparse")
+with open(sparse, "wb") as f:
+    f.truncate(512 * 1024)                 # all holes
+try:                                       # fill the file system
+    with open(os.path.join(d, "fill"), "wb") as f:
+        while True:
+            f.write(b"x" * 65536)
+            f.flush()
+except OSError as exc:
+    assert exc.errno == errno.ENOSPC
+try:
+    m = pymmapdev.open_file(sparse, 512 * 1024)
+except OSError as exc:
+    print("OSError", exc.errno)
+else:
+    print("mapped")
+""")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["unshare", "--mount", "sh", "-c",
+         f"mount -t tmpfs -o size=256k none {mnt} && {sys.executable} {script} {mnt}"],
+        capture_output=True, text=True, timeout=60, env=child_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"OSError {errno.ENOSPC}", proc.stdout + proc.stderr
+
+
+def test_copy_from_a_truncated_mapping_raises(shm_path):
+    line = outcome(f"""
+        import os, pymmapdev
+        src = pymmapdev.open_file({shm_path!r}, 4 * {PAGE})
+        dst = pymmapdev.anonymous(4 * {PAGE})
+        os.truncate({shm_path!r}, {PAGE})
+        seen = []
+        view = memoryview(src)
+        for call in (lambda: dst.write(0, view[2 * {PAGE}:3 * {PAGE}]),
+                     lambda: dst.__setitem__(slice(0, {PAGE}), view[2 * {PAGE}:3 * {PAGE}]),
+                     lambda: pymmapdev.Slot(dst, 0, 2 * {PAGE}).publish(view[{PAGE}:3 * {PAGE}])):
+            try:
+                call()
+                seen.append("no error")
+            except pymmapdev.MappingFault as exc:
+                seen.append("fault" if {shm_path!r} in str(exc) or "source" in str(exc) else str(exc))
+        print(seen)
+        """)
+    assert line == "['fault', 'fault', 'fault']"
+
+
+def test_python_sigbus_handler_installed_later_does_not_loop(shm_path):
+    line = outcome(f"""
+        import os, signal, pymmapdev
+        m = pymmapdev.open_file({shm_path!r}, 4 * {PAGE})
+        signal.signal(signal.SIGBUS, lambda *a: print("python handler"))
+        os.truncate({shm_path!r}, {PAGE})
+        seen = []
+        for call in (lambda: m.read(2 * {PAGE}, 10), lambda: m.read_u32(2 * {PAGE}),
+                     lambda: m[2 * {PAGE}]):
+            try:
+                call()
+            except pymmapdev.MappingFault:
+                seen.append("fault")
+        print(seen)
+        """, timeout=30)
+    assert line == "['fault', 'fault', 'fault']"
+
+
+def test_faulthandler_enabled_later_does_not_kill(shm_path):
+    line = outcome(f"""
+        import os, faulthandler, pymmapdev
+        m = pymmapdev.open_file({shm_path!r}, 4 * {PAGE})
+        faulthandler.enable()
+        os.truncate({shm_path!r}, {PAGE})
+        try:
+            m.read(2 * {PAGE}, 10)
+        except pymmapdev.MappingFault:
+            print("fault")
+        """, timeout=30)
+    assert line == "fault"
+
+
+# ---- 6. files ---------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", [0o4600, 0o2600, 0o1600, 0o10600, -1])
+def test_mode_with_special_bits_is_refused(shm_path, mode):
+    with pytest.raises(ValueError, match="mode"):
+        pymmapdev.open_file(shm_path, 4096, mode=mode)
+    assert not os.path.exists(shm_path)
+
+
+@pytest.fixture
+def sticky_dir(tmp_path):
+    d = tmp_path / "sticky"
+    d.mkdir()
+    os.chmod(d, 0o1777)
+    target = tmp_path / "victim"
+    target.write_bytes(b"precious")
+    return d, target
+
+
+def test_symlink_planted_by_another_user_in_a_sticky_dir_is_refused(sticky_dir):
+    if os.geteuid() != 0:
+        pytest.fail("needs root to plant a link owned by another user (CI runs as root)")
+    d, target = sticky_dir
+    link = d / "chan"
+    os.symlink(target, link)
+    os.lchown(link, 65534, 65534)
+    for kwargs in ({}, {"create": False}, {"readonly": True}):
+        with pytest.raises(PermissionError, match="symlink") as info:
+            pymmapdev.open_file(link, 4096 if not kwargs else None, **kwargs)
+        assert str(link) in str(info.value)
+    assert target.read_bytes() == b"precious"
+
+
+def test_own_symlink_in_a_sticky_dir_and_links_elsewhere_are_followed(sticky_dir, tmp_path):
+    d, target = sticky_dir
+    link = d / "mine"
+    os.symlink(target, link)                       # owned by us: allowed
+    with pymmapdev.open_file(link) as m:
+        assert m[:8] == b"precious"
+    plain = tmp_path / "plain-link"
+    os.symlink(target, plain)                      # not in a sticky dir
+    with pymmapdev.open_file(plain) as m:
+        assert m[:8] == b"precious"
+
+
+# ---- 7. smaller --------------------------------------------------------------
+
+def test_forked_child_can_close_while_parent_holds_a_lock_and_a_waiter(shm_path):
+    m = pymmapdev.open_file(shm_path, 4096)
+    lock = pymmapdev.Lock(m, 64)
+    lock.acquire()
+    waiter = threading.Thread(target=m.wait, args=(0, 0, 5))
+    waiter.start()
+    time.sleep(0.1)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            m.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    m.wake(0)
+    waiter.join()
+    lock.release()
+    m.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_forked_child_still_cannot_close_under_its_own_views(shm_path):
+    m = pymmapdev.open_file(shm_path, 4096)
+    view = memoryview(m)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            m.close()
+        except BufferError:
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    view.release()
+    m.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+class Idx:
+    def __init__(self, v):
+        self.v = v
+
+    def __index__(self):
+        return self.v
+
+
+@pytest.mark.parametrize("make", [Idx, lambda v: __import__("numpy").uint32(v)])
+def test_index_objects_are_values_everywhere(make):
+    if make is not Idx:
+        pytest.importorskip("numpy")
+    m = pymmapdev.anonymous(4096)
+    m.write_u32(0, make(7))
+    assert m.read_u32(0) == 7
+    m.write_u8(8, make(200))
+    m.store_u64(16, make(9))
+    assert m.compare_exchange_u32(0, make(7), make(8)) == 7
+    assert m.exchange_u64(16, make(10)) == 9
+    assert m.fetch_add_u32(0, make(2)) == 8
+    m[4] = make(3)
+    assert (m.read_u32(0), m.read_u8(8), m.load_u64(16), m[4]) == (10, 200, 10, 3)
+    assert m.wait(0, make(1), timeout=make(0)) is True
