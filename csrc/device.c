@@ -1,18 +1,21 @@
 /*
- * Module-level helpers for mmapdev devices (the kernel module in kmod/).
- * Only what needs the uapi header lives here; opening and mapping a device
- * is done by pymmapdev._open with the ordinary Mapping constructor.
+ * Module-level helpers that need a descriptor, not a Mapping: the mmapdev
+ * GET_INFO ioctl (the uapi header's one user outside block.c), and the
+ * file system behind a descriptor.  Opening and mapping happen in
+ * pymmapdev._open with the ordinary Mapping constructor.
  */
-#include "mapping.h"
+#include "device.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 
 #include "mmapdev.h"
 
 /* The dict keys name the fields of struct mmapdev_info one to one. */
-static PyObject *
+PyObject *
 device_info(PyObject *Py_UNUSED(module), PyObject *arg)
 {
 	struct mmapdev_info info;
@@ -40,14 +43,23 @@ device_info(PyObject *Py_UNUSED(module), PyObject *arg)
 		"heartbeat_ms", (unsigned int)info.heartbeat_ms);
 }
 
-PyDoc_STRVAR(device_info_doc,
-"device_info(fd) -> dict\n\n"
-"ioctl(MMAPDEV_IOC_GET_INFO) on an open mmapdev device: size, events,\n"
-"page_size, abi_version, index, heartbeat_ms.  Also marks the device's\n"
-"events as seen by this open file, which re-arms poll() on it.\n"
-"Raises OSError with the ioctl's errno (ENOTTY: not an mmapdev device).");
+PyObject *
+device_fs_space(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+	struct statfs st;
+	int fd, rc;
 
-PyMethodDef device_functions[] = {
-	{"device_info", device_info, METH_O, device_info_doc},
-	{NULL, NULL, 0, NULL},
-};
+	fd = PyObject_AsFileDescriptor(arg);
+	if (fd < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = fstatfs(fd, &st);
+	Py_END_ALLOW_THREADS
+	if (rc < 0)
+		return PyErr_SetFromErrno(PyExc_OSError);
+	/* f_blocks 0: no size limit (the memfd mount, tmpfs with size=0) */
+	if (st.f_blocks == 0)
+		return Py_BuildValue("(NO)", PyBool_FromLong(st.f_type == TMPFS_MAGIC), Py_None);
+	return Py_BuildValue("(NK)", PyBool_FromLong(st.f_type == TMPFS_MAGIC),
+			     (unsigned long long)st.f_bavail * (unsigned long long)st.f_bsize);
+}

@@ -1,47 +1,66 @@
 /*
- * The SIGBUS guard (see fault.h for why and how to use it).
+ * The SIGBUS guard (fault.h says why and how to use it).
  *
- * The handler is async-signal-safe: it reads a thread-local pointer (static
- * TLS, so reading it never allocates), compares addresses and either
+ * Guards nest per thread in a linked list headed by a thread-local pointer
+ * (initial-exec TLS: reading it in the handler never allocates).  The
+ * handler is async-signal-safe: it compares addresses and either
  * siglongjmps into the guarded frame or hands the signal on.
  */
 #include "fault.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <string.h>
+
+/* Copies at least this long re-arm the handler first: one sigaction call
+ * is noise next to them, and a short access cannot afford it. */
+#define REARM_COPY_LEN	(64 * 1024)
+
+struct fault_guard {
+	sigjmp_buf env;
+	const struct fault_span *spans;
+	int nspans;
+	const char *fault_addr;		/* set by the handler before the jump */
+	struct fault_guard *prev;
+};
 
 static __thread struct fault_guard *current_guard
 	__attribute__((tls_model("initial-exec")));
 
-static struct sigaction previous_action;
+/*
+ * The handler we displaced, for faults that are not ours.  Written under
+ * rearm_lock into the slot the handler is not reading, then published by
+ * one pointer store, so the handler never sees a half-written sigaction.
+ */
+static struct sigaction previous_slots[2];
+static struct sigaction *volatile previous_action = &previous_slots[0];
+static pthread_mutex_t rearm_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Set while the previous handler runs: see the end of sigbus_handler. */
 static volatile sig_atomic_t chaining;
 
-void
-fault_guard_enter(struct fault_guard *guard, const char *base, size_t len)
+static int
+in_span(const struct fault_guard *guard, const char *addr)
 {
-	guard->base = base;
-	guard->len = len;
-	guard->fault_addr = NULL;
-	guard->prev = current_guard;
-	current_guard = guard;
-}
+	for (int i = 0; i < guard->nspans; i++) {
+		const char *lo = guard->spans[i].lo;
 
-void
-fault_guard_leave(struct fault_guard *guard)
-{
-	current_guard = guard->prev;
+		if (addr >= lo && addr < lo + guard->spans[i].len)
+			return 1;
+	}
+	return 0;
 }
 
 static void
 sigbus_handler(int signo, siginfo_t *info, void *ucontext)
 {
 	const char *addr = info->si_addr;
+	const struct sigaction *previous;
 
 	for (struct fault_guard *guard = current_guard; guard; guard = guard->prev) {
-		if (addr >= guard->base && addr < guard->base + guard->len) {
+		if (in_span(guard, addr)) {
 			current_guard = guard->prev;
 			guard->fault_addr = addr;
 			siglongjmp(guard->env, 1);
@@ -59,29 +78,31 @@ sigbus_handler(int signo, siginfo_t *info, void *ucontext)
 		raise(SIGBUS);
 		return;
 	}
-	if (previous_action.sa_flags & SA_SIGINFO) {
+	previous = previous_action;
+	if (previous->sa_flags & SA_SIGINFO) {
 		chaining = 1;
-		previous_action.sa_sigaction(signo, info, ucontext);
+		previous->sa_sigaction(signo, info, ucontext);
 		chaining = 0;
-	} else if (previous_action.sa_handler != SIG_DFL &&
-		   previous_action.sa_handler != SIG_IGN) {
+	} else if (previous->sa_handler != SIG_DFL && previous->sa_handler != SIG_IGN) {
 		chaining = 1;
-		previous_action.sa_handler(signo);
+		previous->sa_handler(signo);
 		chaining = 0;
 	} else {
 		/* Restore the default and return: a faulting instruction runs
 		 * again and the kernel delivers a fatal SIGBUS (a forced fault
 		 * signal cannot be ignored); a kill() has to be re-sent. */
-		sigaction(SIGBUS, &previous_action, NULL);
-		if (info->si_code <= 0 && previous_action.sa_handler == SIG_DFL)
+		sigaction(SIGBUS, previous, NULL);
+		if (info->si_code <= 0 && previous->sa_handler == SIG_DFL)
 			raise(SIGBUS);
 	}
 }
 
 int
-fault_handler_install(void)
+fault_rearm(void)
 {
 	struct sigaction current, ours;
+	struct sigaction *slot;
+	int rc = 0;
 
 	if (sigaction(SIGBUS, NULL, &current) < 0)
 		return -1;
@@ -94,6 +115,100 @@ fault_handler_install(void)
 	 * that does not restore the mask, so SIGBUS must not stay blocked. */
 	ours.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
 	sigemptyset(&ours.sa_mask);
-	previous_action = current;
-	return sigaction(SIGBUS, &ours, NULL);
+
+	pthread_mutex_lock(&rearm_lock);
+	/* Re-read under the lock: another thread may have re-armed already. */
+	if (sigaction(SIGBUS, NULL, &current) == 0 &&
+	    !((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == sigbus_handler)) {
+		slot = previous_action == &previous_slots[0] ? &previous_slots[1]
+							     : &previous_slots[0];
+		*slot = current;
+		previous_action = slot;
+		rc = sigaction(SIGBUS, &ours, NULL);
+	}
+	pthread_mutex_unlock(&rearm_lock);
+	return rc;
+}
+
+int
+fault_run(int (*body)(void *arg), void *arg, const struct fault_span *spans,
+	  int nspans, const char **addr)
+{
+	struct fault_guard guard;
+	int rc;
+
+	guard.spans = spans;
+	guard.nspans = nspans;
+	guard.fault_addr = NULL;
+	guard.prev = current_guard;
+	/* The compiler must not sink the list update below the setjmp or
+	 * hoist the body above it: the handler reads current_guard. */
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	current_guard = &guard;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (sigsetjmp(guard.env, 0)) {
+		/* The handler already unlinked the guard. */
+		*addr = guard.fault_addr;
+		return FAULT_HIT;
+	}
+	rc = body(arg);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	current_guard = guard.prev;
+	return rc;
+}
+
+struct copy_args {
+	void *dst;
+	const void *src;
+	size_t len;
+};
+
+static int
+copy_body(void *arg)
+{
+	struct copy_args *c = arg;
+
+	memmove(c->dst, c->src, c->len);
+	return 0;
+}
+
+int
+fault_copy(void *dst, const void *src, size_t len, const char **addr)
+{
+	struct copy_args c = {dst, src, len};
+	struct fault_span spans[2] = {{dst, len}, {src, len}};
+
+	if (len >= REARM_COPY_LEN)
+		(void)fault_rearm();	/* best effort: the guard still works without */
+	return fault_run(copy_body, &c, spans, 2, addr);
+}
+
+struct strided_args {
+	char *dst;
+	ptrdiff_t dst_step;
+	const char *src;
+	ptrdiff_t src_step;
+	ptrdiff_t count;
+};
+
+static int
+strided_body(void *arg)
+{
+	struct strided_args *c = arg;
+
+	for (ptrdiff_t i = 0; i < c->count; i++)
+		c->dst[i * c->dst_step] = c->src[i * c->src_step];
+	return 0;
+}
+
+int
+fault_strided_copy(char *dst, ptrdiff_t dst_step, const char *src,
+		   ptrdiff_t src_step, ptrdiff_t count,
+		   const struct fault_span *dst_span,
+		   const struct fault_span *src_span, const char **addr)
+{
+	struct strided_args c = {dst, dst_step, src, src_step, count};
+	struct fault_span spans[2] = {*dst_span, *src_span};
+
+	return fault_run(strided_body, &c, spans, 2, addr);
 }

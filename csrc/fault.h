@@ -1,40 +1,58 @@
 /*
- * SIGBUS as an exception.  A page of a file mapping whose file was truncated
- * under us raises SIGBUS on access; the package's own accesses run inside a
- * guard so the handler can siglongjmp back and we raise MappingFault instead
- * of dying.  Faults outside a guard (numpy, memoryview, other libraries) are
- * passed on to whatever handler was installed before ours.
+ * The one fault guard: SIGBUS as a return value.
  *
- * Use (sigsetjmp must be called in the frame that stays live):
+ * A page of a file mapping whose file was truncated (by any process) raises
+ * SIGBUS when touched, and so does a device page the driver no longer
+ * provides.  Every access the package makes to mapped memory runs through
+ * fault_run(): a SIGBUS whose address lies in one of the spans it was given
+ * ends the body early and fault_run() returns FAULT_HIT with the address.
+ * Both sides of a copy are spans, so a *source* that faults (a view of
+ * another mapping whose file shrank) is caught as well as the destination.
  *
- *	struct fault_guard guard;
- *	fault_guard_enter(&guard, self->data, self->size);
- *	if (sigsetjmp(guard.env, 0))
- *		return mapping_raise_fault(self, guard.fault_addr - self->data);
- *	... touch the mapping ...
- *	fault_guard_leave(&guard);
+ * A body runs without the Python API (it may run without the GIL, and a
+ * fault leaves it half done): it touches memory and computes, nothing more.
  *
- * Between enter and leave: no Python API calls and no locals that are
- * modified after sigsetjmp and read after a fault (they may be clobbered).
+ * The handler is process-wide.  Another handler installed later (Python's
+ * signal.signal, faulthandler, a library) would take SIGBUS away from us:
+ * a guarded access would then loop forever on the faulting instruction or
+ * kill the process.  fault_rearm() puts ours back on top (chaining to the
+ * newcomer for faults outside every guard); it runs when a Mapping is
+ * created, before bulk copies, and after Python code installs a SIGBUS
+ * handler (pymmapdev/_signals.py wraps the stdlib calls that do).
  */
 #ifndef PYMMAPDEV_FAULT_H
 #define PYMMAPDEV_FAULT_H
 
-#include <setjmp.h>
 #include <stddef.h>
 
-struct fault_guard {
-	sigjmp_buf env;
-	const char *base;
+#define FAULT_HIT	(-1000)
+
+struct fault_span {
+	const void *lo;
 	size_t len;
-	const char *fault_addr;		/* set by the handler before the jump */
-	struct fault_guard *prev;	/* guards nest (e.g. copy between mappings) */
 };
 
-void fault_guard_enter(struct fault_guard *guard, const char *base, size_t len);
-void fault_guard_leave(struct fault_guard *guard);
+/*
+ * Runs body(arg) under the guard for @nspans spans (1 or 2).  Returns what
+ * body returned (anything but FAULT_HIT), or FAULT_HIT with *addr set to the
+ * faulting address.
+ */
+int fault_run(int (*body)(void *arg), void *arg,
+	      const struct fault_span *spans, int nspans, const char **addr);
 
-/* Installs (or re-installs on top of a newer handler) the SIGBUS handler. */
-int fault_handler_install(void);
+/* Guarded copies (memmove semantics): 0, or FAULT_HIT with *addr. */
+int fault_copy(void *dst, const void *src, size_t len, const char **addr);
+
+/* @count bytes from src[0], src[src_step], ... to dst[0], dst[dst_step],
+ * ...; the regions must not overlap (the caller copies through a bounce
+ * buffer when they may).  @dst_span and @src_span bound the two regions. */
+int fault_strided_copy(char *dst, ptrdiff_t dst_step, const char *src,
+		       ptrdiff_t src_step, ptrdiff_t count,
+		       const struct fault_span *dst_span,
+		       const struct fault_span *src_span, const char **addr);
+
+/* Installs our handler, or re-installs it on top of a newer one.
+ * Returns 0, or -1 with errno. */
+int fault_rearm(void);
 
 #endif

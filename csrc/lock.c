@@ -1,346 +1,547 @@
 /*
- * The primitives behind pymmapdev.Lock: a process-shared, robust
- * pthread_mutex_t living in a file or shared-memory mapping.
+ * pymmapdev.Lock: a process-shared lock whose whole state is plain words in
+ * the mapping.  No pointers, no libc internals: whatever a peer writes there
+ * can make the lock wrong (that is the peer's data), never make us crash,
+ * write elsewhere or wait without a bound.
  *
- * Layout at the lock's offset (a multiple of LOCK_ALIGN, so the lock owns
- * one cache line and never straddles a page):
+ * Layout at the lock's offset (a multiple of LOCK_ALIGN, so the lock owns a
+ * cache line and never straddles a page; zero bytes are a free lock):
  *
- *	+0	u32	state: 0 = never used, INIT_TAG | pid = being initialised
- *			by pid, LOCK_READY = the mutex below is initialised
- *	+4	u32	reserved (0)
- *	+8	pthread_mutex_t (40 bytes on x86-64 glibc)
- *	...	up to LOCK_SIZE bytes
+ *	+0	u64	owner: 0 = free, else the holder's identity (peer.h)
+ *			| LOCK_WAITERS (someone may sleep on it)
+ *	+8	u64	the namespace tag of the lock's users (peer_namespace),
+ *			0 until first use
+ *	+16	48 bytes, zero
  *
- * Exactly-once initialisation: whoever moves state 0 -> INIT_TAG | pid with
- * a compare-exchange initialises the mutex and then stores LOCK_READY; the
- * others wait for LOCK_READY.  If the initialiser died in between (its pid
- * is gone), a waiter takes the initialisation over with another
- * compare-exchange.  The region must be zero before first use, as a new
- * file or shared-memory object is.
+ * The owner word is the lock: taking it is one compare-exchange of the
+ * whole identity, so a holder is never half-recorded, whenever it dies.
+ * Sleepers wait on the word's low half (tid | LOCK_WAITERS), which changes
+ * on every hand-over; a release that saw LOCK_WAITERS wakes one of them
+ * (Drepper's "mutex 3", with the identity in place of "1").
  *
- * Device mappings are refused: robust (and shared) futexes need pages with
- * a page->mapping, which the mmapdev buffer does not have (the futex fails
- * with EFAULT), so a holder's death could not be detected there.
+ * A waiter checks between sleeps whether the holder still runs
+ * (peer_check): a dead holder's lock is taken over with one compare-
+ * exchange (so two waiters cannot both take it) and the new holder is told
+ * (owner_died, OwnerDiedWarning).  Identities mean something only within
+ * one pid namespace of one machine, so the first user records its
+ * namespace and users from elsewhere are refused.
+ *
+ * Sleeping goes through the blocking loop, so a Lock works on device
+ * mappings too (the mmapdev module's WAIT/WAKE ioctls).
  */
-#include "mapping.h"
-#include "sync.h"
+#include "lock.h"
+#include "args.h"
+#include "block.h"
+#include "peer.h"
 
-#include <errno.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stddef.h>
-#include <sys/types.h>
-#include <unistd.h>
+#include "structmember.h"
 
 #define LOCK_SIZE	64
 #define LOCK_ALIGN	64
-#define LOCK_MUTEX_OFF	8
-#define LOCK_READY	0x4c4f434bU	/* "LOCK" */
-#define INIT_TAG	0xa5000000U
-#define INIT_TAG_MASK	0xff000000U	/* pid_max is at most 2^22 */
+#define LOCK_OWNER	0
+#define LOCK_NS		8
+#define LOCK_RESERVED	16
+#define LOCK_WAITERS	(UINT64_C(1) << 31)
 
-_Static_assert(LOCK_MUTEX_OFF % _Alignof(pthread_mutex_t) == 0,
-	       "pthread_mutex_t misaligned in the lock layout");
-_Static_assert(LOCK_MUTEX_OFF + sizeof(pthread_mutex_t) <= LOCK_SIZE,
-	       "pthread_mutex_t does not fit LOCK_SIZE");
+/* poll() failures (block.h: <= BLOCK_FAIL) and other outcomes */
+enum {
+	LOCK_TAKEN_OVER = 2,		/* acquired from a dead holder */
+	LOCK_GARBAGE = BLOCK_FAIL,	/* the owner word is no identity */
+	LOCK_RECURSIVE = BLOCK_FAIL - 1,
+	LOCK_NOT_OWNER = BLOCK_FAIL - 2,
+	LOCK_FOREIGN = BLOCK_FAIL - 3,	/* another namespace's lock */
+};
 
-/* acquire() results, mirrored in pymmapdev/sync.py */
-enum { ACQ_TIMEOUT = 0, ACQ_OK = 1, ACQ_OWNER_DIED = 2 };
-
-struct lock_ref {
+typedef struct {
+	PyObject_HEAD
 	MappingObject *map;
 	Py_ssize_t offset;
-	uint32_t *state;
-	pthread_mutex_t *mutex;
+	unsigned long held_generation;	/* 0, or the gate generation of our pin */
+	int owner_died;
+} LockObject;
+
+static module_state *
+lock_state(LockObject *self)
+{
+	return (module_state *)PyType_GetModuleState(Py_TYPE(self));
+}
+
+/* ---- guarded bodies: plain words only ---------------------------------- */
+
+struct lock_call {
+	uint64_t *owner;
+	uint64_t *ns;
+	const unsigned char *reserved;
+	uint64_t me;
+	uint64_t seen;		/* the owner word as last read */
 };
 
-/*
- * args[0] is a Mapping, args[1] an offset of a lock inside it; fills @ref.
- * Returns 0, or -1 with TypeError/ValueError.
- */
+/* Constructor check: free or held, ours to use, nothing else written. */
 static int
-lock_ref_arg(PyObject *module, const char *fname, PyObject *const *args,
-	     Py_ssize_t nargs, Py_ssize_t want, struct lock_ref *ref)
+check_body(void *arg)
 {
-	char *base;
+	struct lock_call *c = arg;
+	uint64_t ns = 0, mine = peer_namespace(), owner;
 
-	if (mapping_place_args(module, fname, args, nargs, want, &ref->map,
-			       &ref->offset) < 0)
-		return -1;
-	if (ref->map->kind == MAPPING_KIND_DEVICE) {
-		PyErr_SetString(PyExc_TypeError,
-				"pymmapdev.Lock needs a file or shared-memory "
-				"mapping: device pages cannot hold a robust "
-				"process-shared mutex (shared futexes fail "
-				"there); use Mapping.wait()/wake() or a Slot");
-		return -1;
-	}
-	/* Writable: even acquiring writes the mutex's owner word. */
-	base = mapping_span(ref->map, ref->offset, LOCK_SIZE, LOCK_ALIGN, 1);
-	if (base == NULL)
-		return -1;
-	ref->state = (uint32_t *)base;
-	ref->mutex = (pthread_mutex_t *)(base + LOCK_MUTEX_OFF);
+	for (int i = 0; i < LOCK_SIZE - LOCK_RESERVED; i++)
+		if (c->reserved[i] != 0)
+			return LOCK_GARBAGE;
+	owner = __atomic_load_n(c->owner, __ATOMIC_ACQUIRE);
+	c->seen = owner;
+	if (owner != 0 && !peer_valid(owner & ~LOCK_WAITERS))
+		return LOCK_GARBAGE;
+	/* First user: record the namespace; on failure @ns receives it. */
+	if (!__atomic_compare_exchange_n(c->ns, &ns, mine, 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE) && ns != mine)
+		return LOCK_FOREIGN;
 	return 0;
 }
 
-/*
- * Reads the state word under the SIGBUS guard: the pthread calls that
- * follow run unguarded (a siglongjmp out of glibc would leave its robust
- * list inconsistent), so a truncated file is reported here, before them.
- */
 static int
-lock_touch(struct lock_ref *ref, uint32_t *state)
+try_body(void *arg)
 {
-	struct fault_guard guard;
+	struct lock_call *c = arg;
+	uint64_t expected = 0;
 
-	fault_guard_enter(&guard, ref->map->data, ref->map->size);
-	if (sigsetjmp(guard.env, 0)) {
-		mapping_raise_fault(ref->map, ref->offset);
-		return -1;
+	if (__atomic_compare_exchange_n(c->owner, &expected, c->me, 0,
+					__ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+		return BLOCK_READY;
+	c->seen = expected;
+	if ((expected & ~LOCK_WAITERS) == c->me)
+		return LOCK_RECURSIVE;
+	if (!peer_valid(expected & ~LOCK_WAITERS))
+		return LOCK_GARBAGE;
+	return BLOCK_SLEEP;
+}
+
+static int
+acquire_poll(struct block_op *op, int thorough)
+{
+	struct lock_call *c = op->ctx;
+	uint64_t v = __atomic_load_n(c->owner, __ATOMIC_RELAXED), holder;
+
+	c->seen = v;
+	if (v == 0) {
+		/* Taken with LOCK_WAITERS set: we may have been one of several
+		 * sleepers, and the others must still be woken on release. */
+		return __atomic_compare_exchange_n(c->owner, &v, c->me | LOCK_WAITERS, 0,
+						   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)
+			? BLOCK_READY : BLOCK_SLEEP;	/* lost the race: the word
+							 * differs, the sleep returns
+							 * at once and we poll again */
 	}
-	*state = __atomic_load_n(ref->state, __ATOMIC_ACQUIRE);
-	fault_guard_leave(&guard);
+	holder = v & ~LOCK_WAITERS;
+	if (!peer_valid(holder))
+		return LOCK_GARBAGE;
+	if (holder == c->me)
+		return LOCK_RECURSIVE;
+	if (thorough && peer_check(holder) == PEER_DEAD)
+		return __atomic_compare_exchange_n(c->owner, &v, c->me | LOCK_WAITERS, 0,
+						   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)
+			? LOCK_TAKEN_OVER : BLOCK_SLEEP;
+	if (!(v & LOCK_WAITERS))
+		(void)__atomic_compare_exchange_n(c->owner, &v, v | LOCK_WAITERS, 0,
+						  __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	op->sleep_offset = ((char *)c->owner - op->gate->map->data) + BLOCK_LOW_HALF;
+	op->sleep_expected = (uint32_t)(holder | LOCK_WAITERS);
+	op->watch_peer = 1;
+	return BLOCK_SLEEP;
+}
+
+static int
+release_body(void *arg)
+{
+	struct lock_call *c = arg;
+	uint64_t v = __atomic_load_n(c->owner, __ATOMIC_RELAXED);
+
+	c->seen = v;
+	if ((v & ~LOCK_WAITERS) != c->me)
+		return LOCK_NOT_OWNER;
+	c->seen = __atomic_exchange_n(c->owner, 0, __ATOMIC_RELEASE);
 	return 0;
 }
 
-static PyObject *
-lock_errno(int err, const char *what, struct lock_ref *ref)
-{
-	return sync_raise_errno(err, what, ref->offset);
-}
-
-/* Initialises the mutex; the caller owns state (INIT_TAG | pid). */
 static int
-lock_init_mutex(pthread_mutex_t *mutex)
+locked_body(void *arg)
 {
-	pthread_mutexattr_t attr;
-	int err;
+	struct lock_call *c = arg;
 
-	err = pthread_mutexattr_init(&attr);
-	if (err)
-		return err;
-	/* ERRORCHECK: relocking from the owner thread reports EDEADLK and a
-	 * release by a non-owner EPERM, instead of hanging or corrupting. */
-	if (!(err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) &&
-	    !(err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) &&
-	    !(err = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK)))
-		err = pthread_mutex_init(mutex, &attr);
-	pthread_mutexattr_destroy(&attr);
-	return err;
+	c->seen = __atomic_load_n(c->owner, __ATOMIC_ACQUIRE);
+	return 0;
 }
 
-/*
- * True when @state is an initialisation in progress by a live process.
- * Our own pid there is stale: lock_init() holds the GIL from its
- * compare-exchange to LOCK_READY, so no thread of ours is mid-way.
- */
-static int
-initialiser_alive(uint32_t state)
-{
-	pid_t pid = (pid_t)(state & ~INIT_TAG_MASK);
-
-	if (pid == getpid())
-		return 0;
-	return kill(pid, 0) == 0 || errno != ESRCH;
-}
+/* ---- errors ------------------------------------------------------------ */
 
 static PyObject *
-lock_init(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+lock_error(LockObject *self, int rc, const char *fault_addr)
 {
-	struct lock_ref ref;
-	uint32_t state, mine = INIT_TAG | (uint32_t)getpid();
-	int err;
-
-	if (lock_ref_arg(module, "lock_init", args, nargs, 2, &ref) < 0)
-		return NULL;
-	if (lock_touch(&ref, &state) < 0)
-		return NULL;
-	for (;;) {
-		if (state == LOCK_READY)
-			Py_RETURN_NONE;
-		if (state != 0 && (state & INIT_TAG_MASK) != INIT_TAG) {
-			PyErr_Format(PyExc_ValueError,
-				     "offset %zd does not hold a pymmapdev.Lock "
-				     "(state word 0x%08x; the %d bytes of a new "
-				     "lock must be zero)",
-				     ref.offset, (unsigned)state, LOCK_SIZE);
-			return NULL;
-		}
-		if (state == 0 || !initialiser_alive(state)) {
-			/* On failure @state receives the current value. */
-			if (__atomic_compare_exchange_n(ref.state, &state, mine,
-							0, __ATOMIC_ACQ_REL,
-							__ATOMIC_ACQUIRE))
-				break;
-			continue;
-		}
-		/* Another process is initialising: a matter of
-		 * microseconds, so a short sleep without the GIL. */
-		Py_BEGIN_ALLOW_THREADS
-		usleep(100);
-		Py_END_ALLOW_THREADS
-		if (PyErr_CheckSignals() < 0)
-			return NULL;
-		state = __atomic_load_n(ref.state, __ATOMIC_ACQUIRE);
-	}
-
-	err = lock_init_mutex(ref.mutex);
-	if (err) {
-		__atomic_store_n(ref.state, 0, __ATOMIC_RELEASE);
-		return lock_errno(err, "pthread_mutex_init", &ref);
-	}
-	__atomic_store_n(ref.state, LOCK_READY, __ATOMIC_RELEASE);
-	Py_RETURN_NONE;
-}
-
-/* Checks that lock_init() ran on this offset (by anyone). */
-static int
-lock_ready(struct lock_ref *ref)
-{
-	uint32_t state;
-
-	if (lock_touch(ref, &state) < 0)
-		return -1;
-	if (state != LOCK_READY) {
+	switch (rc) {
+	case FAULT_HIT:
+		return mapping_raise_fault(self->map, fault_addr, NULL);
+	case LOCK_GARBAGE:
 		PyErr_Format(PyExc_ValueError,
-			     "offset %zd does not hold an initialised "
-			     "pymmapdev.Lock (state word 0x%08x)",
-			     ref->offset, (unsigned)state);
-		return -1;
+			     "offset %zd does not hold a pymmapdev.Lock (the %d bytes of a "
+			     "new lock must be zero; a peer may have overwritten them)",
+			     self->offset, LOCK_SIZE);
+		return NULL;
+	case LOCK_FOREIGN:
+		PyErr_Format(PyExc_ValueError,
+			     "the Lock at offset %zd is used from another pid namespace or "
+			     "machine: a dead holder could not be told from a live one",
+			     self->offset);
+		return NULL;
+	case LOCK_RECURSIVE:
+		PyErr_Format(PyExc_RuntimeError,
+			     "the Lock at offset %zd is already held by this thread "
+			     "(it is not recursive)", self->offset);
+		return NULL;
+	default:
+		PyErr_Format(PyExc_SystemError, "Lock: unexpected state %d", rc);
+		return NULL;
 	}
+}
+
+/* Runs @body on the words of the admitted lock. */
+static int
+lock_run(struct gate *g, int (*body)(void *), struct lock_call *c,
+	 const char **fault_addr)
+{
+	struct fault_span span = {g->addr, LOCK_SIZE};
+
+	c->owner = (uint64_t *)(g->addr + LOCK_OWNER);
+	c->ns = (uint64_t *)(g->addr + LOCK_NS);
+	c->reserved = (const unsigned char *)g->addr + LOCK_RESERVED;
+	return fault_run(body, c, &span, 1, fault_addr);
+}
+
+static int
+lock_admit(LockObject *self, struct gate *g, enum pin_kind pin)
+{
+	return gate_enter(g, self->map, self->offset, LOCK_SIZE, LOCK_ALIGN, GATE_WRITE, pin);
+}
+
+/* ---- the type ---------------------------------------------------------- */
+
+static PyObject *
+lock_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+	static const char *const names[] = {"mapping", "offset"};
+	static const struct arg_spec spec = {"Lock", names, 2, 2, 0, 2};
+	module_state *st = PyType_GetModuleState(type);
+	PyObject *argv[2], *const *items;
+	Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+	MappingObject *map;
+	Py_ssize_t offset;
+	LockObject *self;
+	struct lock_call c = {0};
+	struct gate g;
+	const char *fault_addr;
+	int rc;
+
+	if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+		PyErr_SetString(PyExc_TypeError, "Lock() takes no keyword arguments");
+		return NULL;
+	}
+	items = &PyTuple_GET_ITEM(args, 0);
+	if (args_unpack(&spec, items, nargs, NULL, argv) < 0 ||
+	    arg_mapping(st, "Lock", argv[0], &map) < 0 || arg_offset(argv[1], &offset) < 0)
+		return NULL;
+	self = (LockObject *)type->tp_alloc(type, 0);
+	if (self == NULL)
+		return NULL;
+	self->map = (MappingObject *)Py_NewRef(map);
+	self->offset = offset;
+	/* A device mapping's WAIT ioctl and a file's futex both need a
+	 * writable word for LOCK_WAITERS: the gate refuses read-only ones. */
+	if (lock_admit(self, &g, PIN_ACCESS) < 0)
+		goto error;
+	rc = lock_run(&g, check_body, &c, &fault_addr);
+	gate_leave(&g);
+	if (rc != 0) {
+		lock_error(self, rc, fault_addr);
+		goto error;
+	}
+	return (PyObject *)self;
+
+error:
+	Py_DECREF(self);
+	return NULL;
+}
+
+static void
+lock_dealloc(LockObject *self)
+{
+	PyTypeObject *type = Py_TYPE(self);
+
+	PyObject_GC_UnTrack(self);
+	/* Dropped while held: the word stays ours (like a threading.Lock, it
+	 * is not released behind the user's back), but the mapping may close. */
+	if (self->held_generation != 0)
+		mapping_unpin_from(self->map, PIN_LOCK, self->held_generation);
+	Py_CLEAR(self->map);
+	type->tp_free(self);
+	Py_DECREF(type);
+}
+
+static int
+lock_traverse(LockObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(Py_TYPE(self));
+	Py_VISIT(self->map);
 	return 0;
 }
 
-/* Maps a pthread lock result to ACQ_* or an exception (-1). */
 static int
-lock_result(int err, struct lock_ref *ref)
+lock_clear(LockObject *self)
 {
-	switch (err) {
-	case 0:
-		return ACQ_OK;
-	case EOWNERDEAD:
-		/* The holder died inside its critical section.  We hold the
-		 * mutex now; mark it usable again and let Python tell the
-		 * caller, who must repair the protected state. */
-		err = pthread_mutex_consistent(ref->mutex);
-		if (err) {
-			lock_errno(err, "pthread_mutex_consistent", ref);
-			return -1;
+	if (self->held_generation != 0) {
+		mapping_unpin_from(self->map, PIN_LOCK, self->held_generation);
+		self->held_generation = 0;
+	}
+	Py_CLEAR(self->map);
+	return 0;
+}
+
+/* Records a successful acquisition: the admission's pin becomes the hold. */
+static void
+lock_hold(LockObject *self, struct gate *g)
+{
+	if (self->held_generation == gate_generation()) {
+		/* This object already pinned for a holder that died (another
+		 * of our threads, taken over): one hold, one pin. */
+		gate_leave(g);
+	} else {
+		gate_keep_pin(g, PIN_LOCK);
+		self->held_generation = gate_generation();
+	}
+}
+
+static PyObject *lock_release(LockObject *self, PyObject *Py_UNUSED(ignored));
+
+static PyObject *
+lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+	static const char *const names[] = {"timeout"};
+	static const struct arg_spec spec = {"acquire", names, 1, 0, 0, 1};
+	PyObject *argv[1];
+	struct deadline deadline;
+	struct lock_call c = {0};
+	struct block_op op = {0};
+	struct gate g;
+	const char *fault_addr;
+	int rc;
+
+	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
+	    arg_deadline(argv[0], &deadline) < 0)
+		return NULL;
+	if (lock_admit(self, &g, PIN_LOCK) < 0)
+		return NULL;
+	c.me = peer_self();
+	rc = lock_run(&g, try_body, &c, &fault_addr);
+	if (rc == BLOCK_SLEEP) {
+		op.gate = &g;
+		op.poll = acquire_poll;
+		op.ctx = &c;
+		op.spin = block_default_spin();
+		rc = block_until(&op, &deadline);
+		if (rc == BLOCK_TIMEOUT) {
+			gate_leave(&g);
+			Py_RETURN_FALSE;
 		}
-		return ACQ_OWNER_DIED;
-	case EBUSY:
-	case ETIMEDOUT:
-		return ACQ_TIMEOUT;
-	case EDEADLK:
-		PyErr_Format(PyExc_RuntimeError,
-			     "the Lock at offset %zd is already held by this "
-			     "thread (it is not recursive)", ref->offset);
-		return -1;
-	case ENOTRECOVERABLE:
-		PyErr_Format(PyExc_RuntimeError,
-			     "the Lock at offset %zd is unrecoverable: a "
-			     "previous owner died and the lock was released "
-			     "without being made consistent", ref->offset);
-		return -1;
-	default:
-		lock_errno(err, "pthread_mutex_lock", ref);
-		return -1;
+		if (rc == BLOCK_ERROR) {
+			gate_leave(&g);
+			return NULL;
+		}
 	}
-}
-
-/* lock_acquire(m, offset, timeout) -> 0 timed out, 1 acquired, 2 acquired
- * from an owner that died */
-static PyObject *
-lock_acquire(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-	struct lock_ref ref;
-	struct sync_deadline deadline;
-	struct timespec end;
-	int err, last, sig = 0, rc;
-
-	if (lock_ref_arg(module, "lock_acquire", args, nargs, 3, &ref) < 0)
-		return NULL;
-	if (sync_deadline_arg(args[2], &deadline) < 0)
-		return NULL;
-	if (lock_ready(&ref) < 0)
-		return NULL;
-
-	/* Uncontended: no GIL round trip. */
-	err = pthread_mutex_trylock(ref.mutex);
-	if (err != EBUSY || sync_deadline_passed(&deadline))
-		goto done;
-
-	/* close() refuses while exports > 0: the mutex stays mapped while we
-	 * sleep without the GIL. */
-	ref.map->exports++;
-	Py_BEGIN_ALLOW_THREADS
-	for (;;) {
-		/* The lock sleep is not interrupted by signals (glibc retries
-		 * EINTR), so slices are what lets Ctrl-C through. */
-		sync_slice_end(&deadline, &end, &last);
-		err = pthread_mutex_clocklock(ref.mutex, CLOCK_MONOTONIC, &end);
-		if (err != ETIMEDOUT || last)
-			break;
-		Py_BLOCK_THREADS
-		sig = PyErr_CheckSignals();
-		Py_UNBLOCK_THREADS
-		if (sig < 0)
-			break;
+	if (rc != BLOCK_READY && rc != LOCK_TAKEN_OVER) {
+		gate_leave(&g);
+		return lock_error(self, rc, fault_addr);
 	}
-	Py_END_ALLOW_THREADS
-	ref.map->exports--;
-	if (sig < 0)
-		return NULL;
+	lock_hold(self, &g);
+	self->owner_died = rc == LOCK_TAKEN_OVER;
+	if (self->owner_died &&
+	    PyErr_WarnFormat(lock_state(self)->owner_died_warning, 1,
+			     "the previous holder of the Lock at offset %zd died while "
+			     "holding it; the state it protects may need repair",
+			     self->offset) < 0) {
+		/* The warning became an error: the caller will not think it
+		 * holds the lock, so it must not. */
+		PyObject *type, *value, *tb, *ok;
 
-done:
-	rc = lock_result(err, &ref);
-	return rc < 0 ? NULL : PyLong_FromLong(rc);
+		PyErr_Fetch(&type, &value, &tb);
+		ok = lock_release(self, NULL);
+		Py_XDECREF(ok);
+		PyErr_Clear();
+		PyErr_Restore(type, value, tb);
+		return NULL;
+	}
+	Py_RETURN_TRUE;
 }
 
 static PyObject *
-lock_release(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+lock_release(LockObject *self, PyObject *Py_UNUSED(ignored))
 {
-	struct lock_ref ref;
-	int err;
+	struct lock_call c = {0};
+	struct gate g;
+	const char *fault_addr;
+	unsigned long generation = self->held_generation;
+	int rc;
 
-	if (lock_ref_arg(module, "lock_release", args, nargs, 2, &ref) < 0)
-		return NULL;
-	if (lock_ready(&ref) < 0)
-		return NULL;
-	err = pthread_mutex_unlock(ref.mutex);
-	if (err == EPERM) {
+	if (generation != gate_generation()) {
 		PyErr_Format(PyExc_RuntimeError,
-			     "release of the Lock at offset %zd, which this "
-			     "thread does not hold", ref.offset);
+			     "release of the Lock at offset %zd, which this thread does "
+			     "not hold", self->offset);
 		return NULL;
 	}
-	if (err)
-		return lock_errno(err, "pthread_mutex_unlock", &ref);
+	if (lock_admit(self, &g, PIN_ACCESS) < 0)
+		return NULL;
+	c.me = peer_self();
+	rc = lock_run(&g, release_body, &c, &fault_addr);
+	/*
+	 * Not ours.  If another live thread holds it (this object is shared
+	 * by threads, and that one acquired it), this call is a mistake and
+	 * the hold stays.  Otherwise the word was overwritten or taken over
+	 * from us: we hold nothing any more, and say so below.
+	 */
+	if (rc == LOCK_NOT_OWNER && peer_valid(c.seen & ~LOCK_WAITERS) &&
+	    peer_check(c.seen & ~LOCK_WAITERS) == PEER_ALIVE) {
+		gate_leave(&g);
+		PyErr_Format(PyExc_RuntimeError,
+			     "release of the Lock at offset %zd, which this thread does "
+			     "not hold", self->offset);
+		return NULL;
+	}
+	/* From here on this object holds nothing, whatever the word said. */
+	self->held_generation = 0;
+	mapping_unpin(self->map, PIN_LOCK);
+	if (rc == 0 && (c.seen & LOCK_WAITERS) &&
+	    block_wake(self->map, g.offset + LOCK_OWNER + BLOCK_LOW_HALF, 1) < 0) {
+		gate_leave(&g);
+		return NULL;
+	}
+	gate_leave(&g);
+	if (rc == FAULT_HIT)
+		return mapping_raise_fault(self->map, fault_addr, NULL);
+	if (rc == LOCK_NOT_OWNER) {
+		PyErr_Format(PyExc_RuntimeError,
+			     "the Lock at offset %zd was no longer this thread's when "
+			     "released (its owner word reads 0x%016llx: a peer overwrote it "
+			     "or took it over)", self->offset, (unsigned long long)c.seen);
+		return NULL;
+	}
 	Py_RETURN_NONE;
 }
 
 static PyObject *
-lock_layout(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+lock_enter(LockObject *self, PyObject *Py_UNUSED(ignored))
 {
-	return Py_BuildValue("(ii)", LOCK_SIZE, LOCK_ALIGN);
+	PyObject *ok = lock_acquire(self, NULL, 0, NULL);
+
+	if (ok == NULL)
+		return NULL;
+	Py_DECREF(ok);
+	return Py_NewRef(self);
 }
 
-PyMethodDef lock_functions[] = {
-	{"lock_init", (PyCFunction)(void (*)(void))lock_init, METH_FASTCALL,
-	 "lock_init(mapping, offset, /)\n--\n\n"
-	 "Initialise the robust mutex at offset exactly once (no-op when\n"
-	 "someone already did)."},
-	{"lock_acquire", (PyCFunction)(void (*)(void))lock_acquire,
-	 METH_FASTCALL,
-	 "lock_acquire(mapping, offset, timeout, /)\n--\n\n"
-	 "Acquire the mutex; timeout in seconds or None.  Returns 0 on\n"
-	 "timeout, 1 when acquired, 2 when acquired from an owner that died\n"
-	 "(the mutex was made consistent again)."},
-	{"lock_release", (PyCFunction)(void (*)(void))lock_release,
-	 METH_FASTCALL,
-	 "lock_release(mapping, offset, /)\n--\n\nRelease the mutex."},
-	{"lock_layout", lock_layout, METH_NOARGS,
-	 "lock_layout()\n--\n\n(size, alignment) of a lock in the mapping."},
-	{NULL, NULL, 0, NULL}
+static PyObject *
+lock_exit(LockObject *self, PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(nargs))
+{
+	return lock_release(self, NULL);
+}
+
+static PyObject *
+lock_locked(LockObject *self, PyObject *Py_UNUSED(ignored))
+{
+	struct lock_call c = {0};
+	struct gate g;
+	const char *fault_addr;
+
+	if (lock_admit(self, &g, PIN_ACCESS) < 0)
+		return NULL;
+	if (lock_run(&g, locked_body, &c, &fault_addr) == FAULT_HIT) {
+		gate_leave(&g);
+		return mapping_raise_fault(self->map, fault_addr, NULL);
+	}
+	gate_leave(&g);
+	return PyBool_FromLong(c.seen != 0);
+}
+
+static PyObject *
+lock_repr(LockObject *self)
+{
+	return PyUnicode_FromFormat("<pymmapdev.Lock offset=%zd of %R>", self->offset,
+				    (PyObject *)self->map);
+}
+
+static PyObject *
+lock_get_mapping(LockObject *self, void *Py_UNUSED(closure))
+{
+	return Py_NewRef(self->map);
+}
+
+static PyObject *
+lock_get_owner_died(LockObject *self, void *Py_UNUSED(closure))
+{
+	return PyBool_FromLong(self->owner_died);
+}
+
+static PyGetSetDef lock_getset[] = {
+	{"mapping", (getter)lock_get_mapping, NULL, "The Mapping holding the lock.", NULL},
+	{"owner_died", (getter)lock_get_owner_died, NULL,
+	 "Whether the last acquire() took the lock over from a holder that died.", NULL},
+	{NULL},
 };
+
+static PyMemberDef lock_members[] = {
+	{"offset", T_PYSSIZET, offsetof(LockObject, offset), READONLY,
+	 "Offset of the lock in the mapping."},
+	{NULL},
+};
+
+static PyMethodDef lock_methods[] = {
+	{"acquire", (PyCFunction)(void (*)(void))lock_acquire, METH_FASTCALL | METH_KEYWORDS,
+	 "acquire($self, /, timeout=None)\n--\n\n"
+	 "Take the lock; wait at most timeout seconds (None: no limit).\n\n"
+	 "Returns True when acquired, False on timeout.  If the holder died,\n"
+	 "the lock is taken over: owner_died is set and OwnerDiedWarning issued."},
+	{"release", (PyCFunction)lock_release, METH_NOARGS,
+	 "release($self, /)\n--\n\nRelease the lock; RuntimeError if not held here."},
+	{"locked", (PyCFunction)lock_locked, METH_NOARGS,
+	 "locked($self, /)\n--\n\nWhether anyone holds the lock now (a snapshot)."},
+	{"__enter__", (PyCFunction)lock_enter, METH_NOARGS, NULL},
+	{"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, NULL},
+	{NULL},
+};
+
+static PyType_Slot lock_slots[] = {
+	{Py_tp_doc, "Lock(mapping, offset)\n--\n\n"
+		    "A process-shared lock in LOCK.SIZE (64) bytes at offset (a multiple of\n"
+		    "Lock.ALIGN, 64) of a writable mapping; zero bytes are a free lock.\n"
+		    "Owned by a thread, not recursive; survives a holder that dies."},
+	{Py_tp_new, lock_new},
+	{Py_tp_dealloc, lock_dealloc},
+	{Py_tp_traverse, lock_traverse},
+	{Py_tp_clear, lock_clear},
+	{Py_tp_repr, lock_repr},
+	{Py_tp_methods, lock_methods},
+	{Py_tp_members, lock_members},
+	{Py_tp_getset, lock_getset},
+	{0, NULL},
+};
+
+PyType_Spec lock_type_spec = {
+	.name = "pymmapdev.Lock",
+	.basicsize = sizeof(LockObject),
+	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+	.slots = lock_slots,
+};
+
+int
+lock_type_ready(PyTypeObject *type)
+{
+	/* PyType_Spec has no slot for class constants */
+	if (type_add_int(type, "SIZE", LOCK_SIZE) < 0 ||
+	    type_add_int(type, "ALIGN", LOCK_ALIGN) < 0)
+		return -1;
+	return 0;
+}

@@ -1,7 +1,20 @@
 /*
- * The Mapping object shared by every file in csrc/.  One type serves files,
- * memfd/anonymous shared memory and mmapdev devices: only the constructor's
- * arguments and the wait/wake back end (wait.c) differ.
+ * The Mapping object shared by every file in csrc/, and the access gate.
+ *
+ * One type serves files, memfds and devices: only the constructor's
+ * arguments and the wait/wake back end (block.c) differ.
+ *
+ * Every access to mapped memory follows one order (design.md, "the trust
+ * boundary"):
+ *
+ *	1. convert all arguments (args.h): Python code may run, even close()
+ *	2. gate_enter(): pin the mapping, check the span, get the address
+ *	3. touch memory only through fault_run() (fault.h)
+ *	4. gate_leave(): unpin
+ *
+ * A pin keeps close() from unmapping; close() refuses with BufferError
+ * naming what holds it.  Pins are kept apart from buffer exports only in
+ * their accounting: both stop close().
  */
 #ifndef PYMMAPDEV_MAPPING_H
 #define PYMMAPDEV_MAPPING_H
@@ -17,83 +30,124 @@ typedef enum {
 	MAPPING_KIND_DEVICE = 1,
 } mapping_kind;
 
+/* Who holds a pin; close() names them. */
+enum pin_kind {
+	PIN_ACCESS,	/* a call touching memory (free-threaded builds only) */
+	PIN_VIEW,	/* an exported buffer: memoryview, numpy array, ... */
+	PIN_LOCK,	/* a held pymmapdev.Lock */
+	PIN_WAIT,	/* a call that sleeps or syscalls without the GIL */
+	PIN_KINDS
+};
+
 typedef struct {
 	PyObject_HEAD
-	char *data;		/* NULL once closed */
+	char *data;		/* stays set after close: `pins` says closed */
 	Py_ssize_t size;	/* bytes mapped */
 	Py_ssize_t map_offset;	/* offset of data[0] in the file or device:
 				 * the module's WAIT/WAKE address device words */
-	int fd;			/* our own dup of the caller's fd; -1 once closed */
+	int fd;			/* our own dup of the caller's fd */
 	int readonly;
 	mapping_kind kind;
-	Py_ssize_t exports;	/* live buffer exports; close() refuses while > 0 */
+	/*
+	 * MAPPING_CLOSED | number of pins, changed atomically: close() moves
+	 * it from 0 to MAPPING_CLOSED, a pin adds one unless it sees
+	 * MAPPING_CLOSED.  No GIL needed for either.
+	 */
+	uint64_t pins;
+	Py_ssize_t pins_by_kind[PIN_KINDS];	/* for close()'s message */
+	unsigned long fork_generation;	/* see gate.c: pins after fork() */
 	PyObject *path;		/* str, or None */
 	PyObject *weakreflist;
 } MappingObject;
 
+#define MAPPING_CLOSED	(UINT64_C(1) << 63)
+
 /* Per-module state (multi-phase init: no static type objects). */
 typedef struct {
 	PyTypeObject *mapping_type;
-	PyObject *fault_error;	/* pymmapdev.MappingFault, an OSError subclass */
+	PyTypeObject *lock_type;
+	PyTypeObject *slot_type;
+	PyObject *fault_error;		/* pymmapdev.MappingFault (OSError) */
+	PyObject *peer_died_error;	/* pymmapdev.PeerDied (OSError) */
+	PyObject *owner_died_warning;	/* pymmapdev.OwnerDiedWarning */
 } module_state;
 
-module_state *mapping_module_state(PyObject *module);
+module_state *module_state_of(PyObject *module);
 module_state *mapping_state_of(MappingObject *self);
 
-/* Sets ValueError("mapping is closed") and returns -1 if closed, else 0. */
-int mapping_check_open(MappingObject *self);
+/* ---- the gate (gate.c) --------------------------------------------- */
+
+/* What gate_enter checks besides the range. */
+enum {
+	GATE_READ = 0,
+	GATE_WRITE = 1,		/* the mapping must be writable */
+};
+
+/* An admitted span of a mapping; gate_leave() ends it. */
+struct gate {
+	MappingObject *map;
+	char *addr;		/* map->data + offset */
+	Py_ssize_t offset;
+	Py_ssize_t len;
+	enum pin_kind pin;
+};
 
 /*
- * The one gatekeeper for every access: checks open, 0 <= offset,
- * offset + size <= self->size, offset % align == 0 (align is 1, 2, 4 or 8)
- * and, with for_write, that the mapping is writable.  Returns the address
- * or NULL with ValueError (range/alignment, naming the offset and the
- * mapping size) or TypeError (read-only).
+ * Admits [offset, offset + len) of @map: open, in range, offset a multiple
+ * of @align (1, 2, 4 or 8 ... any power of two), writable when @access is
+ * GATE_WRITE.  Pins the mapping as @pin.  Returns 0, or -1 with ValueError
+ * ("mapping is closed", or the offset and the mapping size) or TypeError
+ * (read-only).  Never runs Python code.
  */
-char *mapping_span(MappingObject *self, Py_ssize_t offset, Py_ssize_t size,
-		   Py_ssize_t align, int for_write);
+int gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
+	       Py_ssize_t len, Py_ssize_t align, int access, enum pin_kind pin);
+/*
+ * With PIN_ACCESS, nothing between gate_enter() and gate_leave() may call
+ * into Python or allocate Python objects (a collection can run finalizers,
+ * which can close the mapping): in builds with a GIL that admission takes
+ * no pin.  Allocate results before the gate.  Longer admissions (PIN_WAIT)
+ * hold a real pin and may do anything.
+ */
+void gate_leave(struct gate *g);
 
-/* Converts a Python int to a non-negative offset; ValueError if negative. */
-int mapping_offset_converter(PyObject *obj, void *out /* Py_ssize_t * */);
+/* Hands a PIN_ACCESS/PIN_WAIT admission's pin over to a longer holder
+ * (a held Lock): the pin stays after gate_leave(). */
+void gate_keep_pin(struct gate *g, enum pin_kind as);
+
+/* Pin and unpin without a span (buffer exports, held locks). */
+int mapping_pin(MappingObject *map, enum pin_kind kind);
+void mapping_unpin(MappingObject *map, enum pin_kind kind);
+/* The fork generation a pin taken now belongs to (see gate.c). */
+unsigned long gate_generation(void);
+/* Unpins a pin taken in generation @gen; a no-op in a forked child. */
+void mapping_unpin_from(MappingObject *map, enum pin_kind kind, unsigned long gen);
+
+/* 1 when closed (no pin can be taken), else 0.  Never raises. */
+int mapping_is_closed(MappingObject *map);
+
+/* close(): 0, or -1 with BufferError naming what holds the mapping. */
+int mapping_seal(MappingObject *map);
+
+/* Called once at module init: fork handlers. */
+int gate_init(void);
 
 /*
- * Converts a Python int to an unsigned value of @bits (8/16/32/64).
- * OverflowError if it does not fit.
+ * Raises pymmapdev.MappingFault for a fault at @addr while @map was being
+ * accessed: names the offset and the likely cause (file truncated, or a
+ * device page the driver no longer provides).  @source, if not NULL, is the
+ * other side of a copy: a fault there is named as the source's.
+ * Returns NULL.
  */
-int mapping_unsigned_arg(PyObject *obj, int bits, uint64_t *out);
+PyObject *mapping_raise_fault(MappingObject *map, const char *addr,
+			      const Py_buffer *source);
 
-/*
- * Module functions that act on a place in a mapping (lock.c, slot.c) take
- * (mapping, offset, ...): checks the argument count (@want) and the type,
- * and converts the offset.  Returns 0, or -1 with TypeError/ValueError.
- */
-int mapping_place_args(PyObject *module, const char *fname,
-		       PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want,
-		       MappingObject **map, Py_ssize_t *offset);
-
-/* Raises pymmapdev.MappingFault for a fault at @offset (fault.c). */
-PyObject *mapping_raise_fault(MappingObject *self, Py_ssize_t offset);
-
-/* Method tables of the other concerns, spliced into the type (mapping.c). */
-extern PyMethodDef mapping_atomic_methods[];	/* atomic.c */
-extern PyMethodDef mapping_wait_methods[];	/* wait.c */
-
-/* Module-level functions of the other concerns (module.c splices them). */
-extern PyMethodDef device_functions[];		/* device.c */
-extern PyMethodDef lock_functions[];		/* lock.c */
-extern PyMethodDef slot_functions[];		/* slot.c */
-extern PyMethodDef wait_functions[];		/* wait.c: spin tuning */
+/* A Mapping argument of a function or constructor; TypeError otherwise. */
+int arg_mapping(module_state *st, const char *fname, PyObject *obj,
+		MappingObject **out);
 
 extern PyType_Spec mapping_type_spec;
 
-/* Fills the type's method table (mapping.c); call before creating the type. */
-int mapping_type_prepare(void);
-
-/*
- * Concatenates NULL-terminated method tables into @out (capacity @cap,
- * including the sentinel).  Sets SystemError and returns -1 if too small.
- */
-int method_tables_join(PyMethodDef *out, size_t cap,
-		       PyMethodDef *const *tables, size_t ntables);
+/* A class constant (PyType_Spec has no slot for them); module.c. */
+int type_add_int(PyTypeObject *type, const char *name, long value);
 
 #endif

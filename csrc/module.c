@@ -1,17 +1,46 @@
 /*
  * pymmapdev._core: the module object.  A thin table over the files that
- * each own one concern (psutil's layout): mapping.c (the Mapping type),
- * atomic.c and wait.c (its synchronisation methods), lock.c (robust mutex
- * primitives), device.c (mmapdev ioctls), fault.c (SIGBUS guard).
+ * each own one concern (psutil's layout):
+ *
+ *	mapping.c	the Mapping type: lifetime, attributes, buffer protocol
+ *	gate.c		the access gate: pins, span checks, close(), fork
+ *	fault.c		the SIGBUS guard
+ *	args.c		argument conversion
+ *	access.c	bytes and typed access      atomic.c   atomics
+ *	block.c		the one blocking loop       wait.c     wait/wake
+ *	peer.c		peer identities, liveness
+ *	lock.c		the Lock type               slot.c     the Slot type
+ *	pages.c		msync/madvise               array.c    ndarray (numpy)
+ *	device.c	mmapdev GET_INFO, file system space
  */
 #include "mapping.h"
+#include "device.h"
+#include "lock.h"
+#include "peer.h"
+#include "slot.h"
+#include "wait.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 module_state *
-mapping_module_state(PyObject *module)
+module_state_of(PyObject *module)
 {
 	return (module_state *)PyModule_GetState(module);
+}
+
+int
+type_add_int(PyTypeObject *type, const char *name, long value)
+{
+	PyObject *obj = PyLong_FromLong(value);
+	int rc;
+
+	if (obj == NULL)
+		return -1;
+	rc = PyDict_SetItemString(type->tp_dict, name, obj);
+	Py_DECREF(obj);
+	PyType_Modified(type);
+	return rc;
 }
 
 static int
@@ -45,39 +74,62 @@ add_madvise_constants(PyObject *module)
 	return 0;
 }
 
+/* pymmapdev.<name>, a subclass of @base, added to the module. */
+static PyObject *
+add_exception(PyObject *module, const char *name, const char *doc, PyObject *base)
+{
+	PyObject *exc = PyErr_NewExceptionWithDoc(name, doc, base, NULL);
+
+	if (exc == NULL || PyModule_AddObjectRef(module, strrchr(name, '.') + 1, exc) < 0) {
+		Py_XDECREF(exc);
+		return NULL;
+	}
+	return exc;
+}
+
+static PyTypeObject *
+add_type(PyObject *module, PyType_Spec *spec, int (*ready)(PyTypeObject *))
+{
+	PyTypeObject *type = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, NULL);
+
+	if (type == NULL)
+		return NULL;
+	if ((ready != NULL && ready(type) < 0) || PyModule_AddType(module, type) < 0) {
+		Py_DECREF(type);
+		return NULL;
+	}
+	return type;
+}
+
 static int
 core_exec(PyObject *module)
 {
-	module_state *state = mapping_module_state(module);
-	PyObject *bases = NULL;
+	module_state *st = module_state_of(module);
 
-	if (fault_handler_install() < 0) {
+	if (fault_rearm() < 0 || gate_init() < 0 || peer_init() < 0) {
 		PyErr_SetFromErrno(PyExc_OSError);
 		return -1;
 	}
-
-	if (mapping_type_prepare() < 0)
+	st->fault_error = add_exception(
+		module, "pymmapdev.MappingFault",
+		"The mapped memory could not be accessed (SIGBUS): typically the file\n"
+		"was truncated under the mapping by another process.", PyExc_OSError);
+	st->peer_died_error = add_exception(
+		module, "pymmapdev.PeerDied",
+		"A peer process died in the middle of an operation on shared state and\n"
+		"left it half done (errno EOWNERDEAD).", PyExc_OSError);
+	st->owner_died_warning = add_exception(
+		module, "pymmapdev.OwnerDiedWarning",
+		"A Lock was acquired from a holder that died inside its critical section.",
+		PyExc_RuntimeWarning);
+	if (st->fault_error == NULL || st->peer_died_error == NULL ||
+	    st->owner_died_warning == NULL)
 		return -1;
 
-	bases = PyTuple_Pack(1, PyExc_OSError);
-	if (bases == NULL)
-		return -1;
-	state->fault_error = PyErr_NewExceptionWithDoc(
-		"pymmapdev.MappingFault",
-		"The mapped memory could not be accessed (SIGBUS): typically the\n"
-		"file was truncated under the mapping by another process.",
-		bases, NULL);
-	Py_DECREF(bases);
-	if (state->fault_error == NULL)
-		return -1;
-	if (PyModule_AddObjectRef(module, "MappingFault", state->fault_error) < 0)
-		return -1;
-
-	state->mapping_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-		module, &mapping_type_spec, NULL);
-	if (state->mapping_type == NULL)
-		return -1;
-	if (PyModule_AddType(module, state->mapping_type) < 0)
+	st->mapping_type = add_type(module, &mapping_type_spec, NULL);
+	st->lock_type = add_type(module, &lock_type_spec, lock_type_ready);
+	st->slot_type = add_type(module, &slot_type_spec, slot_type_ready);
+	if (st->mapping_type == NULL || st->lock_type == NULL || st->slot_type == NULL)
 		return -1;
 
 	if (PyModule_AddIntConstant(module, "PAGESIZE", sysconf(_SC_PAGESIZE)) < 0)
@@ -85,23 +137,39 @@ core_exec(PyObject *module)
 	return add_madvise_constants(module);
 }
 
+static PyObject *
+core_rearm(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+	if (fault_rearm() < 0)
+		return PyErr_SetFromErrno(PyExc_OSError);
+	Py_RETURN_NONE;
+}
+
 static int
 core_traverse(PyObject *module, visitproc visit, void *arg)
 {
-	module_state *state = mapping_module_state(module);
+	module_state *st = module_state_of(module);
 
-	Py_VISIT(state->mapping_type);
-	Py_VISIT(state->fault_error);
+	Py_VISIT(st->mapping_type);
+	Py_VISIT(st->lock_type);
+	Py_VISIT(st->slot_type);
+	Py_VISIT(st->fault_error);
+	Py_VISIT(st->peer_died_error);
+	Py_VISIT(st->owner_died_warning);
 	return 0;
 }
 
 static int
 core_clear(PyObject *module)
 {
-	module_state *state = mapping_module_state(module);
+	module_state *st = module_state_of(module);
 
-	Py_CLEAR(state->mapping_type);
-	Py_CLEAR(state->fault_error);
+	Py_CLEAR(st->mapping_type);
+	Py_CLEAR(st->lock_type);
+	Py_CLEAR(st->slot_type);
+	Py_CLEAR(st->fault_error);
+	Py_CLEAR(st->peer_died_error);
+	Py_CLEAR(st->owner_died_warning);
 	return 0;
 }
 
@@ -111,38 +179,16 @@ core_free(void *module)
 	core_clear((PyObject *)module);
 }
 
-/*
- * Module-level functions come from several files; PyModuleDef wants one
- * array, so it is assembled once from the per-file tables.
- */
-static PyMethodDef *const function_tables[] = {
-	device_functions,
-	lock_functions,
-	slot_functions,
-	wait_functions,
+static PyMethodDef core_functions[] = {
+	DEVICE_FUNCTIONS_METHODDEFS	/* device.c */
+	SPIN_FUNCTIONS_METHODDEFS	/* block.c */
+	{"rearm_fault_handler", core_rearm, METH_NOARGS,
+	 "rearm_fault_handler()\n--\n\n"
+	 "Put the SIGBUS guard's handler back on top of one installed since\n"
+	 "(pymmapdev calls this after signal.signal(SIGBUS, ...) and\n"
+	 "faulthandler.enable())."},
+	{NULL, NULL, 0, NULL},
 };
-
-static PyMethodDef core_functions[64];
-
-int
-method_tables_join(PyMethodDef *out, size_t cap, PyMethodDef *const *tables,
-		   size_t ntables)
-{
-	size_t n = 0;
-
-	for (size_t t = 0; t < ntables; t++) {
-		for (const PyMethodDef *def = tables[t]; def->ml_name != NULL; def++) {
-			if (n + 1 >= cap) {	/* keep room for the sentinel */
-				PyErr_SetString(PyExc_SystemError,
-						"pymmapdev._core: method table too small");
-				return -1;
-			}
-			out[n++] = *def;
-		}
-	}
-	out[n] = (PyMethodDef){NULL};
-	return 0;
-}
 
 static PyModuleDef_Slot core_slots[] = {
 	{Py_mod_exec, core_exec},
@@ -152,7 +198,7 @@ static PyModuleDef_Slot core_slots[] = {
 static struct PyModuleDef core_module = {
 	PyModuleDef_HEAD_INIT,
 	.m_name = "pymmapdev._core",
-	.m_doc = "Shared memory mappings of files and mmapdev devices.",
+	.m_doc = "Shared memory mappings of files and devices.",
 	.m_size = sizeof(module_state),
 	.m_methods = core_functions,
 	.m_slots = core_slots,
@@ -164,9 +210,5 @@ static struct PyModuleDef core_module = {
 PyMODINIT_FUNC
 PyInit__core(void)
 {
-	if (core_functions[0].ml_name == NULL &&
-	    method_tables_join(core_functions, Py_ARRAY_LENGTH(core_functions),
-			       function_tables, Py_ARRAY_LENGTH(function_tables)) < 0)
-		return NULL;
 	return PyModuleDef_Init(&core_module);
 }

@@ -5,8 +5,8 @@
 ...     m[:5] = b"hello"
 ...     m.write_u32(8, 42)
 """
-from . import _core
-from ._core import Mapping, MappingFault, PAGESIZE
+from . import _core, _signals
+from ._core import Mapping, MappingFault, PAGESIZE, PeerDied
 from ._core import (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
                     MADV_DONTNEED, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK,
                     MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_DODUMP)
@@ -14,6 +14,8 @@ from ._open import anonymous, open_device, open_file
 from .sync import Lock, OwnerDiedWarning, Slot
 from ._core import get_spin, set_spin
 from . import _pickle  # noqa: F401  (registers pickling of Mapping, Lock, Slot)
+
+_signals.install()
 
 __version__ = "0.1.0"
 
@@ -24,6 +26,7 @@ for _name in ("MADV_FREE", "MADV_COLD", "MADV_PAGEOUT", "MADV_POPULATE_READ",
         globals()[_name] = getattr(_core, _name)
 del _name
 
-__all__ = ["Lock", "Mapping", "MappingFault", "OwnerDiedWarning", "PAGESIZE", "Slot", "anonymous",
+__all__ = ["Lock", "Mapping", "MappingFault", "OwnerDiedWarning", "PAGESIZE", "PeerDied", "Slot",
+           "anonymous",
            "get_spin", "open_device", "open_file", "set_spin"]
 __all__ += [name for name in globals() if name.startswith("MADV_")]

@@ -20,6 +20,7 @@ from ._core import MADV_WILLNEED as MADV_WILLNEED
 from ._core import PAGESIZE as PAGESIZE
 from ._core import Mapping as Mapping
 from ._core import MappingFault as MappingFault
+from ._core import PeerDied as PeerDied
 from ._core import get_spin as get_spin
 from ._core import set_spin as set_spin
 from ._open import anonymous as anonymous
@@ -31,7 +32,8 @@ from .sync import Slot as Slot
 
 __version__: str
 
-__all__ = ["Lock", "Mapping", "MappingFault", "OwnerDiedWarning", "PAGESIZE", "Slot", "anonymous",
+__all__ = ["Lock", "Mapping", "MappingFault", "OwnerDiedWarning", "PAGESIZE", "PeerDied", "Slot",
+           "anonymous",
            "get_spin", "open_device", "open_file", "set_spin",
            "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED", "MADV_DONTNEED",
            "MADV_REMOVE", "MADV_DONTFORK", "MADV_DOFORK", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE",

@@ -25,16 +25,84 @@ def _checked_size(size, what="size"):
     return size
 
 
-def _reserve(fd, path, current, size):
-    """Grow the file from *current* to *size* bytes with its blocks reserved.
+def _checked_mode(mode):
+    mode = operator.index(mode)
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"mode {mode:#o} is not a permission mode: only the bits of 0o777 are "
+                         f"allowed (no setuid, setgid, sticky or file type bits)")
+    return mode
 
-    posix_fallocate both extends the file and reserves its blocks, so a full
-    disk or tmpfs fails here with ENOSPC instead of a SIGBUS at the first
-    write.  It never shrinks the file, unlike ftruncate, which matters when
-    two processes create the same file with different sizes at once.
-    """
+
+def _read_int(path):
     try:
-        os.posix_fallocate(fd, current, size - current)
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_memory_limit():
+    """The memory limit of this process's cgroup (v2 or v1), or None."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":                                   # v2
+            limits.append(_read_int(f"/sys/fs/cgroup{path}/memory.max"))
+        elif "memory" in controllers.split(","):                # v1
+            limits.append(_read_int(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"))
+    limits = [limit for limit in limits if limit]
+    return min(limits) if limits else None
+
+
+def memory_limit():
+    """Bytes of shared memory this process could ever back: RAM + swap, or
+    its cgroup's limit when lower."""
+    fields = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            name, value = line.split(":", 1)
+            fields[name] = int(value.split()[0]) * 1024
+    limit = fields.get("MemTotal", 0) + fields.get("SwapTotal", 0)
+    cgroup = _cgroup_memory_limit()
+    return min(limit, cgroup) if cgroup else limit
+
+
+def _check_memory(fd, path, current, size, memory_backed):
+    """Refuse sizes that memory-backed files (tmpfs, memfd) cannot hold.
+
+    Reserving them would fill memory until the OOM killer steps in, and it
+    may kill other processes before ours: fail before allocating anything.
+    """
+    is_tmpfs, available = _core.fs_space(fd)
+    if not (memory_backed or is_tmpfs):
+        return
+    limit = memory_limit()
+    if size > limit:
+        raise OSError(errno.ENOMEM, f"cannot back {size} bytes with memory: this machine "
+                      f"has {limit} bytes of RAM + swap (or a cgroup limit) in all", path)
+    if is_tmpfs and available is not None and size - current > available:
+        raise OSError(errno.ENOSPC, f"cannot reserve {size} bytes: the tmpfs holding the "
+                      f"file has {available} bytes free", path)
+
+
+def _reserve(fd, path, allocated, size, memory_backed=False):
+    """Reserve the blocks of the first *size* bytes, extending the file.
+
+    posix_fallocate both extends the file and reserves its blocks, holes
+    included, so a full disk or tmpfs fails here with ENOSPC instead of a
+    SIGBUS at the first write.  It never shrinks the file, unlike
+    ftruncate, which matters when two processes create the same file with
+    different sizes at once.
+    """
+    _check_memory(fd, path, allocated, size, memory_backed)
+    try:
+        os.posix_fallocate(fd, 0, size)
     except OSError as exc:
         if exc.errno not in _NO_FALLOCATE:
             raise OSError(exc.errno, f"cannot reserve {size} bytes: {exc.strerror}",
@@ -43,6 +111,56 @@ def _reserve(fd, path, current, size):
         # if nobody has grown the file past size in the meantime.
         if os.fstat(fd).st_size < size:
             os.ftruncate(fd, size)
+
+
+def _refuse_planted_symlink(path):
+    """Refuse to follow *path* if it is a symlink that fs.protected_symlinks=1
+    would not follow: one in a sticky world-writable directory (/tmp,
+    /dev/shm) owned neither by us nor by the directory's owner, i.e. planted
+    by another user to make us create or open a file of their choosing."""
+    link = os.lstat(path)
+    if not stat.S_ISLNK(link.st_mode):
+        return
+    directory = os.stat(os.path.dirname(os.path.abspath(path)) or "/")
+    sticky_world_writable = (directory.st_mode & stat.S_ISVTX and
+                             directory.st_mode & stat.S_IWOTH)
+    if (sticky_world_writable and link.st_uid != os.geteuid() and
+            link.st_uid != directory.st_uid):
+        raise PermissionError(
+            errno.EACCES, f"refusing to follow a symlink owned by uid {link.st_uid} in a "
+            f"sticky world-writable directory (what fs.protected_symlinks=1 refuses: "
+            f"another user may have planted it)", path)
+
+
+def _open(path, flags, mode=0o600):
+    """os.open without following a planted symlink and without blocking.
+
+    O_NONBLOCK: opening a FIFO for reading would wait for a writer (the
+    type is checked right after, and a FIFO refused); the flag is cleared
+    again for devices.
+    """
+    flags |= os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+    _refuse_planted_symlink(path)
+    return os.open(path, flags, mode)
+
+
+def _blocking(fd):
+    os.set_blocking(fd, True)
+
+
+def _file_type_error(path, st):
+    if stat.S_ISDIR(st.st_mode):
+        return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if stat.S_ISCHR(st.st_mode):
+        return ValueError(f"{path} is a character device: use open_device()")
+    kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
+        "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
+    return ValueError(f"{path} is {kind} and cannot be mapped")
 
 
 def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
@@ -58,28 +176,25 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
         path = os.fsdecode(path)
     if size is not None:
         size = _checked_size(size)
-    flags = os.O_CLOEXEC | (os.O_RDONLY if readonly else os.O_RDWR)
+    mode = _checked_mode(mode)
+    flags = os.O_RDONLY if readonly else os.O_RDWR
     if create and not readonly:
         flags |= os.O_CREAT
-    fd = os.open(path, flags, mode)
+    fd = _open(path, flags, mode)
     try:
         st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if stat.S_ISCHR(st.st_mode):
-            raise ValueError(f"{path} is a character device: use open_device()")
         if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{path} is not a regular file and cannot be mapped")
+            raise _file_type_error(path, st)
         if size is None:
             if st.st_size == 0:
                 raise ValueError(f"{path} is empty: pass size= to give it a size")
             size = st.st_size
-        elif st.st_size < size:
-            if readonly:
-                raise ValueError(
-                    f"{path} has {st.st_size} bytes, fewer than size={size}: a read-only "
-                    f"mapping cannot extend it (open it writable or pass a smaller size)")
-            _reserve(fd, path, st.st_size, size)
+        elif st.st_size < size and readonly:
+            raise ValueError(
+                f"{path} has {st.st_size} bytes, fewer than size={size}: a read-only "
+                f"mapping cannot extend it (open it writable or pass a smaller size)")
+        if not readonly:
+            _reserve(fd, path, st.st_blocks * 512, size)
         return _core.Mapping(fd, size, 0, readonly=readonly, kind="file", path=path,
                              populate=populate)
     finally:
@@ -92,7 +207,7 @@ def anonymous(size, *, name="pymmapdev"):
     size = _checked_size(size)
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
-        _reserve(fd, None, 0, size)
+        _reserve(fd, None, 0, size, memory_backed=True)
         return _core.Mapping(fd, size, 0, kind="file", path=None)
     finally:
         os.close(fd)
@@ -111,7 +226,7 @@ def open_device(path="/dev/mmapdev0", size=None, *, offset=0, readonly=False):
     if size is not None:
         size = _checked_size(size)
     try:
-        fd = os.open(path, os.O_CLOEXEC | (os.O_RDONLY if readonly else os.O_RDWR))
+        fd = _open(path, os.O_RDONLY if readonly else os.O_RDWR)
     except FileNotFoundError as exc:
         raise FileNotFoundError(
             exc.errno, f"{exc.strerror} (is the mmapdev module loaded? "
@@ -122,6 +237,10 @@ def open_device(path="/dev/mmapdev0", size=None, *, offset=0, readonly=False):
             f"mode= parameter or the udev rule kmod/99-mmapdev.rules; join its group)",
             path) from None
     try:
+        st = os.fstat(fd)
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            raise _file_type_error(path, st)
+        _blocking(fd)
         try:
             info = _core.device_info(fd)
         except OSError as exc:

@@ -105,7 +105,7 @@ def test_bad_values_and_arity(m, bits):
         o["compare_exchange"](0, 0, 1 << bits)
     with pytest.raises(TypeError):
         o["store"](0, "1")
-    with pytest.raises(TypeError, match="exactly 1 argument"):
+    with pytest.raises(TypeError, match="exactly (1|one) argument"):
         o["load"]()
     with pytest.raises(TypeError, match="exactly 3 arguments"):
         o["compare_exchange"](0, 1)

@@ -164,8 +164,9 @@ def op_index(md, rnd):
         assert not ok or got == md.mirror[i]
         return
     value = rnd.choice([0, 255, rnd.randrange(256), 256])
-    err = TypeError if md.readonly else IndexError if not ok else \
-        OverflowError if value > 255 else None
+    # arguments are converted before the mapping is looked at
+    err = IndexError if not ok else OverflowError if value > 255 else \
+        TypeError if md.readonly else None
     md.expect(err, lambda: md.m.__setitem__(i, value))
     if err is None:
         md.mirror[i] = value
@@ -184,7 +185,7 @@ def op_slice(md, rnd):
         return
     n = len(md.mirror[sl])
     data = rnd.randbytes(n if rnd.random() < 0.8 else n + 1)
-    err = TypeError if md.readonly else None if len(data) == n else IndexError
+    err = IndexError if len(data) != n else TypeError if md.readonly else None
     md.expect(err, lambda: md.m.__setitem__(sl, data))
     if err is None:
         md.mirror[sl] = data

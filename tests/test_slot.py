@@ -18,11 +18,11 @@ def m(shm_path):
 
 def test_size_for():
     S = pymmapdev.Slot
-    assert S.HEADER == 24
-    assert S.size_for(0) == 24
-    assert S.size_for(1) == 32
-    assert S.size_for(8) == 32
-    assert S.size_for(100) == 24 + 104
+    assert S.HEADER == 40
+    assert S.size_for(0) == 40
+    assert S.size_for(1) == 48
+    assert S.size_for(8) == 48
+    assert S.size_for(100) == 40 + 104
     with pytest.raises(ValueError):
         S.size_for(-1)
 
@@ -51,7 +51,9 @@ def test_layout_is_the_documented_one(m):
     assert m.read_u64(64) == 4                          # seq = 2 * version
     assert m.read_u64(72) == 4                          # length
     assert m.read_u32(80) == 0                          # no reader asleep
-    assert m[88:92] == b"defg"
+    assert m.read_u64(88) & 0x3fffff == threading.get_native_id()   # the writer
+    assert m.read_u64(96) != 0                          # its namespace
+    assert m[104:108] == b"defg"
     assert m[64 + pymmapdev.Slot.size_for(16)] == 0     # nothing beyond
 
 

@@ -1,9 +1,10 @@
 """Synchronisation on device mappings: atomics, wait/wake through the
-module's ioctls, Slot across processes, Ctrl-C, and the Lock's refusal.
+module's ioctls, Slot and Lock across processes, Ctrl-C.
 
-pymmapdev.Lock refuses device mappings on purpose: a robust process-shared
-mutex needs shared futexes, which fail with EFAULT on the mmapdev buffer's
-pages, so a holder's death could not be detected there.
+Shared futexes fail with EFAULT on the mmapdev buffer's pages, so every
+sleep goes through the module's WAIT/WAKE ioctls; the Lock keeps no libc
+state in the buffer (plain words: the holder's identity), so it works here
+exactly as on files, dead holders included.
 """
 import os
 import signal
@@ -62,10 +63,52 @@ def test_atomics_errors(m):
         m.load_u32(m.size)
 
 
-def test_lock_is_refused_with_a_clear_error(m):
-    with pytest.raises(TypeError, match="device"):
-        pymmapdev.Lock(m, BASE)
-    assert m.read_u64(BASE) == 0                  # nothing was written
+LOCKED_INCREMENTS = """
+import sys, pymmapdev
+base, n = int(sys.argv[1]), int(sys.argv[2])
+with pymmapdev.open_device() as m:
+    lock = pymmapdev.Lock(m, base)
+    for _ in range(n):
+        with lock:
+            m.write_u64(base + 64, m.read_u64(base + 64) + 1)
+"""
+
+
+def test_lock_excludes_across_processes(m):
+    n = 300
+    procs = [devlib.python(LOCKED_INCREMENTS, BASE, n) for _ in range(2)]
+    lock = pymmapdev.Lock(m, BASE)
+    for _ in range(n):
+        with lock:
+            m.write_u64(BASE + 64, m.read_u64(BASE + 64) + 1)
+    for p in procs:
+        out, err = p.communicate(timeout=GUARD)
+        assert p.returncode == 0, err
+    assert m.read_u64(BASE + 64) == 3 * n
+    assert not lock.locked()
+
+
+HOLD_FOREVER = """
+import sys, time, pymmapdev
+with pymmapdev.open_device() as m:
+    lock = pymmapdev.Lock(m, int(sys.argv[1]))
+    lock.acquire()
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_lock_holder_killed_is_taken_over(m):
+    holder = devlib.python(HOLD_FOREVER, BASE)
+    assert holder.stdout.readline().strip() == "held"
+    lock = pymmapdev.Lock(m, BASE)
+    assert lock.acquire(timeout=0.05) is False            # really held
+    holder.kill()
+    holder.communicate(timeout=GUARD)
+    with pytest.warns(pymmapdev.OwnerDiedWarning):
+        assert lock.acquire(timeout=GUARD) is True
+    assert lock.owner_died
+    lock.release()
 
 
 def test_wait_timeout_and_spin(m):

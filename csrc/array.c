@@ -1,0 +1,149 @@
+/*
+ * Mapping.ndarray(): numpy.frombuffer over the mapping.
+ *
+ * The array hands the memory to code we cannot guard, so before making one
+ * check that the file still backs the whole range: one fstat instead of a
+ * SIGBUS in numpy later.  (Pages past EOF fault; the last partial page
+ * does not.)
+ */
+#include "array.h"
+#include "args.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+static PyObject *
+import_numpy(void)
+{
+	PyObject *numpy = PyImport_ImportModule("numpy");
+
+	if (numpy == NULL && PyErr_ExceptionMatches(PyExc_ImportError)) {
+		PyErr_Clear();
+		PyErr_SetString(PyExc_ImportError,
+				"Mapping.ndarray() needs numpy, which could not be "
+				"imported: pip install numpy");
+	}
+	return numpy;
+}
+
+/* numpy.<name>(arg), with arg passed as one object even if a tuple */
+static PyObject *
+call_numpy(PyObject *numpy, const char *name, PyObject *arg)
+{
+	PyObject *func = PyObject_GetAttrString(numpy, name), *result;
+
+	if (func == NULL)
+		return NULL;
+	result = PyObject_CallOneArg(func, arg);
+	Py_DECREF(func);
+	return result;
+}
+
+/* The item count and size, from everything that may run Python code. */
+static int
+array_geometry(PyObject *numpy, PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize,
+	       Py_ssize_t *count)
+{
+	PyObject *size_obj = PyObject_GetAttrString(dtype, "itemsize"), *prod;
+
+	if (size_obj == NULL)
+		return -1;
+	*itemsize = PyLong_AsSsize_t(size_obj);
+	Py_DECREF(size_obj);
+	if (*itemsize <= 0) {
+		if (!PyErr_Occurred())
+			PyErr_SetString(PyExc_ValueError, "dtype has no fixed item size");
+		return -1;
+	}
+	*count = -1;
+	if (shape == NULL || shape == Py_None)
+		return 0;
+	prod = call_numpy(numpy, "prod", shape);
+	if (prod == NULL)
+		return -1;
+	*count = PyNumber_AsSsize_t(prod, PyExc_OverflowError);
+	Py_DECREF(prod);
+	if (*count == -1 && PyErr_Occurred())
+		return -1;
+	if (*count < 0) {
+		PyErr_Format(PyExc_ValueError, "shape %R has a negative dimension", shape);
+		return -1;
+	}
+	return 0;
+}
+
+/* Raises MappingFault when the file no longer backs [offset, offset+len). */
+static int
+check_backed(MappingObject *self, Py_ssize_t offset, Py_ssize_t len)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	struct stat st;
+	Py_ssize_t backed;
+
+	if (self->kind != MAPPING_KIND_FILE || len == 0)
+		return 0;
+	if (fstat(self->fd, &st) < 0) {
+		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->path);
+		return -1;
+	}
+	backed = ((Py_ssize_t)st.st_size - self->map_offset + page - 1) / page * page;
+	if (offset + len > backed) {
+		mapping_raise_fault(self, self->data + (offset > backed ? offset : backed), NULL);
+		return -1;
+	}
+	return 0;
+}
+
+PyObject *
+array_ndarray(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+	static const char *const names[] = {"dtype", "shape", "offset"};
+	static const struct arg_spec spec = {"ndarray", names, 3, 1, 0, 3};
+	PyObject *argv[3], *numpy = NULL, *dtype = NULL, *flat = NULL, *result = NULL;
+	Py_ssize_t offset = 0, itemsize, count;
+	struct gate g;
+
+	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
+	    (argv[2] != NULL && arg_offset(argv[2], &offset) < 0))
+		return NULL;
+	numpy = import_numpy();
+	if (numpy == NULL)
+		return NULL;
+	dtype = call_numpy(numpy, "dtype", argv[0]);
+	if (dtype == NULL || array_geometry(numpy, dtype, argv[1], &itemsize, &count) < 0)
+		goto out;
+	if (count < 0)
+		count = offset <= self->size ? (self->size - offset) / itemsize : 0;
+	if (count > PY_SSIZE_T_MAX / itemsize) {
+		PyErr_Format(PyExc_ValueError, "%zd items of %zd bytes are too many", count,
+			     itemsize);
+		goto out;
+	}
+	if (offset <= self->size && count > (self->size - offset) / itemsize) {
+		PyErr_Format(PyExc_ValueError,
+			     "%zd items of %zd bytes at offset %zd do not fit in the mapping "
+			     "of %zd bytes", count, itemsize, offset, self->size);
+		goto out;
+	}
+	/* Everything converted: now the mapping (fstat may block briefly). */
+	if (gate_enter(&g, self, offset, count * itemsize, 1, GATE_READ, PIN_ACCESS) < 0)
+		goto out;
+	if (check_backed(self, offset, count * itemsize) < 0) {
+		gate_leave(&g);
+		goto out;
+	}
+	gate_leave(&g);
+	flat = PyObject_CallMethod(numpy, "frombuffer", "OOnn", (PyObject *)self, dtype, count,
+				   offset);
+	if (flat == NULL || argv[1] == NULL || argv[1] == Py_None) {
+		result = flat;
+		flat = NULL;
+		goto out;
+	}
+	result = PyObject_CallMethod(flat, "reshape", "(O)", argv[1]);
+out:
+	Py_XDECREF(flat);
+	Py_XDECREF(dtype);
+	Py_XDECREF(numpy);
+	return result;
+}

@@ -1,0 +1,223 @@
+/*
+ * The access gate: pins, the span check, close(), and fork.
+ *
+ * A pin is one count in MappingObject.pins; close() seals the mapping by
+ * moving that word from 0 to MAPPING_CLOSED with one compare-exchange, and
+ * a pin is a fetch-add that backs out when it sees MAPPING_CLOSED.  So a
+ * mapping is never unmapped while anyone holds a pin, whatever thread or
+ * signal handler calls close(), with or without the GIL.
+ *
+ * Short accesses that hold the GIL from the check to the last byte
+ * (PIN_ACCESS) take no pin in builds with a GIL: no other thread can run
+ * and no Python code runs in between (all arguments were converted before
+ * the gate), so the atomic read-modify-writes would only cost time on the
+ * hottest path.  A free-threaded build pins them like everything else.
+ *
+ * fork(): the child is a copy with only the forking thread.  Pins held by
+ * the parent's other threads (sleepers in wait(), held Locks, accesses)
+ * would never be released there, so a child could never close its copy.
+ * Views are different: a memoryview is an object the child has too.  Each
+ * mapping remembers the fork generation of its pins; the first pin or
+ * close in a child drops the inherited non-view pins.
+ */
+#include "mapping.h"
+
+#include <pthread.h>
+
+#if defined(Py_GIL_DISABLED)
+#define PIN_SHORT_ACCESSES 1
+#else
+#define PIN_SHORT_ACCESSES 0
+#endif
+
+static unsigned long fork_generation = 1;
+
+static void
+after_fork_in_child(void)
+{
+	fork_generation++;
+}
+
+int
+gate_init(void)
+{
+	static int done;
+
+	if (done)
+		return 0;
+	done = 1;
+	return pthread_atfork(NULL, NULL, after_fork_in_child) == 0 ? 0 : -1;
+}
+
+unsigned long
+gate_generation(void)
+{
+	return __atomic_load_n(&fork_generation, __ATOMIC_RELAXED);
+}
+
+/* Drops pins inherited across fork() (see the top of the file). */
+static void
+adopt_after_fork(MappingObject *map)
+{
+	unsigned long seen = __atomic_load_n(&map->fork_generation, __ATOMIC_ACQUIRE);
+	unsigned long now = gate_generation();
+	Py_ssize_t stale = 0;
+
+	if (seen == now ||
+	    !__atomic_compare_exchange_n(&map->fork_generation, &seen, now, 0,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return;
+	for (int kind = 0; kind < PIN_KINDS; kind++) {
+		if (kind == PIN_VIEW)
+			continue;
+		stale += __atomic_exchange_n(&map->pins_by_kind[kind], 0, __ATOMIC_RELAXED);
+	}
+	if (stale > 0)
+		__atomic_fetch_sub(&map->pins, (uint64_t)stale, __ATOMIC_ACQ_REL);
+}
+
+int
+mapping_pin(MappingObject *map, enum pin_kind kind)
+{
+	uint64_t old;
+
+	adopt_after_fork(map);
+	old = __atomic_fetch_add(&map->pins, 1, __ATOMIC_ACQUIRE);
+	if (old & MAPPING_CLOSED) {
+		__atomic_fetch_sub(&map->pins, 1, __ATOMIC_RELEASE);
+		PyErr_SetString(PyExc_ValueError, "mapping is closed");
+		return -1;
+	}
+	__atomic_fetch_add(&map->pins_by_kind[kind], 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+void
+mapping_unpin(MappingObject *map, enum pin_kind kind)
+{
+	__atomic_fetch_sub(&map->pins_by_kind[kind], 1, __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&map->pins, 1, __ATOMIC_RELEASE);
+}
+
+void
+mapping_unpin_from(MappingObject *map, enum pin_kind kind, unsigned long gen)
+{
+	if (gen == gate_generation())
+		mapping_unpin(map, kind);
+}
+
+int
+mapping_is_closed(MappingObject *map)
+{
+	return (__atomic_load_n(&map->pins, __ATOMIC_ACQUIRE) & MAPPING_CLOSED) != 0;
+}
+
+int
+mapping_seal(MappingObject *map)
+{
+	static const char *const names[PIN_KINDS] = {
+		[PIN_ACCESS] = "call in another thread",
+		[PIN_VIEW] = "exported buffer (memoryview, numpy array, ...)",
+		[PIN_LOCK] = "held pymmapdev.Lock",
+		[PIN_WAIT] = "blocking call (wait, a Lock or Slot wait, flush, ...)",
+	};
+	uint64_t expected = 0;
+	PyObject *parts, *sep, *text;
+
+	adopt_after_fork(map);
+	if (__atomic_compare_exchange_n(&map->pins, &expected, MAPPING_CLOSED, 0,
+					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) ||
+	    (expected & MAPPING_CLOSED))
+		return 0;
+
+	parts = PyList_New(0);
+	if (parts == NULL)
+		return -1;
+	for (int kind = 0; kind < PIN_KINDS; kind++) {
+		Py_ssize_t n = __atomic_load_n(&map->pins_by_kind[kind], __ATOMIC_RELAXED);
+		PyObject *part;
+
+		if (n <= 0)
+			continue;
+		part = PyUnicode_FromFormat("%zd %s", n, names[kind]);
+		if (part == NULL || PyList_Append(parts, part) < 0) {
+			Py_XDECREF(part);
+			Py_DECREF(parts);
+			return -1;
+		}
+		Py_DECREF(part);
+	}
+	sep = PyUnicode_FromString(", ");
+	text = sep ? PyUnicode_Join(sep, parts) : NULL;
+	Py_XDECREF(sep);
+	Py_DECREF(parts);
+	if (text == NULL)
+		return -1;
+	PyErr_Format(PyExc_BufferError, "cannot close the mapping while it is in use: %U", text);
+	Py_DECREF(text);
+	return -1;
+}
+
+int
+gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
+	   Py_ssize_t len, Py_ssize_t align, int access, enum pin_kind pin)
+{
+	g->map = map;
+	g->pin = pin;
+	if (pin != PIN_ACCESS || PIN_SHORT_ACCESSES) {
+		if (mapping_pin(map, pin) < 0)
+			return -1;
+	} else if (mapping_is_closed(map)) {
+		PyErr_SetString(PyExc_ValueError, "mapping is closed");
+		return -1;
+	}
+	if (offset < 0 || len < 0 || offset > map->size || len > map->size - offset) {
+		PyErr_Format(PyExc_ValueError,
+			     "offset %zd + %zd bytes is outside the mapping of %zd bytes",
+			     offset, len, map->size);
+		goto refused;
+	}
+	if (offset & (align - 1)) {
+		PyErr_Format(PyExc_ValueError,
+			     "offset %zd is not aligned to %zd bytes (mapping of %zd bytes)",
+			     offset, align, map->size);
+		goto refused;
+	}
+	if (access == GATE_WRITE && map->readonly) {
+		PyErr_SetString(PyExc_TypeError, "mapping is read-only");
+		goto refused;
+	}
+	g->addr = map->data + offset;
+	g->offset = offset;
+	g->len = len;
+	return 0;
+
+refused:
+	g->pin = PIN_KINDS;
+	if (pin != PIN_ACCESS || PIN_SHORT_ACCESSES)
+		mapping_unpin(map, pin);
+	return -1;
+}
+
+void
+gate_leave(struct gate *g)
+{
+	if (g->pin == PIN_KINDS)
+		return;		/* kept by gate_keep_pin(), or refused */
+	if (g->pin != PIN_ACCESS || PIN_SHORT_ACCESSES)
+		mapping_unpin(g->map, g->pin);
+	g->pin = PIN_KINDS;
+}
+
+void
+gate_keep_pin(struct gate *g, enum pin_kind as)
+{
+	if (g->pin == PIN_ACCESS && !PIN_SHORT_ACCESSES) {
+		/* no pin was taken for the short access: take the long one */
+		(void)mapping_pin(g->map, as);	/* cannot fail: we hold the GIL and it is open */
+	} else {
+		__atomic_fetch_sub(&g->map->pins_by_kind[g->pin], 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&g->map->pins_by_kind[as], 1, __ATOMIC_RELAXED);
+	}
+	g->pin = PIN_KINDS;
+}

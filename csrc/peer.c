@@ -1,0 +1,155 @@
+/*
+ * Thread identities and liveness (peer.h).
+ *
+ * Everything here runs without the GIL and without the Python API (the
+ * blocking loop's poll() calls peer_check()), so /proc is read with plain
+ * open/read/close into stack buffers.
+ */
+#include "peer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static __thread uint64_t self_ident;
+static uint64_t namespace_tag;
+
+static void
+after_fork_in_child(void)
+{
+	/* The forking thread lives on with a new tid and start time. */
+	self_ident = 0;
+	__atomic_store_n(&namespace_tag, 0, __ATOMIC_RELAXED);
+}
+
+int
+peer_init(void)
+{
+	static int done;
+
+	if (done)
+		return 0;
+	done = 1;
+	return pthread_atfork(NULL, NULL, after_fork_in_child) == 0 ? 0 : -1;
+}
+
+/* Reads a small file into @buf (NUL-terminated); its length, or -1. */
+static ssize_t
+read_small(const char *path, char *buf, size_t size)
+{
+	ssize_t n;
+	int fd;
+
+	do
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	while (fd < 0 && errno == EINTR);
+	if (fd < 0)
+		return -1;
+	do
+		n = read(fd, buf, size - 1);
+	while (n < 0 && errno == EINTR);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	return n;
+}
+
+/*
+ * State letter and start time of thread @tid from /proc/<tid>/stat.
+ * Returns 1, 0 when there is no such thread, -1 when it cannot tell.
+ */
+static int
+thread_stat(unsigned long tid, char *state, unsigned long long *start)
+{
+	char path[64], buf[1024], *p;
+	int field;
+
+	snprintf(path, sizeof(path), "/proc/%lu/stat", tid);
+	if (read_small(path, buf, sizeof(buf)) < 0)
+		return errno == ENOENT || errno == ESRCH ? 0 : -1;
+	/* "tid (comm) S ..." and comm may hold spaces and parentheses: the
+	 * fields after it start after the *last* ')'. */
+	p = strrchr(buf, ')');
+	if (p == NULL || p[1] != ' ')
+		return -1;
+	p += 2;
+	*state = *p;
+	/* starttime is field 22; the state is field 3 */
+	for (field = 3; field < 22 && p; field++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	if (p == NULL || sscanf(p, "%llu", start) != 1)
+		return -1;
+	return 1;
+}
+
+uint64_t
+peer_self(void)
+{
+	unsigned long long start = 0;
+	unsigned long tid;
+	char state;
+
+	if (self_ident != 0)
+		return self_ident;
+	tid = (unsigned long)syscall(SYS_gettid);
+	/* Without /proc the start time stays 0: the identity still works
+	 * for ownership, and peer_check() cannot call us dead. */
+	(void)thread_stat(tid, &state, &start);
+	self_ident = ((uint64_t)(start & 0xffffffffu) << 32) | (tid & PEER_TID_MASK);
+	return self_ident;
+}
+
+enum peer_state
+peer_check(uint64_t ident)
+{
+	unsigned long long start;
+	char state;
+	int found;
+
+	if (!peer_valid(ident))
+		return PEER_DEAD;
+	found = thread_stat((unsigned long)(ident & PEER_TID_MASK), &state, &start);
+	if (found < 0)
+		return PEER_ALIVE;
+	if (found == 0 || state == 'Z' || state == 'X' || state == 'x')
+		return PEER_DEAD;
+	/* A start time of 0: the owner could not read its own (no /proc
+	 * there); the tid is all we can compare. */
+	if (ident >> 32 == 0)
+		return PEER_ALIVE;
+	return (start & 0xffffffffu) == ident >> 32 ? PEER_ALIVE : PEER_DEAD;
+}
+
+uint64_t
+peer_namespace(void)
+{
+	uint64_t tag = __atomic_load_n(&namespace_tag, __ATOMIC_RELAXED);
+	char boot[64];
+	struct stat st;
+
+	if (tag != 0)
+		return tag;
+	/* FNV-1a over the boot id and the pid namespace's inode: two
+	 * machines (a VM and its host sharing ivshmem) differ in the first,
+	 * two containers of one machine in the second. */
+	tag = 0xcbf29ce484222325ULL;
+	if (read_small("/proc/sys/kernel/random/boot_id", boot, sizeof(boot)) > 0)
+		for (const char *c = boot; *c; c++)
+			tag = (tag ^ (unsigned char)*c) * 0x100000001b3ULL;
+	if (stat("/proc/self/ns/pid", &st) == 0)
+		for (int i = 0; i < 8; i++)
+			tag = (tag ^ ((uint64_t)st.st_ino >> (8 * i) & 0xff)) * 0x100000001b3ULL;
+	if (tag == 0)
+		tag = 1;
+	__atomic_store_n(&namespace_tag, tag, __ATOMIC_RELAXED);
+	return tag;
+}

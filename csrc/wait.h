@@ -1,0 +1,41 @@
+/*
+ * Mapping.wait()/wake() (wait.c) and the spin setting (block.c).
+ */
+#ifndef PYMMAPDEV_WAIT_H
+#define PYMMAPDEV_WAIT_H
+
+#include "mapping.h"
+
+PyObject *wait_wait(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
+		    PyObject *kwnames);
+PyObject *wait_wake(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
+		    PyObject *kwnames);
+
+#define WAIT_METHODDEFS								\
+	{"wait", (PyCFunction)(void (*)(void))wait_wait, METH_FASTCALL | METH_KEYWORDS, \
+	 "wait($self, /, offset, expected, timeout=None, spin=None)\n--\n\n"	\
+	 "Sleep while the aligned u32 at offset equals expected.\n\n"		\
+	 "Spins for `spin` rounds first (default: get_spin()), then sleeps\n"	\
+	 "with the GIL released.  Returns True when woken or when the word\n"	\
+	 "differs, False when `timeout` seconds pass (None: no limit).\n"	\
+	 "Signal handlers run while waiting (Ctrl-C raises\n"			\
+	 "KeyboardInterrupt).  Wake-ups may be spurious: re-check the word."},	\
+	{"wake", (PyCFunction)(void (*)(void))wait_wake, METH_FASTCALL | METH_KEYWORDS, \
+	 "wake($self, /, offset, count=1)\n--\n\n"				\
+	 "Wake at most count processes or threads waiting on the aligned\n"	\
+	 "u32 at offset; returns how many were woken."},
+
+/* module functions (block.c) */
+PyObject *block_set_spin(PyObject *module, PyObject *arg);
+PyObject *block_get_spin(PyObject *module, PyObject *ignored);
+long block_max_spin(void);
+
+#define SPIN_FUNCTIONS_METHODDEFS						\
+	{"set_spin", block_set_spin, METH_O,					\
+	 "set_spin(rounds, /)\n--\n\n"						\
+	 "Set how many rounds a blocking call spins before it sleeps "		\
+	 "(this process; 0 = sleep at once)."},					\
+	{"get_spin", block_get_spin, METH_NOARGS,				\
+	 "get_spin()\n--\n\nThe spin rounds of blocking calls before they sleep."},
+
+#endif
