@@ -598,7 +598,7 @@ static PyMethodDef slot_methods[] = {
 };
 
 static PyType_Slot slot_slots[] = {
-	{Py_tp_doc, "Slot(mapping, offset, capacity)\n--\n\n"
+	{Py_tp_doc, "Slot(mapping, offset, capacity, /)\n--\n\n"
 		    "A seqlock \"latest value\" cell of Slot.size_for(capacity) bytes at\n"
 		    "offset (a multiple of 8); zero bytes are an empty slot at version 0.\n"
 		    "One writer publish()es, any number of readers read() and wait_newer()."},

@@ -60,7 +60,7 @@ def _cgroup_memory_limit():
     return min(limits) if limits else None
 
 
-def memory_limit():
+def _memory_limit():
     """Bytes of shared memory this process could ever back: RAM + swap, or
     its cgroup's limit when lower."""
     fields = {}
@@ -82,7 +82,7 @@ def _check_memory(fd, path, current, size, memory_backed):
     is_tmpfs, available = _core.fs_space(fd)
     if not (memory_backed or is_tmpfs):
         return
-    limit = memory_limit()
+    limit = _memory_limit()
     if size > limit:
         raise OSError(errno.ENOMEM, f"cannot back {size} bytes with memory: this machine "
                       f"has {limit} bytes of RAM + swap (or a cgroup limit) in all", path)

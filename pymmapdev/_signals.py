@@ -16,35 +16,38 @@ from __future__ import annotations
 import faulthandler
 import functools
 import signal
+from typing import Any, Callable, TypeVar
 
 from . import _core
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _rearm_after(function, installs_sigbus):
+
+def _rearm_after(function: F, installs_sigbus: Callable[..., bool]) -> F:
     if getattr(function, "__pymmapdev_rearms__", False):
         return function                 # the package was imported twice
 
     @functools.wraps(function)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         finally:
             if installs_sigbus(*args, **kwargs):
                 _core.rearm_fault_handler()
 
-    wrapper.__pymmapdev_rearms__ = True
-    return wrapper
+    setattr(wrapper, "__pymmapdev_rearms__", True)
+    return wrapper  # type: ignore[return-value]
 
 
-def _signal_is_sigbus(signalnum, *_args, **_kwargs):
+def _signal_is_sigbus(signalnum: int, *_args: Any, **_kwargs: Any) -> bool:
     return signalnum == signal.SIGBUS
 
 
-def _register_is_sigbus(signum, *_args, **_kwargs):
-    return signum == signal.SIGBUS
+def _always(*_args: Any, **_kwargs: Any) -> bool:
+    return True
 
 
-def install():
+def install() -> None:
     signal.signal = _rearm_after(signal.signal, _signal_is_sigbus)
-    faulthandler.enable = _rearm_after(faulthandler.enable, lambda *a, **k: True)
-    faulthandler.register = _rearm_after(faulthandler.register, _register_is_sigbus)
+    faulthandler.enable = _rearm_after(faulthandler.enable, _always)
+    faulthandler.register = _rearm_after(faulthandler.register, _signal_is_sigbus)
