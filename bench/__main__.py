@@ -2,9 +2,9 @@
 competitors first, then runs this).
 
 Every figure is measured next to its anchors in the same run and judged
-against the goals in bench/targets.py; the run prints the machine, its load
-average (start and end), the competitors found, the targets table and one
-table per figure group, and saves bench/results/results.json, the targets
+against the goals in bench/targets.py; the run prints the machine, the load
+average at the start and the CPU time other work took during each case, the
+competitors found, the targets table and one table per figure group, and saves bench/results/results.json, the targets
 table in Markdown (bench/results/table.md, what the README shows) and the
 chart bench/results/bench.png.
 
@@ -50,11 +50,12 @@ def run(case_names, cfg, figs=None):
     figs = figs if figs is not None else Figures()
     took = {}
     for name in case_names:
-        t0 = time.monotonic()
+        t0, other = time.monotonic(), env.OtherLoad()
         print(f"  {name} ...", end="", flush=True)
         CASES[name](figs, cfg)
-        took[name] = time.monotonic() - t0
-        print(f" {took[name]:.1f} s (load average {os.getloadavg()[0]:.2f})", flush=True)
+        took[name] = {"seconds": time.monotonic() - t0, "other_cpus": other.cpus()}
+        print(f" {took[name]['seconds']:.1f} s (other work used {took[name]['other_cpus']:.2f} "
+              "CPUs meanwhile)", flush=True)
     return figs, took
 
 
@@ -96,10 +97,14 @@ def main(argv=None):
           + (f"split = CPUs {env.SPLIT[0]} and {env.SPLIT[1]}, " if env.SPLIT else "")
           + f"shared = CPU {env.SHARED[0]}")
     print(report.competitors_table(statuses))
-    started = time.monotonic()
+    started, other = time.monotonic(), env.OtherLoad()
     figs, took = run(names, cfg)
     machine["loadavg_end"] = os.getloadavg()
+    machine["other_cpus"] = other.cpus()
     machine["seconds"] = time.monotonic() - started
+    quiet = machine["loadavg_start"][0] <= env.QUIET_LOAD and \
+        machine["other_cpus"] <= env.QUIET_OTHER
+    machine["quiet"] = quiet
     rows = targets.judge_all(figs)
 
     print()
@@ -120,9 +125,10 @@ def main(argv=None):
             saved.append(os.path.relpath(png, env.ROOT))
         else:
             print(f"no chart: {competitors.status('matplotlib')[1]}")
-    print(f"\nsaved {', '.join(saved)} ({machine['seconds']:.0f} s; load average "
-          f"{machine['loadavg_end'][0]:.2f} at the end"
-          + ("" if machine["loadavg_end"][0] <= env.QUIET_LOAD else ", NOT QUIET") + ")")
+    print(f"\nsaved {', '.join(saved)} ({machine['seconds']:.0f} s; other work used "
+          f"{machine['other_cpus']:.2f} CPUs on average during the run: "
+          + ("a quiet run)" if quiet else f"NOT QUIET: load average {env.QUIET_LOAD} or less at "
+             f"the start and {env.QUIET_OTHER} CPUs of other work or less are quiet)"))
     return 0
 
 

@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -21,9 +22,12 @@ CPUS = sorted(os.sched_getaffinity(0))
 # differently.
 SPLIT = (CPUS[0], CPUS[1]) if len(CPUS) >= 2 else None
 SHARED = (CPUS[0], CPUS[0])
-# A 1-minute load average above this means other work shares the CPUs: the
-# run is still printed and saved, but marked as not quiet.
+# A 1-minute load average above this at the start, or other work using more
+# than QUIET_OTHER CPUs on average during the run, means the figures were
+# taken beside other work: the run is still printed and saved, but marked
+# as not quiet.
 QUIET_LOAD = 0.5
+QUIET_OTHER = 0.25
 
 
 def placements():
@@ -44,6 +48,35 @@ def unpin():
 def scratch_path(name):
     """A path on tmpfs (when there is one) private to this run."""
     return os.path.join(SHM, f"pymmapdev-bench-{os.getpid()}-{name}")
+
+
+class OtherLoad:
+    """How many CPUs, on average, ran work other than this bench since start().
+
+    The load average cannot tell: the bench's own two pinned processes put
+    it near 2.  So: all busy CPU time (/proc/stat, steal included: a
+    hypervisor's other guests count too) minus this process's and its reaped
+    children's CPU time (os.times), over the wall time.
+    """
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal ...: idle and iowait are not busy
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        return busy, own, time.monotonic()
+
+    def cpus(self):
+        """Average CPUs used by others since start (clamped at 0: clock ticks are coarse)."""
+        busy0, own0, t0 = self.start
+        busy1, own1, t1 = self._snapshot()
+        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9))
 
 
 def cpu_model():

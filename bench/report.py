@@ -99,7 +99,9 @@ def chart(figs, machine, path):
                 ax.text(v, i, " " + fmt(v, g["unit"]), va="center", fontsize=6)
     fig.suptitle(f"pymmapdev bench: {machine['cpu']}, {machine['cpus']} CPUs, "
                  f"Linux {machine['kernel']}, Python {machine['python']}, load average "
-                 f"{machine['loadavg_start'][0]:.2f} (blue: pymmapdev, red: C, grey: others)",
+                 f"{machine['loadavg_start'][0]:.2f} at the start, other work "
+                 f"{machine.get('other_cpus', float('nan')):.2f} CPUs "
+                 f"(blue: pymmapdev, red: C, grey: others)",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))   # room for the title
     fig.savefig(path, dpi=100)
