@@ -7,23 +7,15 @@
  * Layout at the lock's offset (a multiple of LOCK_ALIGN, so the lock owns a
  * cache line and never straddles a page; zero bytes are a free lock):
  *
- *	+0	u64	owner: 0 = free, else the holder's identity (peer.h)
- *			| LOCK_WAITERS (someone may sleep on it)
+ *	+0	u64	owner word (owner.h): 0 = free, else the holder
  *	+8	u64	the namespace tag of the lock's users (peer_namespace),
  *			0 until first use
  *	+16	48 bytes, zero
  *
- * The owner word is the lock: taking it is one compare-exchange of the
- * whole identity, so a holder is never half-recorded, whenever it dies.
- * Sleepers wait on the word's low half (tid | LOCK_WAITERS), which changes
- * on every hand-over; a release that saw LOCK_WAITERS wakes one of them
- * (Drepper's "mutex 3", with the identity in place of "1").
- *
- * A waiter checks between sleeps whether the holder still runs
- * (peer_check): a dead holder's lock is taken over with one compare-
- * exchange (so two waiters cannot both take it) and the new holder is told
- * (owner_died, OwnerDiedWarning).  Identities mean something only within
- * one pid namespace of one machine, so the first user records its
+ * The owner word is the lock (owner.h: one compare-exchange takes it, a
+ * dead holder is detected between sleeps and taken over); the new holder
+ * is told (owner_died, OwnerDiedWarning).  Identities mean something only
+ * within one pid namespace of one machine, so the first user records its
  * namespace and users from elsewhere are refused.
  *
  * Sleeping goes through the blocking loop, so a Lock works on device
@@ -32,6 +24,7 @@
 #include "lock.h"
 #include "args.h"
 #include "block.h"
+#include "owner.h"
 #include "peer.h"
 
 #include "structmember.h"
@@ -41,15 +34,9 @@
 #define LOCK_OWNER	0
 #define LOCK_NS		8
 #define LOCK_RESERVED	16
-#define LOCK_WAITERS	(UINT64_C(1) << 31)
 
-/* poll() failures (block.h: <= BLOCK_FAIL) and other outcomes */
 enum {
-	LOCK_TAKEN_OVER = 2,		/* acquired from a dead holder */
-	LOCK_GARBAGE = BLOCK_FAIL,	/* the owner word is no identity */
-	LOCK_RECURSIVE = BLOCK_FAIL - 1,
-	LOCK_NOT_OWNER = BLOCK_FAIL - 2,
-	LOCK_FOREIGN = BLOCK_FAIL - 3,	/* another namespace's lock */
+	LOCK_FOREIGN = OWNER_FAIL_LAST - 1,	/* another namespace's lock */
 };
 
 typedef struct {
@@ -74,6 +61,7 @@ struct lock_call {
 	const unsigned char *reserved;
 	uint64_t me;
 	uint64_t seen;		/* the owner word as last read */
+	int rc;
 };
 
 /* Constructor check: free or held, ours to use, nothing else written. */
@@ -85,11 +73,11 @@ check_body(void *arg)
 
 	for (int i = 0; i < LOCK_SIZE - LOCK_RESERVED; i++)
 		if (c->reserved[i] != 0)
-			return LOCK_GARBAGE;
+			return OWNER_GARBAGE;
 	owner = __atomic_load_n(c->owner, __ATOMIC_ACQUIRE);
 	c->seen = owner;
-	if (owner != 0 && !peer_valid(owner & ~LOCK_WAITERS))
-		return LOCK_GARBAGE;
+	if (owner != 0 && !peer_valid(owner & ~OWNER_WAITERS))
+		return OWNER_GARBAGE;
 	/* First user: record the namespace; on failure @ns receives it. */
 	if (!__atomic_compare_exchange_n(c->ns, &ns, mine, 0, __ATOMIC_ACQ_REL,
 					 __ATOMIC_ACQUIRE) && ns != mine)
@@ -101,64 +89,16 @@ static int
 try_body(void *arg)
 {
 	struct lock_call *c = arg;
-	uint64_t expected = 0;
 
-	if (__atomic_compare_exchange_n(c->owner, &expected, c->me, 0,
-					__ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-		return BLOCK_READY;
-	c->seen = expected;
-	if ((expected & ~LOCK_WAITERS) == c->me)
-		return LOCK_RECURSIVE;
-	if (!peer_valid(expected & ~LOCK_WAITERS))
-		return LOCK_GARBAGE;
-	return BLOCK_SLEEP;
-}
-
-static int
-acquire_poll(struct block_op *op, int thorough)
-{
-	struct lock_call *c = op->ctx;
-	uint64_t v = __atomic_load_n(c->owner, __ATOMIC_RELAXED), holder;
-
-	c->seen = v;
-	if (v == 0) {
-		/* Taken with LOCK_WAITERS set: we may have been one of several
-		 * sleepers, and the others must still be woken on release. */
-		return __atomic_compare_exchange_n(c->owner, &v, c->me | LOCK_WAITERS, 0,
-						   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)
-			? BLOCK_READY : BLOCK_SLEEP;	/* lost the race: the word
-							 * differs, the sleep returns
-							 * at once and we poll again */
-	}
-	holder = v & ~LOCK_WAITERS;
-	if (!peer_valid(holder))
-		return LOCK_GARBAGE;
-	if (holder == c->me)
-		return LOCK_RECURSIVE;
-	if (thorough && peer_check(holder) == PEER_DEAD)
-		return __atomic_compare_exchange_n(c->owner, &v, c->me | LOCK_WAITERS, 0,
-						   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)
-			? LOCK_TAKEN_OVER : BLOCK_SLEEP;
-	if (!(v & LOCK_WAITERS))
-		(void)__atomic_compare_exchange_n(c->owner, &v, v | LOCK_WAITERS, 0,
-						  __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-	op->sleep_offset = ((char *)c->owner - op->gate->map->data) + BLOCK_LOW_HALF;
-	op->sleep_expected = (uint32_t)(holder | LOCK_WAITERS);
-	op->watch_peer = 1;
-	return BLOCK_SLEEP;
+	return owner_try(c->owner, c->me, &c->seen);
 }
 
 static int
 release_body(void *arg)
 {
 	struct lock_call *c = arg;
-	uint64_t v = __atomic_load_n(c->owner, __ATOMIC_RELAXED);
 
-	c->seen = v;
-	if ((v & ~LOCK_WAITERS) != c->me)
-		return LOCK_NOT_OWNER;
-	c->seen = __atomic_exchange_n(c->owner, 0, __ATOMIC_RELEASE);
-	return 0;
+	return owner_release(c->owner, c->me, &c->seen);
 }
 
 static int
@@ -178,7 +118,7 @@ lock_error(LockObject *self, int rc, const char *fault_addr)
 	switch (rc) {
 	case FAULT_HIT:
 		return mapping_raise_fault(self->map, fault_addr, NULL);
-	case LOCK_GARBAGE:
+	case OWNER_GARBAGE:
 		PyErr_Format(PyExc_ValueError,
 			     "offset %zd does not hold a pymmapdev.Lock (the %d bytes of a "
 			     "new lock must be zero; a peer may have overwritten them)",
@@ -190,7 +130,7 @@ lock_error(LockObject *self, int rc, const char *fault_addr)
 			     "machine: a dead holder could not be told from a live one",
 			     self->offset);
 		return NULL;
-	case LOCK_RECURSIVE:
+	case OWNER_RECURSIVE:
 		PyErr_Format(PyExc_RuntimeError,
 			     "the Lock at offset %zd is already held by this thread "
 			     "(it is not recursive)", self->offset);
@@ -252,7 +192,7 @@ lock_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	self->map = (MappingObject *)Py_NewRef(map);
 	self->offset = offset;
 	/* A device mapping's WAIT ioctl and a file's futex both need a
-	 * writable word for LOCK_WAITERS: the gate refuses read-only ones. */
+	 * writable word for OWNER_WAITERS: the gate refuses read-only ones. */
 	if (lock_admit(self, &g, PIN_ACCESS) < 0)
 		goto error;
 	rc = lock_run(&g, check_body, &c, &fault_addr);
@@ -326,6 +266,7 @@ lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 	PyObject *argv[1];
 	struct deadline deadline;
 	struct lock_call c = {0};
+	struct owner_wait w;
 	struct block_op op = {0};
 	struct gate g;
 	const char *fault_addr;
@@ -339,9 +280,10 @@ lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 	c.me = peer_self();
 	rc = lock_run(&g, try_body, &c, &fault_addr);
 	if (rc == BLOCK_SLEEP) {
+		w = (struct owner_wait){c.owner, c.me, 0};
 		op.gate = &g;
-		op.poll = acquire_poll;
-		op.ctx = &c;
+		op.poll = owner_poll;
+		op.ctx = &w;
 		op.spin = block_default_spin();
 		rc = block_until(&op, &deadline);
 		if (rc == BLOCK_TIMEOUT) {
@@ -353,12 +295,12 @@ lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 			return NULL;
 		}
 	}
-	if (rc != BLOCK_READY && rc != LOCK_TAKEN_OVER) {
+	if (rc != OWNER_TAKEN && rc != OWNER_TAKEN_OVER) {
 		gate_leave(&g);
 		return lock_error(self, rc, fault_addr);
 	}
 	lock_hold(self, &g);
-	self->owner_died = rc == LOCK_TAKEN_OVER;
+	self->owner_died = rc == OWNER_TAKEN_OVER;
 	if (self->owner_died &&
 	    PyErr_WarnFormat(lock_state(self)->owner_died_warning, 1,
 			     "the previous holder of the Lock at offset %zd died while "
@@ -403,8 +345,8 @@ lock_release(LockObject *self, PyObject *Py_UNUSED(ignored))
 	 * the hold stays.  Otherwise the word was overwritten or taken over
 	 * from us: we hold nothing any more, and say so below.
 	 */
-	if (rc == LOCK_NOT_OWNER && peer_valid(c.seen & ~LOCK_WAITERS) &&
-	    peer_check(c.seen & ~LOCK_WAITERS) == PEER_ALIVE) {
+	if (rc == OWNER_NOT_MINE && peer_valid(c.seen & ~OWNER_WAITERS) &&
+	    peer_check(c.seen & ~OWNER_WAITERS) == PEER_ALIVE) {
 		gate_leave(&g);
 		PyErr_Format(PyExc_RuntimeError,
 			     "release of the Lock at offset %zd, which this thread does "
@@ -414,15 +356,15 @@ lock_release(LockObject *self, PyObject *Py_UNUSED(ignored))
 	/* From here on this object holds nothing, whatever the word said. */
 	self->held_generation = 0;
 	mapping_unpin(self->map, PIN_LOCK);
-	if (rc == 0 && (c.seen & LOCK_WAITERS) &&
-	    block_wake(self->map, g.offset + LOCK_OWNER + BLOCK_LOW_HALF, 1) < 0) {
+	if (rc == 0 && (c.seen & OWNER_WAITERS) &&
+	    block_wake(self->map, owner_sleep_offset(g.offset + LOCK_OWNER), 1) < 0) {
 		gate_leave(&g);
 		return NULL;
 	}
 	gate_leave(&g);
 	if (rc == FAULT_HIT)
 		return mapping_raise_fault(self->map, fault_addr, NULL);
-	if (rc == LOCK_NOT_OWNER) {
+	if (rc == OWNER_NOT_MINE) {
 		PyErr_Format(PyExc_RuntimeError,
 			     "the Lock at offset %zd was no longer this thread's when "
 			     "released (its owner word reads 0x%016llx: a peer overwrote it "

@@ -1,0 +1,85 @@
+/*
+ * Owner words (owner.h says what they are).
+ */
+#include "owner.h"
+
+int
+owner_try(uint64_t *word, uint64_t me, uint64_t *seen)
+{
+	uint64_t expected = 0;
+
+	if (__atomic_compare_exchange_n(word, &expected, me, 0, __ATOMIC_ACQUIRE,
+					__ATOMIC_RELAXED))
+		return OWNER_TAKEN;
+	*seen = expected;
+	if ((expected & ~OWNER_WAITERS) == me)
+		return OWNER_RECURSIVE;
+	if (!peer_valid(expected & ~OWNER_WAITERS))
+		return OWNER_GARBAGE;
+	return BLOCK_SLEEP;
+}
+
+/* Takes the word over from the dead holder recorded in @v. */
+static int
+take_over(uint64_t *word, uint64_t v, uint64_t me)
+{
+	/* Keep OWNER_WAITERS: others may sleep on the word. */
+	return __atomic_compare_exchange_n(word, &v, me | (v & OWNER_WAITERS), 0,
+					   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
+int
+owner_claim(uint64_t *word, uint64_t me, uint64_t *seen)
+{
+	int rc = owner_try(word, me, seen);
+
+	if (rc != BLOCK_SLEEP)
+		return rc;
+	if (peer_check(*seen & ~OWNER_WAITERS) == PEER_DEAD && take_over(word, *seen, me))
+		return OWNER_TAKEN_OVER;
+	return OWNER_BUSY;
+}
+
+int
+owner_poll(struct block_op *op, int thorough)
+{
+	struct owner_wait *w = op->ctx;
+	uint64_t v = __atomic_load_n(w->word, __ATOMIC_RELAXED), holder;
+
+	w->seen = v;
+	if (v == 0) {
+		/* Taken with OWNER_WAITERS set: we may have been one of several
+		 * sleepers, and the others must still be woken on release. */
+		return __atomic_compare_exchange_n(w->word, &v, w->me | OWNER_WAITERS, 0,
+						   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)
+			? OWNER_TAKEN : BLOCK_SLEEP;	/* lost the race: the word
+							 * differs, the sleep returns
+							 * at once and we poll again */
+	}
+	holder = v & ~OWNER_WAITERS;
+	if (!peer_valid(holder))
+		return OWNER_GARBAGE;
+	if (holder == w->me)
+		return OWNER_RECURSIVE;
+	if (thorough && peer_check(holder) == PEER_DEAD)
+		return take_over(w->word, v, w->me | OWNER_WAITERS) ? OWNER_TAKEN_OVER : BLOCK_SLEEP;
+	if (!(v & OWNER_WAITERS))
+		(void)__atomic_compare_exchange_n(w->word, &v, v | OWNER_WAITERS, 0,
+						  __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	op->sleep_offset = ((char *)w->word - op->gate->map->data) + BLOCK_LOW_HALF;
+	op->sleep_expected = (uint32_t)(holder | OWNER_WAITERS);
+	op->watch_peer = 1;
+	return BLOCK_SLEEP;
+}
+
+int
+owner_release(uint64_t *word, uint64_t me, uint64_t *seen)
+{
+	uint64_t v = __atomic_load_n(word, __ATOMIC_RELAXED);
+
+	*seen = v;
+	if ((v & ~OWNER_WAITERS) != me)
+		return OWNER_NOT_MINE;
+	*seen = __atomic_exchange_n(word, 0, __ATOMIC_RELEASE);
+	return 0;
+}
