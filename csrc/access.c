@@ -81,6 +81,32 @@ access_write(MappingObject *self, PyObject *const *args, Py_ssize_t nargs)
 	return result;
 }
 
+PyObject *
+access_read_into(MappingObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	Py_ssize_t offset;
+	Py_buffer dst;
+	PyObject *result = NULL;
+	struct gate g;
+
+	if (args_exact("read_into", nargs, 2) < 0 || arg_offset(args[0], &offset) < 0)
+		return NULL;
+	if (PyObject_GetBuffer(args[1], &dst, PyBUF_WRITABLE) < 0)
+		return NULL;
+	result = PyLong_FromSsize_t(dst.len);
+	if (result != NULL && gate_enter(&g, self, offset, dst.len, 1, GATE_READ,
+					 PIN_ACCESS) == 0) {
+		/* the destination may be another mapping: both sides guarded */
+		if (copy_or_raise(self, dst.buf, g.addr, dst.len, &dst) < 0)
+			Py_CLEAR(result);
+		gate_leave(&g);
+	} else {
+		Py_CLEAR(result);
+	}
+	PyBuffer_Release(&dst);
+	return result;
+}
+
 /* ---- typed access ---------------------------------------------------- */
 
 struct word {

@@ -15,6 +15,7 @@ int access_word(MappingObject *self, Py_ssize_t offset, enum width width, int st
 
 PyObject *access_read(MappingObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *access_write(MappingObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *access_read_into(MappingObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *access_subscript(MappingObject *self, PyObject *key);
 int access_ass_subscript(MappingObject *self, PyObject *key, PyObject *value);
 
@@ -40,6 +41,10 @@ FOR_EACH_WIDTH(ACCESS_DECLARE)
 	{"write", (PyCFunction)(void (*)(void))access_write, METH_FASTCALL,	\
 	 "write($self, offset, data, /)\n--\n\n"				\
 	 "Copy a bytes-like object in at offset; returns its length."},		\
+	{"read_into", (PyCFunction)(void (*)(void))access_read_into, METH_FASTCALL, \
+	 "read_into($self, offset, buffer, /)\n--\n\n"				\
+	 "Copy len(buffer) bytes at offset into a writable buffer (a numpy\n"	\
+	 "array, a bytearray, ...); returns the count."},			\
 	FOR_EACH_WIDTH(ACCESS_WIDTH_METHODDEFS)
 
 #endif

@@ -120,6 +120,7 @@ mapping_seal(MappingObject *map)
 		[PIN_VIEW] = "exported buffer (memoryview, numpy array, ...)",
 		[PIN_LOCK] = "held pymmapdev.Lock",
 		[PIN_WAIT] = "blocking call (wait, a Lock or Slot wait, flush, ...)",
+		[PIN_CHANNEL] = "open Channel reserve() or recv_view()",
 	};
 	uint64_t expected = 0;
 	PyObject *parts, *sep, *text;
@@ -210,14 +211,23 @@ gate_leave(struct gate *g)
 }
 
 void
-gate_keep_pin(struct gate *g, enum pin_kind as)
+gate_upgrade(struct gate *g, enum pin_kind as)
 {
 	if (g->pin == PIN_ACCESS && !PIN_SHORT_ACCESSES) {
-		/* no pin was taken for the short access: take the long one */
-		(void)mapping_pin(g->map, as);	/* cannot fail: we hold the GIL and it is open */
+		/* no pin was taken for the short access: take the long one.
+		 * It cannot fail: we held the GIL since the admission and ran
+		 * no Python code, so nobody closed the mapping. */
+		(void)mapping_pin(g->map, as);
 	} else {
 		__atomic_fetch_sub(&g->map->pins_by_kind[g->pin], 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&g->map->pins_by_kind[as], 1, __ATOMIC_RELAXED);
 	}
-	g->pin = PIN_KINDS;
+	g->pin = as;
+}
+
+void
+gate_keep_pin(struct gate *g, enum pin_kind as)
+{
+	gate_upgrade(g, as);
+	g->pin = PIN_KINDS;	/* gate_leave() leaves it: the holder unpins */
 }

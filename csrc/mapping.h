@@ -36,6 +36,7 @@ enum pin_kind {
 	PIN_VIEW,	/* an exported buffer: memoryview, numpy array, ... */
 	PIN_LOCK,	/* a held pymmapdev.Lock */
 	PIN_WAIT,	/* a call that sleeps or syscalls without the GIL */
+	PIN_CHANNEL,	/* an open Channel reserve() or recv_view() */
 	PIN_KINDS
 };
 
@@ -67,12 +68,16 @@ typedef struct {
 	PyTypeObject *mapping_type;
 	PyTypeObject *lock_type;
 	PyTypeObject *slot_type;
+	PyTypeObject *channel_type;
 	PyObject *fault_error;		/* pymmapdev.MappingFault (OSError) */
+	PyObject *channel_corrupt;	/* pymmapdev.ChannelCorrupt (ValueError) */
 	PyObject *peer_died_error;	/* pymmapdev.PeerDied (OSError) */
 	PyObject *owner_died_warning;	/* pymmapdev.OwnerDiedWarning */
 } module_state;
 
 module_state *module_state_of(PyObject *module);
+/* The state of the module that defines @type or one of its bases. */
+module_state *module_state_of_type(PyTypeObject *type);
 module_state *mapping_state_of(MappingObject *self);
 
 /* ---- the gate (gate.c) --------------------------------------------- */
@@ -110,8 +115,15 @@ int gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
  */
 void gate_leave(struct gate *g);
 
-/* Hands a PIN_ACCESS/PIN_WAIT admission's pin over to a longer holder
- * (a held Lock): the pin stays after gate_leave(). */
+/* Turns an admission's pin into one of kind @as (a PIN_ACCESS admission
+ * that must now allocate, call Python code or sleep takes a real pin);
+ * gate_leave() then drops that one.  Call with the GIL held, before any
+ * Python code runs after gate_enter(). */
+void gate_upgrade(struct gate *g, enum pin_kind as);
+
+/* gate_upgrade(), and the pin stays after gate_leave(): it now belongs to
+ * a longer holder (a held Lock, an open Channel reservation), which drops
+ * it with mapping_unpin_from(). */
 void gate_keep_pin(struct gate *g, enum pin_kind as);
 
 /* Pin and unpin without a span (buffer exports, held locks). */

@@ -9,11 +9,14 @@
  *	access.c	bytes and typed access      atomic.c   atomics
  *	block.c		the one blocking loop       wait.c     wait/wake
  *	peer.c		peer identities, liveness
+ *	owner.c		owner words (who holds a side or a lock)
  *	lock.c		the Lock type               slot.c     the Slot type
+ *	channel.c	the Channel type
  *	pages.c		msync/madvise               array.c    ndarray (numpy)
  *	device.c	mmapdev GET_INFO, file system space
  */
 #include "mapping.h"
+#include "channel.h"
 #include "device.h"
 #include "lock.h"
 #include "peer.h"
@@ -23,10 +26,22 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+static struct PyModuleDef core_module;
+
 module_state *
 module_state_of(PyObject *module)
 {
 	return (module_state *)PyModule_GetState(module);
+}
+
+module_state *
+module_state_of_type(PyTypeObject *type)
+{
+	/* by definition, not PyType_GetModuleState(): a Python subclass of
+	 * one of our types (pymmapdev.Channel) has no module of its own */
+	PyObject *module = PyType_GetModuleByDef(type, &core_module);
+
+	return module == NULL ? NULL : module_state_of(module);
 }
 
 int
@@ -122,14 +137,21 @@ core_exec(PyObject *module)
 		module, "pymmapdev.OwnerDiedWarning",
 		"A Lock was acquired from a holder that died inside its critical section.",
 		PyExc_RuntimeWarning);
+	st->channel_corrupt = add_exception(
+		module, "pymmapdev.ChannelCorrupt",
+		"A Channel's header or ring holds impossible values: a peer overwrote\n"
+		"them.  Nothing outside the channel's region was read or written.",
+		PyExc_ValueError);
 	if (st->fault_error == NULL || st->peer_died_error == NULL ||
-	    st->owner_died_warning == NULL)
+	    st->owner_died_warning == NULL || st->channel_corrupt == NULL)
 		return -1;
 
 	st->mapping_type = add_type(module, &mapping_type_spec, NULL);
 	st->lock_type = add_type(module, &lock_type_spec, lock_type_ready);
 	st->slot_type = add_type(module, &slot_type_spec, slot_type_ready);
-	if (st->mapping_type == NULL || st->lock_type == NULL || st->slot_type == NULL)
+	st->channel_type = add_type(module, &channel_type_spec, channel_type_ready);
+	if (st->mapping_type == NULL || st->lock_type == NULL || st->slot_type == NULL ||
+	    st->channel_type == NULL)
 		return -1;
 
 	if (PyModule_AddIntConstant(module, "PAGESIZE", sysconf(_SC_PAGESIZE)) < 0)
@@ -153,7 +175,9 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
 	Py_VISIT(st->mapping_type);
 	Py_VISIT(st->lock_type);
 	Py_VISIT(st->slot_type);
+	Py_VISIT(st->channel_type);
 	Py_VISIT(st->fault_error);
+	Py_VISIT(st->channel_corrupt);
 	Py_VISIT(st->peer_died_error);
 	Py_VISIT(st->owner_died_warning);
 	return 0;
@@ -167,7 +191,9 @@ core_clear(PyObject *module)
 	Py_CLEAR(st->mapping_type);
 	Py_CLEAR(st->lock_type);
 	Py_CLEAR(st->slot_type);
+	Py_CLEAR(st->channel_type);
 	Py_CLEAR(st->fault_error);
+	Py_CLEAR(st->channel_corrupt);
 	Py_CLEAR(st->peer_died_error);
 	Py_CLEAR(st->owner_died_warning);
 	return 0;

@@ -13,7 +13,7 @@ A pickle never carries the bytes, only how to map them again:
   (``multiprocessing.reduction.DupFd``: inherited by a spawned child,
   passed over a UNIX socket otherwise).  A descriptor means nothing outside
   multiprocessing, so a plain ``pickle.dumps`` of one raises TypeError.
-- a Lock or a Slot: its mapping, offset (and capacity); the lock's state
+- a Lock, a Slot or a Channel: its mapping, offset (and capacity, modes); the lock's state
   lives in the shared memory, so a child's Lock is the same lock (it does not
   hold it even if the pickling thread did: a lock is owned by a thread).
 
@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from ._open import open_device
 from ._core import Mapping
+from .channel import Channel
 from .sync import Lock, Slot
 
 # what a reducer returns: a callable and its arguments
@@ -96,7 +97,21 @@ def _reduce_slot(slot: Slot) -> Reduced:
     return type(slot), (slot.mapping, slot.offset, slot.capacity)
 
 
+def _rebuild_channel(m: Mapping, offset: int, capacity: int, multi_producer: bool,
+                     multi_consumer: bool) -> Channel:
+    return Channel(m, offset, capacity, multi_producer=multi_producer,
+                   multi_consumer=multi_consumer)
+
+
+def _reduce_channel(ch: Channel) -> Reduced:
+    # the channel's state is in the region; a child's Channel is a new user
+    # of it (it claims its side on first use, as any process does)
+    return _rebuild_channel, (ch.mapping, ch.offset, ch.capacity, ch.multi_producer,
+                              ch.multi_consumer)
+
+
 copyreg.pickle(Mapping, _reduce_mapping)
 ForkingPickler.register(Mapping, _reduce_mapping_mp)
 copyreg.pickle(Lock, _reduce_lock)
 copyreg.pickle(Slot, _reduce_slot)
+copyreg.pickle(Channel, _reduce_channel)

@@ -1,0 +1,243 @@
+"""Message channels in shared memory (the C type is ``pymmapdev._core.Channel``).
+
+One region of any mapping (file, memfd, mmapdev device) holds one channel:
+``Channel.size_for(capacity)`` bytes at an offset that is a multiple of 64.
+Zero bytes are an empty channel, and every process (related or not)
+constructs it the same way: ``Channel(m, offset, capacity)``.
+
+A record becomes visible only when complete, so a producer that dies
+mid-message leaves nothing torn behind, and a restarted producer continues
+on the same channel.  By default a channel has one producer thread and one
+consumer thread (the fast path: no atomic read-modify-write per message); a
+second live producer is refused with RuntimeError.  With
+``multi_producer=True`` / ``multi_consumer=True`` any number share a side,
+taking it per message like a lock that survives a holder's death.
+
+Everything in the region is checked before use: garbage written by a peer
+raises :class:`ChannelCorrupt`, never a read or write outside the region.
+
+This module adds, in Python, what composes the C primitives: the zero-copy
+context managers, numpy arrays and asyncio.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+import time
+
+from . import _core
+from ._open import open_file
+
+__all__ = ["Channel", "ChannelCorrupt", "open_channel"]
+
+ChannelCorrupt = _core.ChannelCorrupt
+
+_SEND, _RECV = 0, 1
+
+# send_array's header: magic, header length, ndim, dtype length; then the
+# shape (u64 each) and the dtype string, padded to 8 bytes.
+_ARRAY = struct.Struct("<4sHHI")
+_ARRAY_MAGIC = b"PMAR"
+
+
+def _array_header(arr):
+    dtype = arr.dtype.str.encode("ascii")
+    if arr.dtype.hasobject or arr.dtype.fields is not None:
+        raise ValueError(f"send_array: dtype {arr.dtype} is not a plain numeric type")
+    size = _ARRAY.size + 8 * arr.ndim + len(dtype)
+    size += -size % 8
+    header = bytearray(size)
+    _ARRAY.pack_into(header, 0, _ARRAY_MAGIC, size, arr.ndim, len(dtype))
+    struct.pack_into(f"<{arr.ndim}Q", header, _ARRAY.size, *arr.shape)
+    start = _ARRAY.size + 8 * arr.ndim
+    header[start:start + len(dtype)] = dtype
+    return bytes(header)
+
+
+def _parse_array_header(raw, length):
+    """(dtype string, shape, header size) from a received record, checked:
+    the bytes come from a peer."""
+    if len(raw) < _ARRAY.size:
+        raise ChannelCorrupt("an array message shorter than its header")
+    magic, size, ndim, dtype_len = _ARRAY.unpack_from(raw, 0)
+    if (magic != _ARRAY_MAGIC or size > len(raw) or size % 8 or
+            _ARRAY.size + 8 * ndim + dtype_len > size):
+        raise ChannelCorrupt("a message that is not a send_array() record")
+    shape = struct.unpack_from(f"<{ndim}Q", raw, _ARRAY.size)
+    start = _ARRAY.size + 8 * ndim
+    dtype = raw[start:start + dtype_len].decode("ascii", "replace")
+    return dtype, shape, size
+
+
+class Channel(_core.Channel):
+    """A message channel; see the module documentation and issue-level API:
+
+    ``send(data, *, timeout=None) -> bool``, ``recv(*, timeout=None) -> bytes | None``,
+    ``send_many``, ``recv_many``, ``reserve``, ``recv_view``, ``send_array``,
+    ``recv_array``, ``close_send``, ``max_message``, ``len(ch)``,
+    ``send_async``, ``recv_async``.
+    """
+
+    __slots__ = ("_owned",)
+
+    @contextlib.contextmanager
+    def reserve(self, nbytes, *, timeout=None):
+        """Zero-copy send: a writable memoryview of *nbytes* inside the ring.
+
+        The message is committed when the block ends and dropped if it
+        raises; the view must not be used after the block.  Yields None when
+        *timeout* seconds pass before there is room.
+        """
+        offset = self._reserve(nbytes, timeout)
+        if offset is None:
+            yield None
+            return
+        whole = memoryview(self.mapping)
+        view = whole[offset:offset + nbytes]
+        commit = False
+        try:
+            yield view
+            commit = True
+        finally:
+            view.release()
+            whole.release()
+            self._reserve_end(commit)
+
+    @contextlib.contextmanager
+    def recv_view(self, *, timeout=None):
+        """Zero-copy receive: a read-only memoryview of the next message,
+        valid inside the block; the message is consumed when the block ends.
+        Yields None when *timeout* seconds pass first."""
+        got = self._view(timeout)
+        if got is None:
+            yield None
+            return
+        offset, length = got
+        whole = memoryview(self.mapping)
+        view = whole[offset:offset + length].toreadonly()
+        try:
+            yield view
+        finally:
+            view.release()
+            whole.release()
+            self._view_end()
+
+    def send_array(self, arr, *, timeout=None):
+        """Send a numpy array (dtype and shape travel with it): one copy into
+        the ring.  True when sent, False on timeout."""
+        import numpy
+        arr = numpy.asarray(arr)
+        if not arr.flags.c_contiguous:          # (ascontiguousarray makes 0-d 1-d)
+            arr = arr.copy(order="C")
+        header = _array_header(arr)
+        offset = self._reserve(len(header) + arr.nbytes, timeout)
+        if offset is None:
+            return False
+        commit = False
+        try:
+            # guarded copies (Mapping.write), not memoryview assignment: a
+            # page of the ring that vanished raises MappingFault
+            self.mapping.write(offset, header)
+            if arr.nbytes:
+                self.mapping.write(offset + len(header), arr.reshape(-1).view(numpy.uint8))
+            commit = True
+        finally:
+            self._reserve_end(commit)
+        return True
+
+    def recv_array(self, *, timeout=None):
+        """Receive an array sent with send_array(): a new numpy array (one
+        copy out of the ring), or None on timeout."""
+        import numpy
+        got = self._view(timeout)
+        if got is None:
+            return None
+        offset, length = got
+        try:
+            raw = self.mapping.read(offset, min(length, 4096))
+            dtype, shape, size = _parse_array_header(raw, length)
+            try:
+                dtype = numpy.dtype(dtype)
+                count = 1
+                for n in shape:
+                    count *= n
+            except (TypeError, ValueError) as exc:
+                raise ChannelCorrupt(f"an array message with a bad dtype: {exc}") from None
+            if size + count * dtype.itemsize != length:
+                raise ChannelCorrupt("an array message whose size does not match its shape")
+            arr = numpy.empty(shape, dtype)
+            if arr.nbytes:
+                self.mapping.read_into(offset + size, arr.reshape(-1).view(numpy.uint8))
+            return arr
+        finally:
+            self._view_end()
+
+    # ---- asyncio -------------------------------------------------------------
+
+    async def _await_side(self, side, nbytes, deadline):
+        """Sleep (without blocking the loop) until the side may make progress."""
+        word = self._announce(side, nbytes)
+        if word is None:
+            # progress is possible now; if another thread holds the side
+            # (multi mode), give it a moment instead of spinning the loop
+            await asyncio.sleep(0)
+            return
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await self.mapping.wait_async(word[0], word[1], timeout=remaining)
+        finally:
+            self._withdraw(side)
+
+    async def send_async(self, data, *, timeout=None):
+        """send() for asyncio: never blocks the event loop; same results."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        size = len(memoryview(data).cast("B"))
+        while True:
+            if self.send(data, timeout=0):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await self._await_side(_SEND, size, deadline)
+
+    async def recv_async(self, *, timeout=None):
+        """recv() for asyncio: never blocks the event loop; same results."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            msg = self.recv(timeout=0)
+            if msg is not None:
+                return msg
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            await self._await_side(_RECV, 0, deadline)
+
+    # ---- owning a mapping (open_channel) ----------------------------------
+
+    def close(self):
+        """Close the mapping if this channel opened it (open_channel)."""
+        owned = getattr(self, "_owned", None)
+        if owned is not None:
+            self._owned = None
+            owned.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer=False,
+                 mode=0o600):
+    """Open (creating if needed) the file *path* holding one channel of
+    *capacity* ring bytes at offset 0; closing the channel closes the file."""
+    m = open_file(path, Channel.size_for(capacity), mode=mode)
+    try:
+        ch = Channel(m, 0, capacity, multi_producer=multi_producer,
+                     multi_consumer=multi_consumer)
+    except BaseException:
+        m.close()
+        raise
+    ch._owned = m
+    return ch

@@ -1,0 +1,496 @@
+"""pymmapdev.Channel: a message channel in shared memory (issue 9)."""
+import collections
+import multiprocessing as mp
+import os
+import random
+import signal
+import struct
+import threading
+import time
+import zlib
+
+import pytest
+
+import pymmapdev
+from pymmapdev import Channel, ChannelCorrupt
+from _sync_workers import GUARD, run_child, spin_until  # noqa: F401
+from conftest import scaled
+
+CAP = 4096
+
+
+@pytest.fixture
+def m(shm_path):
+    with pymmapdev.open_file(shm_path, Channel.size_for(CAP) + 128) as mapping:
+        yield mapping
+
+
+@pytest.fixture
+def ch(m):
+    return Channel(m, 0, CAP)
+
+
+def test_size_and_attributes(m):
+    assert Channel.size_for(CAP) == Channel.HEADER + CAP
+    ch = Channel(m, 0, CAP)
+    assert (ch.capacity, ch.offset, ch.mapping) == (CAP, 0, m)
+    assert ch.max_message == CAP // 2 - 8
+    assert (ch.multi_producer, ch.multi_consumer) == (False, False)
+    assert len(ch) == 0
+
+
+def test_bad_construction(m, shm_path):
+    with pytest.raises(ValueError, match="multiple of 8"):
+        Channel(m, 0, 1001)
+    with pytest.raises(ValueError, match="at least"):
+        Channel(m, 0, 64)
+    with pytest.raises(ValueError, match="aligned"):
+        Channel(m, 8, CAP)
+    with pytest.raises(ValueError, match="outside"):
+        Channel(m, 0, CAP * 2)
+    with pytest.raises(TypeError, match="Mapping"):
+        Channel(bytearray(100), 0, CAP)
+    Channel(m, 0, CAP)
+    with pytest.raises(ValueError, match="another capacity or mode"):
+        Channel(m, 0, CAP - 8)
+    with pytest.raises(ValueError, match="another capacity or mode"):
+        Channel(m, 0, CAP, multi_producer=True)
+    with pymmapdev.open_file(shm_path, readonly=True) as r:
+        with pytest.raises(TypeError, match="read-only"):
+            Channel(r, 0, CAP)
+
+
+def test_round_trip_and_order(ch):
+    assert ch.recv(timeout=0) is None
+    msgs = [b"", b"x", b"hello", bytes(range(256)), b"y" * ch.max_message]
+    for msg in msgs:
+        assert ch.send(msg) is True
+        assert ch.recv() == msg
+    for i in range(50):
+        assert ch.send(struct.pack("<I", i), timeout=0)
+    assert len(ch) == 50
+    assert [struct.unpack("<I", ch.recv())[0] for _ in range(50)] == list(range(50))
+    assert len(ch) == 0
+
+
+def test_any_bytes_like(ch):
+    import array
+    ch.send(bytearray(b"ab"))
+    ch.send(memoryview(b"cde")[1:])
+    ch.send(array.array("I", [7]))
+    assert [ch.recv() for _ in range(3)] == [b"ab", b"de", struct.pack("I", 7)]
+
+
+def test_too_large_and_full(ch):
+    with pytest.raises(ValueError, match="max_message"):
+        ch.send(bytes(ch.max_message + 1))
+    n = 0
+    while ch.send(bytes(100), timeout=0):
+        n += 1
+    assert n == CAP // 112                          # 8 header + 104 padded
+    t0 = time.monotonic()
+    assert ch.send(bytes(100), timeout=0.1) is False
+    assert 0.09 < time.monotonic() - t0 < 5
+    ch.recv()
+    assert ch.send(bytes(100), timeout=0) is True
+
+
+def test_wraparound_matches_a_model(ch):
+    """Random sizes around the ring's end: padding records are never delivered."""
+    rnd = random.Random(1)
+    model = collections.deque()
+    for step in range(scaled(20000)):
+        if rnd.random() < 0.55:
+            msg = rnd.randbytes(rnd.choice([0, 1, 7, 8, 9, 100, 500, ch.max_message]))
+            ok = ch.send(msg, timeout=0)
+            used = sum(8 + (len(x) + 7) // 8 * 8 for x in model)
+            if ok:
+                model.append(msg)
+            else:
+                assert used + 8 + (len(msg) + 7) // 8 * 8 > CAP // 2, "refused with room"
+        else:
+            got = ch.recv(timeout=0)
+            assert got == (model.popleft() if model else None)
+        assert len(ch) == len(model)
+
+
+def test_many(ch):
+    assert ch.send_many([b"a", b"bb", b"ccc"]) == 3
+    assert ch.send_many(iter([])) == 0
+    assert ch.recv_many(2) == [b"a", b"bb"]
+    assert ch.recv_many(10) == [b"ccc"]
+    assert ch.recv_many(10, timeout=0) == []
+    assert ch.send_many([bytes(1000)] * 10, timeout=0) == 4     # 4 records of 1008 bytes
+    with pytest.raises(TypeError):
+        ch.send_many([b"ok", 5])
+    assert len(ch.recv_many(100)) == 5              # the one before the bad item got in
+
+
+def test_end_of_stream(ch):
+    ch.send(b"last")
+    ch.close_send()
+    assert ch.recv() == b"last"
+    with pytest.raises(EOFError):
+        ch.recv()
+    with pytest.raises(EOFError):
+        ch.recv(timeout=0)
+    with pytest.raises(BrokenPipeError):
+        ch.send(b"more")
+
+
+def test_end_of_stream_wakes_a_sleeping_consumer(ch):
+    out = []
+
+    def consume():
+        try:
+            ch.recv()
+        except EOFError:
+            out.append("eof")
+    t = threading.Thread(target=consume)
+    t.start()
+    time.sleep(0.1)
+    ch.close_send()
+    t.join(GUARD)
+    assert out == ["eof"]
+
+
+def test_reserve_and_recv_view(ch, m):
+    with ch.reserve(5) as buf:
+        buf[:] = b"hello"
+    with ch.reserve(3) as buf:
+        buf[:] = b"abc"
+        with pytest.raises(RuntimeError, match="already open"):
+            ch._reserve(1, 0)
+    with pytest.raises(ZeroDivisionError):
+        with ch.reserve(4) as buf:
+            buf[:] = b"lost"
+            1 / 0
+    with ch.recv_view() as view:
+        assert view.readonly and bytes(view) == b"hello"
+        with pytest.raises(TypeError):
+            view[0] = 1
+    assert ch.recv() == b"abc"
+    assert ch.recv(timeout=0) is None               # the dropped one never went out
+    with ch.recv_view(timeout=0) as view:
+        assert view is None
+    # reserve/recv_view pin the mapping
+    with ch.reserve(1) as buf:
+        with pytest.raises(BufferError):
+            m.close()
+        buf[0] = 1
+
+
+def test_arrays(ch):
+    np = pytest.importorskip("numpy")
+    big = Channel(pymmapdev.anonymous(Channel.size_for(1 << 22)), 0, 1 << 22)
+    for arr in (np.arange(12, dtype=np.int32).reshape(3, 4), np.zeros((0, 5)), np.array(3.5),
+                np.arange(10, dtype=">u2"), np.ones((2, 3, 4), dtype=np.complex64),
+                np.arange(20)[::2], np.random.default_rng(0).random((256, 512))):
+        assert big.send_array(arr) is True
+        got = big.recv_array()
+        assert got.dtype == arr.dtype and got.shape == arr.shape
+        assert np.array_equal(got, arr)
+    assert big.recv_array(timeout=0) is None
+    with pytest.raises(ValueError):
+        ch.send_array(np.zeros(CAP))
+    ch.send(b"not an array, not at all")
+    with pytest.raises(ChannelCorrupt):
+        ch.recv_array()
+
+
+# ---- sides: who may send and receive --------------------------------------------
+
+def test_second_producer_thread_is_refused(ch):
+    ch.send(b"mine")
+    errors = []
+    t = threading.Thread(target=lambda: errors.append(_raises(lambda: ch.send(b"x"))))
+    t.start()
+    t.join(GUARD)
+    assert errors == ["RuntimeError"]
+    assert ch.recv() == b"mine" and ch.recv(timeout=0) is None
+
+
+def _raises(call):
+    try:
+        call()
+    except Exception as exc:
+        return type(exc).__name__
+    return None
+
+
+def test_forked_child_is_a_second_producer(ch):
+    ch.send(b"parent")
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if _raises(lambda: ch.send(b"child")) == "RuntimeError" else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_dead_producer_is_taken_over(ch, m):
+    pid = os.fork()
+    if pid == 0:
+        ch.send(b"from the first producer")
+        os._exit(0)                                 # exits still registered
+    os.waitpid(pid, 0)
+    assert ch.send(b"from its successor") is True   # takes the side over
+    assert ch.recv() == b"from the first producer"
+    assert ch.recv() == b"from its successor"
+
+
+def test_dropped_channel_object_hands_its_side_back(m):
+    a = Channel(m, 0, CAP)
+    a.send(b"1")
+    del a
+    out = []
+    t = threading.Thread(target=lambda: out.append(Channel(m, 0, CAP).send(b"2")))
+    t.start()
+    t.join(GUARD)
+    assert out == [True]
+
+
+MPMC_PRODUCER = """
+import sys, pymmapdev
+from pymmapdev import Channel
+path, who, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with pymmapdev.open_file(path) as m:
+    ch = Channel(m, 0, int(sys.argv[4]), multi_producer=True, multi_consumer=True)
+    for i in range(n):
+        ch.send(b"%d %d " % (who, i) + bytes(i % 50), timeout=60)
+"""
+
+MPMC_CONSUMER = """
+import sys, pymmapdev
+from pymmapdev import Channel
+path = sys.argv[1]
+with pymmapdev.open_file(path) as m:
+    ch = Channel(m, 0, int(sys.argv[2]), multi_producer=True, multi_consumer=True)
+    got = []
+    while True:
+        msg = ch.recv(timeout=60)
+        if msg == b"stop":
+            break
+        got.append(msg.split(b" ")[:2])
+    print(" ".join(f"{int(a)}:{int(b)}" for a, b in got))
+"""
+
+
+def test_exactly_once_in_order_with_several_producers_and_consumers(shm_path, run_child):
+    cap, n, producers, consumers = 2048, scaled(1500, 100), 3, 2
+    pymmapdev.open_file(shm_path, Channel.size_for(cap)).close()
+    cons = [run_child(MPMC_CONSUMER, shm_path, cap) for _ in range(consumers)]
+    prods = [run_child(MPMC_PRODUCER, shm_path, who, n, cap) for who in range(producers)]
+    for p in prods:
+        assert p.wait(GUARD * 2) == 0, p.stderr.read()
+    with pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, cap, multi_producer=True, multi_consumer=True)
+        for _ in range(consumers):
+            assert ch.send(b"stop", timeout=GUARD)
+        seen = collections.Counter()
+        for c in cons:
+            out, err = c.communicate(timeout=GUARD)
+            assert c.returncode == 0, err
+            last = {}
+            for item in out.split():
+                who, i = map(int, item.split(":"))
+                assert i > last.get(who, -1), "out of order within one consumer"
+                last[who] = i
+                seen[who, i] += 1
+        assert len(seen) == producers * n and set(seen.values()) == {1}
+        del ch
+
+
+def test_producer_killed_inside_reserve_blocks_others_briefly(shm_path, run_child):
+    cap = 4096
+    pymmapdev.open_file(shm_path, Channel.size_for(cap) + 64).close()
+    holder = run_child("""
+        import sys, time, pymmapdev
+        from pymmapdev import Channel
+        with pymmapdev.open_file(sys.argv[1]) as m:
+            ch = Channel(m, 0, 4096, multi_producer=True)
+            with ch.reserve(100) as buf:
+                buf[:50] = b"half" * 12 + b"ha"
+                m.store_u32(Channel.size_for(4096), 1)
+                time.sleep(600)
+    """, shm_path)
+    with pymmapdev.open_file(shm_path) as m:
+        spin_until(lambda: m.load_u32(Channel.size_for(cap)) == 1)
+        ch = Channel(m, 0, cap, multi_producer=True)
+        assert ch.send(b"x", timeout=0.05) is False   # the side is held
+        holder.kill()
+        holder.wait(GUARD)
+        t0 = time.monotonic()
+        assert ch.send(b"after", timeout=GUARD) is True
+        assert time.monotonic() - t0 < 1.0
+        assert ch.recv() == b"after"                  # nothing torn was delivered
+        assert ch.recv(timeout=0) is None
+        del ch
+
+
+CRASHING_PRODUCER = """
+import sys, zlib, pymmapdev
+from pymmapdev import Channel
+with pymmapdev.open_file(sys.argv[1]) as m:
+    ch = Channel(m, 0, int(sys.argv[2]))
+    i = int(sys.argv[3])
+    while True:
+        body = (b"%08d" % i) * (1 + i % 400)
+        ch.send(body + zlib.crc32(body).to_bytes(4, "little"), timeout=60)
+        i += 1
+"""
+
+
+def test_crash_probe_producer_killed_mid_stream(shm_path, run_child):
+    """SIGKILL the producer while it streams, six times: the consumer never
+    gets a torn message, and a restarted producer continues."""
+    cap = 1 << 16
+    pymmapdev.open_file(shm_path, Channel.size_for(cap)).close()
+    with pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, cap)
+        received = 0
+        for trial in range(6):
+            p = run_child(CRASHING_PRODUCER, shm_path, cap, trial * 1000000)
+            got = 0
+            while got < 200:
+                msg = ch.recv(timeout=GUARD)
+                assert msg is not None, "the producer never sent"
+                body, crc = msg[:-4], int.from_bytes(msg[-4:], "little")
+                assert zlib.crc32(body) == crc, "torn message"
+                got += 1
+            p.send_signal(signal.SIGKILL)
+            p.wait(GUARD)
+            while (msg := ch.recv(timeout=0)) is not None:   # what it committed
+                assert zlib.crc32(msg[:-4]) == int.from_bytes(msg[-4:], "little")
+            received += got
+        assert received >= 1200
+        del ch
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_pickled_to_children(shm_path, method):
+    pymmapdev.open_file(shm_path, Channel.size_for(CAP)).close()
+    with pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, CAP)
+        ctx = mp.get_context(method)
+        p = ctx.Process(target=_child_sends, args=(ch, 20))
+        p.start()
+        got = [ch.recv(timeout=GUARD) for _ in range(20)]
+        p.join(GUARD)
+        assert p.exitcode == 0
+        assert got == [b"%d" % i for i in range(20)]
+        del ch
+
+
+def _child_sends(ch, n):
+    for i in range(n):
+        ch.send(b"%d" % i)
+
+
+PING = """
+import sys, pymmapdev
+from pymmapdev import Channel
+pymmapdev.set_spin(int(sys.argv[3]))
+with pymmapdev.open_file(sys.argv[1]) as m:
+    a, b = Channel(m, 0, 4096), Channel(m, Channel.size_for(4096) + 64 - Channel.size_for(4096) % 64, 4096)
+    for _ in range(int(sys.argv[2])):
+        b.send(a.recv(timeout=60))
+"""
+
+
+@pytest.mark.parametrize("spin", [0, 500])
+def test_ping_pong_across_unrelated_processes(shm_path, run_child, spin):
+    second = Channel.size_for(4096) + 64 - Channel.size_for(4096) % 64
+    pymmapdev.open_file(shm_path, second + Channel.size_for(4096)).close()
+    n = scaled(2000, 50)
+    child = run_child(PING, shm_path, n, spin)
+    with pymmapdev.open_file(shm_path) as m:
+        a, b = Channel(m, 0, 4096), Channel(m, second, 4096)
+        for i in range(n):
+            a.send(b"%d" % i)
+            assert b.recv(timeout=GUARD) == b"%d" % i
+        assert child.wait(GUARD) == 0, child.stderr.read()
+        del a, b
+
+
+def test_ctrl_c_interrupts_a_blocked_recv(shm_path, run_child):
+    pymmapdev.open_file(shm_path, Channel.size_for(CAP) + 64).close()
+    child = run_child("""
+        import sys, pymmapdev
+        from pymmapdev import Channel
+        with pymmapdev.open_file(sys.argv[1]) as m:
+            ch = Channel(m, 0, 4096)
+            m.store_u32(Channel.size_for(4096), 1)
+            ch.recv()
+    """, shm_path)
+    with pymmapdev.open_file(shm_path) as m:
+        spin_until(lambda: m.load_u32(Channel.size_for(CAP)) == 1)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=GUARD)
+        assert "KeyboardInterrupt" in err
+        assert time.monotonic() - t0 < 5
+
+
+# ---- the region is untrusted ---------------------------------------------------------
+
+SCRIBBLER = """
+import os, random, sys, time, pymmapdev
+rnd = random.Random(int(sys.argv[3]))
+with pymmapdev.open_file(sys.argv[1]) as m:
+    base, size = int(sys.argv[2]), int(sys.argv[4])
+    end = time.monotonic() + float(sys.argv[5])
+    while time.monotonic() < end:
+        where = rnd.choice([0, 8, 64, 72, 80, 88, 128, 136, 144, 192, 196, 256, 260,
+                            rnd.randrange(0, size - 8) // 8 * 8])
+        m.write(base + where, os.urandom(rnd.choice([1, 4, 8])))
+"""
+
+
+def test_hostile_peer_scribbling_the_region(shm_path, run_child):
+    """Random bytes written into header and ring by another process while
+    both sides run: every call returns or raises a documented error, in
+    bounded time, and nothing outside the region changes."""
+    cap = 2048
+    base = 64
+    size = Channel.size_for(cap)
+    total = base + size + 64
+    pymmapdev.open_file(shm_path, total).close()
+    with pymmapdev.open_file(shm_path) as m:
+        m[0:base] = b"\xa5" * base
+        m[base + size:total] = b"\x5a" * (total - base - size)
+        ch = Channel(m, base, cap, multi_producer=True, multi_consumer=True)
+        scribbler = run_child(SCRIBBLER, shm_path, base, 7, size, 3.0)
+        kinds = collections.Counter()
+        end = time.monotonic() + 3.0
+        rnd = random.Random(3)
+        while time.monotonic() < end:
+            op = rnd.random()
+            t0 = time.monotonic()
+            try:
+                if op < 0.3:
+                    ch.send(os.urandom(rnd.randrange(0, 300)), timeout=0.05)
+                elif op < 0.6:
+                    ch.recv(timeout=0.05)
+                elif op < 0.7:
+                    ch.send_many([b"a"] * 5, timeout=0.05)
+                elif op < 0.8:
+                    ch.recv_many(5, timeout=0.05)
+                elif op < 0.85:
+                    with ch.recv_view(timeout=0.05) as v:
+                        v is None or bytes(v)
+                elif op < 0.9:
+                    with ch.reserve(16, timeout=0.05) as buf:
+                        if buf is not None:
+                            buf[:] = bytes(16)
+                else:
+                    len(ch)
+                kinds["ok"] += 1
+            except (ChannelCorrupt, EOFError, BrokenPipeError, RuntimeError, ValueError) as exc:
+                kinds[type(exc).__name__] += 1
+            assert time.monotonic() - t0 < 2.0, "a call hung on garbage"
+        scribbler.wait(GUARD)
+        assert m[0:base] == b"\xa5" * base
+        assert m[base + size:total] == b"\x5a" * (total - base - size)
+        del ch
+    assert kinds["ok"] > 0 and kinds["ChannelCorrupt"] > 0, kinds
