@@ -1,5 +1,8 @@
 # The public surface, spelled out: __init__.py adds the kernel-dependent
 # MADV_* names in a loop that type checkers cannot follow.
+from .channel import Channel as Channel
+from .channel import ChannelCorrupt as ChannelCorrupt
+from .channel import open_channel as open_channel
 from ._core import MADV_COLD as MADV_COLD
 from ._core import MADV_DODUMP as MADV_DODUMP
 from ._core import MADV_DOFORK as MADV_DOFORK
@@ -32,7 +35,7 @@ from .sync import Slot as Slot
 
 __version__: str
 
-__all__ = ["Lock", "Mapping", "MappingFault", "OwnerDiedWarning", "PAGESIZE", "PeerDied", "Slot",
+__all__ = ["Channel", "ChannelCorrupt", "open_channel", "Lock", "Mapping", "MappingFault", "OwnerDiedWarning", "PAGESIZE", "PeerDied", "Slot",
            "anonymous",
            "get_spin", "open_device", "open_file", "set_spin",
            "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED", "MADV_DONTNEED",
