@@ -91,3 +91,11 @@ def test_pool_numpy_example(method):
                           env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert f"{method}: 1024 rows filled by the pool, sum 137438691328 " in proc.stdout
+
+
+def test_pipeline_example():
+    proc = subprocess.run([sys.executable, "examples/pipeline.py", "60", "3"], cwd=REPO,
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "60 frames of 256 KiB through 3 workers" in proc.stdout
+    assert "every frame seen once" in proc.stdout

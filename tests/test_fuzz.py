@@ -289,3 +289,74 @@ class MappingMachine(RuleBasedStateMachine):
 TestMappingMachine = MappingMachine.TestCase
 TestMappingMachine.settings = settings(max_examples=scaled(60, 5), stateful_step_count=60,
                                       deadline=None)
+
+
+# ---- hostile peer: another process scribbles the shared structures -------------
+
+SCRIBBLER = """
+import os, random, sys, time, pymmapdev
+rnd = random.Random(int(sys.argv[2]))
+with pymmapdev.open_file(sys.argv[1]) as m:
+    regions = [(64, 64), (256, pymmapdev.Slot.size_for(200))]     # the Lock, the Slot
+    end = time.monotonic() + float(sys.argv[3])
+    while time.monotonic() < end:
+        base, size = rnd.choice(regions)
+        where = rnd.randrange(0, size - 8) // 8 * 8
+        if rnd.random() < 0.5:        # plausible values too: small, odd, our own
+            m.write_u64(base + where, rnd.choice([0, 1, 3, 2**32 - 1, 2**63, os.getpid(),
+                                                   rnd.getrandbits(64)]))
+        else:
+            m.write(base + where, os.urandom(rnd.choice([1, 4, 8])))
+        if rnd.random() < 0.01:
+            time.sleep(0.001)
+"""
+
+
+def test_hostile_peer_scribbling_lock_and_slot(shm_path, tmp_path):
+    """While another process writes random bytes over a Lock and a Slot,
+    every call here returns or raises a documented error within a bound,
+    and the bytes around them are never touched."""
+    import collections
+    import subprocess
+    import time
+    import warnings
+    from conftest import child_env
+
+    size = 4096
+    with pymmapdev.open_file(shm_path, size) as m:
+        m[0:64] = b"\xa5" * 64                                  # canaries around
+        slot_end = 256 + pymmapdev.Slot.size_for(200)
+        m[128:256] = b"\xa5" * 128
+        m[slot_end:size] = b"\x5a" * (size - slot_end)
+        seconds = max(1.0, 4.0 * min(1.0, scaled(100) / 100))
+        child = subprocess.Popen([sys.executable, "-c", SCRIBBLER, shm_path, "11", str(seconds)],
+                                 env=child_env(), stderr=subprocess.PIPE, text=True)
+        outcomes = collections.Counter()
+        rnd = random.Random(5)
+        end = time.monotonic() + seconds
+        documented = (ValueError, RuntimeError, pymmapdev.PeerDied)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pymmapdev.OwnerDiedWarning)
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                op = rnd.random()
+                try:
+                    if op < 0.4:
+                        lock = pymmapdev.Lock(m, 64)
+                        if lock.acquire(timeout=0.05):
+                            lock.release()
+                    elif op < 0.6:
+                        pymmapdev.Slot(m, 256, 200).publish(rnd.randbytes(rnd.randrange(201)))
+                    elif op < 0.85:
+                        pymmapdev.Slot(m, 256, 200).read(timeout=0.05)
+                    else:
+                        slot = pymmapdev.Slot(m, 256, 200)
+                        slot.wait_newer(slot.version, timeout=0.02)
+                    outcomes["ok"] += 1
+                except documented as exc:
+                    outcomes[type(exc).__name__] += 1
+                assert time.monotonic() - t0 < 2.5, "a call did not end on garbage"
+        assert child.wait(60) == 0, child.stderr.read()
+        assert m[0:64] == b"\xa5" * 64 and m[128:256] == b"\xa5" * 128
+        assert m[slot_end:size] == b"\x5a" * (size - slot_end)
+    assert outcomes["ok"] > 0 and len(outcomes) > 1, outcomes

@@ -107,9 +107,41 @@ def test_slot_and_lock_do_not_leak(maps):
     def use():
         slot.publish(b"payload")
         slot.read()
-        with lock:
-            pass
+        slot.read(timeout=0)
+        slot.wait_newer(0, timeout=0)
+        pymmapdev.Slot(m, 1024, 64)
+        with pymmapdev.Lock(m, 2048):
+            lock.locked()
+        lock.acquire(timeout=0)
+        lock.release()
     assert_no_leak(use, calls=50_000)
+
+
+def test_channel_does_not_leak(tmp_path):
+    cap = 8192
+    m = pymmapdev.open_file(tmp_path / "channel", pymmapdev.Channel.size_for(cap))
+    ch = pymmapdev.Channel(m, 0, cap)
+    batch = [b"a", b"bb", b"ccc"]
+
+    def use():
+        ch.send(b"payload")
+        ch.recv()
+        ch.recv(timeout=0)
+        ch.send_many(batch)
+        ch.recv_many(10)
+        with ch.reserve(16) as buf:
+            buf[:4] = b"abcd"
+        with ch.recv_view() as view:
+            bytes(view[:4])
+        len(ch)
+        try:
+            ch.send(bytes(cap))
+        except ValueError:
+            pass
+        pymmapdev.Channel(m, 0, cap)
+    assert_no_leak(use, calls=20_000)
+    del ch
+    m.close()
 
 
 def test_open_close_does_not_leak_fds_or_mappings(tmp_path):

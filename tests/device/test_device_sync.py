@@ -208,3 +208,46 @@ with pymmapdev.open_device() as m:
     finally:
         reader.kill()
         reader.wait()
+
+
+CHANNEL_CONSUMER = """
+import sys, zlib, pymmapdev
+from pymmapdev import Channel
+pymmapdev.set_spin(0)            # every empty ring is a sleep in the module's WAIT
+with pymmapdev.open_device() as m:
+    ch = Channel(m, int(sys.argv[1]), 8192)
+    total = 0
+    while True:
+        try:
+            msg = ch.recv(timeout=60)
+        except EOFError:
+            break
+        assert msg is not None, "nothing for 60 s"
+        assert zlib.crc32(msg[:-4]) == int.from_bytes(msg[-4:], "little"), "torn"
+        total += 1
+    print(total)
+"""
+
+
+def test_channel_between_processes_on_the_device(m):
+    """Producer here, consumer in another process, both sleeping through the
+    module's WAIT/WAKE ioctls (shared futexes fail on device pages): the ring
+    fills (the producer sleeps) and empties (the consumer sleeps)."""
+    import zlib
+    from pymmapdev import Channel
+    spin = pymmapdev.get_spin()
+    pymmapdev.set_spin(0)
+    try:
+        consumer = devlib.python(CHANNEL_CONSUMER, BASE)
+        ch = Channel(m, BASE, 8192)
+        n = 400
+        for i in range(n):
+            body = (b"%06d" % i) * (1 + i % 300)  # up to 1.8 KiB: the ring fills
+            assert ch.send(body + zlib.crc32(body).to_bytes(4, "little"), timeout=GUARD)
+        ch.close_send()
+    finally:
+        pymmapdev.set_spin(spin)
+    out, err = consumer.communicate(timeout=GUARD)
+    assert consumer.returncode == 0, err
+    assert int(out) == n
+    del ch
