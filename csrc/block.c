@@ -113,6 +113,17 @@ sleep_end(const struct deadline *d, long long bound_ns, struct timespec *buf,
 
 /* ---- the back end: the one place where files and devices differ ---- */
 
+int
+block_futex_sleep(const uint32_t *word, uint32_t expected, const struct timespec *end)
+{
+	/* Never FUTEX_PRIVATE_FLAG: the peer is another process.  WAIT_BITSET
+	 * takes an absolute CLOCK_MONOTONIC time, plain WAIT a relative one. */
+	if (syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, end, NULL,
+		    FUTEX_BITSET_MATCH_ANY) < 0)
+		return errno == EAGAIN ? 0 : errno;	/* EAGAIN: the word differs */
+	return 0;
+}
+
 /*
  * Sleeps while the u32 at @offset equals @expected, until @end (NULL:
  * forever).  No GIL.  Returns 0 when woken or when the word differs, else
@@ -133,12 +144,7 @@ backend_sleep(MappingObject *map, Py_ssize_t offset, uint32_t expected,
 
 		return ioctl(map->fd, MMAPDEV_IOC_WAIT, &req) < 0 ? errno : 0;
 	}
-	/* Never FUTEX_PRIVATE_FLAG: the peer is another process.  WAIT_BITSET
-	 * takes an absolute CLOCK_MONOTONIC time, plain WAIT a relative one. */
-	if (syscall(SYS_futex, map->data + offset, FUTEX_WAIT_BITSET, expected, end,
-		    NULL, FUTEX_BITSET_MATCH_ANY) < 0)
-		return errno == EAGAIN ? 0 : errno;	/* EAGAIN: the word differs */
-	return 0;
+	return block_futex_sleep((const uint32_t *)(map->data + offset), expected, end);
 }
 
 static long
@@ -176,6 +182,12 @@ backend_error(MappingObject *map, int err, int waking, Py_ssize_t offset)
 		Py_DECREF(value);
 	}
 	return NULL;
+}
+
+PyObject *
+block_sleep_error(MappingObject *map, int err, Py_ssize_t offset)
+{
+	return backend_error(map, err, 0, offset);
 }
 
 long

@@ -100,6 +100,20 @@ int block_until(struct block_op *op, const struct deadline *d);
  */
 long block_wake(MappingObject *map, Py_ssize_t offset, uint32_t count);
 
+/*
+ * The futex back end's one sleep, without the GIL: while the shared u32 at
+ * @word equals @expected, until the CLOCK_MONOTONIC time @end (NULL:
+ * forever).  Returns 0 when woken or when the word differs, else an errno
+ * value (ETIMEDOUT, EINTR, EFAULT, ...).  Only the kernel reads @word (an
+ * address no longer mapped is EFAULT, never a crash).  An @end in the past
+ * only compares the word.
+ */
+int block_futex_sleep(const uint32_t *word, uint32_t expected, const struct timespec *end);
+
+/* Raises the exception for a sleep on @offset that failed with @err
+ * (MappingFault for EFAULT, else OSError naming the syscall); NULL. */
+PyObject *block_sleep_error(MappingObject *map, int err, Py_ssize_t offset);
+
 /* Spin rounds before sleeping, per process (set_spin/get_spin). */
 long block_default_spin(void);
 

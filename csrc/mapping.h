@@ -69,6 +69,7 @@ typedef struct {
 	PyTypeObject *lock_type;
 	PyTypeObject *slot_type;
 	PyTypeObject *channel_type;
+	PyTypeObject *watch_type;
 	PyObject *fault_error;		/* pymmapdev.MappingFault (OSError) */
 	PyObject *channel_corrupt;	/* pymmapdev.ChannelCorrupt (ValueError) */
 	PyObject *peer_died_error;	/* pymmapdev.PeerDied (OSError) */

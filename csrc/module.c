@@ -14,6 +14,7 @@
  *	channel.c	the Channel type
  *	pages.c		msync/madvise               array.c    ndarray (numpy)
  *	device.c	mmapdev GET_INFO, file system space
+ *	watch.c		waits split into polls, for asyncio (pymmapdev/_aio.py)
  */
 #include "mapping.h"
 #include "channel.h"
@@ -22,6 +23,7 @@
 #include "peer.h"
 #include "slot.h"
 #include "wait.h"
+#include "watch.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -150,11 +152,13 @@ core_exec(PyObject *module)
 	st->lock_type = add_type(module, &lock_type_spec, lock_type_ready);
 	st->slot_type = add_type(module, &slot_type_spec, slot_type_ready);
 	st->channel_type = add_type(module, &channel_type_spec, channel_type_ready);
+	st->watch_type = add_type(module, &watch_type_spec, watch_type_ready);
 	if (st->mapping_type == NULL || st->lock_type == NULL || st->slot_type == NULL ||
-	    st->channel_type == NULL)
+	    st->channel_type == NULL || st->watch_type == NULL)
 		return -1;
 
-	if (PyModule_AddIntConstant(module, "PAGESIZE", sysconf(_SC_PAGESIZE)) < 0)
+	if (PyModule_AddIntConstant(module, "PAGESIZE", sysconf(_SC_PAGESIZE)) < 0 ||
+	    PyModule_AddIntConstant(module, "HAVE_FUTEX_WAITV", watch_have_waitv()) < 0)
 		return -1;
 	return add_madvise_constants(module);
 }
@@ -176,6 +180,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
 	Py_VISIT(st->lock_type);
 	Py_VISIT(st->slot_type);
 	Py_VISIT(st->channel_type);
+	Py_VISIT(st->watch_type);
 	Py_VISIT(st->fault_error);
 	Py_VISIT(st->channel_corrupt);
 	Py_VISIT(st->peer_died_error);
@@ -192,6 +197,7 @@ core_clear(PyObject *module)
 	Py_CLEAR(st->lock_type);
 	Py_CLEAR(st->slot_type);
 	Py_CLEAR(st->channel_type);
+	Py_CLEAR(st->watch_type);
 	Py_CLEAR(st->fault_error);
 	Py_CLEAR(st->channel_corrupt);
 	Py_CLEAR(st->peer_died_error);
@@ -208,6 +214,8 @@ core_free(void *module)
 static PyMethodDef core_functions[] = {
 	DEVICE_FUNCTIONS_METHODDEFS	/* device.c */
 	SPIN_FUNCTIONS_METHODDEFS	/* block.c */
+	WAIT_FUNCTIONS_METHODDEFS	/* wait.c */
+	WATCH_FUNCTIONS_METHODDEFS	/* watch.c */
 	{"rearm_fault_handler", core_rearm, METH_NOARGS,
 	 "rearm_fault_handler()\n--\n\n"
 	 "Put the SIGBUS guard's handler back on top of one installed since\n"

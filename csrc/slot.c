@@ -32,6 +32,7 @@
 #include "args.h"
 #include "block.h"
 #include "peer.h"
+#include "watch.h"
 
 #include <errno.h>
 #include <string.h>
@@ -446,6 +447,46 @@ slot_wait_newer(SlotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 	}
 }
 
+/* ---- wait_newer_async: the same wait as a watch (watch.h) ---------------- */
+
+static PyObject *
+seq_watch_fail(PyObject *owner, int rc)
+{
+	return slot_error((SlotObject *)owner, rc, NULL, NULL, 0);
+}
+
+static const struct watch_kind seq_watch = {
+	.poll = seq_poll,
+	.announce = seq_announce,
+	.fail = seq_watch_fail,
+};
+
+static PyObject *
+slot_wait_newer_async(SlotObject *self, PyObject *const *args, Py_ssize_t nargs,
+		      PyObject *kwnames)
+{
+	static const char *const names[] = {"version", "timeout"};
+	static const struct arg_spec spec = {"wait_newer_async", names, 2, 1, 0, 2};
+	PyObject *argv[2], *watch;
+	struct seq_wait w = {0};
+	struct gate g;
+
+	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
+	    arg_uint(argv[0], 63, &w.version) < 0)
+		return NULL;
+	if (slot_admit(self, &g, GATE_READ, PIN_WAIT) < 0)
+		return NULL;
+	slot_words(&w.w, g.addr);
+	w.readonly = self->map->readonly;
+	w.newer = 1;
+	/* A read-only mapping cannot announce a sleeper (seq_block): poll. */
+	watch = watch_new((PyObject *)self, &g, &seq_watch, &w, sizeof(w),
+			  w.readonly ? WATCH_POLLS : 0);
+	if (watch == NULL)
+		return NULL;
+	return watch_await(watch, argv[1]);
+}
+
 /* ---- the rest of the type ------------------------------------------------ */
 
 static PyObject *
@@ -591,6 +632,11 @@ static PyMethodDef slot_methods[] = {
 	 "wait_newer($self, /, version, timeout=None)\n--\n\n"
 	 "Sleep until a version other than `version` is published.  True when\n"
 	 "one is (read() returns it, or a later one), False after timeout."},
+	{"wait_newer_async", (PyCFunction)(void (*)(void))slot_wait_newer_async,
+	 METH_FASTCALL | METH_KEYWORDS,
+	 "wait_newer_async($self, /, version, timeout=None)\n--\n\n"
+	 "wait_newer() for asyncio: a coroutine with its result that never\n"
+	 "blocks the event loop and can be cancelled."},
 	{"size_for", (PyCFunction)slot_size_for, METH_O | METH_STATIC,
 	 "size_for(capacity, /)\n--\n\n"
 	 "Bytes a slot of capacity occupies (header + value, rounded to 8)."},

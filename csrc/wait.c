@@ -1,10 +1,12 @@
 /*
  * Mapping.wait()/wake() on an aligned u32 word: the blocking loop
- * (block.c) with the simplest condition, "the word differs".
+ * (block.c) with the simplest condition, "the word differs"; and
+ * wait_async(), the same condition as a watch (watch.h).
  */
 #include "wait.h"
 #include "args.h"
 #include "block.h"
+#include "watch.h"
 
 struct word_wait {
 	const uint32_t *word;
@@ -57,6 +59,62 @@ wait_wait(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 	if (rc == BLOCK_ERROR)
 		return NULL;
 	return PyBool_FromLong(rc == BLOCK_READY);
+}
+
+static PyObject *
+word_fail(PyObject *Py_UNUSED(owner), int rc)
+{
+	/* word_poll() has no failures of its own */
+	PyErr_Format(PyExc_SystemError, "wait: unexpected state %d", rc);
+	return NULL;
+}
+
+static const struct watch_kind word_watch = {
+	.poll = word_poll,
+	.fail = word_fail,
+	.wake_is_ready = 1,
+};
+
+/* A watch of the word at (offset, expected), both still objects. */
+static PyObject *
+word_watch_new(MappingObject *self, PyObject *offset_obj, PyObject *expected_obj)
+{
+	Py_ssize_t offset;
+	uint64_t expected;
+	struct word_wait c;
+	struct gate g;
+
+	if (arg_offset(offset_obj, &offset) < 0 || arg_uint(expected_obj, 32, &expected) < 0)
+		return NULL;
+	if (gate_enter(&g, self, offset, 4, 4, GATE_READ, PIN_WAIT) < 0)
+		return NULL;
+	c = (struct word_wait){(const uint32_t *)g.addr, offset, (uint32_t)expected};
+	return watch_new((PyObject *)self, &g, &word_watch, &c, sizeof(c), 0);
+}
+
+PyObject *
+wait_wait_async(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
+		PyObject *kwnames)
+{
+	static const char *const names[] = {"offset", "expected", "timeout"};
+	static const struct arg_spec spec = {"wait_async", names, 3, 2, 0, 3};
+	PyObject *argv[3], *watch;
+
+	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0)
+		return NULL;
+	watch = word_watch_new(self, argv[0], argv[1]);
+	return watch == NULL ? NULL : watch_await(watch, argv[2]);
+}
+
+PyObject *
+wait_watch_word(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+	MappingObject *map;
+
+	if (args_exact("watch_word", nargs, 3) < 0 ||
+	    arg_mapping(module_state_of(module), "watch_word", args[0], &map) < 0)
+		return NULL;
+	return word_watch_new(map, args[1], args[2]);
 }
 
 PyObject *

@@ -10,6 +10,8 @@ PyObject *wait_wait(MappingObject *self, PyObject *const *args, Py_ssize_t nargs
 		    PyObject *kwnames);
 PyObject *wait_wake(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
 		    PyObject *kwnames);
+PyObject *wait_wait_async(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
+			  PyObject *kwnames);
 
 #define WAIT_METHODDEFS								\
 	{"wait", (PyCFunction)(void (*)(void))wait_wait, METH_FASTCALL | METH_KEYWORDS, \
@@ -23,7 +25,24 @@ PyObject *wait_wake(MappingObject *self, PyObject *const *args, Py_ssize_t nargs
 	{"wake", (PyCFunction)(void (*)(void))wait_wake, METH_FASTCALL | METH_KEYWORDS, \
 	 "wake($self, /, offset, count=1)\n--\n\n"				\
 	 "Wake at most count processes or threads waiting on the aligned\n"	\
-	 "u32 at offset; returns how many were woken."},
+	 "u32 at offset; returns how many were woken."},			\
+	{"wait_async", (PyCFunction)(void (*)(void))wait_wait_async,		\
+	 METH_FASTCALL | METH_KEYWORDS,						\
+	 "wait_async($self, /, offset, expected, timeout=None)\n--\n\n"	\
+	 "wait() for asyncio: a coroutine with wait()'s result that never\n"	\
+	 "blocks the event loop and can be cancelled.  Files and memfds sleep\n" \
+	 "in a shared waiter thread, mmapdev devices in the loop's own poll\n"	\
+	 "of the device; any wake-up on such a device (another word's, the\n"	\
+	 "heartbeat) ends the wait too: re-check the word."},
+
+/* module function (wait.c) */
+PyObject *wait_watch_word(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+#define WAIT_FUNCTIONS_METHODDEFS						\
+	{"watch_word", (PyCFunction)(void (*)(void))wait_watch_word, METH_FASTCALL, \
+	 "watch_word(mapping, offset, expected, /)\n--\n\n"			\
+	 "A Watch of wait()'s condition (pymmapdev._aio awaits it): over when\n" \
+	 "the aligned u32 at offset differs from expected or is woken."},
 
 /* module functions (block.c) */
 PyObject *block_set_spin(PyObject *module, PyObject *arg);

@@ -144,6 +144,32 @@ def test_channel_does_not_leak(tmp_path):
     m.close()
 
 
+def test_async_waits_do_not_leak(maps):
+    """Awaits that end at once, at their timeout and after a sleep in the
+    shared waiter thread: watches, futures and pins all go."""
+    import asyncio
+    m = maps[0]
+    slot = pymmapdev.Slot(m, 1024, 64)
+    loop = asyncio.new_event_loop()
+
+    async def sleep_then_wake():
+        task = loop.create_task(m.wait_async(48, m.load_u32(48)))
+        await asyncio.sleep(0)
+        m.fetch_add_u32(48, 1)
+        m.wake(48)
+        await task
+
+    def use():
+        loop.run_until_complete(m.wait_async(44, 12345))
+        loop.run_until_complete(m.wait_async(52, 0, 0))
+        loop.run_until_complete(slot.wait_newer_async(slot.version + 1, 0))
+        loop.run_until_complete(sleep_then_wake())
+    try:
+        assert_no_leak(use, calls=5_000)
+    finally:
+        loop.close()
+
+
 def test_open_close_does_not_leak_fds_or_mappings(tmp_path):
     path = tmp_path / "cycle"
 

@@ -30,3 +30,10 @@ def check(m: pymmapdev.Mapping) -> None:
     m[0] = b"x"  # type: ignore[call-overload]
     m[0:1] = 1  # type: ignore[call-overload]
     pymmapdev.set_spin(rounds=3)  # type: ignore[call-arg]
+
+
+async def check_async(m: pymmapdev.Mapping, slot: pymmapdev.Slot) -> None:
+    assert_type(await m.wait_async(0, 0), bool)
+    assert_type(await m.wait_async(0, 0, timeout=0.5), bool)
+    assert_type(await slot.wait_newer_async(slot.version, timeout=None), bool)
+    await m.wait_async(0, 0, spin=1)  # type: ignore[call-arg]

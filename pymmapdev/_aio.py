@@ -1,0 +1,391 @@
+"""asyncio waits on shared memory: ``Mapping.wait_async``, ``Slot.wait_newer_async``.
+
+The one primitive is :func:`wait`: ``await wait(watch, timeout)`` until a
+:class:`pymmapdev._core.Watch` is over, with the blocking call's result
+(True; False when *timeout* seconds pass first).  A watch is a blocking
+wait split into polls (csrc/watch.h): its C side checks shared memory and
+names the word and value to sleep on; this module decides *how* to sleep
+without blocking the event loop, by the watch's ``backend``:
+
+``futex`` (files, memfds)
+    A futex cannot be polled, so a small pool of shared daemon threads
+    sleeps for all of the process's waiters.  Where the kernel has
+    ``futex_waitv`` (Linux 5.16) one thread sleeps on up to 127 words at
+    once plus a private control word that the loops bump to make it pick up
+    new or cancelled waiters; so a process needs one thread per 127
+    concurrent waiters, and none while nobody waits (an idle thread exits
+    after LINGER seconds).  Older kernels (5.10's Debian 11) can sleep on
+    one futex per thread only: there each thread serves one waiter, sleeping
+    in FALLBACK_SLICE slices so that a cancelled or timed-out waiter frees
+    it within a slice, and the pool is bounded at FALLBACK_THREADS threads;
+    waiters beyond that share threads, which take turns of ROTATE_SLICE on
+    each (a bounded cost in latency instead of unbounded threads).
+``mmapdev`` (our module's devices)
+    No thread: the device's descriptor polls readable when its event
+    counter moves (a WAKE on any word, a heartbeat) and GET_INFO re-arms it
+    (kmod/fops.c).  All waiters on one descriptor share one
+    ``loop.add_reader``; any event ends the waits whose wake-up alone is
+    their condition, so they may end spuriously, as ``wait()`` may.
+``poll`` (memory nobody can be woken on: a read-only Slot reader)
+    A timer per waiter, backing off from POLL_MIN to POLL_MAX seconds.
+
+Whatever the backend, a waiter that watches a peer that may die (a writer
+stalled mid-publish) is also polled thoroughly every ``Watch.SLICE_NS``, as
+the blocking loop does.  Cancellation (``task.cancel()``, ``wait_for``)
+removes the waiter from its backend and closes the watch, which withdraws
+any sleeper it announced in shared memory and unpins the mapping.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+import weakref
+from typing import Any, Protocol
+
+from . import _core
+
+LINGER = 2.0                # seconds an idle waiter thread stays for reuse
+FALLBACK_THREADS = 8        # the pool's bound without futex_waitv
+FALLBACK_SLICE = 0.05       # a sole waiter's sleep slice without futex_waitv
+ROTATE_SLICE = 0.001        # a shared thread's turn per waiter without it
+POLL_MIN = 50e-6            # the 'poll' backend's first interval
+POLL_MAX = 1e-3             # ... and its longest
+WAITV_WORDS = 127           # futex_waitv takes 128 words: ours + control
+_PEER_SLICE = _core.Watch.SLICE_NS / 1e9
+
+
+class _Backend(Protocol):
+    def prepare(self, waiter: _Waiter) -> None: ...
+    def start(self, waiter: _Waiter) -> None: ...
+    def rearm(self, waiter: _Waiter) -> None: ...
+    def stop(self, waiter: _Waiter) -> None: ...
+
+
+class _Waiter:
+    """One await: its watch, its loop and future, and its backend's state."""
+
+    __slots__ = ("watch", "loop", "future", "backend", "thread", "handle", "interval",
+                 "peer_timer", "__weakref__")
+
+    def __init__(self, watch: _core.Watch, loop: asyncio.AbstractEventLoop) -> None:
+        self.watch = watch
+        self.loop = loop
+        self.future: asyncio.Future[bool] = loop.create_future()
+        self.backend: _Backend = _backend(watch, loop)
+        self.thread: _FutexThread | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.interval = POLL_MIN
+        self.peer_timer: asyncio.TimerHandle | None = None
+
+    # -- in the loop's thread ------------------------------------------------
+
+    def _settle(self, woken: bool, thorough: bool = False) -> bool:
+        """Look at the watch; True once the future is done."""
+        if self.future.done():
+            return True
+        try:
+            ready = (woken and self.watch.wake_is_ready) or self.watch.poll(thorough)
+        except BaseException as exc:           # MappingFault, PeerDied, ...
+            self.future.set_exception(exc)
+            return True
+        if ready:
+            self.future.set_result(True)
+        return ready
+
+    def due(self, woken: bool) -> None:
+        """The backend saw a wake-up (woken) or something to look at."""
+        if not self._settle(woken):
+            self.backend.rearm(self)
+            self.watch_peer()
+
+    def expire(self) -> None:
+        """The timeout: one last look, as the blocking loop takes."""
+        if not self._settle(False):
+            self.future.set_result(False)
+
+    def watch_peer(self) -> None:
+        if self.peer_timer is None and self.watch.watch_peer and not self.future.done():
+            self.peer_timer = self.loop.call_later(_PEER_SLICE, self._check_peer)
+
+    def _check_peer(self) -> None:
+        self.peer_timer = None
+        if not self._settle(False, thorough=True):
+            self.watch_peer()
+
+    def cancel_timers(self) -> None:
+        for handle in (self.handle, self.peer_timer):
+            if handle is not None:
+                handle.cancel()
+        self.handle = self.peer_timer = None
+
+
+async def wait(watch: _core.Watch, timeout: float | None = None) -> bool:
+    """Await *watch* (closed when this returns): True when its wait is over,
+    False when *timeout* seconds (None: no limit) pass first."""
+    try:
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(watch, loop)
+        expiry = None
+        try:
+            waiter.backend.prepare(waiter)
+            if watch.arm():
+                return True
+            if timeout is not None and timeout <= 0:
+                return False
+            waiter.backend.start(waiter)
+            if timeout is not None:
+                expiry = loop.call_later(timeout, waiter.expire)
+            waiter.watch_peer()
+            return await waiter.future
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+            waiter.cancel_timers()
+            waiter.backend.stop(waiter)
+    finally:
+        watch.close()
+
+
+async def wait_word(mapping: _core.Mapping, offset: int, expected: int,
+                    timeout: float | None = None) -> bool:
+    """``await mapping.wait_async(offset, expected, timeout)``: until the
+    aligned u32 at *offset* differs from *expected* or is woken."""
+    return await wait(_core.watch_word(mapping, offset, expected), timeout)
+
+
+# ---- futexes: the shared waiter threads --------------------------------------
+
+class _FutexThread:
+    """A daemon thread sleeping for up to *capacity* waiters at once."""
+
+    def __init__(self, pool: _FutexPool, capacity: int) -> None:
+        self.pool = pool
+        self.capacity = capacity
+        self.waiters: dict[_Waiter, bool] = {}     # waiter -> reported, not re-armed
+        self.turn = 0
+        # The control word: a private memfd page, so the loops can wake
+        # this thread with an ordinary futex wake.
+        fd = os.memfd_create("pymmapdev-aio", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, _core.PAGESIZE)
+            self.control = _core.Mapping(fd, _core.PAGESIZE, kind="file")
+        finally:
+            os.close(fd)
+        self.thread = threading.Thread(target=self._run, name="pymmapdev-aio-waiter",
+                                       daemon=True)
+        self.thread.start()
+
+    def poke(self) -> None:
+        """Make the thread look at its waiters again (pool lock held)."""
+        self.control.fetch_add_u32(0, 1)
+        self.control.wake(0, 1)
+
+    def _plan(self) -> tuple[list[_core.Watch], list[_Waiter | None], float | None]:
+        """What to sleep on next (pool lock held): the watches, whose each
+        is (None: the control word), and for how long."""
+        active = [w for w, reported in self.waiters.items() if not reported]
+        control = _core.watch_word(self.control, 0, self.control.load_u32(0))
+        control.arm()           # names the word to sleep on; pokes hold the lock
+        if not active:
+            return [control], [None], LINGER
+        if self.pool.waitv:
+            return [control] + [w.watch for w in active], [None, *active], None
+        # One futex per sleep: a sole waiter in slices, several in turns.
+        control.close()
+        self.turn = (self.turn + 1) % len(active)
+        slice_ = FALLBACK_SLICE if len(active) == 1 else ROTATE_SLICE
+        return [active[self.turn].watch], [active[self.turn]], slice_
+
+    def _run(self) -> None:
+        while True:
+            with self.pool.lock:
+                watches, owners, timeout = self._plan()
+            try:
+                due = _core.wait_many(watches, timeout)
+            except OSError as exc:
+                if exc.errno != errno.ENOSYS:
+                    raise
+                with self.pool.lock:          # futex_waitv went away (seccomp?)
+                    self.pool.waitv = False
+                continue
+            finally:
+                if owners[0] is None:
+                    watches[0].close()
+            with self.pool.lock:
+                if not self.waiters and not due and timeout == LINGER:
+                    self.pool.threads.remove(self)      # idle for LINGER: leave
+                    self.control.close()
+                    return
+                for index, err in due:
+                    waiter = owners[index]
+                    if waiter is None or waiter not in self.waiters:
+                        continue            # the control word, or cancelled meanwhile
+                    self.waiters[waiter] = True
+                    try:
+                        waiter.loop.call_soon_threadsafe(waiter.due, err == 0)
+                    except RuntimeError:    # its loop is closed: nobody waits
+                        del self.waiters[waiter]
+
+
+class _FutexPool:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.threads: list[_FutexThread] = []
+        self.waitv = bool(_core.HAVE_FUTEX_WAITV) and not os.environ.get(
+            "PYMMAPDEV_NO_FUTEX_WAITV")
+
+    # _Backend
+    def prepare(self, waiter: _Waiter) -> None:
+        pass
+
+    def start(self, waiter: _Waiter) -> None:
+        capacity = WAITV_WORDS if self.waitv else 1
+        with self.lock:
+            room = [t for t in self.threads if len(t.waiters) < t.capacity]
+            if room:
+                thread = room[0]
+            elif self.waitv or len(self.threads) < FALLBACK_THREADS:
+                thread = _FutexThread(self, capacity)
+                self.threads.append(thread)
+            else:
+                thread = min(self.threads, key=lambda t: len(t.waiters))
+            thread.waiters[waiter] = False
+            waiter.thread = thread
+            thread.poke()
+
+    def rearm(self, waiter: _Waiter) -> None:
+        with self.lock:
+            thread = waiter.thread
+            if thread is not None and waiter in thread.waiters:
+                thread.waiters[waiter] = False
+                thread.poke()
+
+    def stop(self, waiter: _Waiter) -> None:
+        with self.lock:
+            thread = waiter.thread
+            waiter.thread = None
+            if thread is not None and thread.waiters.pop(waiter, None) is not None:
+                thread.poke()
+
+
+# ---- mmapdev devices: the descriptor in the loop -----------------------------
+
+class _DeviceReader:
+    """The waiters of one loop on one mmapdev descriptor.
+
+    poll() on the descriptor says "readable" once the device's event count
+    moved past what this open file last saw through GET_INFO, and every
+    GET_INFO resets that mark for *all* users of the open file.  So one
+    reader serves them all: it takes the count before each new waiter's
+    last look (prepare, then arm: a wake-up after that look is an event
+    after the mark), and whenever the count is seen to have moved, every
+    waiter already registered is told (its event may be the one that
+    moved it).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.waiters: set[_Waiter] = set()
+        self.events: int | None = None
+
+    def _count(self) -> bool:
+        """Takes the event count (re-arming poll); True if it moved."""
+        events = _core.device_info(self.fd)["events"]
+        moved = self.events is not None and events != self.events
+        self.events = events
+        return moved
+
+    def _tell_all(self) -> None:
+        for waiter in list(self.waiters):
+            waiter.due(True)
+
+    def prepare(self, waiter: _Waiter) -> None:
+        if self._count():
+            self._tell_all()
+
+    def start(self, waiter: _Waiter) -> None:
+        if not self.waiters:
+            self.loop.add_reader(self.fd, self._readable)
+        self.waiters.add(waiter)
+
+    def rearm(self, waiter: _Waiter) -> None:
+        pass                        # still registered: the next event tells it
+
+    def stop(self, waiter: _Waiter) -> None:
+        self.waiters.discard(waiter)
+        if not self.waiters:
+            self.loop.remove_reader(self.fd)
+            _readers(self.loop).pop(self.fd, None)
+
+    def _readable(self) -> None:
+        try:
+            self._count()
+        except OSError as exc:
+            for waiter in list(self.waiters):
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
+            return
+        self._tell_all()
+
+
+_device_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _DeviceReader]] \
+    = weakref.WeakKeyDictionary()
+
+
+def _readers(loop: asyncio.AbstractEventLoop) -> dict[int, _DeviceReader]:
+    return _device_readers.setdefault(loop, {})
+
+
+# ---- memory nobody wakes: timers ---------------------------------------------
+
+class _Poller:
+    def prepare(self, waiter: _Waiter) -> None:
+        pass
+
+    def start(self, waiter: _Waiter) -> None:
+        waiter.interval = POLL_MIN
+        waiter.handle = waiter.loop.call_later(waiter.interval, self._tick, waiter)
+
+    def _tick(self, waiter: _Waiter) -> None:
+        waiter.handle = None
+        waiter.due(False)
+
+    def rearm(self, waiter: _Waiter) -> None:
+        waiter.interval = min(waiter.interval * 2, POLL_MAX)
+        waiter.handle = waiter.loop.call_later(waiter.interval, self._tick, waiter)
+
+    def stop(self, waiter: _Waiter) -> None:
+        if waiter.handle is not None:
+            waiter.handle.cancel()
+            waiter.handle = None
+
+
+_poller = _Poller()
+_pool = _FutexPool()
+
+
+def _backend(watch: _core.Watch, loop: asyncio.AbstractEventLoop) -> _Backend:
+    kind = watch.backend
+    if kind == "futex":
+        return _pool
+    if kind == "mmapdev":
+        fd = watch.mapping.fileno()
+        readers = _readers(loop)
+        reader = readers.get(fd)
+        if reader is None:
+            reader = readers[fd] = _DeviceReader(loop, fd)
+        return reader
+    return _poller
+
+
+def _after_fork_in_child() -> None:
+    """The threads did not come along; their waiters belong to the parent."""
+    global _pool
+    _pool = _FutexPool()
+    _device_readers.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,341 @@
+"""asyncio: Mapping.wait_async and Slot.wait_newer_async on files and memfds
+(pymmapdev/_aio.py, csrc/watch.c); the device backends are in
+tests/device/test_aio.py.
+
+Every waker that matters is another process; the event loop's
+responsiveness is shown by a task that keeps ticking.  Both futex waiter
+modes run: futex_waitv (one thread for many waiters) and the pool kernels
+without it (5.10) get.  No timing assertions beyond generous hang guards.
+"""
+import asyncio
+import math
+import os
+import threading
+import time
+
+import pytest
+
+import pymmapdev
+from pymmapdev import _aio, _core
+from _sync_workers import GUARD, run_child  # noqa: F401
+
+WAITERS = "pymmapdev-aio-waiter"
+SLOT = 64                                   # a Slot's offset in the test mapping
+WAITERS_WORD = SLOT + 16                    # its count of announced sleepers
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, GUARD))
+
+
+def waiter_threads():
+    return [t for t in threading.enumerate() if t.name == WAITERS]
+
+
+@pytest.fixture(params=["waitv", "pool"])
+def mode(request, monkeypatch):
+    """The futex backend with futex_waitv, and the pool of kernels without it."""
+    if request.param == "waitv" and not _core.HAVE_FUTEX_WAITV:
+        pytest.fail("this kernel has no futex_waitv (5.16+): the host suite expects one")
+    pool = _aio._FutexPool()
+    pool.waitv = request.param == "waitv"
+    monkeypatch.setattr(_aio, "_pool", pool)
+    monkeypatch.setattr(_aio, "LINGER", 0.05)
+    yield request.param
+    deadline = time.monotonic() + GUARD
+    while pool.threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not pool.threads, "waiter threads outlived their waiters"
+
+
+@pytest.fixture
+def m(shm_path):
+    with pymmapdev.open_file(shm_path, 4096) as mapping:
+        yield mapping
+
+
+def child_waker(run_child, path, code):
+    """An unrelated process that waits until word 1020 is 1 (we are asleep),
+    runs *code* with `m` bound, and says so in word 1016."""
+    return run_child(f"""
+        import sys, time, pymmapdev
+        m = pymmapdev.open_file(sys.argv[1])
+        deadline = time.monotonic() + {GUARD}
+        while m.load_u32(1020) != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        time.sleep(0.2)                 # the awaiter's sleeper is asleep by now
+        {code}
+        m.store_u32(1016, 1)
+    """, path)
+
+
+async def ticking(coro, period=0.005):
+    """Runs *coro* while another task ticks; returns (result, ticks)."""
+    ticks = 0
+
+    async def tick():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(period)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        return await coro, ticks
+    finally:
+        ticker.cancel()
+
+
+# ---- the results are wait()'s --------------------------------------------------
+
+@pytest.mark.parametrize("word, expected, timeout, result", [
+    (5, 4, None, True),          # differs: at once
+    (5, 4, 0, True),
+    (0, 0, 0, False),            # equal, no time: at once
+    (0, 0, 0.05, False),         # equal, nobody wakes
+])
+def test_same_results_as_wait(m, mode, word, expected, timeout, result):
+    m.store_u32(0, word)
+    assert m.wait(0, expected, timeout) is result
+    assert run(m.wait_async(0, expected, timeout)) is result
+    assert run(m.wait_async(offset=0, expected=expected, timeout=timeout)) is result
+    assert run(_aio.wait_word(m, 0, expected, timeout)) is result
+
+
+def test_woken_by_another_process_loop_keeps_ticking(m, shm_path, mode, run_child):
+    child = child_waker(run_child, shm_path, "m.store_u32(0, 7); m.wake(0)")
+
+    async def main():
+        m.store_u32(1020, 1)
+        return await ticking(m.wait_async(0, 0, timeout=GUARD))
+
+    result, ticks = run(main())
+    assert result is True and m.load_u32(0) == 7
+    assert ticks >= 5, "the event loop was blocked while waiting"
+    assert child.wait(GUARD) == 0, child.stderr.read()
+    assert m.load_u32(1016) == 1
+
+
+def test_a_wake_without_change_ends_the_wait(m, mode):
+    """wait()'s contract: a wake-up alone returns True."""
+    stop = threading.Event()
+
+    def waker():        # wakes until the awaiter got one (the first may come early)
+        while not stop.is_set():
+            m.wake(0)
+            time.sleep(0.01)
+
+    async def main():
+        t = threading.Thread(target=waker)
+        t.start()
+        try:
+            return await m.wait_async(0, 0, timeout=GUARD)
+        finally:
+            stop.set()
+            t.join()
+
+    assert run(main()) is True and m.load_u32(0) == 0
+
+
+def test_many_waiters_share_few_threads(m, mode):
+    n = 200
+
+    async def main():
+        tasks = [asyncio.create_task(m.wait_async(4 * i, 0, GUARD)) for i in range(1, n + 1)]
+        await asyncio.sleep(0.1)
+        threads = len(waiter_threads())
+        for i in range(1, n + 1):
+            m.store_u32(4 * i, 1)
+            m.wake(4 * i)
+        return await asyncio.gather(*tasks), threads
+
+    results, threads = run(main())
+    assert results == [True] * n
+    bound = math.ceil(n / _aio.WAITV_WORDS) if mode == "waitv" else _aio.FALLBACK_THREADS
+    assert 1 <= threads <= bound
+
+
+def test_cancel_leaves_nothing_behind(m, mode):
+    async def main():
+        task = asyncio.create_task(m.wait_async(0, 0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(BufferError, match="blocking call"):
+            m.close()                       # pinned while it waits, like wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.wait_for(asyncio.sleep(0, "ok"), 1) == "ok"
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(m.wait_async(0, 0), 0.05)
+
+    run(main())
+    m.close()                              # nothing pins it any more
+    # (the mode fixture checks that the waiter threads leave)
+
+
+def test_timeout_zero_and_closed_and_bad_arguments(m, mode):
+    with pytest.raises(ValueError, match="timeout"):
+        m.wait_async(0, 0, -1)
+    with pytest.raises(ValueError, match="timeout"):
+        m.wait_async(0, 0, math.nan)
+    with pytest.raises(TypeError):
+        m.wait_async(0, 0, "1")
+    with pytest.raises(ValueError, match=r"offset 2\b.*aligned"):
+        m.wait_async(2, 0)
+    with pytest.raises(ValueError, match="4096"):
+        m.wait_async(4096, 0)
+    with pytest.raises(OverflowError):
+        m.wait_async(0, 1 << 32)
+    with pytest.raises(TypeError, match="missing required argument 'expected'"):
+        m.wait_async(0)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        m.wait_async(0, 0, spin=1)
+    coro = m.wait_async(0, 0)          # never awaited: dropping it unpins
+    coro.close()
+    m.close()
+    with pytest.raises(ValueError, match="mapping is closed"):
+        m.wait_async(0, 0)
+
+
+def test_truncated_file_raises_mapping_fault(shm_path, mode):
+    with pymmapdev.open_file(shm_path, 8192) as m:
+        os.truncate(shm_path, 0)
+        with pytest.raises(pymmapdev.MappingFault, match="offset 4096"):
+            run(m.wait_async(4096, 0))
+        os.truncate(shm_path, 8192)
+
+
+def test_read_only_mapping(m, shm_path, mode, run_child):
+    child = child_waker(run_child, shm_path, "m.store_u32(0, 3); m.wake(0)")
+    with pymmapdev.open_file(shm_path, readonly=True) as ro:
+        m.store_u32(1020, 1)
+        assert run(ro.wait_async(0, 0, GUARD)) is True
+        assert ro.load_u32(0) == 3
+    assert child.wait(GUARD) == 0, child.stderr.read()
+
+
+def test_two_event_loops_in_two_threads(m, mode):
+    results = {}
+
+    def loop_thread(offset):
+        results[offset] = run(m.wait_async(offset, 0, GUARD))
+
+    threads = [threading.Thread(target=loop_thread, args=(off,)) for off in (0, 4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    for off in (0, 4):
+        m.store_u32(off, 1)
+        m.wake(off)
+    for t in threads:
+        t.join(GUARD)
+    assert results == {0: True, 4: True}
+
+
+# ---- Slot.wait_newer_async -------------------------------------------------------
+
+def test_slot_wait_newer_async(m, shm_path, mode, run_child):
+    slot = pymmapdev.Slot(m, SLOT, 32)
+    assert run(slot.wait_newer_async(0, 0.05)) is False
+    assert slot.wait_newer(0, 0.05) is False
+    child = child_waker(run_child, shm_path,
+                        f"pymmapdev.Slot(m, {SLOT}, 32).publish(b'from the child')")
+
+    async def main():
+        m.store_u32(1020, 1)
+        return await ticking(slot.wait_newer_async(version=0, timeout=GUARD))
+
+    result, ticks = run(main())
+    assert result is True and slot.read() == (1, b"from the child")
+    assert ticks >= 5
+    assert m.load_u32(WAITERS_WORD) == 0             # the announced sleeper withdrew
+    assert run(slot.wait_newer_async(0)) is True      # newer already: at once
+    assert child.wait(GUARD) == 0, child.stderr.read()
+
+
+def test_slot_cancel_withdraws_the_sleeper(m, mode):
+    slot = pymmapdev.Slot(m, SLOT, 32)
+
+    async def main():
+        tasks = [asyncio.create_task(slot.wait_newer_async(0)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        announced = m.load_u32(WAITERS_WORD)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return announced
+
+    assert run(main()) == 3
+    assert m.load_u32(WAITERS_WORD) == 0
+
+
+def test_slot_writer_died_mid_publish(m, mode):
+    slot = pymmapdev.Slot(m, SLOT, 32)
+    m.store_u64(SLOT, 3)               # odd: a publish that never finishes,
+    m.store_u64(SLOT + 24, 0)          # by a writer nobody can check
+    with pytest.raises(pymmapdev.PeerDied, match=f"offset {SLOT}"):
+        run(slot.wait_newer_async(1, GUARD))
+    with pytest.raises(pymmapdev.PeerDied):
+        slot.wait_newer(1, GUARD)
+
+
+def test_slot_writer_dies_while_we_wait(m, shm_path, mode, run_child):
+    """A writer that dies mid-publish after we went to sleep is noticed by the
+    thorough polls (every Watch.SLICE_NS), as in the blocking loop."""
+    slot = pymmapdev.Slot(m, SLOT, 32)
+    child = run_child(f"""
+        import sys, time, pymmapdev
+        m = pymmapdev.open_file(sys.argv[1])
+        pymmapdev.Slot(m, {SLOT}, 32).publish(b"one")   # records this thread as writer
+        while m.load_u32(1020) != 1:
+            time.sleep(0.001)
+        time.sleep(0.05)
+        m.store_u64({SLOT}, m.load_u64({SLOT}) + 1)     # turns odd: mid-publish ...
+        m.wake({SLOT})                                  # ... and exits
+    """, shm_path)
+
+    async def main():
+        while slot.version != 1:
+            await asyncio.sleep(0.001)
+        m.store_u32(1020, 1)
+        return await slot.wait_newer_async(1, GUARD)
+
+    with pytest.raises(pymmapdev.PeerDied, match="died mid-publish"):
+        run(main())
+    assert child.wait(GUARD) == 0, child.stderr.read()
+    assert m.load_u32(WAITERS_WORD) == 0
+
+
+def test_slot_read_only_reader_polls(m, shm_path, mode, run_child):
+    slot = pymmapdev.Slot(m, SLOT, 32)
+    child = child_waker(run_child, shm_path, f"pymmapdev.Slot(m, {SLOT}, 32).publish(b'x')")
+    with pymmapdev.open_file(shm_path, readonly=True) as ro:
+        reader = pymmapdev.Slot(ro, SLOT, 32)
+        m.store_u32(1020, 1)
+        assert run(reader.wait_newer_async(0, GUARD)) is True
+        assert reader.read() == (1, b"x")
+    assert slot.version == 1
+    assert child.wait(GUARD) == 0, child.stderr.read()
+
+
+# ---- the primitive ---------------------------------------------------------------
+
+def test_watch_word(m, mode):
+    watch = _core.watch_word(m, 8, 0)
+    assert watch.backend == "futex" and watch.wake_is_ready and not watch.closed
+    assert watch.mapping is m
+    with pytest.raises(BufferError):
+        m.close()
+    assert watch.arm() is False
+    m.store_u32(8, 1)
+    assert watch.poll() is True
+    assert run(_aio.wait(watch, GUARD)) is True
+    assert watch.closed                              # wait() closes it
+    with pytest.raises(ValueError, match="watch is closed"):
+        watch.poll()
+    with pytest.raises(TypeError):
+        _core.Watch()
+    with pytest.raises(TypeError, match="watches"):
+        _core.wait_many([m], 0)
+    assert _core.wait_many([], 0) == []
