@@ -11,6 +11,7 @@
 #include "atomic.h"
 #include "pages.h"
 #include "wait.h"
+#include "words.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -401,6 +402,7 @@ static PyMethodDef mapping_methods[] = {
 	WAIT_METHODDEFS		/* wait.c: wait/wake */
 	PAGES_METHODDEFS	/* pages.c: flush/madvise */
 	ARRAY_METHODDEFS	/* array.c: ndarray */
+	WORDS_METHODDEFS	/* words.c: read_words/write_words */
 	{NULL},
 };
 

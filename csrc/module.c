@@ -13,6 +13,7 @@
  *	lock.c		the Lock type               slot.c     the Slot type
  *	channel.c	the Channel type
  *	pages.c		msync/madvise               array.c    ndarray (numpy)
+ *	words.c		read_words/write_words (register files)
  *	device.c	mmapdev GET_INFO, file system space
  *	watch.c		waits split into polls, for asyncio (pymmapdev/_aio.py)
  */

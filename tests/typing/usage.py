@@ -1,5 +1,6 @@
 """Checked by mypy --strict (noxfile: the types step), never run: the
 stubs give the types a user expects, and reject what the runtime rejects."""
+from array import array
 from typing import Literal
 
 from typing_extensions import assert_type
@@ -18,6 +19,9 @@ def check(m: pymmapdev.Mapping) -> None:
     assert_type(m.read(0, 4), bytes)
     assert_type(m.read_u64(0), int)
     assert_type(m.wait(0, 0, timeout=0.1), bool)
+    assert_type(m.read_words(0, 4, width=2), array[int])
+    m.write_words(0, [1, 2], 8)
+    m.read_words(0, 1, width=3)  # type: ignore[arg-type]
     with pymmapdev.Lock(m, 0) as lock:
         assert_type(lock.owner_died, bool)
     slot = pymmapdev.Slot(m, 64, 8)
