@@ -26,7 +26,7 @@ RESULTS_CAP = 64 << 10
 RESULT = struct.Struct("<Qdd")  # sequence number, mean, max
 
 
-def layout(path):
+def layout(path: str) -> tuple[pymmapdev.Mapping, Channel, Channel]:
     """(mapping, frames channel, results channel) of the shared file."""
     second = Channel.size_for(FRAMES_CAP)
     m = pymmapdev.open_file(path, second + Channel.size_for(RESULTS_CAP))
@@ -35,7 +35,7 @@ def layout(path):
     return m, frames, results
 
 
-def producer(path, count):
+def producer(path: str, count: int) -> None:
     m, frames, results = layout(path)
     rng = np.random.default_rng(0)
     for seq in range(count):
@@ -45,7 +45,7 @@ def producer(path, count):
     frames.close_send()
 
 
-def worker(path):
+def worker(path: str) -> int:
     m, frames, results = layout(path)
     done = 0
     while True:
@@ -60,7 +60,7 @@ def worker(path):
     return done
 
 
-def main():
+def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     nworkers = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,7 +72,7 @@ def main():
         start = time.monotonic()
         for p in workers + [prod]:
             p.start()
-        seen = set()
+        seen: set[int] = set()
         while len(seen) < count:
             msg = results.recv(timeout=60)
             if msg is None:
