@@ -117,6 +117,8 @@ def main(argv=None):
     md = os.path.join(env.RESULTS, "table.md")
     with open(md, "w") as f:
         f.write(report.markdown_table(rows))
+        if any(k.startswith("channel.") for k in figs.values):
+            f.write("\n" + report.markdown_matrix(figs, "channel."))
     saved = [os.path.relpath(p, env.ROOT) for p in (out, md)]
     if not args.no_chart:
         if competitors.available("matplotlib"):

@@ -34,14 +34,19 @@ SMALL, FRAME, BATCH = 64, 1 << 20, 64
 CAPACITY = 4 << 20              # ring bytes of pymmapdev's channel: 4 frames
 CRASH_MESSAGE = 8192
 
-FIGURES = {  # figure: (title, unit)
-    "tput64": ("channel: 64 B one-way, one call per message (msg/s)", "/s"),
-    "tput64_batch": (f"channel: 64 B one-way, batches of {BATCH} (msg/s)", "/s"),
-    "rtt64": ("channel: 64 B round trip p50, blocking (lower is better)", "ns"),
-    "rtt64_spin": ("channel: 64 B round trip p50, spin-then-sleep (lower is better)", "ns"),
-    "frames": ("channel: 1 MiB numpy frames, copy in (GB/s)", "GB/s"),
-    "frames_zc": ("channel: 1 MiB frames, zero-copy (GB/s)", "GB/s"),
-    "crash": ("channel crash probe: trials recovered (higher is better)", "count"),
+FIGURES = {  # figure: (title, unit, column heading in the README's matrix)
+    "tput64": ("channel: 64 B one-way, one call per message (msg/s)", "/s",
+               "64 B one-way"),
+    "tput64_batch": (f"channel: 64 B one-way, batches of {BATCH} (msg/s)", "/s",
+                     f"64 B one-way, batches of {BATCH}"),
+    "rtt64": ("channel: 64 B round trip p50, blocking (lower is better)", "ns",
+              "64 B round trip p50, blocking"),
+    "rtt64_spin": ("channel: 64 B round trip p50, spin-then-sleep (lower is better)", "ns",
+                   "64 B round trip p50, spin-then-sleep"),
+    "frames": ("channel: 1 MiB numpy frames, copy in (GB/s)", "GB/s", "1 MiB frames, copy in"),
+    "frames_zc": ("channel: 1 MiB frames, zero-copy (GB/s)", "GB/s", "1 MiB frames, zero-copy"),
+    "crash": ("channel crash probe: trials recovered (higher is better)", "count",
+              "crash probe: recovered"),
 }
 _tags = itertools.count()
 
@@ -351,7 +356,7 @@ def run(figs, cfg, only=None):
                 except Exception as exc:       # a subprocess error, a competitor's own
                     errors[figure][key] = f"{type(exc).__name__}: {exc}"
     for figure in speed_figures:
-        title, unit = FIGURES[figure]
+        title, unit, short = FIGURES[figure]
         keys = []
         for key, (cls, why) in _participants(figure).items():
             if only and key not in only:
@@ -359,22 +364,26 @@ def run(figs, cfg, only=None):
             base = f"{NAME}.{figure}.{key}"
             got = samples[figure].get(key)
             reason = why or errors[figure].get(key) or "not measured"
+            # a trial that failed after others succeeded ends the trials; the
+            # figure keeps the good ones and says what happened
+            note = (f"{len(got)} of {cfg.trials} trials, then {reason}"
+                    if got and key in errors[figure] else None)
             if figure.startswith("rtt"):
                 for stat in ("p50", "p99"):
                     if got:
                         mid = sorted(got, key=lambda r: r["p50_ns"])[len(got) // 2]
                         figs.put(f"{base}.{stat}", mid[f"{stat}_ns"], unit,
-                                 f"{cls.label} {stat}")
+                                 f"{cls.label} {stat}", note)
                     else:
                         figs.missing(f"{base}.{stat}", reason, unit, f"{cls.label} {stat}")
                 keys.append(f"{base}.p50")
             else:
                 if got:
-                    figs.put(base, median(got), unit, cls.label)
+                    figs.put(base, median(got), unit, cls.label, note)
                 else:
                     figs.missing(base, reason, unit, cls.label)
                 keys.append(base)
-        figs.group(title, unit, keys)
+        figs.group(title, unit, keys, short)
     _run_crash(figs, cfg, cpus, only)
 
 
@@ -399,4 +408,5 @@ def _run_crash(figs, cfg, cpus, only):
                       + "".join(f"; {w}" for w in whys))
         figs.put(f"{base}.torn", torn, "count", f"{cls.label} torn messages")
         figs.put(f"{base}.hung", hung, "count", f"{cls.label} hung trials")
-    figs.group(FIGURES["crash"][0] + f", {cfg.crash_trials} trials", "count", keys)
+    figs.group(FIGURES["crash"][0] + f", {cfg.crash_trials} trials", "count", keys,
+               f"{FIGURES['crash'][2]} (of {cfg.crash_trials})")

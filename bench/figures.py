@@ -27,8 +27,10 @@ class Figures:
     def missing(self, key, reason, unit, label=None):
         self.values[key] = {"missing": str(reason), "unit": unit, "label": label or key}
 
-    def group(self, title, unit, keys):
-        self.groups.append({"title": title, "unit": unit, "keys": list(keys)})
+    def group(self, title, unit, keys, short=None):
+        """*short*: the group's column heading in a Markdown matrix (report.markdown_matrix)."""
+        self.groups.append({"title": title, "unit": unit, "keys": list(keys),
+                            "short": short or title})
 
     def value(self, key):
         """The number under *key*, or None when missing or never recorded."""

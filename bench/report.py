@@ -35,6 +35,33 @@ def markdown_table(rows):
     return "\n".join(lines) + "\n"
 
 
+def markdown_matrix(figs, prefix):
+    """Groups whose keys start with *prefix* as one Markdown table: a row per
+    contender (the key's third part: ``channel.tput64.pyzmq.p50`` -> pyzmq),
+    a column per group, "n/a" where a contender does not take part."""
+    groups = [g for g in figs.groups if g["keys"] and g["keys"][0].startswith(prefix)]
+    rows = {}
+    for col, g in enumerate(groups):
+        for key in g["keys"]:
+            e = figs.values.get(key, {"missing": "not measured", "label": key})
+            who = key.split(".")[2]
+            label = e["label"].removesuffix(" p50")
+            row = rows.setdefault(who, {"label": label, "cells": ["n/a"] * len(groups)})
+            if "missing" not in e:
+                row["cells"][col] = fmt(e["value"], g["unit"]) + ("*" if e.get("note") else "")
+            elif not e["missing"].startswith("n/a"):
+                row["cells"][col] = "missing" if "not available" not in e["missing"] \
+                    else "not in this build"
+    lines = ["| | " + " | ".join(g["short"] for g in groups) + " |",
+             "| --- |" + " --- |" * len(groups)]
+    lines += [f"| {r['label']} | " + " | ".join(r["cells"]) + " |" for r in rows.values()]
+    notes = [f"{figs.values[k]['label']}, {g['short']}: {figs.values[k]['note']}"
+             for g in groups for k in g["keys"]
+             if figs.values.get(k, {}).get("note") and g["unit"] != "count"]
+    return "\n".join(lines) + "\n" + "".join(f"\n\\* {n}" for n in notes) + \
+        ("\n" if notes else "")
+
+
 def group_tables(figs):
     """One small table per group: every contender's figure, or why it is missing."""
     out = []

@@ -80,6 +80,20 @@ def test_targets_best_competitor_and_missing_figures():
     assert md.count("\n") == 4 and "| met |" in md and "| **MISSED** |" in md
 
 
+def test_markdown_matrix_marks_na_missing_and_partial_figures():
+    figs = Figures()
+    figs.put("channel.tput64.pyzmq", 2e6, "/s", "pyzmq", note="4 of 5 trials, then Hung")
+    figs.missing("channel.tput64.queue", "n/a: no batch API", "/s", "Queue")
+    figs.missing("channel.rtt64.pyzmq.p50", "hung", "ns", "pyzmq p50")
+    figs.put("channel.rtt64.queue.p50", 1500, "ns", "Queue p50")
+    figs.group("t", "/s", ["channel.tput64.pyzmq", "channel.tput64.queue"], "one-way")
+    figs.group("r", "ns", ["channel.rtt64.pyzmq.p50", "channel.rtt64.queue.p50"], "round trip")
+    md = report.markdown_matrix(figs, "channel.")
+    assert "| | one-way | round trip |" in md
+    assert "| pyzmq | 2.00 M/s* | missing |" in md and "| Queue | n/a | 1.50 us |" in md
+    assert "\\* pyzmq, one-way: 4 of 5 trials, then Hung" in md
+
+
 def test_every_target_names_a_known_case():
     from bench.__main__ import CASES
     for t in targets.TARGETS:

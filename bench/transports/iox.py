@@ -24,7 +24,7 @@ class _Iox(Transport):
         super().__init__(tag, capacity, max_message)
         self.name = f"pymmapdev-bench/{os.getpid()}/{tag}"
         # deep enough to stream small messages; big frames need less
-        self.depth = 8 if max_message > (64 << 10) else 256
+        self.depth = 16 if max_message > (64 << 10) else 256
 
     def _service(self, iox, node):
         return (node.service_builder(iox.ServiceName.new(self.name))
@@ -92,11 +92,14 @@ class IoxEvent(_Iox):
 class _IoxSender:
     def __init__(self, node, pub, notifier):
         self.node, self.pub, self.notifier = node, pub, notifier
+        self.sent = 0
         self.loan = pub.loan_slice_uninit
         self.notify = notifier.notify if notifier else None
 
     def _send(self, sample):
-        sample.assume_init().send()
+        self.sent += 1
+        if sample.assume_init().send() == 0:
+            raise RuntimeError(f"iceoryx2 delivered sample {self.sent} to no subscriber")
         if self.notify:
             self.notify()
 
