@@ -48,7 +48,8 @@ def markdown_matrix(figs, prefix):
             label = e["label"].removesuffix(" p50")
             row = rows.setdefault(who, {"label": label, "cells": ["n/a"] * len(groups)})
             if "missing" not in e:
-                row["cells"][col] = fmt(e["value"], g["unit"]) + ("*" if e.get("note") else "")
+                partial = e.get("note") and g["unit"] != "count"    # counts always carry notes
+                row["cells"][col] = fmt(e["value"], g["unit"]) + ("*" if partial else "")
             elif not e["missing"].startswith("n/a"):
                 row["cells"][col] = "missing" if "not available" not in e["missing"] \
                     else "not in this build"
