@@ -7,8 +7,6 @@ import time
 
 import pytest
 
-import pymmapdev
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.append(REPO)       # after the pymmapdev under test, never before it
@@ -152,14 +150,10 @@ def test_frame_stamps_detect_a_mixed_frame():
         case_channel.crash_check(damaged)
 
 
-def test_tiny_channel_run_end_to_end(monkeypatch):
-    """The channel case against issue 9's API (the real Channel when the build
-    has it, else a test double) and multiprocessing.Pipe: every figure is
-    measured or carries its reason."""
+def test_tiny_channel_run_end_to_end():
+    """The channel case with pymmapdev.Channel and multiprocessing.Pipe:
+    every figure is measured or carries its reason."""
     pytest.importorskip("numpy")
-    if not hasattr(pymmapdev, "Channel"):
-        from _fake_channel import FakeChannel
-        monkeypatch.setattr(pymmapdev, "Channel", FakeChannel, raising=False)
     figs = Figures()
     case_channel.run(figs, config.TINY, only={"pymmapdev", "pipe"})
     v = figs.values
