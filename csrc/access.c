@@ -55,56 +55,49 @@ error:
 	return NULL;
 }
 
-PyObject *
-access_write(MappingObject *self, PyObject *const *args, Py_ssize_t nargs)
+/*
+ * write(offset, data) and read_into(offset, buffer): a copy between the
+ * mapping and a caller's buffer, which may itself view a mapping (both
+ * sides are guarded).  Returns the byte count.
+ */
+static PyObject *
+buffer_copy(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, const char *name,
+	    int into_mapping)
 {
 	Py_ssize_t offset;
-	Py_buffer data;
+	Py_buffer buf;
 	PyObject *result = NULL;
 	struct gate g;
 
-	if (args_exact("write", nargs, 2) < 0 || arg_offset(args[0], &offset) < 0)
+	if (args_exact(name, nargs, 2) < 0 || arg_offset(args[0], &offset) < 0)
 		return NULL;
-	if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0)
+	if (PyObject_GetBuffer(args[1], &buf, into_mapping ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0)
 		return NULL;
 	/* the length object first: nothing may allocate inside the gate */
-	result = PyLong_FromSsize_t(data.len);
-	if (result != NULL && gate_enter(&g, self, offset, data.len, 1, GATE_WRITE,
-					 PIN_ACCESS) == 0) {
-		if (copy_or_raise(self, g.addr, data.buf, data.len, &data) < 0)
+	result = PyLong_FromSsize_t(buf.len);
+	if (result != NULL && gate_enter(&g, self, offset, buf.len, 1,
+					 into_mapping ? GATE_WRITE : GATE_READ, PIN_ACCESS) == 0) {
+		if (copy_or_raise(self, into_mapping ? g.addr : buf.buf,
+				  into_mapping ? buf.buf : g.addr, buf.len, &buf) < 0)
 			Py_CLEAR(result);
 		gate_leave(&g);
 	} else {
 		Py_CLEAR(result);
 	}
-	PyBuffer_Release(&data);
+	PyBuffer_Release(&buf);
 	return result;
+}
+
+PyObject *
+access_write(MappingObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	return buffer_copy(self, args, nargs, "write", 1);
 }
 
 PyObject *
 access_read_into(MappingObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-	Py_ssize_t offset;
-	Py_buffer dst;
-	PyObject *result = NULL;
-	struct gate g;
-
-	if (args_exact("read_into", nargs, 2) < 0 || arg_offset(args[0], &offset) < 0)
-		return NULL;
-	if (PyObject_GetBuffer(args[1], &dst, PyBUF_WRITABLE) < 0)
-		return NULL;
-	result = PyLong_FromSsize_t(dst.len);
-	if (result != NULL && gate_enter(&g, self, offset, dst.len, 1, GATE_READ,
-					 PIN_ACCESS) == 0) {
-		/* the destination may be another mapping: both sides guarded */
-		if (copy_or_raise(self, dst.buf, g.addr, dst.len, &dst) < 0)
-			Py_CLEAR(result);
-		gate_leave(&g);
-	} else {
-		Py_CLEAR(result);
-	}
-	PyBuffer_Release(&dst);
-	return result;
+	return buffer_copy(self, args, nargs, "read_into", 0);
 }
 
 /* ---- typed access ---------------------------------------------------- */

@@ -22,8 +22,6 @@
  */
 #include "mapping.h"
 
-#include <pthread.h>
-
 #if defined(Py_GIL_DISABLED)
 #define PIN_SHORT_ACCESSES 1
 #else
@@ -32,21 +30,10 @@
 
 static unsigned long fork_generation = 1;
 
-static void
-after_fork_in_child(void)
+void
+gate_after_fork(void)
 {
 	fork_generation++;
-}
-
-int
-gate_init(void)
-{
-	static int done;
-
-	if (done)
-		return 0;
-	done = 1;
-	return pthread_atfork(NULL, NULL, after_fork_in_child) == 0 ? 0 : -1;
 }
 
 unsigned long

@@ -61,7 +61,6 @@ struct lock_call {
 	const unsigned char *reserved;
 	uint64_t me;
 	uint64_t seen;		/* the owner word as last read */
-	int rc;
 };
 
 /* Constructor check: free or held, ours to use, nothing else written. */

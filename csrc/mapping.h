@@ -141,8 +141,8 @@ int mapping_is_closed(MappingObject *map);
 /* close(): 0, or -1 with BufferError naming what holds the mapping. */
 int mapping_seal(MappingObject *map);
 
-/* Called once at module init: fork handlers. */
-int gate_init(void);
+/* In a forked child (module.c's fork handler): see gate.c. */
+void gate_after_fork(void);
 
 /*
  * Raises pymmapdev.MappingFault for a fault at @addr while @map was being

@@ -26,6 +26,8 @@
 #include "wait.h"
 #include "watch.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -119,14 +121,33 @@ add_type(PyObject *module, PyType_Spec *spec, int (*ready)(PyTypeObject *))
 	return type;
 }
 
+/* What a forked child must forget: it is a copy with one thread. */
+static void
+after_fork_in_child(void)
+{
+	gate_after_fork();
+	peer_after_fork();
+}
+
 static int
 core_exec(PyObject *module)
 {
 	module_state *st = module_state_of(module);
+	static int fork_handler;
+	int err;
 
-	if (fault_rearm() < 0 || gate_init() < 0 || peer_init() < 0) {
+	if (fault_rearm() < 0) {
 		PyErr_SetFromErrno(PyExc_OSError);
 		return -1;
+	}
+	if (!fork_handler) {	/* once per process, however many interpreters */
+		err = pthread_atfork(NULL, NULL, after_fork_in_child);
+		if (err) {
+			errno = err;
+			PyErr_SetFromErrno(PyExc_OSError);
+			return -1;
+		}
+		fork_handler = 1;
 	}
 	st->fault_error = add_exception(
 		module, "pymmapdev.MappingFault",

@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,23 +18,12 @@
 static __thread uint64_t self_ident;
 static uint64_t namespace_tag;
 
-static void
-after_fork_in_child(void)
+void
+peer_after_fork(void)
 {
 	/* The forking thread lives on with a new tid and start time. */
 	self_ident = 0;
 	__atomic_store_n(&namespace_tag, 0, __ATOMIC_RELAXED);
-}
-
-int
-peer_init(void)
-{
-	static int done;
-
-	if (done)
-		return 0;
-	done = 1;
-	return pthread_atfork(NULL, NULL, after_fork_in_child) == 0 ? 0 : -1;
 }
 
 /* Reads a small file into @buf (NUL-terminated); its length, or -1. */

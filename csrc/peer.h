@@ -50,7 +50,7 @@ enum peer_state peer_check(uint64_t ident);
 /* A non-zero tag of this process's pid namespace and boot. */
 uint64_t peer_namespace(void);
 
-/* Called once at module init (fork handler). */
-int peer_init(void);
+/* In a forked child (module.c's fork handler): identities are per thread. */
+void peer_after_fork(void);
 
 #endif
