@@ -2,13 +2,14 @@
  * Mapping.ndarray(): numpy.frombuffer over the mapping.
  *
  * The array hands the memory to code we cannot guard, so before making one
- * check that the file still backs the whole range: one fstat instead of a
+ * check that the file still backs the whole range: one statx instead of a
  * SIGBUS in numpy later.  (Pages past EOF fault; the last partial page
  * does not.)
  */
 #include "array.h"
 #include "args.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -77,16 +78,18 @@ static int
 check_backed(MappingObject *self, Py_ssize_t offset, Py_ssize_t len)
 {
 	long page = sysconf(_SC_PAGESIZE);
-	struct stat st;
+	struct statx st;
 	Py_ssize_t backed;
 
 	if (self->kind != MAPPING_KIND_FILE || len == 0)
 		return 0;
-	if (fstat(self->fd, &st) < 0) {
+	/* statx, not fstat: glibc 2.33 re-versioned fstat, and the wheel's
+	 * manylinux tag follows the newest symbol we link */
+	if (statx(self->fd, "", AT_EMPTY_PATH, STATX_SIZE, &st) < 0) {
 		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->path);
 		return -1;
 	}
-	backed = ((Py_ssize_t)st.st_size - self->map_offset + page - 1) / page * page;
+	backed = ((Py_ssize_t)st.stx_size - self->map_offset + page - 1) / page * page;
 	if (offset + len > backed) {
 		mapping_raise_fault(self, self->data + (offset > backed ? offset : backed), NULL);
 		return -1;
@@ -125,7 +128,7 @@ array_ndarray(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
 			     "of %zd bytes", count, itemsize, offset, self->size);
 		goto out;
 	}
-	/* Everything converted: now the mapping (fstat may block briefly). */
+	/* Everything converted: now the mapping (statx may block briefly). */
 	if (gate_enter(&g, self, offset, count * itemsize, 1, GATE_READ, PIN_ACCESS) < 0)
 		goto out;
 	if (check_backed(self, offset, count * itemsize) < 0) {

@@ -5,6 +5,7 @@
  * blocking loop's poll() calls peer_check()), so /proc is read with plain
  * open/read/close into stack buffers.
  */
+#define _GNU_SOURCE	/* statx */
 #include "peer.h"
 
 #include <errno.h>
@@ -122,7 +123,7 @@ peer_namespace(void)
 {
 	uint64_t tag = __atomic_load_n(&namespace_tag, __ATOMIC_RELAXED);
 	char boot[64];
-	struct stat st;
+	struct statx st;
 
 	if (tag != 0)
 		return tag;
@@ -133,9 +134,10 @@ peer_namespace(void)
 	if (read_small("/proc/sys/kernel/random/boot_id", boot, sizeof(boot)) > 0)
 		for (const char *c = boot; *c; c++)
 			tag = (tag ^ (unsigned char)*c) * 0x100000001b3ULL;
-	if (stat("/proc/self/ns/pid", &st) == 0)
+	/* statx (glibc 2.28), not stat (2.33): see array.c */
+	if (statx(AT_FDCWD, "/proc/self/ns/pid", 0, STATX_INO, &st) == 0)
 		for (int i = 0; i < 8; i++)
-			tag = (tag ^ ((uint64_t)st.st_ino >> (8 * i) & 0xff)) * 0x100000001b3ULL;
+			tag = (tag ^ ((uint64_t)st.stx_ino >> (8 * i) & 0xff)) * 0x100000001b3ULL;
 	if (tag == 0)
 		tag = 1;
 	__atomic_store_n(&namespace_tag, tag, __ATOMIC_RELAXED);
