@@ -582,7 +582,8 @@ take_side(struct ch_call *c, enum side side, const struct deadline *d, int *time
 		struct owner_wait w = {c->w.owner[side], c->me, 0};
 		struct block_op op = {0};
 
-		gate_upgrade(&c->gate, PIN_WAIT);
+		if (gate_upgrade(&c->gate, PIN_WAIT) < 0)
+			return -1;
 		op.gate = &c->gate;
 		op.poll = owner_poll;
 		op.ctx = &w;
@@ -656,7 +657,8 @@ wait_room(struct ch_call *c, const struct deadline *d)
 	if (rc == BLOCK_SLEEP) {
 		if (deadline_passed(d))
 			return BLOCK_TIMEOUT;	/* timeout=0: no spinning either */
-		gate_upgrade(&c->gate, PIN_WAIT);
+		if (gate_upgrade(&c->gate, PIN_WAIT) < 0)
+			return BLOCK_ERROR;
 		op.gate = &c->gate;
 		op.poll = space_poll;
 		op.announce = space_announce;
@@ -1047,13 +1049,17 @@ ch_reserve_begin(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 		gate_leave(&c.gate);
 		return result;
 	}
+	if (gate_keep_pin(&c.gate, PIN_CHANNEL) < 0) {
+		(void)leave_side(&c, PRODUCER);
+		gate_leave(&c.gate);
+		return NULL;
+	}
 	self->open[PRODUCER] = 1;
 	self->open_generation[PRODUCER] = gate_generation();
 	self->open_pos[PRODUCER] = c.tail;
 	self->open_total[PRODUCER] = c.total;
 	self->open_len[PRODUCER] = c.len;
 	self->open_pad[PRODUCER] = c.pad;
-	gate_keep_pin(&c.gate, PIN_CHANNEL);
 	gate_leave(&c.gate);
 	/* where the payload goes, in the mapping's coordinates */
 	return PyLong_FromUnsignedLongLong(
@@ -1137,23 +1143,23 @@ ch_view_begin(ChannelObject *self, PyObject *arg)
 		gate_leave(&c.gate);
 		return result;
 	}
+	result = Py_BuildValue(
+		"(KK)",
+		(unsigned long long)(self->offset + CH_HEADER +
+				     (c.head + c.pad) % self->capacity + REC_HEADER),
+		(unsigned long long)c.len);
+	if (result == NULL || gate_keep_pin(&c.gate, PIN_CHANNEL) < 0) {
+		Py_CLEAR(result);
+		(void)leave_side(&c, CONSUMER);
+		gate_leave(&c.gate);
+		return NULL;
+	}
 	self->open[CONSUMER] = 1;
 	self->open_generation[CONSUMER] = gate_generation();
 	self->open_pos[CONSUMER] = c.head;
 	self->open_total[CONSUMER] = c.total;
 	self->open_len[CONSUMER] = c.len;
 	self->open_pad[CONSUMER] = c.pad;
-	result = Py_BuildValue(
-		"(KK)",
-		(unsigned long long)(self->offset + CH_HEADER +
-				     (c.head + c.pad) % self->capacity + REC_HEADER),
-		(unsigned long long)c.len);
-	if (result == NULL) {
-		(void)close_open(self, &c, CONSUMER);
-		gate_leave(&c.gate);
-		return NULL;
-	}
-	gate_keep_pin(&c.gate, PIN_CHANNEL);
 	gate_leave(&c.gate);
 	return result;
 }

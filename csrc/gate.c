@@ -1,11 +1,13 @@
 /*
  * The access gate: pins, the span check, close(), and fork.
  *
- * A pin is one count in MappingObject.pins; close() seals the mapping by
- * moving that word from 0 to MAPPING_CLOSED with one compare-exchange, and
- * a pin is a fetch-add that backs out when it sees MAPPING_CLOSED.  So a
- * mapping is never unmapped while anyone holds a pin, whatever thread or
- * signal handler calls close(), with or without the GIL.
+ * A pin is one count in a field of MappingObject.pins, one field per kind
+ * of holder (so close() can name them) in one word (so a pin is one atomic
+ * operation).  close() seals the mapping by moving the word from 0 to
+ * MAPPING_CLOSED with one compare-exchange; a pin is a compare-exchange
+ * that adds to its field unless it sees MAPPING_CLOSED (or a full field).
+ * So a mapping is never unmapped while anyone holds a pin, whatever thread
+ * or signal handler calls close(), with or without the GIL.
  *
  * Short accesses that hold the GIL from the check to the last byte
  * (PIN_ACCESS) take no pin in builds with a GIL: no other thread can run
@@ -42,48 +44,80 @@ gate_generation(void)
 	return __atomic_load_n(&fork_generation, __ATOMIC_RELAXED);
 }
 
+/*
+ * The fields of the pins word: bit offset and width per kind.  Widths
+ * bound how many holders of a kind can exist at once (a million views,
+ * thousands of held Locks or sleeping threads); one more is a
+ * BufferError, never a carry into the next field.
+ */
+static const struct {
+	unsigned shift, bits;
+} pin_field[PIN_KINDS] = {
+	[PIN_ACCESS] = {0, 10},
+	[PIN_VIEW] = {10, 20},
+	[PIN_LOCK] = {30, 12},
+	[PIN_WAIT] = {42, 12},
+	[PIN_CHANNEL] = {54, 8},
+};
+_Static_assert(54 + 8 <= 63, "pin fields overlap MAPPING_CLOSED");
+
+static uint64_t
+pin_unit(enum pin_kind kind)
+{
+	return UINT64_C(1) << pin_field[kind].shift;
+}
+
+static uint64_t
+pin_count(uint64_t pins, enum pin_kind kind)
+{
+	return (pins >> pin_field[kind].shift) & ((UINT64_C(1) << pin_field[kind].bits) - 1);
+}
+
 /* Drops pins inherited across fork() (see the top of the file). */
 static void
 adopt_after_fork(MappingObject *map)
 {
 	unsigned long seen = __atomic_load_n(&map->fork_generation, __ATOMIC_ACQUIRE);
 	unsigned long now = gate_generation();
-	Py_ssize_t stale = 0;
+	uint64_t old, views;
 
 	if (seen == now ||
 	    !__atomic_compare_exchange_n(&map->fork_generation, &seen, now, 0,
 					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 		return;
-	for (int kind = 0; kind < PIN_KINDS; kind++) {
-		if (kind == PIN_VIEW)
-			continue;
-		stale += __atomic_exchange_n(&map->pins_by_kind[kind], 0, __ATOMIC_RELAXED);
-	}
-	if (stale > 0)
-		__atomic_fetch_sub(&map->pins, (uint64_t)stale, __ATOMIC_ACQ_REL);
+	old = __atomic_load_n(&map->pins, __ATOMIC_ACQUIRE);
+	do {
+		views = pin_count(old, PIN_VIEW) << pin_field[PIN_VIEW].shift;
+	} while (!__atomic_compare_exchange_n(&map->pins, &old, (old & MAPPING_CLOSED) | views,
+					      0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
 }
 
 int
 mapping_pin(MappingObject *map, enum pin_kind kind)
 {
-	uint64_t old;
+	uint64_t old, max = (UINT64_C(1) << pin_field[kind].bits) - 1;
 
 	adopt_after_fork(map);
-	old = __atomic_fetch_add(&map->pins, 1, __ATOMIC_ACQUIRE);
-	if (old & MAPPING_CLOSED) {
-		__atomic_fetch_sub(&map->pins, 1, __ATOMIC_RELEASE);
-		PyErr_SetString(PyExc_ValueError, "mapping is closed");
-		return -1;
-	}
-	__atomic_fetch_add(&map->pins_by_kind[kind], 1, __ATOMIC_RELAXED);
+	old = __atomic_load_n(&map->pins, __ATOMIC_RELAXED);
+	do {
+		if (old & MAPPING_CLOSED) {
+			PyErr_SetString(PyExc_ValueError, "mapping is closed");
+			return -1;
+		}
+		if (pin_count(old, kind) == max) {
+			PyErr_Format(PyExc_BufferError, "too many simultaneous users of one "
+				     "mapping (%llu)", (unsigned long long)max);
+			return -1;
+		}
+	} while (!__atomic_compare_exchange_n(&map->pins, &old, old + pin_unit(kind), 0,
+					      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED));
 	return 0;
 }
 
 void
 mapping_unpin(MappingObject *map, enum pin_kind kind)
 {
-	__atomic_fetch_sub(&map->pins_by_kind[kind], 1, __ATOMIC_RELAXED);
-	__atomic_fetch_sub(&map->pins, 1, __ATOMIC_RELEASE);
+	__atomic_fetch_sub(&map->pins, pin_unit(kind), __ATOMIC_RELEASE);
 }
 
 void
@@ -122,12 +156,12 @@ mapping_seal(MappingObject *map)
 	if (parts == NULL)
 		return -1;
 	for (int kind = 0; kind < PIN_KINDS; kind++) {
-		Py_ssize_t n = __atomic_load_n(&map->pins_by_kind[kind], __ATOMIC_RELAXED);
+		uint64_t n = pin_count(expected, kind);
 		PyObject *part;
 
-		if (n <= 0)
+		if (n == 0)
 			continue;
-		part = PyUnicode_FromFormat("%zd %s", n, names[kind]);
+		part = PyUnicode_FromFormat("%llu %s", (unsigned long long)n, names[kind]);
 		if (part == NULL || PyList_Append(parts, part) < 0) {
 			Py_XDECREF(part);
 			Py_DECREF(parts);
@@ -197,24 +231,31 @@ gate_leave(struct gate *g)
 	g->pin = PIN_KINDS;
 }
 
-void
+int
 gate_upgrade(struct gate *g, enum pin_kind as)
 {
+	if (g->pin == as)
+		return 0;
 	if (g->pin == PIN_ACCESS && !PIN_SHORT_ACCESSES) {
-		/* no pin was taken for the short access: take the long one.
-		 * It cannot fail: we held the GIL since the admission and ran
-		 * no Python code, so nobody closed the mapping. */
-		(void)mapping_pin(g->map, as);
+		/* No pin was taken for the short access: take the long one.
+		 * Nobody closed the mapping since the admission (we held the
+		 * GIL and ran no Python code); a full field can still refuse. */
+		if (mapping_pin(g->map, as) < 0)
+			return -1;
 	} else {
-		__atomic_fetch_sub(&g->map->pins_by_kind[g->pin], 1, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&g->map->pins_by_kind[as], 1, __ATOMIC_RELAXED);
+		/* one field down, the other up, in one atomic add (wrapping) */
+		__atomic_fetch_add(&g->map->pins, pin_unit(as) - pin_unit(g->pin),
+				   __ATOMIC_ACQ_REL);
 	}
 	g->pin = as;
+	return 0;
 }
 
-void
+int
 gate_keep_pin(struct gate *g, enum pin_kind as)
 {
-	gate_upgrade(g, as);
+	if (gate_upgrade(g, as) < 0)
+		return -1;
 	g->pin = PIN_KINDS;	/* gate_leave() leaves it: the holder unpins */
+	return 0;
 }

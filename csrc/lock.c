@@ -250,7 +250,8 @@ lock_hold(LockObject *self, struct gate *g)
 		 * of our threads, taken over): one hold, one pin. */
 		gate_leave(g);
 	} else {
-		gate_keep_pin(g, PIN_LOCK);
+		/* admitted as PIN_LOCK already: keeping it cannot fail */
+		(void)gate_keep_pin(g, PIN_LOCK);
 		self->held_generation = gate_generation();
 	}
 }

@@ -50,12 +50,12 @@ typedef struct {
 	int readonly;
 	mapping_kind kind;
 	/*
-	 * MAPPING_CLOSED | number of pins, changed atomically: close() moves
-	 * it from 0 to MAPPING_CLOSED, a pin adds one unless it sees
-	 * MAPPING_CLOSED.  No GIL needed for either.
+	 * MAPPING_CLOSED | a count of pins per kind, in bit fields of one
+	 * word (gate.c), changed atomically: close() moves it from 0 to
+	 * MAPPING_CLOSED, a pin adds to its field unless it sees
+	 * MAPPING_CLOSED.  One atomic operation a pin, no GIL needed.
 	 */
 	uint64_t pins;
-	Py_ssize_t pins_by_kind[PIN_KINDS];	/* for close()'s message */
 	unsigned long fork_generation;	/* see gate.c: pins after fork() */
 	PyObject *path;		/* str, or None */
 	PyObject *weakreflist;
@@ -119,13 +119,14 @@ void gate_leave(struct gate *g);
 /* Turns an admission's pin into one of kind @as (a PIN_ACCESS admission
  * that must now allocate, call Python code or sleep takes a real pin);
  * gate_leave() then drops that one.  Call with the GIL held, before any
- * Python code runs after gate_enter(). */
-void gate_upgrade(struct gate *g, enum pin_kind as);
+ * Python code runs after gate_enter().  0, or -1 with BufferError (too
+ * many holders of that kind); the admission is unchanged then. */
+int gate_upgrade(struct gate *g, enum pin_kind as);
 
 /* gate_upgrade(), and the pin stays after gate_leave(): it now belongs to
  * a longer holder (a held Lock, an open Channel reservation), which drops
  * it with mapping_unpin_from(). */
-void gate_keep_pin(struct gate *g, enum pin_kind as);
+int gate_keep_pin(struct gate *g, enum pin_kind as);
 
 /* Pin and unpin without a span (buffer exports, held locks). */
 int mapping_pin(MappingObject *map, enum pin_kind kind);
