@@ -494,3 +494,77 @@ def test_hostile_peer_scribbling_the_region(shm_path, run_child):
         assert m[base + size:total] == b"\x5a" * (total - base - size)
         del ch
     assert kinds["ok"] > 0 and kinds["ChannelCorrupt"] > 0, kinds
+
+
+# ---- asyncio --------------------------------------------------------------------------
+
+def test_async_round_trip_timeout_and_cancel(ch, m):
+    import asyncio
+
+    async def main():
+        assert await ch.recv_async(timeout=0.05) is None
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        tick = asyncio.create_task(ticker())
+        waiter = asyncio.create_task(ch.recv_async(timeout=GUARD))
+        await asyncio.sleep(0.2)
+        assert ticks >= 5, "the event loop was blocked"
+        assert await ch.send_async(b"async hello") is True
+        assert await asyncio.wait_for(waiter, GUARD) == b"async hello"
+        # cancelled while asleep: no sleeper stays announced
+        waiter = asyncio.create_task(ch.recv_async())
+        await asyncio.sleep(0.1)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert m.load_u32(260) == 0                    # consumer_waiters
+        # a full ring: send_async waits for room without blocking the loop
+        while ch.send(bytes(1000), timeout=0):
+            pass
+        while ch.send(b"", timeout=0):                 # to the last 8 bytes
+            pass
+        sender = asyncio.create_task(ch.send_async(b"late", timeout=GUARD))
+        await asyncio.sleep(0.1)
+        assert not sender.done()
+        ch.recv()
+        assert await asyncio.wait_for(sender, GUARD) is True
+        assert await ch.send_async(bytes(1000), timeout=0.05) in (True, False)
+        tick.cancel()
+
+    asyncio.run(main())
+
+
+ASYNC_PRODUCER = """
+import sys, time, pymmapdev
+from pymmapdev import Channel
+with pymmapdev.open_file(sys.argv[1]) as m:
+    ch = Channel(m, 0, 4096)
+    for i in range(int(sys.argv[2])):
+        ch.send(b"%d" % i)
+        if i % 50 == 0:
+            time.sleep(0.01)          # let the consumer fall asleep now and then
+"""
+
+
+def test_async_recv_from_another_process(shm_path, run_child):
+    import asyncio
+    pymmapdev.open_file(shm_path, Channel.size_for(4096)).close()
+    n = 500
+
+    async def main(ch):
+        got = [await ch.recv_async(timeout=GUARD) for _ in range(n)]
+        return got
+
+    with pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, 4096)
+        child = run_child(ASYNC_PRODUCER, shm_path, n)
+        got = asyncio.run(main(ch))
+        assert child.wait(GUARD) == 0, child.stderr.read()
+        assert got == [b"%d" % i for i in range(n)]
+        del ch
