@@ -562,6 +562,15 @@ take_side(struct ch_call *c, enum side side, const struct deadline *d, int *time
 
 	*timed_out = 0;
 	c->side = side;
+	/* An open reserve() or recv_view() of this object owns the tail or
+	 * head until it ends: a send or receive meanwhile would write into the
+	 * reservation or deliver the viewed message twice. */
+	if (self->open[side] && self->open_generation[side] == gate_generation()) {
+		PyErr_SetString(PyExc_RuntimeError, side == PRODUCER
+				? "a reserve() is open on this Channel: end it first"
+				: "a recv_view() is open on this Channel: end it first");
+		return -1;
+	}
 	if (!self->multi[side]) {
 		if (self->registered[side] == c->me)
 			return 0;
@@ -1029,10 +1038,6 @@ ch_reserve_begin(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 	if (args_exact("_reserve", nargs, 2) < 0 || arg_length(args[0], "nbytes", &nbytes) < 0 ||
 	    arg_deadline(args[1], &deadline) < 0 || check_length(self, nbytes) < 0)
 		return NULL;
-	if (self->open[PRODUCER] && self->open_generation[PRODUCER] == gate_generation()) {
-		PyErr_SetString(PyExc_RuntimeError, "a reserve() is already open on this Channel");
-		return NULL;
-	}
 	if (ch_admit(self, &c, PIN_ACCESS) < 0)
 		return NULL;
 	if (take_side(&c, PRODUCER, &deadline, &timed_out) < 0) {
@@ -1122,10 +1127,6 @@ ch_view_begin(ChannelObject *self, PyObject *arg)
 
 	if (arg_deadline(arg, &deadline) < 0)
 		return NULL;
-	if (self->open[CONSUMER] && self->open_generation[CONSUMER] == gate_generation()) {
-		PyErr_SetString(PyExc_RuntimeError, "a recv_view() is already open on this Channel");
-		return NULL;
-	}
 	if (ch_admit(self, &c, PIN_WAIT) < 0)
 		return NULL;
 	if (take_side(&c, CONSUMER, &deadline, &timed_out) < 0) {

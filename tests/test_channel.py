@@ -159,8 +159,10 @@ def test_reserve_and_recv_view(ch, m):
         buf[:] = b"hello"
     with ch.reserve(3) as buf:
         buf[:] = b"abc"
-        with pytest.raises(RuntimeError, match="already open"):
+        with pytest.raises(RuntimeError, match="reserve.. is open"):
             ch._reserve(1, 0)
+        with pytest.raises(RuntimeError, match="reserve.. is open"):
+            ch.send(b"into the reservation")
     with pytest.raises(ZeroDivisionError):
         with ch.reserve(4) as buf:
             buf[:] = b"lost"
@@ -169,6 +171,8 @@ def test_reserve_and_recv_view(ch, m):
         assert view.readonly and bytes(view) == b"hello"
         with pytest.raises(TypeError):
             view[0] = 1
+        with pytest.raises(RuntimeError, match="recv_view.. is open"):
+            ch.recv()                                  # would deliver it twice
     assert ch.recv() == b"abc"
     assert ch.recv(timeout=0) is None               # the dropped one never went out
     with ch.recv_view(timeout=0) as view:
