@@ -102,64 +102,30 @@ access_read_into(MappingObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* ---- typed access ---------------------------------------------------- */
 
-struct word {
-	void *addr;
-	enum width width;
-	uint64_t value;
-};
-
-/* One volatile access of exactly the width: a device register or a peer's
- * word is never read or written in pieces. */
-static int
-load_body(void *arg)
-{
-	struct word *w = arg;
-
-	switch (w->width) {
-	case WIDTH_U8: w->value = *(const volatile uint8_t *)w->addr; break;
-	case WIDTH_U16: w->value = *(const volatile uint16_t *)w->addr; break;
-	case WIDTH_U32: w->value = *(const volatile uint32_t *)w->addr; break;
-	case WIDTH_U64: w->value = *(const volatile uint64_t *)w->addr; break;
-	}
-	return 0;
-}
-
-static int
-store_body(void *arg)
-{
-	struct word *w = arg;
-
-	switch (w->width) {
-	case WIDTH_U8: *(volatile uint8_t *)w->addr = (uint8_t)w->value; break;
-	case WIDTH_U16: *(volatile uint16_t *)w->addr = (uint16_t)w->value; break;
-	case WIDTH_U32: *(volatile uint32_t *)w->addr = (uint32_t)w->value; break;
-	case WIDTH_U64: *(volatile uint64_t *)w->addr = w->value; break;
-	}
-	return 0;
-}
-
-/* Loads or stores the aligned word at @offset; 0, or -1 with an exception. */
+/*
+ * Loads or stores the aligned word at @offset: one volatile access of
+ * exactly the width, so a device register or a peer's word is never read
+ * or written in pieces (fault.h: no setjmp on this path).  0, or -1 with
+ * an exception.
+ */
 int
 access_word(MappingObject *self, Py_ssize_t offset, enum width width, int store,
 	    uint64_t *value)
 {
-	struct word w = {NULL, width, *value};
-	struct fault_span span;
 	struct gate g;
 	const char *addr;
+	int rc;
 
 	if (gate_enter(&g, self, offset, width, width, store ? GATE_WRITE : GATE_READ,
 		       PIN_ACCESS) < 0)
 		return -1;
-	w.addr = g.addr;
-	span = (struct fault_span){g.addr, width};
-	if (fault_run(store ? store_body : load_body, &w, &span, 1, &addr) == FAULT_HIT) {
-		gate_leave(&g);
+	rc = store ? fault_store(g.addr, width, *value, &addr)
+		   : fault_load(g.addr, width, value, &addr);
+	gate_leave(&g);
+	if (rc == FAULT_HIT) {
 		mapping_raise_fault(self, addr, NULL);
 		return -1;
 	}
-	gate_leave(&g);
-	*value = w.value;
 	return 0;
 }
 

@@ -125,8 +125,18 @@ int
 arg_uint(PyObject *obj, int bits, uint64_t *out)
 {
 	unsigned long long value;
-	PyObject *num = as_int(obj);
+	PyObject *num;
 
+	if (PyLong_CheckExact(obj)) {		/* the hot path: no reference games */
+		value = PyLong_AsUnsignedLongLong(obj);
+		if (!(value == (unsigned long long)-1 && PyErr_Occurred()) &&
+		    (bits == 64 || value >> bits == 0)) {
+			*out = value;
+			return 0;
+		}
+		PyErr_Clear();		/* reported below, with the value */
+	}
+	num = as_int(obj);
 	if (num == NULL)
 		return -1;
 	value = PyLong_AsUnsignedLongLong(num);

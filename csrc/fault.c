@@ -6,6 +6,7 @@
  * handler is async-signal-safe: it compares addresses and either
  * siglongjmps into the guarded frame or hands the signal on.
  */
+#define _GNU_SOURCE		/* REG_RIP */
 #include "fault.h"
 
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
+#include <ucontext.h>
 
 /* Copies at least this long re-arm the handler first: one sigaction call
  * is noise next to them, and a short access cannot afford it. */
@@ -53,12 +55,105 @@ in_span(const struct fault_guard *guard, const char *addr)
 	return 0;
 }
 
+#ifdef FAULT_HAVE_FIXUPS
+/* fault.h's FAULT_FIXUP entries; the linker bounds the section. */
+struct fixup {
+	uintptr_t insn, resume;
+};
+extern const struct fixup __start_pymmapdev_fixups[] __attribute__((visibility("hidden")));
+extern const struct fixup __stop_pymmapdev_fixups[] __attribute__((visibility("hidden")));
+
+static __thread const char *fixup_addr __attribute__((tls_model("initial-exec")));
+
+const char *
+fault_fixup_addr(void)
+{
+	return fixup_addr;
+}
+
+/* Resumes a faulting fixup instruction at its stub; 1 if it was one. */
+static int
+fixed_up(const char *addr, void *ucontext)
+{
+	ucontext_t *uc = ucontext;
+	uintptr_t ip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+
+	for (const struct fixup *f = __start_pymmapdev_fixups; f < __stop_pymmapdev_fixups; f++) {
+		if (f->insn == ip) {
+			fixup_addr = addr;
+			uc->uc_mcontext.gregs[REG_RIP] = (greg_t)f->resume;
+			return 1;
+		}
+	}
+	return 0;
+}
+#else
+struct word_access {
+	void *p;
+	enum width width;
+	uint64_t value;
+};
+
+static int
+load_body(void *arg)
+{
+	struct word_access *w = arg;
+
+	switch (w->width) {
+	case WIDTH_U8: w->value = *(const volatile uint8_t *)w->p; break;
+	case WIDTH_U16: w->value = *(const volatile uint16_t *)w->p; break;
+	case WIDTH_U32: w->value = *(const volatile uint32_t *)w->p; break;
+	case WIDTH_U64: w->value = *(const volatile uint64_t *)w->p; break;
+	}
+	return 0;
+}
+
+static int
+store_body(void *arg)
+{
+	struct word_access *w = arg;
+
+	switch (w->width) {
+	case WIDTH_U8: *(volatile uint8_t *)w->p = (uint8_t)w->value; break;
+	case WIDTH_U16: *(volatile uint16_t *)w->p = (uint16_t)w->value; break;
+	case WIDTH_U32: *(volatile uint32_t *)w->p = (uint32_t)w->value; break;
+	case WIDTH_U64: *(volatile uint64_t *)w->p = w->value; break;
+	}
+	return 0;
+}
+
+int
+fault_load(const void *p, enum width width, uint64_t *out, const char **addr)
+{
+	struct word_access w = {(void *)p, width, 0};
+	struct fault_span span = {p, width};
+
+	if (fault_run(load_body, &w, &span, 1, addr) == FAULT_HIT)
+		return FAULT_HIT;
+	*out = w.value;
+	return 0;
+}
+
+int
+fault_store(void *p, enum width width, uint64_t v, const char **addr)
+{
+	struct word_access w = {p, width, v};
+	struct fault_span span = {p, width};
+
+	return fault_run(store_body, &w, &span, 1, addr);
+}
+#endif
+
 static void
 sigbus_handler(int signo, siginfo_t *info, void *ucontext)
 {
 	const char *addr = info->si_addr;
 	const struct sigaction *previous;
 
+#ifdef FAULT_HAVE_FIXUPS
+	if (fixed_up(addr, ucontext))
+		return;
+#endif
 	for (struct fault_guard *guard = current_guard; guard; guard = guard->prev) {
 		if (in_span(guard, addr)) {
 			current_guard = guard->prev;

@@ -24,6 +24,9 @@
 #define PYMMAPDEV_FAULT_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "width.h"
 
 #define FAULT_HIT	(-1000)
 
@@ -54,5 +57,91 @@ int fault_strided_copy(char *dst, ptrdiff_t dst_step, const char *src,
 /* Installs our handler, or re-installs it on top of a newer one.
  * Returns 0, or -1 with errno. */
 int fault_rearm(void);
+
+/*
+ * One aligned load or store of exactly @width bytes: 0, or FAULT_HIT with
+ * *addr.  The hottest accesses (read_u32 and friends) cannot afford a
+ * sigsetjmp, so on x86-64 the access is a single instruction listed in a
+ * table of fixups (the kernel's exception-table trick): the handler finds
+ * the faulting instruction there and resumes at a stub that reports the
+ * fault, so the path that does not fault costs nothing extra.  Elsewhere
+ * they go through fault_run().
+ */
+#if defined(__x86_64__)
+#define FAULT_HAVE_FIXUPS 1
+
+/* the address of this thread's last fixed-up fault */
+const char *fault_fixup_addr(void);
+
+#define FAULT_FIXUP(insn, ...)							\
+	__asm__ volatile("1:	" insn "\n"					\
+			 "2:\n"						\
+			 "	.pushsection pymmapdev_fixups, \"aw\"\n"	\
+			 "	.balign 8\n"					\
+			 "	.quad 1b, 3f\n"				\
+			 "	.popsection\n"					\
+			 "	.pushsection .text.unlikely, \"ax\"\n"	\
+			 "3:	movl $1, %k[failed]\n"				\
+			 "	jmp 2b\n"					\
+			 "	.popsection\n"					\
+			 __VA_ARGS__ : "memory")
+
+static inline int
+fault_load(const void *p, enum width width, uint64_t *out, const char **addr)
+{
+	uint64_t v = 0;
+	int failed = 0;
+
+	switch (width) {
+	case WIDTH_U8:
+		FAULT_FIXUP("movzbl (%[p]), %k[v]", : [v] "=r"(v), [failed] "+r"(failed) : [p] "r"(p));
+		break;
+	case WIDTH_U16:
+		FAULT_FIXUP("movzwl (%[p]), %k[v]", : [v] "=r"(v), [failed] "+r"(failed) : [p] "r"(p));
+		break;
+	case WIDTH_U32:
+		FAULT_FIXUP("movl (%[p]), %k[v]", : [v] "=r"(v), [failed] "+r"(failed) : [p] "r"(p));
+		break;
+	case WIDTH_U64:
+		FAULT_FIXUP("movq (%[p]), %q[v]", : [v] "=r"(v), [failed] "+r"(failed) : [p] "r"(p));
+		break;
+	}
+	if (__builtin_expect(failed, 0)) {
+		*addr = fault_fixup_addr();
+		return FAULT_HIT;
+	}
+	*out = v;
+	return 0;
+}
+
+static inline int
+fault_store(void *p, enum width width, uint64_t v, const char **addr)
+{
+	int failed = 0;
+
+	switch (width) {
+	case WIDTH_U8:
+		FAULT_FIXUP("movb %b[v], (%[p])", : [failed] "+r"(failed) : [p] "r"(p), [v] "r"(v));
+		break;
+	case WIDTH_U16:
+		FAULT_FIXUP("movw %w[v], (%[p])", : [failed] "+r"(failed) : [p] "r"(p), [v] "r"(v));
+		break;
+	case WIDTH_U32:
+		FAULT_FIXUP("movl %k[v], (%[p])", : [failed] "+r"(failed) : [p] "r"(p), [v] "r"(v));
+		break;
+	case WIDTH_U64:
+		FAULT_FIXUP("movq %q[v], (%[p])", : [failed] "+r"(failed) : [p] "r"(p), [v] "r"(v));
+		break;
+	}
+	if (__builtin_expect(failed, 0)) {
+		*addr = fault_fixup_addr();
+		return FAULT_HIT;
+	}
+	return 0;
+}
+#else
+int fault_load(const void *p, enum width width, uint64_t *out, const char **addr);
+int fault_store(void *p, enum width width, uint64_t v, const char **addr);
+#endif
 
 #endif
