@@ -1365,6 +1365,8 @@ ch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	MappingObject *map;
 	struct ch_call c;
 
+	if (st == NULL)
+		return NULL;
 	/* the vectorcall form of (args, kwargs), for the one parser */
 	if (nargs > 5) {
 		PyErr_Format(PyExc_TypeError, "Channel() takes at most 3 positional arguments "

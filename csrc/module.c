@@ -42,11 +42,31 @@ module_state_of(PyObject *module)
 module_state *
 module_state_of_type(PyTypeObject *type)
 {
-	/* by definition, not PyType_GetModuleState(): a Python subclass of
-	 * one of our types (pymmapdev.Channel) has no module of its own */
+	/*
+	 * By definition, not PyType_GetModuleState(): a Python subclass of
+	 * one of our types (pymmapdev.Channel) has no module of its own.
+	 * PyType_GetModuleByDef() is 3.11+; on 3.10 walk the MRO the same way.
+	 */
+#if PY_VERSION_HEX >= 0x030B0000
 	PyObject *module = PyType_GetModuleByDef(type, &core_module);
 
 	return module == NULL ? NULL : module_state_of(module);
+#else
+	PyObject *mro = type->tp_mro;
+
+	for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+		PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+		PyObject *module;
+
+		if (!(base->tp_flags & Py_TPFLAGS_HEAPTYPE))
+			continue;
+		module = ((PyHeapTypeObject *)base)->ht_module;
+		if (module != NULL && PyModule_GetDef(module) == &core_module)
+			return module_state_of(module);
+	}
+	PyErr_Format(PyExc_TypeError, "%s is not a pymmapdev type", type->tp_name);
+	return NULL;
+#endif
 }
 
 int

@@ -461,8 +461,13 @@ else:
 """)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
+    # A private mount namespace, so the small tmpfs is gone with the child.
+    # Inside a chroot (the 3.14 leg of the matrix runs in one) "/" is no
+    # mount point and its propagation cannot be changed; the chroot's own
+    # namespace is private already.
+    propagation = "private" if os.path.ismount("/") else "unchanged"
     proc = subprocess.run(
-        ["unshare", "--mount", "sh", "-c",
+        ["unshare", "--mount", f"--propagation={propagation}", "sh", "-c",
          f"mount -t tmpfs -o size=256k none {mnt} && {sys.executable} {script} {mnt}"],
         capture_output=True, text=True, timeout=60, env=child_env())
     assert proc.returncode == 0, proc.stderr
