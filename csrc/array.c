@@ -89,7 +89,8 @@ check_backed(MappingObject *self, Py_ssize_t offset, Py_ssize_t len)
 		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->path);
 		return -1;
 	}
-	backed = ((Py_ssize_t)st.stx_size - self->map_offset + page - 1) / page * page;
+	/* the file's pages, in the mapping's coordinates */
+	backed = ((Py_ssize_t)st.stx_size + page - 1) / page * page - self->map_offset;
 	if (offset + len > backed) {
 		mapping_raise_fault(self, self->data + (offset > backed ? offset : backed), NULL);
 		return -1;

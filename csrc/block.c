@@ -133,42 +133,61 @@ static int
 backend_sleep(MappingObject *map, Py_ssize_t offset, uint32_t expected,
 	      const struct timespec *end)
 {
-	if (map->kind == MAPPING_KIND_DEVICE) {
-		struct mmapdev_wait req = {
+	struct mmapdev_wait req;
+	int rc;
+
+	switch (map->wake) {
+	case MAPPING_WAKE_FUTEX:
+		return block_futex_sleep((const uint32_t *)(map->data + offset), expected, end);
+	case MAPPING_WAKE_MMAPDEV:
+		req = (struct mmapdev_wait){
 			/* the module addresses words in the whole device */
 			.offset = (__u64)(map->map_offset + offset),
 			.expected = expected,
 			.flags = MMAPDEV_WAIT_ABSTIME,
 			.timeout_ns = end ? (__s64)end->tv_sec * NSEC_PER_SEC + end->tv_nsec : -1,
 		};
-
 		return ioctl(map->fd, MMAPDEV_IOC_WAIT, &req) < 0 ? errno : 0;
+	case MAPPING_WAKE_POLL:
+		/* Nothing can wake us: sleep to @end, which block_until() keeps
+		 * within BLOCK_POLL_NS, and let the caller look again. */
+		rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, end, NULL);
+		return rc == 0 ? ETIMEDOUT : rc;
 	}
-	return block_futex_sleep((const uint32_t *)(map->data + offset), expected, end);
+	return EINVAL;
 }
 
 static long
 backend_wake(MappingObject *map, Py_ssize_t offset, uint32_t count)
 {
-	if (map->kind == MAPPING_KIND_DEVICE) {
-		struct mmapdev_wake req = {
+	struct mmapdev_wake req;
+
+	switch (map->wake) {
+	case MAPPING_WAKE_FUTEX:
+		return syscall(SYS_futex, map->data + offset, FUTEX_WAKE,
+			       count > INT_MAX ? INT_MAX : (int)count, NULL, NULL, 0);
+	case MAPPING_WAKE_MMAPDEV:
+		req = (struct mmapdev_wake){
 			.offset = (__u64)(map->map_offset + offset),
 			.count = count,
 		};
-
 		return ioctl(map->fd, MMAPDEV_IOC_WAKE, &req);
+	case MAPPING_WAKE_POLL:
+		return 0;		/* sleepers poll: they see the store itself */
 	}
-	return syscall(SYS_futex, map->data + offset, FUTEX_WAKE,
-		       count > INT_MAX ? INT_MAX : (int)count, NULL, NULL, 0);
+	return 0;
 }
 
 static PyObject *
 backend_error(MappingObject *map, int err, int waking, Py_ssize_t offset)
 {
+	static const char *const names[][2] = {
+		[MAPPING_WAKE_FUTEX] = {"futex(FUTEX_WAIT_BITSET)", "futex(FUTEX_WAKE)"},
+		[MAPPING_WAKE_MMAPDEV] = {"ioctl(MMAPDEV_IOC_WAIT)", "ioctl(MMAPDEV_IOC_WAKE)"},
+		[MAPPING_WAKE_POLL] = {"clock_nanosleep", "(no wake-up)"},
+	};
+	const char *what = names[map->wake][waking != 0];
 	PyObject *msg, *value;
-	const char *what = map->kind == MAPPING_KIND_DEVICE
-		? (waking ? "ioctl(MMAPDEV_IOC_WAKE)" : "ioctl(MMAPDEV_IOC_WAIT)")
-		: (waking ? "futex(FUTEX_WAKE)" : "futex(FUTEX_WAIT_BITSET)");
 
 	/* A futex on a page past the end of a truncated file: the SIGBUS
 	 * case, reported the same way. */
@@ -321,8 +340,8 @@ block_until(struct block_op *op, const struct deadline *d)
 	struct timespec buf;
 	const struct timespec *end;
 	const char *fault_addr = NULL;
-	int rc, err = 0, last, signalled = 0;
-	long long bound;
+	int rc, err = 0, last, signalled = 0, polled;
+	long long bound, ticks = 0;
 
 	op->announced = 0;
 	op->watch_peer = 0;
@@ -360,6 +379,10 @@ block_until(struct block_op *op, const struct deadline *d)
 		bound = op->max_sleep_ns;
 		if (op->watch_peer && (bound == 0 || bound > BLOCK_SLICE_NS))
 			bound = BLOCK_SLICE_NS;
+		polled = op->gate->map->wake == MAPPING_WAKE_POLL &&
+			 (bound == 0 || bound > BLOCK_POLL_NS);
+		if (polled)
+			bound = BLOCK_POLL_NS;
 		last = sleep_end(d, bound, &buf, &end);
 		err = backend_sleep(op->gate->map, op->sleep_offset, op->sleep_expected, end);
 		if (err != 0 && err != ETIMEDOUT && err != EINTR) {
@@ -370,7 +393,9 @@ block_until(struct block_op *op, const struct deadline *d)
 			rc = BLOCK_READY;
 			break;
 		}
-		c.thorough = err == ETIMEDOUT;
+		/* A poll tick is not a slice: the slow checks once a slice. */
+		c.thorough = err == ETIMEDOUT &&
+			     (!polled || last || ++ticks % (BLOCK_SLICE_NS / BLOCK_POLL_NS) == 0);
 		rc = guarded(op, poll_body, &c, &fault_addr);
 		if (rc != BLOCK_SLEEP)
 			break;

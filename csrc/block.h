@@ -11,9 +11,11 @@
  * is untrusted and checked.
  *
  * Sleeping uses the shared futex for file and memfd pages and the mmapdev
- * module's WAIT/WAKE ioctls for device pages (shared futexes fail there:
- * the pages have no page->mapping).  That is the only place where the two
- * kinds of mapping differ.
+ * module's WAIT/WAKE ioctls for its device pages (shared futexes fail there:
+ * the pages have no page->mapping); on other devices' memory (PCI BARs,
+ * /dev/mem, UIO maps) nothing can wake a sleeper, so it polls every
+ * BLOCK_POLL_NS.  The mapping's `wake` picks one; that is the only place
+ * where the kinds of mapping differ.
  */
 #ifndef PYMMAPDEV_BLOCK_H
 #define PYMMAPDEV_BLOCK_H
@@ -28,6 +30,13 @@
  * peer between them: a dead peer costs the others about this much.
  */
 #define BLOCK_SLICE_NS	(50 * 1000 * 1000LL)
+
+/*
+ * Memory nobody can wake a sleeper on (MAPPING_WAKE_POLL: a PCI BAR, memory
+ * another machine writes) is looked at this often.  Shorter costs CPU for
+ * every sleeper, longer costs latency.
+ */
+#define BLOCK_POLL_NS	(1000 * 1000LL)
 
 /* Offset of the low 32-bit half of a u64 word: a 64-bit state word is
  * slept on through the half that changes (futexes are 32-bit). */

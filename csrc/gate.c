@@ -199,10 +199,18 @@ gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
 			     offset, len, map->size);
 		goto refused;
 	}
-	if (offset & (align - 1)) {
-		PyErr_Format(PyExc_ValueError,
-			     "offset %zd is not aligned to %zd bytes (mapping of %zd bytes)",
-			     offset, align, map->size);
+	/* The address, not the offset: a mapping may start anywhere in a
+	 * page of its device (see mapping.h, map_base). */
+	if ((uintptr_t)(map->data + offset) & (uintptr_t)(align - 1)) {
+		if (map->map_offset & (align - 1))
+			PyErr_Format(PyExc_ValueError,
+				     "offset %zd is not aligned to %zd bytes in the file or device "
+				     "(the mapping of %zd bytes starts at its offset %zd)",
+				     offset, align, map->size, map->map_offset);
+		else
+			PyErr_Format(PyExc_ValueError,
+				     "offset %zd is not aligned to %zd bytes (mapping of %zd bytes)",
+				     offset, align, map->size);
 		goto refused;
 	}
 	if (access == GATE_WRITE && map->readonly) {

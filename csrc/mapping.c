@@ -107,30 +107,62 @@ mapping_raise_fault(MappingObject *map, const char *addr, const Py_buffer *sourc
 
 /* ---- lifetime ---------------------------------------------------------- */
 
+static const char *const waker_names[] = {
+	[MAPPING_WAKE_FUTEX] = "futex",
+	[MAPPING_WAKE_MMAPDEV] = "mmapdev",
+	[MAPPING_WAKE_POLL] = "poll",
+};
+
+/* waker= of the constructor; None: what the kind implies. */
+static int
+set_waker(MappingObject *self, const char *wake)
+{
+	if (wake == NULL)
+		self->wake = self->kind == MAPPING_KIND_DEVICE ? MAPPING_WAKE_MMAPDEV
+							       : MAPPING_WAKE_FUTEX;
+	else if (strcmp(wake, "futex") == 0)
+		self->wake = MAPPING_WAKE_FUTEX;
+	else if (strcmp(wake, "mmapdev") == 0 && self->kind == MAPPING_KIND_DEVICE)
+		self->wake = MAPPING_WAKE_MMAPDEV;
+	else if (strcmp(wake, "poll") == 0)
+		self->wake = MAPPING_WAKE_POLL;
+	else {
+		PyErr_Format(PyExc_ValueError,
+			     "waker must be 'futex', 'poll' or (devices) 'mmapdev', not '%s'",
+			     wake);
+		return -1;
+	}
+	return 0;
+}
+
 static PyObject *
 mapping_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
 	static char *kwlist[] = {"fd", "size", "offset", "readonly", "kind", "path",
-				 "populate", NULL};
+				 "populate", "waker", NULL};
 	int fd, readonly = 0, populate = 0, saved_errno, rc;
-	Py_ssize_t size, offset = 0;
-	const char *kind = "file";
+	Py_ssize_t size, offset = 0, lead;
+	const char *kind = "file", *waker = NULL;
 	PyObject *path = Py_None;
 	MappingObject *self;
 	long page = sysconf(_SC_PAGESIZE);
-	char *data;
+	char *base;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "in|n$psOp:Mapping", kwlist, &fd, &size,
-					 &offset, &readonly, &kind, &path, &populate))
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "in|n$psOpz:Mapping", kwlist, &fd, &size,
+					 &offset, &readonly, &kind, &path, &populate, &waker))
 		return NULL;
 	if (size <= 0) {
 		PyErr_Format(PyExc_ValueError, "size must be positive, not %zd", size);
 		return NULL;
 	}
-	if (offset < 0 || offset % page != 0) {
-		PyErr_Format(PyExc_ValueError,
-			     "offset %zd must be a non-negative multiple of the page size %ld",
-			     offset, page);
+	if (offset < 0) {
+		PyErr_Format(PyExc_ValueError, "offset %zd is negative", offset);
+		return NULL;
+	}
+	/* The enclosing pages are mapped; the Mapping covers [offset, offset + size). */
+	lead = offset % page;
+	if (size > PY_SSIZE_T_MAX - lead) {
+		PyErr_Format(PyExc_ValueError, "size %zd is too large", size);
 		return NULL;
 	}
 	if (path != Py_None && !PyUnicode_Check(path)) {
@@ -154,6 +186,8 @@ mapping_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 		PyErr_Format(PyExc_ValueError, "kind must be 'file' or 'device', not '%s'", kind);
 		goto error;
 	}
+	if (set_waker(self, waker) < 0)
+		goto error;
 
 	/* Our own descriptor: the caller may close theirs right away. */
 	self->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -163,23 +197,25 @@ mapping_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	}
 
 	Py_BEGIN_ALLOW_THREADS
-	data = mmap(NULL, size, readonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED,
-		    self->fd, offset);
+	base = mmap(NULL, (size_t)(size + lead), readonly ? PROT_READ : PROT_READ | PROT_WRITE,
+		    MAP_SHARED, self->fd, offset - lead);
 	saved_errno = errno;
 	Py_END_ALLOW_THREADS
-	if (data == MAP_FAILED) {
+	if (base == MAP_FAILED) {
 		errno = saved_errno;
 		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
 		goto error;
 	}
-	self->data = data;
+	self->map_base = base;
+	self->map_len = (size_t)(size + lead);
+	self->data = base + lead;
 	self->size = size;
 	self->map_offset = offset;
 	self->pins = 0;
 
 	if (populate) {
 		Py_BEGIN_ALLOW_THREADS
-		rc = pages_populate(self->data, size, readonly);
+		rc = pages_populate(self->map_base, self->map_len, readonly);
 		saved_errno = errno;
 		Py_END_ALLOW_THREADS
 		if (rc < 0) {
@@ -208,8 +244,9 @@ mapping_release(MappingObject *self)
 {
 	int rc = 0;
 
-	if (self->data != NULL) {
-		rc = munmap(self->data, self->size);
+	if (self->map_base != NULL) {
+		rc = munmap(self->map_base, self->map_len);
+		self->map_base = NULL;
 		self->data = NULL;
 	}
 	if (self->fd >= 0) {
@@ -349,6 +386,12 @@ mapping_get_offset(MappingObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+mapping_get_waker(MappingObject *self, void *Py_UNUSED(closure))
+{
+	return PyUnicode_FromString(waker_names[self->wake]);
+}
+
+static PyObject *
 mapping_get_closed(MappingObject *self, void *Py_UNUSED(closure))
 {
 	return PyBool_FromLong(mapping_is_closed(self));
@@ -376,6 +419,10 @@ static PyGetSetDef mapping_getset[] = {
 	{"size", (getter)mapping_get_size, NULL, "Bytes mapped.", NULL},
 	{"offset", (getter)mapping_get_offset, NULL,
 	 "Offset of byte 0 of the mapping in the file or device.", NULL},
+	{"waker", (getter)mapping_get_waker, NULL,
+	 "How wait() sleeps: 'futex' (files, memfds), 'mmapdev' (the module's\n"
+	 "WAIT/WAKE ioctls) or 'poll' (other devices: nothing can wake a\n"
+	 "sleeper, so it looks again every millisecond).", NULL},
 	{"closed", (getter)mapping_get_closed, NULL, "True after close().", NULL},
 	{"path", (getter)mapping_get_path, NULL, "Path the mapping was opened from, or None.", NULL},
 	{"kind", (getter)mapping_get_kind, NULL, "'file' or 'device'.", NULL},
@@ -408,8 +455,12 @@ static PyMethodDef mapping_methods[] = {
 
 static PyType_Slot mapping_slots[] = {
 	{Py_tp_doc, "Mapping(fd, size, offset=0, *, readonly=False, kind='file', path=None, "
-		    "populate=False)\n--\n\n"
-		    "A MAP_SHARED mapping of fd.  Use pymmapdev.open_file() or open_device()."},
+		    "populate=False, waker=None)\n--\n\n"
+		    "A MAP_SHARED mapping of [offset, offset + size) of fd (any offset: the\n"
+		    "pages holding it are mapped).  waker: how wait() sleeps, 'futex',\n"
+		    "'mmapdev' (the module's ioctls) or 'poll' (nothing can wake it);\n"
+		    "None: futex for files, mmapdev for devices.\n"
+		    "Use pymmapdev.open_file() or open_device()."},
 	{Py_tp_new, mapping_new},
 	{Py_tp_dealloc, mapping_dealloc},
 	{Py_tp_traverse, mapping_traverse},

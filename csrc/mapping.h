@@ -30,6 +30,15 @@ typedef enum {
 	MAPPING_KIND_DEVICE = 1,
 } mapping_kind;
 
+/* How a sleeper on a word of the mapping is woken (block.c's back ends). */
+typedef enum {
+	MAPPING_WAKE_FUTEX = 0,		/* shared futexes: files, memfds */
+	MAPPING_WAKE_MMAPDEV = 1,	/* the mmapdev module's WAIT/WAKE ioctls */
+	MAPPING_WAKE_POLL = 2,		/* nothing can wake a sleeper (other
+					 * devices, PCI BARs, another machine's
+					 * writes): sleepers poll */
+} mapping_wake;
+
 /* Who holds a pin; close() names them. */
 enum pin_kind {
 	PIN_ACCESS,	/* a call touching memory (free-threaded builds only) */
@@ -46,9 +55,14 @@ typedef struct {
 	Py_ssize_t size;	/* bytes mapped */
 	Py_ssize_t map_offset;	/* offset of data[0] in the file or device:
 				 * the module's WAIT/WAKE address device words */
+	/* mmap() maps whole pages: data[0] may lie inside the first one
+	 * (a register block at any offset of /dev/mem, say) */
+	char *map_base;		/* the page holding data[0] */
+	size_t map_len;		/* bytes mapped from map_base */
 	int fd;			/* our own dup of the caller's fd */
 	int readonly;
 	mapping_kind kind;
+	mapping_wake wake;
 	/*
 	 * MAPPING_CLOSED | a count of pins per kind, in bit fields of one
 	 * word (gate.c), changed atomically: close() moves it from 0 to

@@ -30,13 +30,14 @@ static PyObject *
 page_call(struct gate *g, int (*call)(void *, size_t, int), int arg)
 {
 	long page = sysconf(_SC_PAGESIZE);
-	Py_ssize_t start = g->offset - g->offset % page;
-	size_t len = (size_t)(g->offset + g->len - start);
+	/* the page holding the first byte (data[0] itself may not start one) */
+	char *start = (char *)((uintptr_t)g->addr & ~(uintptr_t)(page - 1));
+	size_t len = (size_t)(g->addr + g->len - start);
 	int rc = 0, saved_errno = 0;
 
 	if (g->len > 0) {
 		Py_BEGIN_ALLOW_THREADS
-		rc = call(g->map->data + start, len, arg);
+		rc = call(start, len, arg);
 		saved_errno = errno;
 		Py_END_ALLOW_THREADS
 	}

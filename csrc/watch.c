@@ -353,7 +353,7 @@ watch_wait_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 				     Py_TYPE(w)->tp_name);
 			goto out;
 		}
-		if (w->map->kind != MAPPING_KIND_FILE || (w->flags & WATCH_POLLS)) {
+		if (w->map->wake != MAPPING_WAKE_FUTEX || (w->flags & WATCH_POLLS)) {
 			PyErr_SetString(PyExc_ValueError,
 					"wait_many() sleeps on futexes: this watch is not one");
 			goto out;
@@ -402,7 +402,12 @@ backend_name(WatchObject *self)
 {
 	if (self->flags & WATCH_POLLS)
 		return "poll";
-	return self->map->kind == MAPPING_KIND_DEVICE ? "mmapdev" : "futex";
+	switch (self->map->wake) {
+	case MAPPING_WAKE_FUTEX: return "futex";
+	case MAPPING_WAKE_MMAPDEV: return "mmapdev";
+	case MAPPING_WAKE_POLL: return "poll";
+	}
+	return "poll";
 }
 
 static PyObject *
@@ -517,5 +522,7 @@ PyType_Spec watch_type_spec = {
 int
 watch_type_ready(PyTypeObject *type)
 {
-	return type_add_int(type, "SLICE_NS", BLOCK_SLICE_NS);
+	if (type_add_int(type, "SLICE_NS", BLOCK_SLICE_NS) < 0)
+		return -1;
+	return type_add_int(type, "POLL_NS", BLOCK_POLL_NS);
 }

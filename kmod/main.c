@@ -45,6 +45,10 @@ static unsigned int heartbeat_ms;
 module_param(heartbeat_ms, uint, 0444);
 MODULE_PARM_DESC(heartbeat_ms, "period of the heartbeat written to device 0 in ms (default 0 = off)");
 
+static bool uio;
+module_param(uio, bool, 0444);
+MODULE_PARM_DESC(uio, "also register device 0 as a UIO device, the heartbeat its interrupt (default 0)");
+
 static dev_t mmapdev_devt;
 static struct class *mmapdev_class;
 static struct cdev mmapdev_cdev;
@@ -263,13 +267,23 @@ static int __init mmapdev_init(void)
 	ret = mmapdev_create_nodes();
 	if (ret)
 		goto err_cdev;
+	if (uio) {
+		ret = mmapdev_uio_register(&mmapdev_devs[0]);
+		if (ret == -EOPNOTSUPP)
+			pr_err("uio=1: this kernel has no UIO support (CONFIG_UIO)\n");
+		if (ret)
+			goto err_nodes;
+	}
 	if (heartbeat_ms)
 		mmapdev_heartbeat_start(&mmapdev_devs[0], heartbeat_ms);
 
-	pr_info("%u device(s) of %zu bytes, mode %#o, heartbeat %u ms\n",
-		ndevices, mmapdev_devs[0].size, node_mode, heartbeat_ms);
+	pr_info("%u device(s) of %zu bytes, mode %#o, heartbeat %u ms%s\n",
+		ndevices, mmapdev_devs[0].size, node_mode, heartbeat_ms,
+		uio ? ", device 0 as UIO" : "");
 	return 0;
 
+err_nodes:
+	mmapdev_destroy_nodes(ndevices);
 err_cdev:
 	cdev_del(&mmapdev_cdev);
 err_class:
@@ -293,6 +307,7 @@ err_region:
 static void __exit mmapdev_exit(void)
 {
 	mmapdev_heartbeat_stop();
+	mmapdev_uio_unregister();
 	mmapdev_destroy_nodes(ndevices);
 	cdev_del(&mmapdev_cdev);
 	class_destroy(mmapdev_class);

@@ -96,13 +96,15 @@ static vm_fault_t mmapdev_vm_fault(struct vm_fault *vmf)
  * @start: its first address
  * @end: the address after its last one
  * @pgoff: its offset in the buffer, in pages
- * @file: the device file it maps
- * @vm_private_data: where the VMA's private data goes
+ * @file: the file it maps: a device node, ours or /dev/uioN (uio.c)
+ * @vm_private_data: the VMA's private data: the device, set by
+ *	mmapdev_desc_setup()
  *
  * ->mmap_prepare runs before the mapping is certain (it may still fail or
  * merge), so it must not count it; this runs once it exists.  Our VMAs
  * never merge (VM_DONTEXPAND is one of the flags that forbid it), so every
- * successful mmap() passes here once.
+ * successful mmap() passes here once.  The device comes from the private
+ * data, not from @file, which may be UIO's.
  *
  * Context: process context, mmap_lock held for writing.
  * Return: 0.
@@ -111,9 +113,8 @@ static int mmapdev_vm_mapped(unsigned long start, unsigned long end,
 			     pgoff_t pgoff, const struct file *file,
 			     void **vm_private_data)
 {
-	struct mmapdev_dev *md = mmapdev_of(file);
+	struct mmapdev_dev *md = *vm_private_data;
 
-	*vm_private_data = md;
 	atomic_inc(&md->maps);
 	return 0;
 }
@@ -140,16 +141,16 @@ static const struct vm_operations_struct mmapdev_vm_ops = {
  */
 #ifdef MMAPDEV_HAVE_MMAP_PREPARE
 /**
- * mmapdev_mmap_prepare() - describe a mapping of the buffer
- * @desc: the mapping to be; the VMA does not exist yet
+ * mmapdev_desc_setup() - describe a mapping of a device's buffer
+ * @md: the device
+ * @desc: the mapping to be; the VMA does not exist yet.  Its pgoff counts
+ *	pages of the buffer (UIO's map 0 is at pgoff 0 too).
  *
  * Context: process context, mmap_lock held for writing.
  * Return: 0, or -EINVAL for a private mapping or a range outside the buffer.
  */
-int mmapdev_mmap_prepare(struct vm_area_desc *desc)
+int mmapdev_desc_setup(struct mmapdev_dev *md, struct vm_area_desc *desc)
 {
-	struct mmapdev_dev *md = mmapdev_of(desc->file);
-
 	if (!vma_desc_test(desc, VMA_MAYSHARE_BIT))
 		return -EINVAL;
 	if (!mmapdev_range_ok(md, desc->pgoff, vma_desc_pages(desc)))
@@ -161,19 +162,30 @@ int mmapdev_mmap_prepare(struct vm_area_desc *desc)
 		 desc->pgoff, vma_desc_pages(desc), task_pid_nr(current));
 	return 0;
 }
+
+/**
+ * mmapdev_mmap_prepare() - describe a mapping of /dev/mmapdevN
+ * @desc: the mapping to be
+ *
+ * Context: process context, mmap_lock held for writing.
+ * Return: as mmapdev_desc_setup().
+ */
+int mmapdev_mmap_prepare(struct vm_area_desc *desc)
+{
+	return mmapdev_desc_setup(mmapdev_of(desc->file), desc);
+}
 #else
 /**
- * mmapdev_mmap() - set up a mapping of the buffer
- * @file: the device file
- * @vma: the new VMA
+ * mmapdev_vma_setup() - set up a mapping of a device's buffer
+ * @md: the device
+ * @vma: the new VMA; its vm_pgoff counts pages of the buffer (UIO's map 0
+ *	is at pgoff 0 too)
  *
  * Context: process context, mmap_lock held for writing.
  * Return: 0, or -EINVAL for a private mapping or a range outside the buffer.
  */
-int mmapdev_mmap(struct file *file, struct vm_area_struct *vma)
+int mmapdev_vma_setup(struct mmapdev_dev *md, struct vm_area_struct *vma)
 {
-	struct mmapdev_dev *md = mmapdev_of(file);
-
 	if (!mmapdev_vma_mayshare(vma))
 		return -EINVAL;
 	if (!mmapdev_range_ok(md, vma->vm_pgoff, vma_pages(vma)))
@@ -185,5 +197,18 @@ int mmapdev_mmap(struct file *file, struct vm_area_struct *vma)
 	pr_debug("mmapdev%u: mmap pgoff %lu, %lu pages, pid %d\n", md->index,
 		 vma->vm_pgoff, vma_pages(vma), task_pid_nr(current));
 	return 0;
+}
+
+/**
+ * mmapdev_mmap() - set up a mapping of /dev/mmapdevN
+ * @file: the device file
+ * @vma: the new VMA
+ *
+ * Context: process context, mmap_lock held for writing.
+ * Return: as mmapdev_vma_setup().
+ */
+int mmapdev_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	return mmapdev_vma_setup(mmapdev_of(file), vma);
 }
 #endif

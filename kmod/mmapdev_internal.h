@@ -8,6 +8,7 @@
  *   wait.c       WAIT/WAKE (futex semantics for words of the buffer) and
  *                the event counter behind poll()
  *   heartbeat.c  the kernel-side producer on device 0
+ *   uio.c        uio=1: device 0 as a UIO device, the heartbeat its interrupt
  *   sysfs.c      the per-device attributes size, maps and events
  *   compat.h     every difference between kernel versions
  */
@@ -66,9 +67,11 @@ struct mmapdev_dev *mmapdev_lookup(unsigned int minor);
 /* fops.c */
 extern const struct file_operations mmapdev_fops;
 
-/* mmap.c: one of the two, as compat.h decides */
+/* mmap.c: one of each pair, as compat.h decides */
 int mmapdev_mmap_prepare(struct vm_area_desc *desc);
 int mmapdev_mmap(struct file *file, struct vm_area_struct *vma);
+int mmapdev_desc_setup(struct mmapdev_dev *md, struct vm_area_desc *desc);
+int mmapdev_vma_setup(struct mmapdev_dev *md, struct vm_area_struct *vma);
 
 /* wait.c */
 void mmapdev_wait_init(struct mmapdev_dev *md);
@@ -79,6 +82,26 @@ void mmapdev_event(struct mmapdev_dev *md);
 /* heartbeat.c */
 void mmapdev_heartbeat_start(struct mmapdev_dev *md, unsigned int period_ms);
 void mmapdev_heartbeat_stop(void);
+
+/* uio.c: built when the kernel has UIO (CONFIG_UIO) */
+#if IS_ENABLED(CONFIG_UIO)
+int mmapdev_uio_register(struct mmapdev_dev *md);
+void mmapdev_uio_unregister(void);
+void mmapdev_uio_interrupt(void);
+#else
+static inline int mmapdev_uio_register(struct mmapdev_dev *md)
+{
+	return -EOPNOTSUPP;
+}
+
+static inline void mmapdev_uio_unregister(void)
+{
+}
+
+static inline void mmapdev_uio_interrupt(void)
+{
+}
+#endif
 
 /* sysfs.c */
 extern const struct attribute_group *mmapdev_groups[];

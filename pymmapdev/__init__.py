@@ -12,6 +12,7 @@ from ._core import (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
                     MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_DODUMP)
 from ._open import anonymous, open_device, open_file
 from .sync import Lock, OwnerDiedWarning, Slot
+from .uio import UIO
 from .channel import Channel, ChannelCorrupt, open_channel
 from ._core import get_spin, set_spin
 from . import _pickle  # noqa: F401  (registers pickling of Mapping, Lock, Slot)
@@ -28,6 +29,6 @@ for _name in ("MADV_FREE", "MADV_COLD", "MADV_PAGEOUT", "MADV_POPULATE_READ",
 del _name
 
 __all__ = ["Channel", "ChannelCorrupt", "Lock", "Mapping", "MappingFault", "OwnerDiedWarning",
-           "PAGESIZE", "PeerDied", "Slot", "anonymous", "open_channel",
+           "PAGESIZE", "PeerDied", "Slot", "UIO", "anonymous", "open_channel",
            "get_spin", "open_device", "open_file", "set_spin"]
 __all__ += [name for name in globals() if name.startswith("MADV_")]

@@ -32,11 +32,12 @@ from ._open import open_file as open_file
 from .sync import Lock as Lock
 from .sync import OwnerDiedWarning as OwnerDiedWarning
 from .sync import Slot as Slot
+from .uio import UIO as UIO
 
 __version__: str
 
 __all__ = ["Channel", "ChannelCorrupt", "open_channel", "Lock", "Mapping", "MappingFault", "OwnerDiedWarning", "PAGESIZE", "PeerDied", "Slot",
-           "anonymous",
+           "UIO", "anonymous",
            "get_spin", "open_device", "open_file", "set_spin",
            "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED", "MADV_DONTNEED",
            "MADV_REMOVE", "MADV_DONTFORK", "MADV_DOFORK", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE",

@@ -40,9 +40,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import sys
 import threading
 import weakref
-from typing import Any, Protocol
+from typing import Protocol
 
 from . import _core
 
@@ -51,7 +52,7 @@ FALLBACK_THREADS = 8        # the pool's bound without futex_waitv
 FALLBACK_SLICE = 0.05       # a sole waiter's sleep slice without futex_waitv
 ROTATE_SLICE = 0.001        # a shared thread's turn per waiter without it
 POLL_MIN = 50e-6            # the 'poll' backend's first interval
-POLL_MAX = 1e-3             # ... and its longest
+POLL_MAX = _core.Watch.POLL_NS / 1e9   # ... and its longest: the blocking loop's
 WAITV_WORDS = 127           # futex_waitv takes 128 words: ours + control
 _PEER_SLICE = _core.Watch.SLICE_NS / 1e9
 
@@ -339,6 +340,74 @@ def _readers(loop: asyncio.AbstractEventLoop) -> dict[int, _DeviceReader]:
     return _device_readers.setdefault(loop, {})
 
 
+# ---- interrupt counts: UIO -----------------------------------------------------
+
+class _CountReader:
+    """The awaiters of one loop on one descriptor whose read() of 4 bytes
+    returns an event count once there is news (UIO: the interrupt count;
+    the descriptor is non-blocking).  A read consumes the news for the
+    whole open file, so one reader serves them all and hands every awaiter
+    the same new count."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.futures: set[asyncio.Future[int | None]] = set()
+
+    def add(self, future: asyncio.Future[int | None]) -> None:
+        if not self.futures:
+            self.loop.add_reader(self.fd, self._readable)
+        self.futures.add(future)
+
+    def discard(self, future: asyncio.Future[int | None]) -> None:
+        self.futures.discard(future)
+        if not self.futures:
+            self.loop.remove_reader(self.fd)
+            _count_readers.get(self.loop, {}).pop(self.fd, None)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, 4)
+        except BlockingIOError:
+            return                  # another reader of the open file took it
+        except OSError as exc:
+            for future in self.futures:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        count = int.from_bytes(data, sys.byteorder, signed=True)
+        for future in self.futures:
+            if not future.done():
+                future.set_result(count)
+
+
+_count_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _CountReader]] \
+    = weakref.WeakKeyDictionary()
+
+
+async def wait_count(fd: int, timeout: float | None = None) -> int | None:
+    """The next event count read from *fd* (see _CountReader), or None when
+    *timeout* seconds pass first."""
+    loop = asyncio.get_running_loop()
+    readers = _count_readers.setdefault(loop, {})
+    reader = readers.get(fd)
+    if reader is None:
+        reader = readers[fd] = _CountReader(loop, fd)
+    future: asyncio.Future[int | None] = loop.create_future()
+    reader.add(future)
+    def expire() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    expiry = loop.call_later(timeout, expire) if timeout is not None else None
+    try:
+        return await future
+    finally:
+        if expiry is not None:
+            expiry.cancel()
+        reader.discard(future)
+
+
 # ---- memory nobody wakes: timers ---------------------------------------------
 
 class _Poller:
@@ -386,6 +455,7 @@ def _after_fork_in_child() -> None:
     global _pool
     _pool = _FutexPool()
     _device_readers.clear()
+    _count_readers.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -11,7 +11,7 @@ import operator
 import os
 import stat
 
-from . import _core
+from . import _core, _sysfs
 
 PAGESIZE = _core.PAGESIZE
 
@@ -213,52 +213,94 @@ def anonymous(size, *, name="pymmapdev"):
         os.close(fd)
 
 
-def open_device(path="/dev/mmapdev0", size=None, *, offset=0, readonly=False):
-    """Map the buffer of an mmapdev device (the kernel module in ``kmod/``).
+def _device_open_error(exc, path):
+    """open(2) of a device failed: say what usually helps."""
+    mmapdev = os.path.basename(path).startswith("mmapdev")
+    if isinstance(exc, FileNotFoundError) and mmapdev:
+        return FileNotFoundError(
+            exc.errno, f"{exc.strerror} (is the mmapdev module loaded? "
+            f"sudo modprobe mmapdev, or insmod kmod/mmapdev.ko)", path)
+    if isinstance(exc, PermissionError):
+        hint = ("the node's permissions come from the module's mode= parameter or the udev "
+                "rule kmod/99-mmapdev.rules; join its group" if mmapdev else
+                "device memory usually needs root, or a udev rule granting your group access")
+        return PermissionError(exc.errno, f"{exc.strerror} ({hint})", path)
+    return OSError(exc.errno, exc.strerror, path)
 
-    *offset* must be a multiple of the page size; *size* defaults to the rest
-    of the buffer after *offset*.
+
+def _device_limits(fd, path, st):
+    """(bytes the device has or None if it cannot say, how sleepers wake,
+    what the bytes are called) for an open device."""
+    if stat.S_ISREG(st.st_mode):
+        bar = _sysfs.pci_bar_file(path)
+        if bar is None:
+            raise ValueError(f"{path} is a regular file, not a device: use open_file()")
+        # sysfs sizes a resource file as its BAR
+        return st.st_size, "poll", f"PCI BAR {bar.number} of {bar.address}"
+    if not stat.S_ISCHR(st.st_mode):
+        raise _file_type_error(path, st)
+    cls = _sysfs.char_class(st)
+    if cls not in (None, "mmapdev"):
+        return None, "poll", cls
+    _blocking(fd)
+    try:
+        info = _core.device_info(fd)
+    except OSError as exc:
+        if exc.errno != errno.ENOTTY:
+            raise OSError(exc.errno, exc.strerror, path) from None
+        return None, "poll", cls          # sysfs did not say, and not ours
+    return info["size"], "mmapdev", "the device buffer"
+
+
+def open_device(path="/dev/mmapdev0", size=None, *, offset=0, readonly=False):
+    """Map [offset, offset + size) of a device and return a :class:`Mapping`.
+
+    Any device that can be mmap()ed: an mmapdev device (the kernel module in
+    ``kmod/``; *size* defaults to the rest of its buffer), a PCI BAR through
+    its sysfs ``resourceN`` file (to the rest of the BAR), and any other
+    character device, UIO and ``/dev/mem`` included, with an explicit
+    *size*.  *offset* may be anywhere: the pages holding the range are
+    mapped and the Mapping covers exactly that range (``m.offset`` is
+    *offset*, ``m[0]`` its first byte).  A driver that refuses the mapping
+    raises its errno with the path.
     """
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     offset = operator.index(offset)
+    if offset < 0:
+        raise ValueError(f"offset {offset} is negative ({path})")
     if size is not None:
         size = _checked_size(size)
     try:
         fd = _open(path, os.O_RDONLY if readonly else os.O_RDWR)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            exc.errno, f"{exc.strerror} (is the mmapdev module loaded? "
-            f"sudo modprobe mmapdev, or insmod kmod/mmapdev.ko)", path) from None
-    except PermissionError as exc:
-        raise PermissionError(
-            exc.errno, f"{exc.strerror} (the node's permissions come from the module's "
-            f"mode= parameter or the udev rule kmod/99-mmapdev.rules; join its group)",
-            path) from None
+    except (FileNotFoundError, PermissionError) as exc:
+        raise _device_open_error(exc, path) from None
     try:
         st = os.fstat(fd)
-        if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
             raise _file_type_error(path, st)
+        limit, waker, what = _device_limits(fd, path, st)
+        if limit is not None:
+            if offset >= limit:
+                raise ValueError(f"offset {offset} is outside {what} of {limit} bytes ({path})")
+            if size is None:
+                size = limit - offset
+            elif size > limit - offset:
+                raise ValueError(f"offset {offset} + size {size} is outside {what} of "
+                                 f"{limit} bytes ({path})")
+        elif size is None:
+            hint = " (for a UIO device, pymmapdev.UIO(path).map(i) knows)" if what == "uio" \
+                else ""
+            raise ValueError(f"{path}: pass size=: the size of a mapping of this device cannot "
+                             f"be discovered (mmapdev devices and PCI resource files tell "
+                             f"theirs){hint}")
         _blocking(fd)
         try:
-            info = _core.device_info(fd)
+            return _core.Mapping(fd, size, offset, readonly=readonly, kind="device", path=path,
+                                 waker=waker)
         except OSError as exc:
-            if exc.errno == errno.ENOTTY:
-                raise ValueError(f"{path} is not an mmapdev device") from None
-            raise OSError(exc.errno, exc.strerror, path) from None
-        if offset < 0 or offset % info["page_size"]:
-            raise ValueError(f"offset {offset} must be a non-negative multiple of the "
-                             f"page size {info['page_size']}")
-        available = info["size"] - offset
-        if available <= 0:
-            raise ValueError(f"offset {offset} is outside the device buffer of "
-                             f"{info['size']} bytes")
-        if size is None:
-            size = available
-        elif size > available:
-            raise ValueError(f"offset {offset} + size {size} is outside the device "
-                             f"buffer of {info['size']} bytes")
-        return _core.Mapping(fd, size, offset, readonly=readonly, kind="device", path=path)
+            raise type(exc)(exc.errno, f"{exc.strerror} (the driver refused to map offset "
+                            f"{offset} + {size} bytes)", path) from None
     finally:
         os.close(fd)

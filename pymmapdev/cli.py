@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import pymmapdev
-from pymmapdev import _core
+from pymmapdev import _core, _sysfs
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
@@ -170,7 +170,59 @@ def _sysfs_attrs(path: str) -> dict[str, str]:
     return attrs
 
 
+def _info_uio(path: str) -> None:
+    """A UIO device, from sysfs: nothing is mapped or read."""
+    with pymmapdev.UIO(path, readonly=True) as u:
+        base = _sysfs.uio_dir(u.device)
+        print(f"path:      {u.path}")
+        print(f"kind:      UIO device {u.device}")
+        print(f"name:      {u.name} (version {u.version})")
+        events = _sysfs.read_text(f"{base}/event")
+        if events is not None:
+            print(f"interrupts: {events} so far (wait_irq: pymmapdev.UIO({u.path!r}))")
+        maps = _sysfs.uio_maps(u.device)
+        if not maps:
+            print("maps:      none")
+        for m in maps:
+            print(f"map {m.number}:     {m.size} bytes at {m.addr:#x}, offset {m.offset:#x} "
+                  f"in its first page ({m.name or 'unnamed'}; "
+                  f"UIO({u.path!r}).map({m.number}))")
+
+
+def _info_pci_bar(path: str, bar: _sysfs.Bar) -> None:
+    """A PCI BAR's resource file: where, how big, whose.  The BAR itself
+    is not read: reading a register may have side effects."""
+    ids = [_sysfs.read_text(f"{bar.device}/{f}") for f in ("vendor", "device")]
+    driver = os.path.join(bar.device, "driver")
+    bound = os.path.basename(os.readlink(driver)) if os.path.islink(driver) else "none"
+    print(f"path:      {path}")
+    print(f"kind:      PCI BAR {bar.number} of {bar.address} "
+          f"(vendor {ids[0]}, device {ids[1]}, driver {bound})")
+    print(f"size:      {bar.size} bytes ({bar.kind})")
+    print(f"address:   {bar.start:#x} (also reachable through /dev/mem there)")
+    print(f"map it:    pymmapdev.open_device({path!r})")
+
+
+def _info_char(path: str, st: os.stat_result, cls: str | None) -> None:
+    print(f"path:      {path}")
+    print(f"kind:      character device {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+          f" of class {cls or 'unknown'}")
+    print("size:      unknown to sysfs: pymmapdev.open_device(path, size=...) maps it")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
+    st = os.stat(args.path)
+    cls = _sysfs.char_class(st)
+    bar = _sysfs.pci_bar_file(args.path) if stat.S_ISREG(st.st_mode) else None
+    if cls == "uio":
+        _info_uio(args.path)
+        return 0
+    if bar is not None:
+        _info_pci_bar(args.path, bar)
+        return 0
+    if stat.S_ISCHR(st.st_mode) and cls not in (None, "mmapdev"):
+        _info_char(args.path, st, cls)
+        return 0
     with _open(args.path, readonly=True) as m:
         print(f"path:      {m.path}")
         print(f"kind:      {m.kind}")
@@ -244,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--interval", type=float, default=0.05, help="poll interval for files")
     watch.set_defaults(func=cmd_watch)
 
-    info = sub.add_parser("info", help="describe a mapping (sysfs counters for devices)")
+    info = sub.add_parser("info", help="describe a file, an mmapdev device (sysfs counters), "
+                          "a UIO device or a PCI BAR resource file")
     info.add_argument("path")
     info.set_defaults(func=cmd_info)
 

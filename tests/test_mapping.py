@@ -3,6 +3,7 @@ import ctypes
 import gc
 import mmap
 import struct
+import sys
 import weakref
 
 import pytest
@@ -203,10 +204,14 @@ def test_mapping_constructor_rejects_bad_arguments(shm_path):
         os.ftruncate(fd, SIZE)
         with pytest.raises(ValueError, match="positive"):
             pymmapdev.Mapping(fd, 0)
-        with pytest.raises(ValueError, match="multiple of the page size"):
-            pymmapdev.Mapping(fd, 10, 1)
+        with pytest.raises(ValueError, match="offset -1 is negative"):
+            pymmapdev.Mapping(fd, 10, -1)
         with pytest.raises(ValueError, match="kind"):
             pymmapdev.Mapping(fd, 10, kind="pipe")
+        with pytest.raises(ValueError, match="waker"):
+            pymmapdev.Mapping(fd, 10, waker="mmapdev")      # only devices have that
+        with pytest.raises(ValueError, match="too large"):
+            pymmapdev.Mapping(fd, sys.maxsize, 1)
         with pytest.raises(OSError):
             pymmapdev.Mapping(-1, 10)
     finally:

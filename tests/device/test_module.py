@@ -75,7 +75,7 @@ def test_parameters_visible(fd):
     params = "/sys/module/mmapdev/parameters"
     values = {name: open(f"{params}/{name}").read().strip() for name in os.listdir(params)}
     assert values == {"devices": "1", "size": str(devlib.DEFAULT_SIZE), "mode": "384",
-                      "heartbeat_ms": "0"}            # 384 == 0o600
+                      "heartbeat_ms": "0", "uio": "N"}    # 384 == 0o600
 
 
 def test_rmmod_refused_while_open_or_mapped(kmod):

@@ -19,6 +19,11 @@ done
 echo "mmapdev-vmtest: start" > /dev/kmsg
 echo "vmtest guest: kernel $(uname -r), python $PY"
 
+# What the module needs (uio.ko): loaded at boot by the initramfs runner,
+# by modprobe under virtme-ng (the host's own kernel and modules).
+for dep in $(modinfo -F depends "$KO" | tr , ' '); do
+	[ -d "/sys/module/$dep" ] || modprobe "$dep"
+done
 if insmod "$KO"; then
 	echo loaded > "$RES/module"
 else

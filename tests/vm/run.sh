@@ -16,10 +16,15 @@
 # (tests/debian/chroot.sh).  Downloads and chroots are cached under
 # ~/.cache/pymmapdev (MMAPDEV_CACHE), keyed by version.
 #
+# The guest also gets an ivshmem-plain PCI device whose memory is a host
+# file that a host process (tests/vm/ivshmem_peer.py) maps at the same time:
+# the VM <-> host tests talk to it through that memory.
+#
 # Exits with pytest's status; non-zero as well when the module does not
 # build cleanly (W=1, and checkpatch --strict: tests/vm/checkpatch.sh), the
 # VM gives no verdict (crash, hang: timeout), the module does not load or
-# unload, or the kernel log shows an oops, BUG or WARNING.  Results stay in
+# unload, the kernel log shows an oops, BUG or WARNING, or the ivshmem
+# host peer failed.  Results stay in
 # tests/vm/out/SUITE/ (results/junit.xml, results/pytest.log,
 # results/dmesg.txt, console.log, build.log, and summary.tsv: suite,
 # kernel, compiler, build warnings, tests passed/total, seconds, verdict).
@@ -134,20 +139,23 @@ run_vng() {
 	fi
 	# vng runs its helpers (virtme-run) by name: they live beside it.
 	PATH=$VM_ROOT/venv/bin:$PATH timeout -k 20 "$TIMEOUT" "$vng" --disable-kvm --run "$VMLINUZ" \
-		--cpus 2 --memory 1G --rwdir "$OUT" --cwd "$REPO" \
+		--cpus 2 --memory 1G --rwdir "$OUT" --cwd "$REPO" --qemu-opts="${IVSHMEM_QEMU[*]}" \
 		-- "$REPO/tests/vm/guest.sh" "$PY" "$OUT/kmod/mmapdev.ko" "$RES" "$REPO" \
 		"${PYTHONPATH:-}" "${PYTEST_ADDOPTS:-}" "$TEST_VARS" \
 		</dev/null
 }
 
 build_initramfs() {
-	local dir=$OUT/initramfs modules
+	local dir=$OUT/initramfs modules deps
 	rm -rf "$dir"
 	mkdir -p "$dir"/{bin,dev,proc,sys,host,lib/mod}
 	cp /bin/busybox "$dir/bin/busybox"
-	modules=$(kernel_modules_in_order "$dir/lib/mod" "${NINEP_MODULES[@]}" | tr '\n' ' ')
+	# and what mmapdev.ko itself needs (uio.ko, for uio=1)
+	read -ra deps <<<"$(modinfo -F depends "$OUT/kmod/mmapdev.ko" | tr , ' ')"
+	modules=$(kernel_modules_in_order "$dir/lib/mod" "${NINEP_MODULES[@]}" "${deps[@]}" |
+		tr '\n' ' ')
 	rm -f "$dir"/lib/mod/*.none
-	log "9p modules in load order: $modules"
+	log "boot modules in load order: $modules"
 	cat >"$dir/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -196,7 +204,35 @@ run_initramfs() {
 		-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
 		-fsdev local,id=results,path="$OUT",security_model=none,multidevs=remap \
 		-device virtio-9p-pci,fsdev=results,mount_tag=results \
+		"${IVSHMEM_QEMU[@]}" \
 		</dev/null
+}
+
+# ivshmem: the guest's BAR 2 is this host file, which the host peer
+# (ivshmem_peer.py) maps too; tests/device/test_ivshmem.py talks to it.
+start_ivshmem_peer() {
+	IVSHMEM_FILE=$OUT/ivshmem.shm
+	rm -f "$IVSHMEM_FILE"
+	truncate -s 1M "$IVSHMEM_FILE"
+	IVSHMEM_QEMU=(-object "memory-backend-file,id=shm,mem-path=$IVSHMEM_FILE,size=1M,share=on"
+		-device ivshmem-plain,memdev=shm)
+	PYTHONSAFEPATH=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$REPO" \
+		"$PY" "$REPO/tests/vm/ivshmem_peer.py" "$IVSHMEM_FILE" >"$OUT/ivshmem_peer.log" 2>&1 &
+	IVSHMEM_PEER=$!
+}
+
+# Stops the peer; says so and sets PEER_STATUS when it had failed by itself.
+stop_ivshmem_peer() {
+	PEER_STATUS=0
+	if kill -0 "$IVSHMEM_PEER" 2>/dev/null; then
+		kill -TERM "$IVSHMEM_PEER"
+	fi
+	wait "$IVSHMEM_PEER" || PEER_STATUS=$?
+	if ((PEER_STATUS)); then
+		tail -n 20 "$OUT/ivshmem_peer.log" >&2
+		log "FAIL: the ivshmem host peer failed (status $PEER_STATUS, $OUT/ivshmem_peer.log)"
+	fi
+	rm -f "$IVSHMEM_FILE"
 }
 
 # Sets STATUS (0 = pass) and says why not.
@@ -270,7 +306,7 @@ main() {
 	RES=$OUT/results
 	mkdir -p "$OUT"
 	rm -f "$OUT/summary.tsv"
-	trap 'write_summary 1' EXIT
+	trap 'write_summary 1; [[ -z ${IVSHMEM_PEER:-} ]] || kill "$IVSHMEM_PEER" 2>/dev/null' EXIT
 	# Integer knobs of the fuzz and stress tests, for the guest.
 	TEST_VARS=$(env | grep -E '^MMAPDEV_(FUZZ|STRESS)_[A-Z]+=[0-9.]+$' | tr '\n' ' ' || true)
 	debian_host_install "${PACKAGES[@]}"
@@ -281,6 +317,7 @@ main() {
 	check_python
 	rm -rf "$RES"
 	mkdir -p "$RES"
+	start_ivshmem_peer
 	set +e
 	case $RUNNER in
 	vng)
@@ -302,7 +339,9 @@ main() {
 	set -e
 	((rc != 124 && rc != 137)) || log "the VM was killed after ${TIMEOUT}s"
 	log "VM finished after $((SECONDS - START)) s"
+	stop_ivshmem_peer
 	verdict
+	((STATUS || !PEER_STATUS)) || STATUS=1
 	trap - EXIT
 	write_summary "$STATUS"
 	exit "$STATUS"

@@ -1,0 +1,212 @@
+"""UIO devices: a driver's memory maps and its interrupt, from Python.
+
+A UIO driver (uio_pci_generic, uio_pdrv_genirq, ivshmem's, our module's
+``uio=1``...) exposes ``/dev/uioN``: map *i* is mmap()ed at offset
+``i * PAGESIZE``, a read() of 4 bytes blocks until the next interrupt and
+returns the interrupt count, a write() of 1 or 0 unmasks or masks it.
+sysfs (``/sys/class/uio/uioN``) names the device and its maps.
+
+>>> with pymmapdev.UIO("mmapdev") as u:         # or UIO("/dev/uio0")
+...     regs = u.map(0)                          # a Mapping of map 0
+...     u.enable_irq()
+...     count = u.wait_irq(timeout=1.0)          # the new count, or None
+"""
+from __future__ import annotations
+
+import errno
+import math
+import os
+import re
+import select
+import stat
+import struct
+import time
+from types import TracebackType
+
+from . import _aio, _core, _sysfs
+
+_UIO_NAME = re.compile(r"^uio\d+$")
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    timeout = float(timeout)
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number or None, not {timeout!r}")
+    return timeout
+
+
+def _resolve(path_or_name: str | os.PathLike[str]) -> str:
+    """/dev/uioN for a path, "uioN", or the name a driver gave its device."""
+    text = os.fspath(path_or_name)
+    if os.sep in text:
+        return text
+    if _UIO_NAME.match(text):
+        return f"/dev/{text}"
+    known = _sysfs.uio_names()
+    for device in known:
+        if _sysfs.read_text(f"{_sysfs.uio_dir(device)}/name") == text:
+            return f"/dev/{device}"
+    listed = ", ".join(f"{d} ({_sysfs.read_text(f'{_sysfs.uio_dir(d)}/name')})"
+                       for d in known) or "none"
+    raise FileNotFoundError(errno.ENOENT, f"no UIO device is named {text!r} (UIO devices: "
+                            f"{listed}; is the driver loaded?)", text)
+
+
+class UIO:
+    """A UIO device, by path (``/dev/uio0``), device name (``uio0``) or the
+    name its driver gave it (``/sys/class/uio/uioN/name``).
+
+    Holds the device open (``fileno()``) until :meth:`close`; mappings made
+    with :meth:`map` stay usable after it.
+    """
+
+    def __init__(self, path_or_name: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self._fd = -1
+        path = _resolve(path_or_name)
+        self.path = path
+        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(path, flags)
+        try:
+            st = os.fstat(fd)
+            if _sysfs.char_class(st) != "uio":
+                kind = "a character device of class " + repr(_sysfs.char_class(st)) \
+                    if stat.S_ISCHR(st.st_mode) else "not a character device"
+                raise ValueError(f"{path} is not a UIO device ({kind})")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self.readonly = readonly
+        self.device = f"uio{os.minor(st.st_rdev)}"
+        for entry in _sysfs.uio_names():        # the minor is not always N of uioN
+            d = _sysfs.uio_dir(entry)
+            if _sysfs.read_text(f"{d}/dev") == f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}":
+                self.device = entry
+                break
+        base = _sysfs.uio_dir(self.device)
+        self.name: str = _sysfs.read_text(f"{base}/name") or ""
+        self.version: str = _sysfs.read_text(f"{base}/version") or ""
+
+    # ---- maps -------------------------------------------------------------------
+
+    @property
+    def maps(self) -> list[tuple[int, int, int]]:
+        """[(addr, size, offset), ...] of maps 0, 1, ... from sysfs: the
+        memory's address as the driver gave it (0 where it keeps it to
+        itself), its size, and its offset in its first page."""
+        return [(m.addr, m.size, m.offset) for m in _sysfs.uio_maps(self.device)]
+
+    def map(self, index: int, *, readonly: bool | None = None) -> _core.Mapping:
+        """A :class:`Mapping` of map *index*: exactly its *size* bytes, from
+        its *offset* in its first page (UIO selects map i by the mmap offset
+        i * PAGESIZE)."""
+        self._check_open()
+        maps = _sysfs.uio_maps(self.device)
+        found = [m for m in maps if m.number == index]
+        if not found:
+            have = ", ".join(str(m.number) for m in maps) or "none"
+            raise IndexError(f"{self.path} has no map {index} (its maps: {have})")
+        m = found[0]
+        readonly = self.readonly if readonly is None else readonly
+        offset = m.number * _core.PAGESIZE + m.offset
+        try:
+            return _core.Mapping(self._fd, m.size, offset, readonly=readonly, kind="device",
+                                 path=self.path, waker="poll")
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"{exc.strerror} (the driver refused to map map "
+                            f"{index}: {m.size} bytes)", self.path) from None
+
+    # ---- the interrupt ----------------------------------------------------------
+
+    def _irqcontrol(self, on: int) -> None:
+        self._check_open()
+        try:
+            os.write(self._fd, struct.pack("=i", on))
+        except OSError as exc:
+            why = {errno.ENOSYS: "the driver cannot mask its interrupt (no irqcontrol)",
+                   errno.EIO: "the device has no interrupt"}.get(exc.errno or 0, exc.strerror)
+            raise OSError(exc.errno, why, self.path) from None
+
+    def enable_irq(self) -> None:
+        """Unmask the interrupt (write 1).  Many drivers mask it each time
+        it fires: unmask again after handling one."""
+        self._irqcontrol(1)
+
+    def disable_irq(self) -> None:
+        """Mask the interrupt (write 0)."""
+        self._irqcontrol(0)
+
+    def _read_count(self) -> int | None:
+        try:
+            data = os.read(self._fd, 4)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            why = "the device has no interrupt, or its driver went away" \
+                if exc.errno == errno.EIO else exc.strerror
+            raise OSError(exc.errno, why, self.path) from None
+        return int(struct.unpack("=i", data)[0])
+
+    def wait_irq(self, timeout: float | None = None) -> int | None:
+        """Sleep until an interrupt this open device has not reported yet
+        (one that came since the last wait returns at once); its count
+        (interrupts since the device appeared), or None when *timeout*
+        seconds pass first.  Signal handlers run meanwhile (Ctrl-C raises
+        KeyboardInterrupt)."""
+        timeout = _check_timeout(timeout)
+        self._check_open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = poller.poll(None if left is None else math.ceil(left * 1000))
+            if events:
+                count = self._read_count()
+                if count is not None:
+                    return count
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    async def wait_irq_async(self, timeout: float | None = None) -> int | None:
+        """wait_irq() for asyncio: the event loop polls the descriptor (no
+        thread); every awaiter of this UIO object gets the same new count."""
+        timeout = _check_timeout(timeout)
+        self._check_open()
+        return await _aio.wait_count(self._fd, timeout)
+
+    # ---- lifetime ---------------------------------------------------------------
+
+    def fileno(self) -> int:
+        self._check_open()
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def _check_open(self) -> None:
+        if self._fd < 0:
+            raise ValueError(f"UIO device {self.path} is closed")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> UIO:
+        self._check_open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"maps={len(self.maps)}"
+        return f"<pymmapdev.UIO {self.path} name={self.name!r} {state}>"

@@ -1,0 +1,142 @@
+"""VM <-> host shared memory through QEMU's ivshmem-plain device: the guest
+maps BAR 2 through its sysfs resource2 file and through /dev/mem at the
+BAR's physical address; the host peer (tests/vm/ivshmem_peer.py, started by
+tests/vm/run.sh) maps the file behind it with open_file.  Both directions
+of writes are seen, and a Slot published on either side is read torn-free
+on the other.  A VM started without the device fails here, never skips.
+"""
+import os
+import time
+import zlib
+
+import pytest
+
+import pymmapdev
+from pymmapdev import _sysfs
+
+from . import ivshmem_proto as p
+
+pytestmark = pytest.mark.device
+
+GUARD = 120
+IVSHMEM = ("0x1af4", "0x1110")      # Red Hat, Inc. Inter-VM shared memory
+
+
+def ivshmem_device():
+    base = "/sys/bus/pci/devices"
+    for name in sorted(os.listdir(base)):
+        ids = tuple(_sysfs.read_text(f"{base}/{name}/{f}") for f in ("vendor", "device"))
+        if ids == IVSHMEM:
+            return f"{base}/{name}"
+    pytest.fail("no ivshmem PCI device: boot the VM with tests/vm/run.sh "
+                "(-device ivshmem-plain)", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def bar():
+    device = ivshmem_device()
+    bars = {b.number: b for b in _sysfs.pci_bars(device)}
+    assert 2 in bars and bars[2].size == p.SIZE, bars
+    return bars[2]
+
+
+def open_bar(bar, via):
+    if via == "resource2":
+        return pymmapdev.open_device(f"{bar.device}/resource2")
+    return pymmapdev.open_device("/dev/mem", size=p.SIZE, offset=bar.start)
+
+
+@pytest.fixture(params=["resource2", "/dev/mem"])
+def m(request, bar):
+    with open_bar(bar, request.param) as mapping:
+        deadline = time.monotonic() + GUARD
+        while mapping.load_u32(p.HOST_STATE) != p.HOST_MAGIC:
+            assert time.monotonic() < deadline, "the host peer never came up"
+            time.sleep(0.01)
+        yield mapping
+
+
+def ask(m, op, arg, while_waiting=None):
+    """Send a request and wait for its reply; calls while_waiting() until then."""
+    seq = (m.load_u32(p.REQUEST) + 1) & 0xFFFFFFFF
+    m.store_u32(p.OP, op)
+    m.store_u32(p.ARG, arg)
+    m.store_u32(p.STOP, 0)
+    m.store_u32(p.REQUEST, seq)
+    deadline = time.monotonic() + GUARD
+    while m.load_u32(p.REPLY) != seq:
+        assert time.monotonic() < deadline, f"the host peer did not answer op {op}"
+        if while_waiting is None or while_waiting() is False:
+            m.wait(p.REPLY, m.load_u32(p.REPLY), timeout=1)   # polls: nobody can wake us
+    return m.load_u32(p.RESULT), m.load_u32(p.RESULT2)
+
+
+def test_the_bar_two_ways(bar):
+    assert _sysfs.pci_bar_file(f"{bar.device}/resource2") == bar
+    with open_bar(bar, "resource2") as res, open_bar(bar, "/dev/mem") as mem:
+        for m in (res, mem):
+            assert (m.size, m.kind, m.waker) == (p.SIZE, "device", "poll")
+        res.write(p.DATA_OUT + 100, b"through resource2")
+        assert mem.read(p.DATA_OUT + 100, 17) == b"through resource2"
+        mem.write_words(p.DATA_OUT + 200, [1, 2, 3], width=8)
+        assert res.read_words(p.DATA_OUT + 200, 3, width=8).tolist() == [1, 2, 3]
+        # a window at any offset: /dev/mem maps the enclosing page
+        with pymmapdev.open_device("/dev/mem", size=0x100, offset=bar.start + 0x1010) as win:
+            assert win.offset == bar.start + 0x1010
+            assert win.read(0, 0x100) == res.read(0x1010, 0x100)
+            win.write_u32(4, 0xFEEDF00D)
+            assert res.read_u32(0x1014) == 0xFEEDF00D
+    with pytest.raises(ValueError, match=r"outside PCI BAR 2 of .* of 1048576 bytes"):
+        pymmapdev.open_device(f"{bar.device}/resource2", offset=p.SIZE)
+
+
+def test_both_directions(m):
+    data = os.urandom(p.DATA_MAX)
+    m.write(p.DATA_IN, data)
+    crc, _ = ask(m, p.ECHO, len(data))
+    assert crc == zlib.crc32(data)                      # the host saw our bytes
+    assert m.read(p.DATA_OUT, len(data)) == data[::-1]  # we see the host's
+
+
+def test_slot_host_to_guest(m):
+    slot = pymmapdev.Slot(m, p.SLOT_HOST, p.SLOT_CAPACITY)
+    reads = []
+
+    def read_one():
+        got = slot.read(timeout=GUARD)
+        assert got is not None
+        reads.append(got)
+
+    published, _ = ask(m, p.PUBLISH, 300, while_waiting=read_one)
+    assert published > 0
+    versions = [v for v, _ in reads if v > 0]
+    assert len(versions) >= 10, "too few reads while the host published"
+    assert versions == sorted(versions)
+    for version, data in reads:
+        if version > 0:
+            assert p.payload_ok(data) and data == p.payload(version), f"torn at {version}"
+
+
+def test_slot_guest_to_host(m):
+    slot = pymmapdev.Slot(m, p.SLOT_GUEST, p.SLOT_CAPACITY)
+    first = slot.version + 1
+    values = [p.payload(v) for v in range(first, first + 300)]   # computed before
+
+    def publish_one():
+        if slot.version + 1 - first >= len(values):
+            m.store_u32(p.STOP, 1)
+            return False
+        slot.publish(values[slot.version + 1 - first])
+        return True
+
+    torn, good = ask(m, p.READ, 0, while_waiting=publish_one)
+    assert torn == 0 and good > 0
+
+
+def test_cli_info(bar, capsys):
+    from pymmapdev import cli
+    assert cli.main(["info", f"{bar.device}/resource2"]) == 0
+    out = capsys.readouterr().out
+    assert f"PCI BAR 2 of {bar.address} (vendor 0x1af4, device 0x1110" in out
+    assert f"size:      {p.SIZE} bytes (memory, prefetchable)" in out
+    assert f"address:   {bar.start:#x}" in out

@@ -1,0 +1,254 @@
+"""open_device() on devices other than mmapdev, mappings at any offset, and
+memory nobody can wake a sleeper on (waker 'poll').
+
+The host has no mmapdev module and no PCI devices to spare: /dev/zero is the
+mmap-able character device, a fake sysfs tree stands in for a PCI resource
+file (the real ones, ivshmem's BAR 2, are in the VM suite), and a file
+mapped with waker='poll' stands in for memory another machine writes.
+"""
+import asyncio
+import errno
+import os
+import pickle
+import threading
+import time
+
+import pytest
+
+import pymmapdev
+from pymmapdev import _core, _sysfs
+from _sync_workers import GUARD, run_child  # noqa: F401
+
+PAGE = pymmapdev.PAGESIZE
+
+
+# ---- any mmap-able character device --------------------------------------------
+
+def test_dev_zero_with_size():
+    with pymmapdev.open_device("/dev/zero", size=2 * PAGE) as m:
+        assert (m.kind, m.waker, m.size, m.offset, m.path) == \
+            ("device", "poll", 2 * PAGE, 0, "/dev/zero")
+        m[0:5] = b"hello"
+        m.write_u64(PAGE, 7)
+        assert m[0:5] == b"hello" and m.read_u64(PAGE) == 7
+        m.flush()                                  # no backing store: a no-op
+
+
+def test_dev_zero_at_any_offset():
+    # (a shared /dev/zero mapping is a new shmem file as long as the mapping:
+    # an offset past its first page would be past that file's end)
+    with pymmapdev.open_device("/dev/zero", size=10, offset=5) as m:
+        assert (m.offset, m.size, len(m)) == (5, 10, 10)
+        m[9] = 1
+        with pytest.raises(IndexError):
+            m[10]
+        with pytest.raises(ValueError, match="outside the mapping of 10 bytes"):
+            m.read(8, 4)
+
+
+def test_device_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"/dev/zero: pass size="):
+        pymmapdev.open_device("/dev/zero")
+    with pytest.raises(OSError, match="refused") as exc:
+        pymmapdev.open_device("/dev/null", size=PAGE)           # null has no mmap
+    assert exc.value.errno == errno.ENODEV and exc.value.filename == "/dev/null"
+    regular = tmp_path / "plain"
+    regular.write_bytes(bytes(PAGE))
+    with pytest.raises(ValueError, match=f"{regular} is a regular file, not a device"):
+        pymmapdev.open_device(regular, size=PAGE)
+    with pytest.raises(IsADirectoryError):
+        pymmapdev.open_device(tmp_path, size=PAGE)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=f"{fifo} is a FIFO"):
+        pymmapdev.open_device(fifo, size=PAGE)
+    with pytest.raises(FileNotFoundError) as exc:
+        pymmapdev.open_device(tmp_path / "missing", size=PAGE)
+    assert exc.value.filename == str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="is the mmapdev module loaded"):
+        pymmapdev.open_device(tmp_path / "mmapdev7")
+    with pytest.raises(ValueError, match="offset -1 is negative"):
+        pymmapdev.open_device("/dev/zero", size=PAGE, offset=-1)
+    with pytest.raises(ValueError, match="positive"):
+        pymmapdev.open_device("/dev/zero", size=0)
+
+
+def test_pickles_with_its_offset():
+    with pymmapdev.open_device("/dev/zero", size=100, offset=PAGE + 8) as m:
+        with pickle.loads(pickle.dumps(m)) as copy:
+            assert (copy.path, copy.size, copy.offset, copy.kind, copy.waker) == \
+                ("/dev/zero", 100, PAGE + 8, "device", "poll")
+
+
+# ---- a PCI BAR through its resource file (a fake sysfs) ------------------------
+
+@pytest.fixture
+def fake_bar(tmp_path, monkeypatch):
+    """sysfs' view of a device 0000:00:04.0 with a 64 KiB memory BAR 2."""
+    sys_root = tmp_path / "sys"
+    device = sys_root / "devices" / "pci0000:00" / "0000:00:04.0"
+    device.mkdir(parents=True)
+    lines = ["0x0000000000000000 0x0000000000000000 0x0000000000000000"] * 13
+    lines[2] = "0x00000000febf0000 0x00000000febfffff 0x0000000000040200"
+    (device / "resource").write_text("\n".join(lines) + "\n")
+    bar = device / "resource2"
+    bar.write_bytes(bytes(range(256)) * 256)
+    monkeypatch.setattr(_sysfs, "SYS", str(sys_root))
+    return bar
+
+
+def test_pci_resource_file_sized_by_the_bar(fake_bar):
+    info = _sysfs.pci_bar_file(str(fake_bar))
+    assert (info.number, info.start, info.size, info.kind, info.address) == \
+        (2, 0xFEBF0000, 0x10000, "memory", "0000:00:04.0")
+    with pymmapdev.open_device(fake_bar) as m:
+        assert (m.size, m.offset, m.kind, m.waker) == (0x10000, 0, "device", "poll")
+        assert m[0:4] == bytes([0, 1, 2, 3])
+    with pymmapdev.open_device(fake_bar, offset=0x1010, size=0x20) as m:
+        assert m[0:4] == bytes([0x10, 0x11, 0x12, 0x13]) and m.size == 0x20
+    with pymmapdev.open_device(fake_bar, offset=0xFFF0) as m:
+        assert m.size == 0x10
+
+
+def test_pci_resource_file_bounds(fake_bar):
+    with pytest.raises(ValueError, match=r"offset 65536 is outside PCI BAR 2 of "
+                                         r"0000:00:04.0 of 65536 bytes \(.*resource2\)"):
+        pymmapdev.open_device(fake_bar, offset=0x10000)
+    with pytest.raises(ValueError, match=r"offset 4096 \+ size 65536 is outside PCI BAR 2"):
+        pymmapdev.open_device(fake_bar, offset=0x1000, size=0x10000)
+
+
+# ---- the Mapping in the user's coordinates -------------------------------------
+
+@pytest.fixture
+def file_bytes(shm_path):
+    data = bytes((i * 7) & 0xFF for i in range(3 * PAGE))
+    with open(shm_path, "wb") as f:
+        f.write(data)
+    return shm_path, data
+
+
+def mapping_at(path, size, offset, **kw):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return _core.Mapping(fd, size, offset, kind="file", path=path, **kw)
+    finally:
+        os.close(fd)
+
+
+def test_unaligned_offset_covers_exactly_the_range(file_bytes):
+    path, data = file_bytes
+    with mapping_at(path, 100, PAGE + 3) as m:
+        assert m.offset == PAGE + 3 and len(m) == 100
+        assert m[:] == data[PAGE + 3:PAGE + 103] and bytes(memoryview(m)) == m[:]
+        assert m[-1] == data[PAGE + 102]
+        m.write(0, b"XY")
+        with open(path, "rb") as f:
+            f.seek(PAGE + 3)
+            assert f.read(2) == b"XY"
+        m.flush(0, 2)
+        m.madvise(pymmapdev.MADV_WILLNEED)
+
+
+def test_alignment_is_the_files(file_bytes):
+    """Word alignment counts in the file or device: a register at device
+    offset 0x1004 is aligned whatever the mapping's first byte."""
+    path, data = file_bytes
+    with mapping_at(path, 64, PAGE + 1) as m:
+        assert m.read_u32(3) == int.from_bytes(data[PAGE + 4:PAGE + 8], "little")
+        assert m.load_u64(7) == int.from_bytes(data[PAGE + 8:PAGE + 16], "little")
+        with pytest.raises(ValueError, match=r"offset 0 is not aligned to 4 bytes in the "
+                                             r"file or device .*starts at its offset 4097"):
+            m.read_u32(0)
+        assert m.read_words(3, 2).tolist() == [
+            int.from_bytes(data[PAGE + 4 + 4 * i:PAGE + 8 + 4 * i], "little") for i in range(2)]
+
+
+def test_unaligned_mapping_past_a_truncated_end(file_bytes):
+    path, _ = file_bytes
+    with mapping_at(path, 2 * PAGE, PAGE - 8) as m:
+        os.truncate(path, PAGE)
+        assert m.read(0, 8) is not None                       # still the file's page
+        with pytest.raises(pymmapdev.MappingFault, match="offset 8 "):
+            m.read(8, 1)
+        np = pytest.importorskip("numpy")
+        with pytest.raises(pymmapdev.MappingFault):
+            m.ndarray(np.uint8)
+
+
+# ---- memory nobody can wake a sleeper on ---------------------------------------
+
+def test_poll_waker_wait_sees_another_processes_store(shm_path, run_child):
+    """Another process stores without any wake-up (as another machine would):
+    wait() and wait_async() see it by looking again."""
+    with open(shm_path, "wb") as f:
+        f.write(bytes(PAGE))
+    with mapping_at(shm_path, PAGE, 0, waker="poll") as m:
+        assert m.waker == "poll" and m.wake(0) == 0           # nobody to wake
+        t0 = time.monotonic()
+        assert m.wait(0, 0, timeout=0.05) is False
+        assert time.monotonic() - t0 >= 0.05
+        child = run_child("""
+            import sys, time, pymmapdev
+            m = pymmapdev.open_file(sys.argv[1])
+            while m.load_u32(8) != 1:
+                time.sleep(0.001)
+            time.sleep(0.1)
+            m.store_u32(0, 5)               # no wake
+            time.sleep(0.1)
+            m.store_u32(4, 6)
+        """, shm_path)
+        m.store_u32(8, 1)
+        assert m.wait(0, 0, timeout=GUARD) is True and m.load_u32(0) == 5
+
+        async def later():
+            watch = _core.watch_word(m, 4, 0)
+            assert watch.backend == "poll"
+            watch.close()
+            return await m.wait_async(4, 0, GUARD)
+
+        assert asyncio.run(later()) is True and m.load_u32(4) == 6
+        assert child.wait(GUARD) == 0, child.stderr.read()
+
+
+def test_poll_waker_lock_and_slot(shm_path):
+    with open(shm_path, "wb") as f:
+        f.write(bytes(PAGE))
+    with mapping_at(shm_path, PAGE, 0, waker="poll") as m:
+        lock = pymmapdev.Lock(m, 0)
+        slot = pymmapdev.Slot(m, 64, 16)
+        got = []
+
+        def other():
+            with lock:
+                got.append("locked")
+            got.append(slot.wait_newer(0, GUARD))
+
+        with lock:
+            t = threading.Thread(target=other)
+            t.start()
+            time.sleep(0.05)
+            assert got == []
+        slot.publish(b"x")
+        t.join(GUARD)
+        assert got == ["locked", True]
+
+
+# ---- python -m pymmapdev info --------------------------------------------------
+
+def test_info_on_a_pci_bar_file_reads_nothing(fake_bar, capsys):
+    from pymmapdev import cli
+    (fake_bar.parent / "vendor").write_text("0x1af4\n")
+    (fake_bar.parent / "device").write_text("0x1110\n")
+    assert cli.main(["info", str(fake_bar)]) == 0
+    out = capsys.readouterr().out
+    assert "kind:      PCI BAR 2 of 0000:00:04.0 (vendor 0x1af4, device 0x1110, driver none)" \
+        in out
+    assert "size:      65536 bytes (memory)" in out and "address:   0xfebf0000" in out
+
+
+def test_info_on_a_device_without_a_size(capsys):
+    from pymmapdev import cli
+    assert cli.main(["info", "/dev/zero"]) == 0
+    out = capsys.readouterr().out
+    assert "character device 1:5 of class mem" in out and "size=" in out
