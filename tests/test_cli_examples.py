@@ -99,3 +99,31 @@ def test_pipeline_example():
     assert proc.returncode == 0, proc.stderr
     assert "60 frames of 256 KiB through 3 workers" in proc.stdout
     assert "every frame seen once" in proc.stdout
+
+
+def test_asyncio_example():
+    proc = subprocess.run([sys.executable, "examples/asyncio_waits.py"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:3] == ["slot: update 1", "slot: update 2", "slot: update 3"]
+    assert lines[3].startswith("done: word = 1, the loop ticked")
+
+
+def test_vm_share_example_on_a_file(shm_path):
+    """The VM <-> host example's two sides, here both on one host file (the
+    guest side against a real ivshmem BAR: tests/device/test_ivshmem.py)."""
+    follower = subprocess.Popen([sys.executable, "examples/vm_share.py", "follow", shm_path, "2"],
+                                cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        publisher = subprocess.run([sys.executable, "examples/vm_share.py", "publish", shm_path,
+                                    "4"], cwd=REPO, env=ENV, capture_output=True, text=True,
+                                   timeout=120)
+        assert publisher.returncode == 0, publisher.stderr
+        out, err = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(" from pid " in line for line in lines), lines

@@ -14,6 +14,7 @@ import pytest
 import pymmapdev
 from pymmapdev import _sysfs
 
+from . import devlib
 from . import ivshmem_proto as p
 
 pytestmark = pytest.mark.device
@@ -140,3 +141,32 @@ def test_cli_info(bar, capsys):
     assert f"PCI BAR 2 of {bar.address} (vendor 0x1af4, device 0x1110" in out
     assert f"size:      {p.SIZE} bytes (memory, prefetchable)" in out
     assert f"address:   {bar.start:#x}" in out
+
+
+def test_examples_on_the_bar(bar):
+    """examples/pci_bar.py reads the BAR's registers two ways; the guest side
+    of examples/vm_share.py finds the device and follows a Slot on it."""
+    resource = f"{bar.device}/resource2"
+    with open_bar(bar, "resource2") as m:
+        m.write_words(p.DATA_OUT, [0x11111111, 0x22222222])
+        out = devlib.run_python(f"""
+import runpy, sys
+sys.argv = ["pci_bar.py", {resource!r}, "{p.DATA_OUT:#x}", "2"]
+runpy.run_path({os.path.join(devlib.REPO, "examples", "pci_bar.py")!r}, run_name="__main__")
+""")
+        assert f"resource2 of {bar.address}: {p.SIZE} bytes at {bar.start:#x}" in out
+        assert f"{p.DATA_OUT:#06x}: 0x11111111" in out and "through /dev/mem" in out
+
+        follower = devlib.python(f"""
+import runpy, sys
+sys.argv = ["vm_share.py", "follow", "ivshmem", "2"]
+runpy.run_path({os.path.join(devlib.REPO, "examples", "vm_share.py")!r}, run_name="__main__")
+""")
+        slot = pymmapdev.Slot(m, 65536, 256)
+        deadline = time.monotonic() + GUARD
+        while follower.poll() is None and time.monotonic() < deadline:
+            slot.publish(f"message {slot.version + 1} from the test".encode())
+            time.sleep(0.3)
+        out, err = follower.communicate(timeout=GUARD)
+    assert follower.returncode == 0, err
+    assert len(out.splitlines()) == 2 and "from the test" in out

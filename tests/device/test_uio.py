@@ -149,3 +149,14 @@ def test_cli_info(uio, capsys):
     out = capsys.readouterr().out
     assert f"kind:      UIO device {uio.device}" in out and "name:      mmapdev" in out
     assert f"map 0:     {devlib.DEFAULT_SIZE} bytes at 0x0" in out
+
+
+def test_interrupt_loop_example(kmod):
+    kmod.reload("uio=1 heartbeat_ms=50")
+    example = os.path.join(devlib.REPO, "examples", "uio_irq.py")
+    lines, returncode, err = devlib.lines_then_ctrl_c(devlib.PYTHON + [example], 4)
+    assert returncode == 0 and "Traceback" not in err, err
+    assert lines[0].startswith("/dev/uio") and "mmapdev" in lines[0]
+    counts = [int(line.split()[1].rstrip(":")) for line in lines[1:]]
+    assert all(line.startswith("interrupt ") for line in lines[1:]), lines
+    assert counts == sorted(counts) and len(set(counts)) == 3

@@ -1,0 +1,75 @@
+"""Share memory between a QEMU guest and its host (ivshmem), with a Slot.
+
+Host: a file, given to QEMU as the memory behind an ivshmem-plain device:
+
+    qemu-system-x86_64 ... \\
+        -object memory-backend-file,id=shm,mem-path=/dev/shm/vm-share,size=1M,share=on \\
+        -device ivshmem-plain,memdev=shm
+    python examples/vm_share.py publish /dev/shm/vm-share       # on the host
+
+Guest: the same bytes are the device's BAR 2 ("ivshmem" finds it), as root:
+
+    python examples/vm_share.py follow ivshmem                  # in the guest
+
+Either side can publish or follow, and a plain file works on both ends too.
+A Slot's reader never sees a value torn by the writer.  Neither side can wake
+the other (futexes do not cross the VM boundary): a follower on the BAR
+polls (Mapping.waker is 'poll'), every millisecond while it waits.
+"""
+import os
+import sys
+import time
+
+import pymmapdev
+
+OFFSET = 65536                  # where the Slot lives in the shared memory
+CAPACITY = 256
+SIZE = 1 << 20
+
+
+def find_ivshmem() -> str:
+    """BAR 2 of the first ivshmem device (vendor 0x1af4, device 0x1110)."""
+    base = "/sys/bus/pci/devices"
+    for name in sorted(os.listdir(base)):
+        with open(f"{base}/{name}/vendor") as v, open(f"{base}/{name}/device") as d:
+            if (v.read().strip(), d.read().strip()) == ("0x1af4", "0x1110"):
+                return f"{base}/{name}/resource2"
+    sys.exit("no ivshmem device (was QEMU started with -device ivshmem-plain?)")
+
+
+def open_shared(path: str) -> pymmapdev.Mapping:
+    if path == "ivshmem":
+        path = find_ivshmem()
+    if path.startswith("/sys/"):            # a PCI BAR's resource file
+        return pymmapdev.open_device(path)
+    return pymmapdev.open_file(path, SIZE)
+
+
+def publish(path: str, count: int = 0, interval: float = 0.5) -> None:
+    with open_shared(path) as m:
+        slot = pymmapdev.Slot(m, OFFSET, CAPACITY)
+        n = 0
+        while count == 0 or n < count:
+            n += 1
+            slot.publish(f"message {n} from pid {os.getpid()}".encode())
+            time.sleep(interval)
+
+
+def follow(path: str, count: int = 0) -> None:
+    with open_shared(path) as m:
+        slot = pymmapdev.Slot(m, OFFSET, CAPACITY)
+        version, seen = slot.version, 0
+        try:
+            while count == 0 or seen < count:
+                if slot.wait_newer(version, timeout=10):
+                    version, data = slot.read()
+                    print(f"version {version}: {data.decode()}", flush=True)
+                    seen += 1
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    action, target = sys.argv[1], sys.argv[2]
+    n = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    {"publish": publish, "follow": follow}[action](target, n)
