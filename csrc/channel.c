@@ -179,6 +179,8 @@ indices_ok(uint64_t head, uint64_t tail, uint64_t cap)
 
 /* ---- one call's state ----------------------------------------------------- */
 
+struct batch;
+
 struct ch_call {
 	ChannelObject *self;
 	struct ch_words w;
@@ -195,6 +197,9 @@ struct ch_call {
 	char *dst;
 	uint64_t seen;			/* an owner word, for errors */
 	enum side side;			/* of the owner-word bodies */
+	struct batch *batch;		/* recv_many */
+	int want;			/* records a batch may take */
+	int first;			/* send_many: the first piece not yet sent */
 };
 
 static module_state *
@@ -268,7 +273,9 @@ run(struct ch_call *c, int (*body)(void *), const char **fault_addr)
 	struct fault_span spans[3] = {{c->gate.addr, (size_t)c->gate.len}};
 	int n = 1;
 
-	/* the region, and the other side of a copy (one piece at most) */
+	/* the region, and the other side of a copy */
+	if (c->nsrc > 1)	/* send_many: the region comes first in c->src */
+		return fault_run(body, c, c->src - 1, c->nsrc + 1, fault_addr);
 	if (c->nsrc == 1)
 		spans[n++] = c->src[0];
 	if (c->dst != NULL)
@@ -322,8 +329,8 @@ release_side_body(void *arg)
 }
 
 /*
- * Room for a record of c->len payload bytes at the tail?  Fills tail,
- * head, pad and total.  BLOCK_READY, BLOCK_SLEEP (full) or CH_CORRUPT.
+ * Room for a record of c->len payload bytes at c->tail?  Fills head, pad
+ * and total.  BLOCK_READY, BLOCK_SLEEP (full) or CH_CORRUPT.
  * The head read last time is tried first; @fresh forces a read (a sleeper
  * that announced itself must see the real head: the Dekker pairing).
  */
@@ -332,7 +339,6 @@ room(struct ch_call *c, int fresh)
 {
 	uint64_t cap = c->w.cap, pos, to_end, need;
 
-	c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
 	need = REC_HEADER + round8(c->len);
 	pos = c->tail % cap;
 	to_end = cap - pos;
@@ -362,6 +368,7 @@ room_body(void *arg)
 
 	if (closed_send(c))
 		return CH_CLOSED_SEND;
+	c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
 	return room(c, 0);
 }
 
@@ -370,7 +377,10 @@ space_poll(struct block_op *op, int Py_UNUSED(thorough))
 {
 	struct ch_call *c = op->ctx;
 	uint32_t seq = __atomic_load_n(c->w.space_seq, __ATOMIC_ACQUIRE);
-	int rc = room(c, 1);
+	int rc;
+
+	c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
+	rc = room(c, 1);
 
 	if (rc != BLOCK_SLEEP)
 		return rc;
@@ -401,18 +411,53 @@ place(struct ch_call *c)
 	return c->w.ring + pos + REC_HEADER;
 }
 
-/* Publishes what place() and the payload copy wrote. */
+/* Publishes @count records that end at @tail (place() and the payload
+ * copies wrote them). */
 static void
-publish(struct ch_call *c)
+publish_to(struct ch_call *c, uint64_t tail, uint64_t count)
 {
-	__atomic_store_n(c->w.sent, __atomic_load_n(c->w.sent, __ATOMIC_RELAXED) + 1,
+	__atomic_store_n(c->w.sent, __atomic_load_n(c->w.sent, __ATOMIC_RELAXED) + count,
 			 __ATOMIC_RELAXED);
-	__atomic_store_n(c->w.tail, c->tail + c->total, __ATOMIC_RELEASE);
+	__atomic_store_n(c->w.tail, tail, __ATOMIC_RELEASE);
 	/* StoreLoad: pairs with the consumer's announce (see the top). */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	c->waiters = __atomic_load_n(c->w.consumer_waiters, __ATOMIC_RELAXED);
 	if (c->waiters)
 		__atomic_fetch_add(c->w.data_seq, 1, __ATOMIC_RELEASE);
+}
+
+static void
+publish(struct ch_call *c)
+{
+	publish_to(c, c->tail + c->total, 1);
+}
+
+/*
+ * send_many's batch: as many of the messages c->src[c->sent_n..] as fit,
+ * written one after another and published together (one fence).  Returns
+ * how many it wrote, or CH_CORRUPT.
+ */
+static int
+write_many_body(void *arg)
+{
+	struct ch_call *c = arg;
+	int n = 0, rc;
+
+	c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
+	for (int i = c->first; i < c->nsrc; i++, n++) {
+		c->len = c->src[i].len;
+		rc = room(c, 0);
+		if (rc != BLOCK_READY) {
+			if (rc == CH_CORRUPT)
+				return rc;
+			break;
+		}
+		memcpy(place(c), c->src[i].lo, c->src[i].len);
+		c->tail += c->total;
+	}
+	if (n > 0)
+		publish_to(c, c->tail, (uint64_t)n);
+	return n;
 }
 
 /* The whole record, from the payload pieces, and published. */
@@ -436,10 +481,37 @@ write_body(void *arg)
  * set to the payload; BLOCK_SLEEP when empty; CH_EOF; CH_CORRUPT.  The
  * tail read last time is tried first, unless @fresh (as in room()).
  */
+/*
+ * The message record at @at (< c->tail), after any padding: 1 with the
+ * padding bytes and the payload length, or 0 when the bytes there are no
+ * valid record between @at and the tail.
+ */
+static int
+record_at(struct ch_call *c, uint64_t at, uint64_t *skip, uint64_t *len)
+{
+	uint64_t cap = c->w.cap, pos, hdr, kind;
+
+	*skip = 0;
+	for (;;) {
+		pos = (at + *skip) % cap;
+		hdr = __atomic_load_n((uint64_t *)(c->w.ring + pos), __ATOMIC_RELAXED);
+		*len = hdr & 0xffffffffu;
+		kind = hdr >> 32;
+		if (kind == REC_PADDING && *skip == 0 && *len + REC_HEADER == cap - pos &&
+		    cap - pos < c->tail - at) {
+			*skip = cap - pos;	/* to the ring's start */
+			continue;
+		}
+		return kind == REC_MESSAGE && *len <= max_message(cap) &&
+		       pos + REC_HEADER + round8(*len) <= cap &&
+		       *skip + REC_HEADER + round8(*len) <= c->tail - at;
+	}
+}
+
 static int
 peek(struct ch_call *c, const char **payload, int fresh)
 {
-	uint64_t cap = c->w.cap, pos, hdr, len, kind, skip = 0;
+	uint64_t cap = c->w.cap, len, skip;
 
 	c->head = __atomic_load_n(c->w.head, __ATOMIC_RELAXED);
 	c->tail = c->self->seen_tail;
@@ -453,28 +525,12 @@ peek(struct ch_call *c, const char **payload, int fresh)
 	if (c->head == c->tail)
 		return closed_send(c) && __atomic_load_n(c->w.tail, __ATOMIC_ACQUIRE) == c->head
 			? CH_EOF : BLOCK_SLEEP;
-	for (;;) {
-		pos = (c->head + skip) % cap;
-		hdr = __atomic_load_n((uint64_t *)(c->w.ring + pos), __ATOMIC_RELAXED);
-		len = hdr & 0xffffffffu;
-		kind = hdr >> 32;
-		if (kind == REC_PADDING && skip == 0 && len + REC_HEADER == cap - pos &&
-		    cap - pos <= c->tail - c->head) {
-			skip = cap - pos;	/* to the ring's start */
-			if (c->head + skip == c->tail)
-				return CH_CORRUPT;	/* padding and no record */
-			continue;
-		}
-		if (kind != REC_MESSAGE || len > max_message(cap) ||
-		    pos + REC_HEADER + round8(len) > cap ||
-		    skip + REC_HEADER + round8(len) > c->tail - c->head)
-			return CH_CORRUPT;
-		break;
-	}
+	if (!record_at(c, c->head, &skip, &len))
+		return CH_CORRUPT;
 	c->len = len;
 	c->pad = skip;
 	c->total = skip + REC_HEADER + round8(len);
-	*payload = c->w.ring + pos + REC_HEADER;
+	*payload = c->w.ring + (c->head + skip) % cap + REC_HEADER;
 	return BLOCK_READY;
 }
 
@@ -541,6 +597,66 @@ take_body(void *arg)
 		return CH_CORRUPT;
 	memcpy(c->dst, payload, len);
 	consume(c);
+	return 0;
+}
+
+/*
+ * Batches (recv_many): the records from the head are found in one guarded
+ * pass, copied out in a second one and consumed together, so a batch
+ * costs one fence and at most one wake-up, not one per message.
+ */
+#define BATCH	64
+
+struct batch {
+	int n;
+	uint64_t end;			/* head after the last record */
+	uint64_t at[BATCH];		/* ring offsets of the payloads */
+	uint64_t len[BATCH];
+	char *dst[BATCH];
+};
+
+static int
+scan_body(void *arg)
+{
+	struct ch_call *c = arg;
+	struct batch *b = c->batch;
+	uint64_t pos, skip, len;
+	const char *payload;
+	int rc = peek(c, &payload, 0);	/* the first, with the empty/EOF checks */
+
+	b->n = 0;
+	if (rc != BLOCK_READY)
+		return rc;
+	pos = c->head;
+	while (b->n < c->want && pos < c->tail) {
+		if (!record_at(c, pos, &skip, &len))
+			return b->n ? BLOCK_READY : CH_CORRUPT;
+		b->at[b->n] = (pos + skip) % c->w.cap + REC_HEADER;
+		b->len[b->n] = len;
+		b->n++;
+		pos += skip + REC_HEADER + round8(len);
+	}
+	b->end = pos;
+	return BLOCK_READY;
+}
+
+static int
+copy_batch_body(void *arg)
+{
+	struct ch_call *c = arg;
+	struct batch *b = c->batch;
+
+	for (int i = 0; i < b->n; i++)
+		memcpy(b->dst[i], c->w.ring + b->at[i], b->len[i]);
+	/* consume them all: one store of head, one fence */
+	__atomic_store_n(c->w.received,
+			 __atomic_load_n(c->w.received, __ATOMIC_RELAXED) + (uint64_t)b->n,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(c->w.head, b->end, __ATOMIC_RELEASE);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	c->waiters = __atomic_load_n(c->w.producer_waiters, __ATOMIC_RELAXED);
+	if (c->waiters)
+		__atomic_fetch_add(c->w.space_seq, 1, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -767,18 +883,28 @@ out:
 	return result;
 }
 
+/* Releases the buffers of a send_many chunk. */
+static void
+release_chunk(Py_buffer *bufs, int n)
+{
+	for (int i = 0; i < n; i++)
+		PyBuffer_Release(&bufs[i]);
+}
+
 static PyObject *
 ch_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
 	static const char *const names[] = {"messages", "timeout"};
 	static const struct arg_spec spec = {"send_many", names, 2, 1, 1, 1};
-	PyObject *argv[2], *iter, *item;
+	PyObject *argv[2], *iter, *item = NULL;
 	struct deadline deadline;
-	struct fault_span piece;
+	/* spans[0] is the region (for the guard), spans[1..] the messages */
+	struct fault_span spans[BATCH + 1];
+	Py_buffer bufs[BATCH];
 	struct ch_call c;
-	Py_buffer data;
 	Py_ssize_t count = 0;
-	int timed_out, rc = 1, failed = 0;
+	int timed_out, failed = 0, n, rc, done = 0;
+	const char *fault_addr;
 
 	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
 	    arg_deadline(argv[1], &deadline) < 0)
@@ -795,46 +921,61 @@ ch_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 		failed = !timed_out;
 		goto leave;
 	}
-	while (rc == 1 && (item = PyIter_Next(iter)) != NULL) {
-		if (PyObject_GetBuffer(item, &data, PyBUF_SIMPLE) < 0) {
+	spans[0] = (struct fault_span){c.gate.addr, (size_t)c.gate.len};
+	while (!done && !failed) {
+		/* a chunk of buffers (Python code may run: the mapping is pinned) */
+		for (n = 0; n < BATCH && (item = PyIter_Next(iter)) != NULL; n++) {
+			rc = PyObject_GetBuffer(item, &bufs[n], PyBUF_SIMPLE);
 			Py_DECREF(item);
-			failed = 1;
-			break;
+			if (rc < 0 || check_length(self, bufs[n].len) < 0) {
+				if (rc == 0)
+					PyBuffer_Release(&bufs[n]);
+				failed = 1;
+				break;
+			}
+			spans[n + 1] = (struct fault_span){bufs[n].buf, (size_t)bufs[n].len};
 		}
-		Py_DECREF(item);
-		if (check_length(self, data.len) < 0) {
-			PyBuffer_Release(&data);
-			failed = 1;
-			break;
-		}
-		c.waiters = 0;
-		piece = (struct fault_span){data.buf, (size_t)data.len};
-		c.len = (uint64_t)data.len;
-		rc = wait_room(&c, &deadline);
-		if (rc == BLOCK_READY) {
-			const char *fault_addr;
+		if (item == NULL && PyErr_Occurred())
+			failed = 1;	/* the iteration raised */
+		done = item == NULL || failed;
+		/* what came before a bad item is sent, as one message at a time would */
+		c.src = spans + 1;
+		c.nsrc = n;
+		c.first = 0;
+		while (c.first < n) {
+			rc = run(&c, write_many_body, &fault_addr);
+			if (rc == FAULT_HIT || rc == CH_CORRUPT) {
+				PyObject *type, *value, *tb;
 
-			c.src = &piece;
-			c.nsrc = 1;
-			rc = run(&c, write_body, &fault_addr) == FAULT_HIT ? -1 : 1;
-			if (rc < 0)
-				mapping_raise_fault(self->map, fault_addr, &data);
-			c.src = NULL;
-			c.nsrc = 0;
-		} else {
-			rc = rc == BLOCK_TIMEOUT ? 0 : -1;
+				PyErr_Fetch(&type, &value, &tb);	/* a bad item's error yields */
+				Py_XDECREF(type);
+				Py_XDECREF(value);
+				Py_XDECREF(tb);
+				ch_error(self, rc, fault_addr, NULL);
+				failed = done = 1;
+				break;
+			}
+			c.first += rc;
+			count += rc;
+			if (rc > 0 && wake_consumers(&c, 1) < 0) {
+				failed = done = 1;
+				break;
+			}
+			if (c.first < n) {
+				/* full: wait for room for the next one */
+				c.len = c.src[c.first].len;
+				rc = wait_room(&c, &deadline);
+				if (rc != BLOCK_READY) {
+					failed = rc != BLOCK_TIMEOUT;
+					done = 1;
+					break;
+				}
+			}
 		}
-		PyBuffer_Release(&data);
-		if (rc == 1) {
-			count++;
-			/* a sleeping consumer gets going at the first message */
-			if (wake_consumers(&c, 1) < 0)
-				rc = -1;
-		}
-		failed = rc < 0;
+		c.src = NULL;
+		c.nsrc = 0;
+		release_chunk(bufs, n);
 	}
-	if (!failed && PyErr_Occurred())
-		failed = 1;	/* the iteration raised */
 	if (leave_side(&c, PRODUCER) < 0)
 		failed = 1;
 leave:
@@ -949,11 +1090,13 @@ ch_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 {
 	static const char *const names[] = {"max_count", "timeout"};
 	static const struct arg_spec spec = {"recv_many", names, 2, 1, 1, 1};
-	PyObject *argv[2], *list = NULL, *msg;
-	struct deadline deadline, now = {.forever = 0};
+	PyObject *argv[2], *list = NULL;
+	struct deadline deadline;
 	Py_ssize_t max_count;
 	struct ch_call c;
-	int timed_out;
+	struct batch batch;
+	const char *fault_addr;
+	int timed_out, rc;
 
 	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
 	    arg_length(argv[0], "max_count", &max_count) < 0 ||
@@ -969,28 +1112,54 @@ ch_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 			Py_CLEAR(list);
 		goto leave;
 	}
+	c.batch = &batch;
 	while (PyList_GET_SIZE(list) < max_count) {
-		/* the first may wait; the rest take what is there */
-		msg = recv_one(&c, PyList_GET_SIZE(list) == 0 ? &deadline : &now);
-		if (msg == NULL) {
-			/* end of stream after some messages: return them now,
-			 * the next call raises EOFError */
-			if (PyList_GET_SIZE(list) > 0 && PyErr_ExceptionMatches(PyExc_EOFError))
-				PyErr_Clear();
-			else
+		/* the first batch may wait; later ones take what is there */
+		if (PyList_GET_SIZE(list) == 0) {
+			rc = wait_data(&c, &deadline);
+			if (rc == BLOCK_TIMEOUT)
+				break;
+			if (rc == CH_EOF)
+				ch_error(self, rc, NULL, NULL);
+			if (rc != BLOCK_READY) {
 				Py_CLEAR(list);
-			break;
+				break;
+			}
 		}
-		if (msg == Py_None) {
-			Py_DECREF(msg);
-			break;
-		}
-		if (PyList_Append(list, msg) < 0) {
-			Py_DECREF(msg);
+		c.want = max_count - PyList_GET_SIZE(list) < BATCH
+			 ? (int)(max_count - PyList_GET_SIZE(list)) : BATCH;
+		rc = run(&c, scan_body, &fault_addr);
+		if (rc == BLOCK_SLEEP || (rc == CH_EOF && PyList_GET_SIZE(list) > 0))
+			break;	/* the end of stream raises at the next call */
+		if (rc != BLOCK_READY) {
+			ch_error(self, rc, fault_addr, NULL);
 			Py_CLEAR(list);
 			break;
 		}
-		Py_DECREF(msg);
+		/* allocate (the mapping is pinned: Python may run), then copy */
+		for (int i = 0; i < batch.n; i++) {
+			PyObject *msg = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)batch.len[i]);
+
+			if (msg == NULL || PyList_Append(list, msg) < 0) {
+				Py_XDECREF(msg);
+				Py_CLEAR(list);
+				break;
+			}
+			batch.dst[i] = PyBytes_AS_STRING(msg);
+			Py_DECREF(msg);
+		}
+		if (list == NULL)
+			break;
+		rc = run(&c, copy_batch_body, &fault_addr);
+		if (rc != 0) {
+			mapping_raise_fault(self->map, fault_addr, NULL);
+			Py_CLEAR(list);
+			break;
+		}
+		if (wake_producers(&c) < 0) {
+			Py_CLEAR(list);
+			break;
+		}
 	}
 	if (leave_side(&c, CONSUMER) < 0)
 		Py_CLEAR(list);
@@ -1215,6 +1384,7 @@ announce_body(void *arg)
 	if (c->side == PRODUCER) {
 		c->seq = __atomic_load_n(c->w.space_seq, __ATOMIC_ACQUIRE);
 		__atomic_fetch_add(c->w.producer_waiters, 1, __ATOMIC_SEQ_CST);
+		c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
 		rc = closed_send(c) ? CH_CLOSED_SEND : room(c, 1);
 	} else {
 		c->seq = __atomic_load_n(c->w.data_seq, __ATOMIC_ACQUIRE);
