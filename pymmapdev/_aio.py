@@ -26,7 +26,9 @@ without blocking the event loop, by the watch's ``backend``:
     (kmod/fops.c).  All waiters on one descriptor share one
     ``loop.add_reader``; any event ends the waits whose wake-up alone is
     their condition, so they may end spuriously, as ``wait()`` may.
-``poll`` (memory nobody can be woken on: a read-only Slot reader)
+``poll`` (memory nobody can wake a sleeper on: other devices' memory, PCI
+BARs, a VM's shared memory; and a read-only Slot reader, which cannot
+announce itself to the writer)
     A timer per waiter, backing off from POLL_MIN to POLL_MAX seconds.
 
 Whatever the backend, a waiter that watches a peer that may die (a writer
