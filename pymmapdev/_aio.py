@@ -103,6 +103,10 @@ class _Waiter:
             self.backend.rearm(self)
             self.watch_peer()
 
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
     def expire(self) -> None:
         """The timeout: one last look, as the blocking loop takes."""
         if not self._settle(False):
@@ -202,6 +206,21 @@ class _FutexThread:
         return [active[self.turn].watch], [active[self.turn]], slice_
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:        # a bug of ours: fail the waiters, never strand them
+            with self.pool.lock:
+                if self in self.pool.threads:
+                    self.pool.threads.remove(self)
+                stranded = list(self.waiters)
+                self.waiters.clear()
+            for waiter in stranded:
+                try:
+                    waiter.loop.call_soon_threadsafe(waiter.fail, exc)
+                except RuntimeError:
+                    pass
+
+    def _serve(self) -> None:
         while True:
             with self.pool.lock:
                 watches, owners, timeout = self._plan()

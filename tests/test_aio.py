@@ -236,6 +236,20 @@ def test_two_event_loops_in_two_threads(m, mode):
     assert results == {0: True, 4: True}
 
 
+def test_a_failing_waiter_thread_fails_its_waiters(m, mode, monkeypatch):
+    """Whatever goes wrong in the shared thread reaches the awaiters: none
+    is left waiting forever."""
+    def broken(watches, timeout):
+        raise RuntimeError("the waiter thread broke")
+
+    working = _core.wait_many
+    monkeypatch.setattr(_core, "wait_many", broken)
+    with pytest.raises(RuntimeError, match="the waiter thread broke"):
+        run(m.wait_async(0, 0))
+    monkeypatch.setattr(_core, "wait_many", working)
+    assert run(m.wait_async(0, 0, 0.1)) is False            # a new thread serves again
+
+
 # ---- Slot.wait_newer_async -------------------------------------------------------
 
 def test_slot_wait_newer_async(m, shm_path, mode, run_child):
