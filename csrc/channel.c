@@ -58,10 +58,12 @@
 #include "args.h"
 #include "block.h"
 #include "owner.h"
+#include "pages.h"
 #include "peer.h"
 
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "structmember.h"
 
@@ -764,6 +766,33 @@ ch_admit(ChannelObject *self, struct ch_call *c, enum pin_kind pin)
 	ch_words(&c->w, c->gate.addr, self->capacity);
 	c->me = peer_self();
 	return 0;
+}
+
+/*
+ * A new channel's first lap would take a page fault every page in both
+ * processes (64 B messages ran at half their steady rate until the ring
+ * had wrapped once): fault the region in while nobody waits on us.  Only
+ * file and memfd pages (the mmapdev driver's are resident; other device
+ * memory must not see our touches), at most CH_PREFAULT_MAX bytes, best
+ * effort: what cannot be populated (a truncated file, say) is reported by
+ * the guarded accesses that meet it.  Without the GIL: it can take a while.
+ */
+#define CH_PREFAULT_MAX	((size_t)64 << 20)
+
+static void
+ch_prefault(const struct gate *g)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	char *start = (char *)((uintptr_t)g->addr & ~(page - 1));
+	size_t len = (size_t)(g->addr + g->len - start);
+
+	if (g->map->kind == MAPPING_KIND_DEVICE)
+		return;
+	if (len > CH_PREFAULT_MAX)
+		len = CH_PREFAULT_MAX;
+	Py_BEGIN_ALLOW_THREADS
+	(void)pages_populate(start, len, 0);	/* best effort, see above */
+	Py_END_ALLOW_THREADS
 }
 
 /* ---- producing ------------------------------------------------------------- */
@@ -1588,6 +1617,8 @@ ch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 		return NULL;
 	}
 	rc = run(&c, attach_body, &fault_addr);
+	if (rc == 0)
+		ch_prefault(&c.gate);
 	gate_leave(&c.gate);
 	if (rc != 0) {
 		ch_error(self, rc, fault_addr, NULL);

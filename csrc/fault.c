@@ -142,6 +142,35 @@ fault_store(void *p, enum width width, uint64_t v, const char **addr)
 
 	return fault_run(store_body, &w, &span, 1, addr);
 }
+
+struct cas_access {
+	uint64_t *p;
+	uint64_t expected, desired;
+};
+
+static int
+cas_body(void *arg)
+{
+	struct cas_access *c = arg;
+
+	/* on failure the word's value lands in c->expected: *old either way */
+	(void)__atomic_compare_exchange_n(c->p, &c->expected, c->desired, 0,
+					  __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+int
+fault_cas64(uint64_t *p, uint64_t expected, uint64_t desired, uint64_t *old,
+	    const char **addr)
+{
+	struct cas_access c = {p, expected, desired};
+	struct fault_span span = {p, sizeof(*p)};
+
+	if (fault_run(cas_body, &c, &span, 1, addr) == FAULT_HIT)
+		return FAULT_HIT;
+	*old = c.expected;
+	return 0;
+}
 #endif
 
 static void

@@ -139,9 +139,32 @@ fault_store(void *p, enum width width, uint64_t v, const char **addr)
 	}
 	return 0;
 }
+
+/*
+ * One compare-exchange of the aligned u64 at @p (a full barrier, as every
+ * locked instruction on x86): *old receives what the word held, so the
+ * exchange happened iff *old == expected.  0, or FAULT_HIT with *addr.
+ */
+static inline int
+fault_cas64(uint64_t *p, uint64_t expected, uint64_t desired, uint64_t *old,
+	    const char **addr)
+{
+	int failed = 0;
+
+	FAULT_FIXUP("lock cmpxchgq %[d], (%[p])",
+		    : "+a"(expected), [failed] "+r"(failed) : [p] "r"(p), [d] "r"(desired));
+	if (__builtin_expect(failed, 0)) {
+		*addr = fault_fixup_addr();
+		return FAULT_HIT;
+	}
+	*old = expected;
+	return 0;
+}
 #else
 int fault_load(const void *p, enum width width, uint64_t *out, const char **addr);
 int fault_store(void *p, enum width width, uint64_t v, const char **addr);
+int fault_cas64(uint64_t *p, uint64_t expected, uint64_t desired, uint64_t *old,
+		const char **addr);
 #endif
 
 #endif

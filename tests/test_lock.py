@@ -313,3 +313,30 @@ def test_ctrl_c_interrupts_a_blocked_acquire(m, shm_path, run_child):
         out, err = child.communicate(timeout=GUARD)
         assert "KeyboardInterrupt" in err
         assert time.monotonic() - t0 < 5
+
+
+def test_release_after_a_peer_overwrote_the_owner_word(m):
+    """The error names the word as it was found, in hex."""
+    lock = pymmapdev.Lock(m, 0)
+    assert lock.acquire()
+    m.write_u64(0, 0x0123456789ABCDEF)                 # not ours any more
+    with pytest.raises(RuntimeError, match=r"reads 0x0123456789abcdef: a peer overwrote"):
+        lock.release()
+    m.write_u64(0, 0)
+    assert lock.acquire(timeout=0)                       # the object holds nothing now
+    lock.release()
+
+
+@pytest.mark.parametrize("step", ["acquire", "release"])
+def test_lock_word_on_a_truncated_page(shm_path, step):
+    """Both the uncontended fast path and the long way report the fault."""
+    with pymmapdev.open_file(shm_path, 8192) as m:
+        lock = pymmapdev.Lock(m, 4096)
+        if step == "release":
+            assert lock.acquire()
+        os.truncate(shm_path, 4096)                      # as another process might
+        with pytest.raises(pymmapdev.MappingFault, match="offset 4096"):
+            getattr(lock, step)()
+        os.truncate(shm_path, 8192)
+        if step == "release":
+            m.write_u64(4096, 0)
