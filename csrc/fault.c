@@ -143,32 +143,65 @@ fault_store(void *p, enum width width, uint64_t v, const char **addr)
 	return fault_run(store_body, &w, &span, 1, addr);
 }
 
-struct cas_access {
-	uint64_t *p;
-	uint64_t expected, desired;
+struct rmw_access {
+	void *p;
+	enum width width;
+	enum fault_rmw op;
+	uint64_t a, b, old;
 };
 
-static int
-cas_body(void *arg)
-{
-	struct cas_access *c = arg;
+/* GCC's __atomic builtins are type-generic: one body per width. */
+#define RMW_OP(type, r)								\
+	do {									\
+		type *w = (r)->p, old = (type)(r)->a;				\
+		switch ((r)->op) {						\
+		case FAULT_XADD:	/* unsigned: wraps modulo 2^bits */	\
+			old = __atomic_fetch_add(w, old, __ATOMIC_SEQ_CST);	\
+			break;							\
+		case FAULT_XCHG:						\
+			old = __atomic_exchange_n(w, old, __ATOMIC_SEQ_CST);	\
+			break;							\
+		case FAULT_CMPXCHG:	/* on failure @old receives the word */	\
+			(void)__atomic_compare_exchange_n(w, &old, (type)(r)->b, 0, \
+							  __ATOMIC_SEQ_CST,	\
+							  __ATOMIC_SEQ_CST);	\
+			break;							\
+		}								\
+		(r)->old = old;							\
+	} while (0)
 
-	/* on failure the word's value lands in c->expected: *old either way */
-	(void)__atomic_compare_exchange_n(c->p, &c->expected, c->desired, 0,
-					  __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+static int
+rmw_body(void *arg)
+{
+	struct rmw_access *r = arg;
+
+	switch (r->width) {
+	case WIDTH_U8:
+		RMW_OP(uint8_t, r);
+		break;
+	case WIDTH_U16:
+		RMW_OP(uint16_t, r);
+		break;
+	case WIDTH_U32:
+		RMW_OP(uint32_t, r);
+		break;
+	case WIDTH_U64:
+		RMW_OP(uint64_t, r);
+		break;
+	}
 	return 0;
 }
 
 int
-fault_cas64(uint64_t *p, uint64_t expected, uint64_t desired, uint64_t *old,
-	    const char **addr)
+fault_rmw(void *p, enum width width, enum fault_rmw op, uint64_t a, uint64_t b,
+	  uint64_t *old, const char **addr)
 {
-	struct cas_access c = {p, expected, desired};
-	struct fault_span span = {p, sizeof(*p)};
+	struct rmw_access r = {p, width, op, a, b, 0};
+	struct fault_span span = {p, width};
 
-	if (fault_run(cas_body, &c, &span, 1, addr) == FAULT_HIT)
+	if (fault_run(rmw_body, &r, &span, 1, addr) == FAULT_HIT)
 		return FAULT_HIT;
-	*old = c.expected;
+	*old = r.old;
 	return 0;
 }
 #endif

@@ -67,7 +67,15 @@ int fault_rearm(void);
  * fault, so the path that does not fault costs nothing extra.  Elsewhere
  * they go through fault_run().
  */
-#if defined(__x86_64__)
+/* The read-modify-writes of atomic.c and lock.c, each one locked
+ * instruction (a full barrier: what SEQ_CST asks for). */
+enum fault_rmw {
+	FAULT_XADD,	/* *old = *p, *p += a */
+	FAULT_XCHG,	/* *old = *p, *p = a */
+	FAULT_CMPXCHG,	/* *old = *p, and *p = b if it was a */
+};
+
+#if defined(__x86_64__) && !defined(PYMMAPDEV_NO_FIXUPS)	/* the knob tests the fallback */
 #define FAULT_HAVE_FIXUPS 1
 
 /* the address of this thread's last fixed-up fault */
@@ -140,31 +148,47 @@ fault_store(void *p, enum width width, uint64_t v, const char **addr)
 	return 0;
 }
 
-/*
- * One compare-exchange of the aligned u64 at @p (a full barrier, as every
- * locked instruction on x86): *old receives what the word held, so the
- * exchange happened iff *old == expected.  0, or FAULT_HIT with *addr.
- */
+#define FAULT_RMW_INSN(insn, sfx, mod)							FAULT_FIXUP(insn sfx " %" mod "[v], (%[p])",						    : [v] "+r"(v), [failed] "+r"(failed) : [p] "r"(p))
+#define FAULT_CMPXCHG_INSN(sfx, mod)							FAULT_FIXUP("lock cmpxchg" sfx " %" mod "[d], (%[p])",					    : "+a"(v), [failed] "+r"(failed) : [p] "r"(p), [d] "r"(b))
+#define FAULT_RMW_WIDTH(sfx, mod)							do {											if (op == FAULT_XADD)									FAULT_RMW_INSN("lock xadd", sfx, mod);					else if (op == FAULT_XCHG)	/* implicitly locked */					FAULT_RMW_INSN("xchg", sfx, mod);					else											FAULT_CMPXCHG_INSN(sfx, mod);					} while (0)
+
+/* @a and @b fit @width.  0 with *old, or FAULT_HIT with *addr. */
 static inline int
-fault_cas64(uint64_t *p, uint64_t expected, uint64_t desired, uint64_t *old,
-	    const char **addr)
+fault_rmw(void *p, enum width width, enum fault_rmw op, uint64_t a, uint64_t b,
+	  uint64_t *old, const char **addr)
 {
+	uint64_t v = a;
 	int failed = 0;
 
-	FAULT_FIXUP("lock cmpxchgq %[d], (%[p])",
-		    : "+a"(expected), [failed] "+r"(failed) : [p] "r"(p), [d] "r"(desired));
+	switch (width) {
+	case WIDTH_U8:
+		FAULT_RMW_WIDTH("b", "b");
+		v &= 0xff;
+		break;
+	case WIDTH_U16:
+		FAULT_RMW_WIDTH("w", "w");
+		v &= 0xffff;
+		break;
+	case WIDTH_U32:
+		FAULT_RMW_WIDTH("l", "k");
+		v &= 0xffffffff;
+		break;
+	case WIDTH_U64:
+		FAULT_RMW_WIDTH("q", "q");
+		break;
+	}
 	if (__builtin_expect(failed, 0)) {
 		*addr = fault_fixup_addr();
 		return FAULT_HIT;
 	}
-	*old = expected;
+	*old = v;
 	return 0;
 }
 #else
 int fault_load(const void *p, enum width width, uint64_t *out, const char **addr);
 int fault_store(void *p, enum width width, uint64_t v, const char **addr);
-int fault_cas64(uint64_t *p, uint64_t expected, uint64_t desired, uint64_t *old,
-		const char **addr);
+int fault_rmw(void *p, enum width width, enum fault_rmw op, uint64_t a, uint64_t b,
+	      uint64_t *old, const char **addr);
 #endif
 
 #endif

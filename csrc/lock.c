@@ -163,8 +163,8 @@ static int
 lock_fast(struct gate *g, uint64_t from, uint64_t to, struct lock_call *c, int *rc,
 	  const char **fault_addr)
 {
-	if (fault_cas64((uint64_t *)(g->addr + LOCK_OWNER), from, to, &c->seen,
-			fault_addr) == FAULT_HIT) {
+	if (fault_rmw(g->addr + LOCK_OWNER, WIDTH_U64, FAULT_CMPXCHG, from, to, &c->seen,
+		      fault_addr) == FAULT_HIT) {
 		*rc = FAULT_HIT;
 		return 1;
 	}

@@ -1,9 +1,11 @@
 """Atomics on aligned u32/u64 words: semantics, errors, and races between processes."""
 import multiprocessing as mp
+import random
 
 import pytest
 
 import pymmapdev
+from conftest import scaled
 from _sync_workers import GUARD, cas_worker, fetch_add_worker, run_child  # noqa: F401
 
 WIDTHS = [32, 64]
@@ -195,3 +197,35 @@ def test_fetch_add_with_an_unrelated_process(shm_path, run_child):
             m.fetch_add_u32(0, 1)
         assert child.wait(GUARD) == 0, child.stderr.read()
         assert m.load_u32(0) == 2 * n
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_random_operations_match_a_model_and_spare_the_neighbours(m, bits):
+    """Every read-modify-write is one instruction of exactly the width
+    (fault.h): a model of the word agrees, the bytes around it stay."""
+    rng = random.Random(bits)
+    mask, width, off = (1 << bits) - 1, bits // 8, 64
+    fetch_add, exchange, cas, store, load = (
+        getattr(m, f"{name}_u{bits}")
+        for name in ("fetch_add", "exchange", "compare_exchange", "store", "load"))
+    m[off - 8:off] = b"\xaa" * 8
+    m[off + width:off + width + 8] = b"\x55" * 8
+    model = load(off)
+    for _ in range(scaled(5000)):
+        op, value = rng.randrange(4), rng.getrandbits(bits)
+        if op == 0:
+            assert fetch_add(off, value) == model
+            model = (model + value) & mask
+        elif op == 1:
+            assert exchange(off, value) == model
+            model = value
+        elif op == 2:
+            expected = model if rng.random() < 0.5 else rng.getrandbits(bits)
+            assert cas(off, expected, value) == model
+            model = value if expected == model else model
+        else:
+            store(off, value)
+            model = value
+        assert load(off) == model
+    assert m[off - 8:off] == b"\xaa" * 8
+    assert m[off + width:off + width + 8] == b"\x55" * 8
