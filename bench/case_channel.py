@@ -298,7 +298,8 @@ def _paired(cls, figure, cfg, cpus, spin):
             n, warm, flag = cfg.n(300, 5), 5, figure == "frames_zc"
             sides = (_frames_consumer, _frames_producer)
         else:
-            n, warm = cfg.n(50_000 if figure == "tput64" else 200_000, 200), 100
+            base = 50_000 if figure == "tput64" else 200_000
+            n, warm = cfg.n(base * cls.message_scale, 200), 100
             flag, sides = figure == "tput64_batch", (_tput_consumer, _tput_producer)
         res, _ = procs.run_sides(
             [(sides[0], (t, n, warm, flag, barrier, timeout, spin), cpus[0]),

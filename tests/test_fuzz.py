@@ -298,6 +298,7 @@ import os, random, sys, time, pymmapdev
 rnd = random.Random(int(sys.argv[2]))
 with pymmapdev.open_file(sys.argv[1]) as m:
     regions = [(64, 64), (256, pymmapdev.Slot.size_for(200))]     # the Lock, the Slot
+    print("scribbling", flush=True)
     end = time.monotonic() + float(sys.argv[3])
     while time.monotonic() < end:
         base, size = rnd.choice(regions)
@@ -330,7 +331,11 @@ def test_hostile_peer_scribbling_lock_and_slot(shm_path, tmp_path):
         m[slot_end:size] = b"\x5a" * (size - slot_end)
         seconds = max(1.0, 4.0 * min(1.0, scaled(100) / 100))
         child = subprocess.Popen([sys.executable, "-c", SCRIBBLER, shm_path, "11", str(seconds)],
-                                 env=child_env(), stderr=subprocess.PIPE, text=True)
+                                 env=child_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        # the clock starts when the scribbling does (a child under ASan
+        # takes most of a second to start)
+        assert child.stdout.readline() == "scribbling\n", child.stderr.read()
         outcomes = collections.Counter()
         rnd = random.Random(5)
         end = time.monotonic() + seconds

@@ -53,6 +53,9 @@ class Transport:
     figures = FIGURES
     not_applicable = {}        # figure -> why this transport does not take part
     unbounded_send = False     # send() buffers without limit (the crash probe paces it)
+    message_scale = 1          # x the 64 B messages per throughput trial: a transport
+                               # 10x faster sends 10x more, so its timed window is not a
+                               # few ms of start-up (every trial lasts tens of ms or more)
     def __init__(self, tag, capacity, max_message):
         self.tag, self.capacity, self.max_message = tag, capacity, max_message
 
