@@ -58,6 +58,14 @@ int fault_strided_copy(char *dst, ptrdiff_t dst_step, const char *src,
  * Returns 0, or -1 with errno. */
 int fault_rearm(void);
 
+/* The read-modify-writes of atomic.c and lock.c, each one locked
+ * instruction (a full barrier: what SEQ_CST asks for). */
+enum fault_rmw {
+	FAULT_XADD,	/* *old = *p, *p += a */
+	FAULT_XCHG,	/* *old = *p, *p = a */
+	FAULT_CMPXCHG,	/* *old = *p, and *p = b if it was a */
+};
+
 /*
  * One aligned load or store of exactly @width bytes: 0, or FAULT_HIT with
  * *addr.  The hottest accesses (read_u32 and friends) cannot afford a
@@ -67,14 +75,6 @@ int fault_rearm(void);
  * fault, so the path that does not fault costs nothing extra.  Elsewhere
  * they go through fault_run().
  */
-/* The read-modify-writes of atomic.c and lock.c, each one locked
- * instruction (a full barrier: what SEQ_CST asks for). */
-enum fault_rmw {
-	FAULT_XADD,	/* *old = *p, *p += a */
-	FAULT_XCHG,	/* *old = *p, *p = a */
-	FAULT_CMPXCHG,	/* *old = *p, and *p = b if it was a */
-};
-
 #if defined(__x86_64__) && !defined(PYMMAPDEV_NO_FIXUPS)	/* the knob tests the fallback */
 #define FAULT_HAVE_FIXUPS 1
 
@@ -148,9 +148,23 @@ fault_store(void *p, enum width width, uint64_t v, const char **addr)
 	return 0;
 }
 
-#define FAULT_RMW_INSN(insn, sfx, mod)							FAULT_FIXUP(insn sfx " %" mod "[v], (%[p])",						    : [v] "+r"(v), [failed] "+r"(failed) : [p] "r"(p))
-#define FAULT_CMPXCHG_INSN(sfx, mod)							FAULT_FIXUP("lock cmpxchg" sfx " %" mod "[d], (%[p])",					    : "+a"(v), [failed] "+r"(failed) : [p] "r"(p), [d] "r"(b))
-#define FAULT_RMW_WIDTH(sfx, mod)							do {											if (op == FAULT_XADD)									FAULT_RMW_INSN("lock xadd", sfx, mod);					else if (op == FAULT_XCHG)	/* implicitly locked */					FAULT_RMW_INSN("xchg", sfx, mod);					else											FAULT_CMPXCHG_INSN(sfx, mod);					} while (0)
+#define FAULT_RMW_INSN(insn, sfx, mod)						\
+	FAULT_FIXUP(insn sfx " %" mod "[v], (%[p])",				\
+		    : [v] "+r"(v), [failed] "+r"(failed) : [p] "r"(p))
+#define FAULT_CMPXCHG_INSN(sfx, mod)						\
+	FAULT_FIXUP("lock cmpxchg" sfx " %" mod "[d], (%[p])",			\
+		    : "+a"(v), [failed] "+r"(failed) : [p] "r"(p), [d] "r"(b))
+/* @sfx: the instruction's size suffix, @mod: the operand modifier naming
+ * the register of that size */
+#define FAULT_RMW_WIDTH(sfx, mod)						\
+	do {									\
+		if (op == FAULT_XADD)						\
+			FAULT_RMW_INSN("lock xadd", sfx, mod);			\
+		else if (op == FAULT_XCHG)	/* implicitly locked */		\
+			FAULT_RMW_INSN("xchg", sfx, mod);			\
+		else								\
+			FAULT_CMPXCHG_INSN(sfx, mod);				\
+	} while (0)
 
 /* @a and @b fit @width.  0 with *old, or FAULT_HIT with *addr. */
 static inline int
