@@ -775,12 +775,14 @@ ch_admit(ChannelObject *self, struct ch_call *c, enum pin_kind pin)
  * file and memfd pages (the mmapdev driver's are resident; other device
  * memory must not see our touches), at most CH_PREFAULT_MAX bytes, best
  * effort: what cannot be populated (a truncated file, say) is reported by
- * the guarded accesses that meet it.  Without the GIL: it can take a while.
+ * the guarded accesses that meet it.  Without the GIL (it can take a
+ * while), so the admission becomes a real pin first: another thread's
+ * close() must not unmap the range under us.
  */
 #define CH_PREFAULT_MAX	((size_t)64 << 20)
 
 static void
-ch_prefault(const struct gate *g)
+ch_prefault(struct gate *g)
 {
 	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	char *start = (char *)((uintptr_t)g->addr & ~(page - 1));
@@ -788,6 +790,10 @@ ch_prefault(const struct gate *g)
 
 	if (g->map->kind == MAPPING_KIND_DEVICE)
 		return;
+	if (gate_upgrade(g, PIN_WAIT) < 0) {
+		PyErr_Clear();		/* every pin slot taken: skip the optimisation */
+		return;
+	}
 	if (len > CH_PREFAULT_MAX)
 		len = CH_PREFAULT_MAX;
 	Py_BEGIN_ALLOW_THREADS

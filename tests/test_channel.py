@@ -94,6 +94,40 @@ def test_new_channel_faults_its_ring_in(shm_path, backing):
         del ch
 
 
+def test_close_while_the_constructor_faults_the_ring_in_is_refused():
+    """The constructor populates the ring without the GIL: the mapping must
+    be pinned meanwhile, or another thread's close() unmaps it under the
+    populate (and the new Channel is left on a closed mapping)."""
+    import sys
+    cap = 32 << 20
+    m = pymmapdev.anonymous(Channel.size_for(cap))
+    go, outcome = threading.Event(), []
+
+    def closer():
+        go.wait()
+        try:                  # runs when the constructor first lets go of the GIL
+            m.close()
+            outcome.append("closed")
+        except BufferError as exc:
+            outcome.append(str(exc))
+
+    interval = sys.getswitchinterval()
+    thread = threading.Thread(target=closer)
+    thread.start()
+    sys.setswitchinterval(30)         # the closer cannot preempt us: it runs only
+    try:                              # where the constructor releases the GIL
+        go.set()
+        ch = Channel(m, 0, cap)
+    finally:
+        sys.setswitchinterval(interval)
+    thread.join(GUARD)
+    assert outcome and outcome[0] != "closed", outcome
+    ch.send(b"still mapped")
+    assert ch.recv() == b"still mapped"
+    del ch
+    m.close()
+
+
 def test_round_trip_and_order(ch):
     assert ch.recv(timeout=0) is None
     msgs = [b"", b"x", b"hello", bytes(range(256)), b"y" * ch.max_message]
