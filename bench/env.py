@@ -113,6 +113,7 @@ def build_c(name):
     os.makedirs(RESULTS, exist_ok=True)
     exe = os.path.join(RESULTS, name)
     src = os.path.join(HERE, f"{name}.c")
-    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+    newest = max(os.path.getmtime(src), os.path.getmtime(os.path.join(HERE, "anchor.h")))
+    if not os.path.exists(exe) or os.path.getmtime(exe) < newest:
         subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe, src], check=True)
     return exe

@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "anchor.h"
+
 static double
 now(void)
 {
@@ -27,13 +29,6 @@ now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void
-die(const char *what)
-{
-	perror(what);
-	exit(1);
 }
 
 int

@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "anchor.h"
+
 #define CAP (8u << 20)			/* ring bytes: several 1 MiB frames in flight */
 #define WRAP 0xffffffffu		/* record length meaning "continue at offset 0" */
 #define WARM_FRACTION 10
@@ -63,35 +65,6 @@ static uint64_t head_seen[2], tail_seen[2];
  */
 #define LAZY (CAP / 8)
 static uint64_t head_local[2];
-
-static void
-die(const char *what)
-{
-	perror(what);
-	exit(1);
-}
-
-static void
-pin(int cpu)
-{
-	cpu_set_t set;
-
-	if (cpu < 0)
-		return;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set) < 0)
-		die("sched_setaffinity");
-}
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static uint32_t *
 low_half(uint64_t *index)
