@@ -413,6 +413,21 @@ out:
 
 /* ---- wait_newer ------------------------------------------------------------ */
 
+/* Converts @version (the last argument converted: the pin comes after all
+ * of them) and admits a wait for a newer one, blocking or async. */
+static int
+newer_admit(SlotObject *self, PyObject *version, struct gate *g, struct seq_wait *w)
+{
+	*w = (struct seq_wait){0};
+	if (arg_uint(version, 63, &w->version) < 0 ||
+	    slot_admit(self, g, GATE_READ, PIN_WAIT) < 0)
+		return -1;
+	slot_words(&w->w, g->addr);
+	w->readonly = self->map->readonly;
+	w->newer = 1;
+	return 0;
+}
+
 static PyObject *
 slot_wait_newer(SlotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -420,18 +435,14 @@ slot_wait_newer(SlotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 	static const struct arg_spec spec = {"wait_newer", names, 2, 1, 0, 2};
 	PyObject *argv[2];
 	struct deadline deadline;
-	struct seq_wait w = {0};
+	struct seq_wait w;
 	struct gate g;
 	int rc;
 
 	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
-	    arg_uint(argv[0], 63, &w.version) < 0 || arg_deadline(argv[1], &deadline) < 0)
+	    arg_deadline(argv[1], &deadline) < 0 ||
+	    newer_admit(self, argv[0], &g, &w) < 0)
 		return NULL;
-	if (slot_admit(self, &g, GATE_READ, PIN_WAIT) < 0)
-		return NULL;
-	slot_words(&w.w, g.addr);
-	w.readonly = self->map->readonly;
-	w.newer = 1;
 	rc = seq_block(&g, &w, &deadline);
 	gate_leave(&g);
 	switch (rc) {
@@ -468,17 +479,12 @@ slot_wait_newer_async(SlotObject *self, PyObject *const *args, Py_ssize_t nargs,
 	static const char *const names[] = {"version", "timeout"};
 	static const struct arg_spec spec = {"wait_newer_async", names, 2, 1, 0, 2};
 	PyObject *argv[2], *watch;
-	struct seq_wait w = {0};
+	struct seq_wait w;
 	struct gate g;
 
 	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
-	    arg_uint(argv[0], 63, &w.version) < 0)
+	    newer_admit(self, argv[0], &g, &w) < 0)
 		return NULL;
-	if (slot_admit(self, &g, GATE_READ, PIN_WAIT) < 0)
-		return NULL;
-	slot_words(&w.w, g.addr);
-	w.readonly = self->map->readonly;
-	w.newer = 1;
 	/* A read-only mapping cannot announce a sleeper (seq_block): poll. */
 	watch = watch_new((PyObject *)self, &g, &seq_watch, &w, sizeof(w),
 			  w.readonly ? WATCH_POLLS : 0);
