@@ -7,13 +7,16 @@ boundary), so both poll.  The guest asks, the host answers:
 
     REQUEST  guest: seq + 1 after OP and ARG are written
     REPLY    host: the seq it answered, after RESULT/RESULT2
+    SEEN     host: during READ, the good reads so far (the guest zeroes it
+             before asking, and publishes until the host has seen enough:
+             a host slow to notice the request must not find it over)
 """
 import zlib
 
 SIZE = 1 << 20                   # the memory-backend-file's size= (the BAR)
 HOST_MAGIC = 0x54534F48          # "HOST": the peer is up
 
-HOST_STATE, REQUEST, OP, ARG, REPLY, RESULT, RESULT2, STOP = range(0, 32, 4)
+HOST_STATE, REQUEST, OP, ARG, REPLY, RESULT, RESULT2, STOP, SEEN = range(0, 36, 4)
 DATA_IN = 4096                   # the guest's bytes for ECHO
 DATA_OUT = 8192                  # the host's answer
 DATA_MAX = 4096
@@ -24,6 +27,7 @@ SLOT_CAPACITY = 1024
 ECHO = 1       # ARG bytes at DATA_IN -> reversed at DATA_OUT; RESULT = their crc32
 PUBLISH = 2    # publish into SLOT_HOST for ARG ms; RESULT = how many
 READ = 3       # read SLOT_GUEST until STOP; RESULT = torn reads, RESULT2 = good ones
+READ_ENOUGH = 20   # good reads the guest waits for before it says STOP
 
 
 def payload(version, size=SLOT_CAPACITY):

@@ -52,6 +52,7 @@ def read(m, _arg):
                 torn += 1
             else:
                 good += 1
+                m.store_u32(p.SEEN, good)
             last = version
         time.sleep(0.0002)
     return torn, good
