@@ -413,8 +413,10 @@ out:
 
 /* ---- wait_newer ------------------------------------------------------------ */
 
-/* Converts @version (the last argument converted: the pin comes after all
- * of them) and admits a wait for a newer one, blocking or async. */
+/* Converts @version and admits a wait for a newer one, blocking or async.
+ * wait_newer converts its timeout before this, so no Python code runs
+ * under the pin; wait_newer_async's timeout is checked by watch_await()
+ * afterwards, under the watch's pin, which keeps close() out meanwhile. */
 static int
 newer_admit(SlotObject *self, PyObject *version, struct gate *g, struct seq_wait *w)
 {
