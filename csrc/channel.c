@@ -16,7 +16,8 @@
  *	+128	u64	head: bytes ever consumed (consumer side)
  *	+136	u64	received: messages ever consumed
  *	+144	u64	consumer owner word
- *	+192	u32	space_seq, u32 producer_waiters  (the consumer wakes them)
+ *	+192	u32	space_seq, u32 producer_waiters  (the consumer and
+ *			close_send() wake them)
  *	+256	u32	data_seq, u32 consumer_waiters   (the producer wakes them)
  *	+320	capacity bytes of ring
  *
@@ -49,6 +50,12 @@
  * Store, fence, load on one side and add, load on the other (Dekker): one
  * of them sees the other, so no wake-up is lost.  Counts, not flags, so
  * no sleeper clears another's announcement.
+ *
+ * End of stream.  close_send() sets closed, then bumps both sequence words
+ * and wakes every sleeper: consumers see EOF once the ring is drained, and
+ * producers, whose every check for room looks at closed first (also while
+ * they wait for room), fail with BrokenPipeError instead of sending past
+ * the end.
  *
  * Untrusted region: every index, length and kind read from shared memory
  * is checked before use; impossible values raise ChannelCorrupt.  Nothing
@@ -381,9 +388,10 @@ space_poll(struct block_op *op, int Py_UNUSED(thorough))
 	uint32_t seq = __atomic_load_n(c->w.space_seq, __ATOMIC_ACQUIRE);
 	int rc;
 
+	if (closed_send(c))
+		return CH_CLOSED_SEND;
 	c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
 	rc = room(c, 1);
-
 	if (rc != BLOCK_SLEEP)
 		return rc;
 	op->sleep_offset = c->gate.offset + CH_SPACE_SEQ;
@@ -437,7 +445,7 @@ publish(struct ch_call *c)
 /*
  * send_many's batch: as many of the messages c->src[c->sent_n..] as fit,
  * written one after another and published together (one fence).  Returns
- * how many it wrote, or CH_CORRUPT.
+ * how many it wrote, CH_CLOSED_SEND or CH_CORRUPT.
  */
 static int
 write_many_body(void *arg)
@@ -445,6 +453,8 @@ write_many_body(void *arg)
 	struct ch_call *c = arg;
 	int n = 0, rc;
 
+	if (closed_send(c))
+		return CH_CLOSED_SEND;
 	c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
 	for (int i = c->first; i < c->nsrc; i++, n++) {
 		c->len = c->src[i].len;
@@ -979,7 +989,7 @@ ch_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 		c.first = 0;
 		while (c.first < n) {
 			rc = run(&c, write_many_body, &fault_addr);
-			if (rc == FAULT_HIT || rc == CH_CORRUPT) {
+			if (rc < 0) {	/* FAULT_HIT, CH_CLOSED_SEND, CH_CORRUPT */
 				PyObject *type, *value, *tb;
 
 				PyErr_Fetch(&type, &value, &tb);	/* a bad item's error yields */
@@ -1498,6 +1508,7 @@ close_body(void *arg)
 	__atomic_store_n(c->w.closed, 1, __ATOMIC_RELEASE);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	__atomic_fetch_add(c->w.data_seq, 1, __ATOMIC_RELEASE);
+	__atomic_fetch_add(c->w.space_seq, 1, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -1513,8 +1524,10 @@ ch_close_send(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 		gate_leave(&c.gate);
 		return mapping_raise_fault(self->map, fault_addr, NULL);
 	}
-	/* every consumer, asleep or about to be, must see the end */
-	if (block_wake(self->map, c.gate.offset + CH_DATA_SEQ, UINT32_MAX) < 0) {
+	/* every consumer, asleep or about to be, must see the end, and every
+	 * producer waiting for room must stop waiting */
+	if (block_wake(self->map, c.gate.offset + CH_DATA_SEQ, UINT32_MAX) < 0 ||
+	    block_wake(self->map, c.gate.offset + CH_SPACE_SEQ, UINT32_MAX) < 0) {
 		gate_leave(&c.gate);
 		return NULL;
 	}

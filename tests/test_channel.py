@@ -241,6 +241,48 @@ def test_end_of_stream(ch):
         ch.send(b"more")
 
 
+def test_send_many_after_end_of_stream_is_refused(ch):
+    ch.send(b"before")
+    ch.close_send()
+    with pytest.raises(BrokenPipeError, match="close_send"):
+        ch.send_many([b"l1", b"l2"])
+    assert ch.recv() == b"before"
+    with pytest.raises(EOFError):
+        ch.recv(timeout=0)
+
+
+@pytest.mark.parametrize("how", ["send", "send_many"])
+def test_end_of_stream_wakes_a_producer_waiting_for_room(ch, how):
+    """A producer asleep on a full ring learns of close_send() (here from
+    another thread) at once, instead of sending after the end once the
+    consumer drains the ring."""
+    out, full = [], threading.Event()
+
+    def produce():         # one thread: the producer side is a thread's
+        while ch.send(bytes(1000), timeout=0):
+            pass
+        full.set()
+        try:
+            if how == "send":
+                ch.send(bytes(1000), timeout=GUARD)
+            else:
+                ch.send_many([bytes(1000)], timeout=GUARD)
+            out.append("sent")
+        except BrokenPipeError:
+            out.append("broken pipe")
+    t = threading.Thread(target=produce)
+    t.start()
+    assert full.wait(GUARD)
+    time.sleep(0.1)
+    ch.close_send()
+    t.join(GUARD)
+    assert out == ["broken pipe"]
+    received = ch.recv_many(100, timeout=0)
+    assert received and all(msg == bytes(1000) for msg in received)
+    with pytest.raises(EOFError):
+        ch.recv(timeout=0)
+
+
 def test_end_of_stream_wakes_a_sleeping_consumer(ch):
     out = []
 
@@ -643,6 +685,22 @@ def test_async_round_trip_timeout_and_cancel(ch, m):
         assert await asyncio.wait_for(sender, GUARD) is True
         assert await ch.send_async(bytes(1000), timeout=0.05) in (True, False)
         tick.cancel()
+
+    asyncio.run(main())
+
+
+def test_async_send_waiting_for_room_ends_at_close_send(ch):
+    import asyncio
+
+    async def main():
+        while ch.send(bytes(1000), timeout=0):
+            pass
+        sender = asyncio.create_task(ch.send_async(bytes(1000), timeout=GUARD))
+        await asyncio.sleep(0.1)
+        assert not sender.done()
+        ch.close_send()
+        with pytest.raises(BrokenPipeError):
+            await asyncio.wait_for(sender, GUARD)
 
     asyncio.run(main())
 
