@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Callable, NoReturn
 
 import pymmapdev
 from pymmapdev import _core, _sysfs
@@ -24,9 +24,18 @@ DEMO_CAPACITY = 64
 
 
 def _is_device(path: str) -> bool:
+    """A character device, or a path that should be one: an absent name in
+    the /dev filesystem itself (not /dev/shm or /dev/hugepages, mounts of
+    their own for files) is a device that is not there, e.g. the module is
+    not loaded, never a regular file to create."""
     try:
         return stat.S_ISCHR(os.stat(path).st_mode)
     except FileNotFoundError:
+        pass
+    try:
+        parent = os.stat(os.path.dirname(os.path.abspath(path)))
+        return parent.st_dev == os.stat("/dev").st_dev
+    except OSError:
         return False
 
 
@@ -34,6 +43,28 @@ def _open(path: str, size: int | None = None, readonly: bool = False) -> pymmapd
     if _is_device(path):
         return pymmapdev.open_device(path, readonly=readonly)
     return pymmapdev.open_file(path, size, create=not readonly, readonly=readonly)
+
+
+def _int_from(low: int) -> Callable[[str], int]:
+    """An argparse type: an int >= low ("invalid int >= 1 value: '0'")."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise ValueError(text)
+        return value
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "seconds > 0"
 
 
 def _text_at(m: pymmapdev.Mapping, offset: int, length: int) -> str:
@@ -148,6 +179,9 @@ def _watch_poll(m: pymmapdev.Mapping, offset: int, length: int,
 def cmd_watch(args: argparse.Namespace) -> int:
     try:
         with _open(args.path, readonly=True) as m:
+            if args.offset >= m.size:
+                raise ValueError(f"offset {args.offset} is past the end of {args.path} "
+                                 f"({m.size} bytes)")
             if m.kind == "device" and args.offset == 0 and \
                     _core.device_info(m.fileno())["heartbeat_ms"] > 0:
                 _watch_heartbeat(m)
@@ -278,22 +312,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a writer and a reader process share one file")
     demo.add_argument("--path", help="file to share (default: a fresh one in /dev/shm)")
-    demo.add_argument("--count", type=int, default=10, help="updates to make (default 10)")
-    demo.add_argument("--interval", type=float, default=0.2, help="seconds between updates")
+    demo.add_argument("--count", type=_int_from(1), default=10, help="updates to make (default 10)")
+    demo.add_argument("--interval", type=_seconds, default=0.2, help="seconds between updates")
     demo.set_defaults(func=cmd_demo)
 
     write = sub.add_parser("write", help="write TEXT into PATH (a file or an mmapdev device)")
     write.add_argument("path")
     write.add_argument("text")
-    write.add_argument("--offset", type=int, default=0)
+    write.add_argument("--offset", type=_int_from(0), default=0)
     write.add_argument("-n", "--no-newline", action="store_true")
     write.set_defaults(func=cmd_write)
 
     watch = sub.add_parser("watch", help="print the text at the start of PATH when it changes")
     watch.add_argument("path")
-    watch.add_argument("--offset", type=int, default=0)
-    watch.add_argument("--length", type=int, default=256)
-    watch.add_argument("--interval", type=float, default=0.05, help="poll interval for files")
+    watch.add_argument("--offset", type=_int_from(0), default=0)
+    watch.add_argument("--length", type=_int_from(1), default=256)
+    watch.add_argument("--interval", type=_seconds, default=0.05, help="poll interval for files")
     watch.set_defaults(func=cmd_watch)
 
     info = sub.add_parser("info", help="describe a file, an mmapdev device (sysfs counters), "

@@ -45,6 +45,36 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     assert "missing" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_missing_device_path_is_an_error_not_a_new_file():
+    """/dev holds devices: writing to an absent one (the module not loaded)
+    must say so, not create a regular file that later hides the device."""
+    path = f"/dev/mmapdev-missing-{os.getpid()}"
+    try:
+        for args in (("write", path, "x"), ("watch", path), ("info", path)):
+            proc = cli(*args, timeout=30)
+            assert proc.returncode == 1, (args, proc.stdout)
+            assert path in proc.stderr and "No such file" in proc.stderr
+            assert "Traceback" not in proc.stderr
+            assert not os.path.exists(path)
+    finally:
+        if os.path.isfile(path):
+            os.unlink(path)
+    proc = cli("watch", "/dev/mmapdev0", timeout=30)    # this machine has no module loaded
+    assert proc.returncode == 1 and "mmapdev module loaded?" in proc.stderr
+
+
+def test_bad_numbers_are_usage_errors(shm_path):
+    cli("write", shm_path, "some text")
+    for args in (("demo", "--count", "0"), ("demo", "--interval", "-1"),
+                 ("write", shm_path, "x", "--offset", "-1"),
+                 ("watch", shm_path, "--length", "0"), ("watch", shm_path, "--interval", "0")):
+        proc = cli(*args, timeout=30)
+        assert proc.returncode == 2 and "invalid" in proc.stderr, (args, proc.stderr)
+    proc = cli("watch", shm_path, "--offset", "100000", timeout=30)
+    assert proc.returncode == 1
+    assert "offset 100000" in proc.stderr and shm_path in proc.stderr, proc.stderr
+
+
 def test_watch_prints_changes_and_exits_on_ctrl_c(shm_path):
     cli("write", shm_path, "first")
     watcher = subprocess.Popen([sys.executable, "-m", "pymmapdev", "watch", shm_path],
