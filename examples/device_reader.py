@@ -1,5 +1,7 @@
 """Print the heartbeat text of /dev/mmapdev0 each time the module bumps it.
 
+    python examples/device_reader.py [PATH]      (default: /dev/mmapdev0)
+
 The driver writes, the script waits: no sleep(1) polling.  Load the module
 with a heartbeat first, e.g.  sudo insmod kmod/mmapdev.ko heartbeat_ms=1000
 (kmod/README.md).  The header at offset 0 is struct mmapdev_heartbeat of
@@ -32,4 +34,6 @@ def main(path: str = "/dev/mmapdev0") -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        sys.exit(__doc__)
     main(*sys.argv[1:2])

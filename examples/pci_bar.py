@@ -38,4 +38,6 @@ def main(path: str, offset: int = 0, count: int = 4) -> None:
 
 
 if __name__ == "__main__":
+    if not 2 <= len(sys.argv) <= 4:
+        sys.exit(__doc__)
     main(sys.argv[1], *(int(a, 0) for a in sys.argv[2:4]))

@@ -30,4 +30,6 @@ def main(device: str = "mmapdev") -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        sys.exit(__doc__)
     main(*sys.argv[1:2])

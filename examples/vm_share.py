@@ -70,6 +70,9 @@ def follow(path: str, count: int = 0) -> None:
 
 
 if __name__ == "__main__":
+    actions = {"publish": publish, "follow": follow}
+    if not 3 <= len(sys.argv) <= 4 or sys.argv[1] not in actions:
+        sys.exit(__doc__)
     action, target = sys.argv[1], sys.argv[2]
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-    {"publish": publish, "follow": follow}[action](target, n)
+    actions[action](target, n)

@@ -157,3 +157,14 @@ def test_vm_share_example_on_a_file(shm_path):
     assert follower.returncode == 0, err
     lines = out.splitlines()
     assert len(lines) == 2 and all(" from pid " in line for line in lines), lines
+
+
+@pytest.mark.parametrize("script, args", [
+    ("pci_bar.py", []), ("vm_share.py", []), ("vm_share.py", ["bogus", "x"]),
+    ("device_reader.py", ["a", "b"]), ("uio_irq.py", ["a", "b"]),
+])
+def test_examples_with_wrong_arguments_print_their_usage(script, args):
+    proc = subprocess.run([sys.executable, f"examples/{script}", *args], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"examples/{script}" in proc.stderr         # the docstring's usage line
