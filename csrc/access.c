@@ -36,7 +36,8 @@ access_read(MappingObject *self, PyObject *const *args, Py_ssize_t nargs)
 	struct gate g;
 
 	if (args_exact("read", nargs, 2) < 0 || arg_offset(args[0], &offset) < 0 ||
-	    arg_length(args[1], "size", &size) < 0)
+	    arg_length(args[1], "size", &size) < 0 ||
+	    gate_check(self, offset, size, 1, GATE_READ) < 0)	/* before allocating size */
 		return NULL;
 	result = PyBytes_FromStringAndSize(NULL, size);
 	if (result == NULL)

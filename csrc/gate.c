@@ -17,10 +17,16 @@
  *
  * fork(): the child is a copy with only the forking thread.  Pins held by
  * the parent's other threads (sleepers in wait(), held Locks, accesses)
- * would never be released there, so a child could never close its copy.
- * Views are different: a memoryview is an object the child has too.  Each
- * mapping remembers the fork generation of its pins; the first pin or
- * close in a child drops the inherited non-view pins.
+ * and by objects (held Locks, asyncio watches: each drops its pin only in
+ * the generation it took it) would never be released there, so a child
+ * could never close its copy.  Two kinds of pin live on: views (a
+ * memoryview is an object the child has too) and the calls the forking
+ * thread is in (fork() ran inside them: a send_many() iterator, a signal
+ * handler in a wait), which go on in the child and touch the mapping.
+ * Each thread links its pinned admissions (active_gates); at fork the child
+ * counts the forking thread's per mapping; each mapping remembers the fork
+ * generation of its pins, and the first pin or close in a child keeps the
+ * views and those calls' pins and drops the rest.
  */
 #include "mapping.h"
 
@@ -32,10 +38,46 @@
 
 static unsigned long fork_generation = 1;
 
+/* This thread's admissions that hold a pin, innermost first (the gates
+ * live in the callers' frames, so the list is a stack). */
+static _Thread_local struct gate *active_gates;
+
+static uint64_t pin_unit(enum pin_kind kind);
+
+/* Runs in the child, in the forking thread, before any other thread. */
 void
 gate_after_fork(void)
 {
-	fork_generation++;
+	unsigned long now = __atomic_add_fetch(&fork_generation, 1, __ATOMIC_RELAXED);
+
+	for (struct gate *g = active_gates; g != NULL; g = g->outer) {
+		MappingObject *map = g->map;
+
+		if (map->kept_generation != now) {
+			map->kept_generation = now;
+			map->kept_pins = 0;
+		}
+		map->kept_pins += pin_unit(g->pin);
+	}
+}
+
+static void
+activate(struct gate *g)
+{
+	g->outer = active_gates;
+	active_gates = g;
+}
+
+/* Unlinks @g (usually the innermost; absent when it holds no pin). */
+static void
+deactivate(struct gate *g)
+{
+	for (struct gate **link = &active_gates; *link != NULL; link = &(*link)->outer) {
+		if (*link == g) {
+			*link = g->outer;
+			return;
+		}
+	}
 }
 
 unsigned long
@@ -79,7 +121,7 @@ adopt_after_fork(MappingObject *map)
 {
 	unsigned long seen = __atomic_load_n(&map->fork_generation, __ATOMIC_ACQUIRE);
 	unsigned long now = gate_generation();
-	uint64_t old, views;
+	uint64_t old, keep;
 
 	if (seen == now ||
 	    !__atomic_compare_exchange_n(&map->fork_generation, &seen, now, 0,
@@ -87,15 +129,24 @@ adopt_after_fork(MappingObject *map)
 		return;
 	old = __atomic_load_n(&map->pins, __ATOMIC_ACQUIRE);
 	do {
-		views = pin_count(old, PIN_VIEW) << pin_field[PIN_VIEW].shift;
-	} while (!__atomic_compare_exchange_n(&map->pins, &old, (old & MAPPING_CLOSED) | views,
+		keep = pin_count(old, PIN_VIEW) << pin_field[PIN_VIEW].shift;
+		if (map->kept_generation == now)
+			keep += map->kept_pins;
+	} while (!__atomic_compare_exchange_n(&map->pins, &old, (old & MAPPING_CLOSED) | keep,
 					      0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
 }
 
-int
-mapping_pin(MappingObject *map, enum pin_kind kind)
+/*
+ * Adds a pin of @kind, and drops one of @from (PIN_KINDS: none) in the
+ * same step.  Refuses a closed mapping and a full field: one holder too
+ * many must never carry into the next field (or, from the last, into
+ * MAPPING_CLOSED, when close() would unmap under every holder).
+ */
+static int
+pin_move(MappingObject *map, enum pin_kind kind, enum pin_kind from)
 {
 	uint64_t old, max = (UINT64_C(1) << pin_field[kind].bits) - 1;
+	uint64_t drop = from == PIN_KINDS ? 0 : pin_unit(from);
 
 	adopt_after_fork(map);
 	old = __atomic_load_n(&map->pins, __ATOMIC_RELAXED);
@@ -109,9 +160,15 @@ mapping_pin(MappingObject *map, enum pin_kind kind)
 				     "mapping (%llu)", (unsigned long long)max);
 			return -1;
 		}
-	} while (!__atomic_compare_exchange_n(&map->pins, &old, old + pin_unit(kind), 0,
-					      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED));
+	} while (!__atomic_compare_exchange_n(&map->pins, &old, old + pin_unit(kind) - drop, 0,
+					      __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
 	return 0;
+}
+
+int
+mapping_pin(MappingObject *map, enum pin_kind kind)
+{
+	return pin_move(map, kind, PIN_KINDS);
 }
 
 void
@@ -220,6 +277,8 @@ gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
 	g->addr = map->data + offset;
 	g->offset = offset;
 	g->len = len;
+	if (pin != PIN_ACCESS || PIN_SHORT_ACCESSES)
+		activate(g);
 	return 0;
 
 refused:
@@ -234,9 +293,22 @@ gate_leave(struct gate *g)
 {
 	if (g->pin == PIN_KINDS)
 		return;		/* kept by gate_keep_pin(), or refused */
-	if (g->pin != PIN_ACCESS || PIN_SHORT_ACCESSES)
+	if (g->pin != PIN_ACCESS || PIN_SHORT_ACCESSES) {
+		deactivate(g);
 		mapping_unpin(g->map, g->pin);
+	}
 	g->pin = PIN_KINDS;
+}
+
+int
+gate_check(MappingObject *map, Py_ssize_t offset, Py_ssize_t len, Py_ssize_t align, int access)
+{
+	struct gate g;
+
+	if (gate_enter(&g, map, offset, len, align, access, PIN_ACCESS) < 0)
+		return -1;
+	gate_leave(&g);
+	return 0;
 }
 
 int
@@ -250,10 +322,9 @@ gate_upgrade(struct gate *g, enum pin_kind as)
 		 * GIL and ran no Python code); a full field can still refuse. */
 		if (mapping_pin(g->map, as) < 0)
 			return -1;
-	} else {
-		/* one field down, the other up, in one atomic add (wrapping) */
-		__atomic_fetch_add(&g->map->pins, pin_unit(as) - pin_unit(g->pin),
-				   __ATOMIC_ACQ_REL);
+		activate(g);
+	} else if (pin_move(g->map, as, g->pin) < 0) {
+		return -1;	/* a full field; the old pin is still held */
 	}
 	g->pin = as;
 	return 0;
@@ -264,6 +335,7 @@ gate_keep_pin(struct gate *g, enum pin_kind as)
 {
 	if (gate_upgrade(g, as) < 0)
 		return -1;
+	deactivate(g);		/* no longer this call's: the holder's */
 	g->pin = PIN_KINDS;	/* gate_leave() leaves it: the holder unpins */
 	return 0;
 }

@@ -71,6 +71,10 @@ typedef struct {
 	 */
 	uint64_t pins;
 	unsigned long fork_generation;	/* see gate.c: pins after fork() */
+	/* In a forked child: the pins of the calls the forking thread was in
+	 * (gate.c), valid for generation kept_generation */
+	uint64_t kept_pins;
+	unsigned long kept_generation;
 	PyObject *path;		/* str, or None */
 	PyObject *weakreflist;
 } MappingObject;
@@ -110,6 +114,7 @@ struct gate {
 	Py_ssize_t offset;
 	Py_ssize_t len;
 	enum pin_kind pin;
+	struct gate *outer;	/* the thread's enclosing pinned admission */
 };
 
 /*
@@ -129,6 +134,11 @@ int gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
  * hold a real pin and may do anything.
  */
 void gate_leave(struct gate *g);
+
+/* gate_enter() + gate_leave(): the span checked and nothing held, to refuse
+ * a bad span before anything is allocated for it.  0, or -1 like it. */
+int gate_check(MappingObject *map, Py_ssize_t offset, Py_ssize_t len, Py_ssize_t align,
+	       int access);
 
 /* Turns an admission's pin into one of kind @as (a PIN_ACCESS admission
  * that must now allocate, call Python code or sleep takes a real pin);

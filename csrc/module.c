@@ -21,6 +21,7 @@
 #include "channel.h"
 #include "device.h"
 #include "lock.h"
+#include "pages.h"
 #include "peer.h"
 #include "slot.h"
 #include "wait.h"
@@ -28,7 +29,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 static struct PyModuleDef core_module;
@@ -81,37 +81,6 @@ type_add_int(PyTypeObject *type, const char *name, long value)
 	Py_DECREF(obj);
 	PyType_Modified(type);
 	return rc;
-}
-
-static int
-add_madvise_constants(PyObject *module)
-{
-#define ADD(name) if (PyModule_AddIntConstant(module, #name, name) < 0) return -1
-	ADD(MADV_NORMAL);
-	ADD(MADV_RANDOM);
-	ADD(MADV_SEQUENTIAL);
-	ADD(MADV_WILLNEED);
-	ADD(MADV_DONTNEED);
-	ADD(MADV_REMOVE);
-	ADD(MADV_DONTFORK);
-	ADD(MADV_DOFORK);
-	ADD(MADV_HUGEPAGE);
-	ADD(MADV_NOHUGEPAGE);
-	ADD(MADV_DONTDUMP);
-	ADD(MADV_DODUMP);
-#ifdef MADV_FREE
-	ADD(MADV_FREE);
-#endif
-#ifdef MADV_COLD
-	ADD(MADV_COLD);
-	ADD(MADV_PAGEOUT);
-#endif
-#ifdef MADV_POPULATE_READ
-	ADD(MADV_POPULATE_READ);
-	ADD(MADV_POPULATE_WRITE);
-#endif
-#undef ADD
-	return 0;
 }
 
 /* pymmapdev.<name>, a subclass of @base, added to the module. */
@@ -202,7 +171,7 @@ core_exec(PyObject *module)
 	if (PyModule_AddIntConstant(module, "PAGESIZE", sysconf(_SC_PAGESIZE)) < 0 ||
 	    PyModule_AddIntConstant(module, "HAVE_FUTEX_WAITV", watch_have_waitv()) < 0)
 		return -1;
-	return add_madvise_constants(module);
+	return pages_add_constants(module);
 }
 
 static PyObject *

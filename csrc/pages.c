@@ -12,6 +12,75 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/*
+ * The advice madvise() passes on: what keeps the mapping usable.  Left
+ * out: MADV_DONTFORK (a forked child's copy of the Mapping would point at
+ * nothing: the next access in the child is a SIGSEGV), MADV_WIPEONFORK
+ * (private memory only), the guard-page advice (MADV_GUARD_INSTALL makes
+ * every access fault), MADV_HWPOISON and MADV_SOFT_OFFLINE (memory-failure
+ * testing, as root: they take pages away from the machine), and whatever
+ * a newer kernel adds, until it is looked at.
+ */
+static const struct {
+	const char *name;
+	int value;
+} advice_table[] = {
+#define ADVICE(name) {#name, name}
+	ADVICE(MADV_NORMAL),
+	ADVICE(MADV_RANDOM),
+	ADVICE(MADV_SEQUENTIAL),
+	ADVICE(MADV_WILLNEED),
+	ADVICE(MADV_DONTNEED),
+	ADVICE(MADV_REMOVE),
+	ADVICE(MADV_DOFORK),
+	ADVICE(MADV_HUGEPAGE),
+	ADVICE(MADV_NOHUGEPAGE),
+	ADVICE(MADV_DONTDUMP),
+	ADVICE(MADV_DODUMP),
+#ifdef MADV_FREE
+	ADVICE(MADV_FREE),
+#endif
+#ifdef MADV_COLD
+	ADVICE(MADV_COLD),
+	ADVICE(MADV_PAGEOUT),
+#endif
+#ifdef MADV_POPULATE_READ
+	ADVICE(MADV_POPULATE_READ),
+	ADVICE(MADV_POPULATE_WRITE),
+#endif
+#undef ADVICE
+};
+
+int
+pages_add_constants(PyObject *module)
+{
+	for (size_t i = 0; i < sizeof(advice_table) / sizeof(advice_table[0]); i++)
+		if (PyModule_AddIntConstant(module, advice_table[i].name,
+					    advice_table[i].value) < 0)
+			return -1;
+	return 0;
+}
+
+/* advice (an int) -> one of advice_table; ValueError otherwise. */
+static int
+arg_advice(PyObject *obj, int *advice)
+{
+	int overflow;
+	long value = PyLong_AsLongAndOverflow(obj, &overflow);
+
+	if (value == -1 && PyErr_Occurred())
+		return -1;
+	for (size_t i = 0; i < sizeof(advice_table) / sizeof(advice_table[0]); i++) {
+		if (!overflow && value == advice_table[i].value) {
+			*advice = (int)value;
+			return 0;
+		}
+	}
+	PyErr_Format(PyExc_ValueError, "advice %R is not one of the pymmapdev.MADV_* values "
+		     "madvise() accepts", obj);
+	return -1;
+}
+
 /* (offset, size or None) -> admitted byte range; size None: to the end. */
 static int
 page_args(MappingObject *self, PyObject *offset_obj, PyObject *size_obj, struct gate *g)
@@ -26,15 +95,27 @@ page_args(MappingObject *self, PyObject *offset_obj, PyObject *size_obj, struct 
 	return gate_enter(g, self, offset, size, 1, GATE_READ, PIN_WAIT);
 }
 
+/* The pages holding the admitted range: [*start, *start + *len). */
+static void
+page_span(const struct gate *g, char **start, size_t *len)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	/* the page holding the first byte (data[0] itself may not start one) */
+	uintptr_t lo = (uintptr_t)g->addr & ~(page - 1);
+	uintptr_t hi = ((uintptr_t)g->addr + (uintptr_t)g->len + page - 1) & ~(page - 1);
+
+	*start = (char *)lo;
+	*len = g->len > 0 ? hi - lo : 0;
+}
+
 static PyObject *
 page_call(struct gate *g, int (*call)(void *, size_t, int), int arg)
 {
-	long page = sysconf(_SC_PAGESIZE);
-	/* the page holding the first byte (data[0] itself may not start one) */
-	char *start = (char *)((uintptr_t)g->addr & ~(uintptr_t)(page - 1));
-	size_t len = (size_t)(g->addr + g->len - start);
+	char *start;
+	size_t len;
 	int rc = 0, saved_errno = 0;
 
+	page_span(g, &start, &len);
 	if (g->len > 0) {
 		Py_BEGIN_ALLOW_THREADS
 		rc = call(start, len, arg);
@@ -77,21 +158,26 @@ pages_madvise(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
 	static const struct arg_spec spec = {"madvise", names, 3, 1, 0, 3};
 	PyObject *argv[3];
 	struct gate g;
-	int advice, overflow;
-	long value;
+	char *start;
+	size_t len;
+	int advice;
 
-	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0)
+	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
+	    arg_advice(argv[0], &advice) < 0 || page_args(self, argv[1], argv[2], &g) < 0)
 		return NULL;
-	value = PyLong_AsLongAndOverflow(argv[0], &overflow);
-	if (value == -1 && PyErr_Occurred())
-		return NULL;
-	if (overflow || value < 0 || value > 1 << 20) {
-		PyErr_Format(PyExc_ValueError, "advice %R is not an MADV_* value", argv[0]);
+	/* MADV_REMOVE frees the backing store of whole pages: bytes of the
+	 * file beside the mapping's (a mapping need not start or end on a
+	 * page) are not ours to zero. */
+	page_span(&g, &start, &len);
+	if (advice == MADV_REMOVE && len > 0 &&
+	    (start < self->data || start + len > self->data + self->size)) {
+		PyErr_Format(PyExc_ValueError,
+			     "MADV_REMOVE frees whole pages, and the pages holding offset %zd + "
+			     "%zd bytes reach outside the mapping of %zd bytes (at offset %zd of "
+			     "its file)", g.offset, g.len, self->size, self->map_offset);
+		gate_leave(&g);
 		return NULL;
 	}
-	advice = (int)value;
-	if (page_args(self, argv[1], argv[2], &g) < 0)
-		return NULL;
 	return page_call(&g, madvise, advice);
 }
 

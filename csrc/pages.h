@@ -12,6 +12,9 @@ PyObject *pages_flush(MappingObject *self, PyObject *const *args, Py_ssize_t nar
 PyObject *pages_madvise(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
 			PyObject *kwnames);
 
+/* pymmapdev.MADV_*: the advice madvise() accepts. */
+int pages_add_constants(PyObject *module);
+
 /* Faults every page in (as writes unless @readonly); GIL not needed.
  * Returns 0, or -1 with errno. */
 int pages_populate(char *data, size_t size, int readonly);
@@ -23,6 +26,7 @@ int pages_populate(char *data, size_t size, int readonly);
 	 "on device memory, which has no backing store."},			\
 	{"madvise", (PyCFunction)(void (*)(void))pages_madvise, METH_FASTCALL | METH_KEYWORDS, \
 	 "madvise($self, /, advice, offset=0, size=None)\n--\n\n"		\
-	 "madvise() the pages holding the range (pymmapdev.MADV_*)."},
+	 "madvise() the pages holding the range (pymmapdev.MADV_*; MADV_REMOVE\n"	\
+	 "only where those pages hold nothing outside the mapping)."},
 
 #endif

@@ -85,7 +85,7 @@ watch_new(PyObject *owner, struct gate *g, const struct watch_kind *kind,
 	self->owner = Py_NewRef(owner);
 	self->map = (MappingObject *)Py_NewRef((PyObject *)g->map);
 	self->gate = *g;
-	g->pin = PIN_KINDS;		/* the watch releases it */
+	(void)gate_keep_pin(g, g->pin);	/* the pin is the watch's now (cannot fail) */
 	self->generation = gate_generation();
 	self->open = 1;
 	self->flags = flags;
@@ -165,9 +165,22 @@ guarded(WatchObject *self, int (*body)(void *), int arg)
 	return rc;
 }
 
+static void watch_release(WatchObject *self);
+
+/*
+ * A forked child's copy of a watch is closed: its pin was the parent's and
+ * is gone (gate.c), so the child may have unmapped the words meanwhile.
+ */
 static int
 check_open(WatchObject *self)
 {
+	if (self->open && self->generation != gate_generation()) {
+		watch_release(self);	/* closes it; touches nothing in a child */
+		PyErr_SetString(PyExc_ValueError,
+				"watch is closed: it was inherited across fork() (its wait "
+				"belongs to the parent)");
+		return -1;
+	}
 	if (self->open)
 		return 0;
 	PyErr_SetString(PyExc_ValueError, "watch is closed");

@@ -109,18 +109,13 @@ static int
 span_len(MappingObject *self, Py_ssize_t offset, Py_ssize_t count, enum width width,
 	 int access, Py_ssize_t *len)
 {
-	struct gate g;
-
 	if (count > PY_SSIZE_T_MAX / (Py_ssize_t)width) {
 		PyErr_Format(PyExc_ValueError, "%zd words of %d bytes do not fit any mapping",
 			     count, (int)width);
 		return -1;
 	}
 	*len = count * (Py_ssize_t)width;
-	if (gate_enter(&g, self, offset, *len, width, access, PIN_ACCESS) < 0)
-		return -1;
-	gate_leave(&g);
-	return 0;
+	return gate_check(self, offset, *len, width, access);
 }
 
 PyObject *
@@ -151,6 +146,14 @@ words_read(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
 	Py_DECREF(one);
 	if (result == NULL || PyObject_GetBuffer(result, &view, PyBUF_WRITABLE) < 0)
 		goto error;
+	/* array.array is looked up now, and Python code may have replaced it */
+	if (view.len != len) {
+		PyBuffer_Release(&view);
+		PyErr_Format(PyExc_SystemError, "read_words: array.array(%s) * %zd is %zd bytes, "
+			     "not %zd (was array.array replaced?)", typecode(c.width), c.count,
+			     view.len, len);
+		goto error;
+	}
 	c.buf = view.buf;
 	if (gate_enter(&g, self, offset, len, c.width, GATE_READ, PIN_ACCESS) == 0) {
 		int rc = run_guarded(self, &g, load_body, &c);
@@ -176,6 +179,13 @@ convert_values(PyObject *values, enum width width, void **buf, Py_ssize_t *count
 
 	if (seq == NULL)
 		return -1;
+	/* A private tuple: a value's __index__ may change the caller's list
+	 * (even empty it) while we read its items. */
+	if (PyList_Check(seq)) {
+		Py_SETREF(seq, PyList_AsTuple(seq));
+		if (seq == NULL)
+			return -1;
+	}
 	*count = PySequence_Fast_GET_SIZE(seq);
 	*buf = PyMem_Malloc(*count > 0 ? (size_t)*count * width : 1);
 	if (*buf == NULL) {

@@ -8,7 +8,7 @@
 from . import _core, _signals
 from ._core import Mapping, MappingFault, PAGESIZE, PeerDied
 from ._core import (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
-                    MADV_DONTNEED, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK,
+                    MADV_DONTNEED, MADV_REMOVE, MADV_DOFORK,
                     MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_DODUMP)
 from ._open import anonymous, open_device, open_file
 from .sync import Lock, OwnerDiedWarning, Slot

@@ -7,7 +7,6 @@ from ._core import MADV_COLD as MADV_COLD
 from ._core import MADV_DODUMP as MADV_DODUMP
 from ._core import MADV_DOFORK as MADV_DOFORK
 from ._core import MADV_DONTDUMP as MADV_DONTDUMP
-from ._core import MADV_DONTFORK as MADV_DONTFORK
 from ._core import MADV_DONTNEED as MADV_DONTNEED
 from ._core import MADV_FREE as MADV_FREE
 from ._core import MADV_HUGEPAGE as MADV_HUGEPAGE
@@ -40,6 +39,6 @@ __all__ = ["Channel", "ChannelCorrupt", "open_channel", "Lock", "Mapping", "Mapp
            "UIO", "anonymous",
            "get_spin", "open_device", "open_file", "set_spin",
            "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED", "MADV_DONTNEED",
-           "MADV_REMOVE", "MADV_DONTFORK", "MADV_DOFORK", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE",
+           "MADV_REMOVE", "MADV_DOFORK", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE",
            "MADV_DONTDUMP", "MADV_DODUMP", "MADV_FREE", "MADV_COLD", "MADV_PAGEOUT",
            "MADV_POPULATE_READ", "MADV_POPULATE_WRITE"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import struct
 import time
@@ -69,6 +70,29 @@ def _parse_array_header(raw, length):
     start = _ARRAY.size + 8 * ndim
     dtype = raw[start:start + dtype_len].decode("ascii", "replace")
     return dtype, shape, size
+
+
+def _empty_array(numpy, dtype, shape, nbytes):
+    """The array a received record describes, checked against its nbytes of
+    payload before anything is copied: a peer's dtype may be no dtype, hold
+    object pointers, or have no size (numpy widens S0 to S1, which would
+    read past the record), and its shape may not fit numpy."""
+    try:
+        dtype = numpy.dtype(dtype)
+    except (TypeError, ValueError) as exc:
+        raise ChannelCorrupt(f"an array message with a bad dtype: {exc}") from None
+    if dtype.hasobject or dtype.fields is not None or dtype.itemsize == 0:
+        raise ChannelCorrupt(f"an array message with dtype {dtype}: not a plain numeric type")
+    count = math.prod(shape)               # Python ints: no overflow
+    if count * dtype.itemsize != nbytes:
+        raise ChannelCorrupt("an array message whose size does not match its shape")
+    try:
+        arr = numpy.empty(shape, dtype)
+    except (ValueError, MemoryError) as exc:
+        raise ChannelCorrupt(f"an array message whose shape numpy refuses: {exc}") from None
+    if arr.nbytes != nbytes:
+        raise ChannelCorrupt("an array message whose size does not match its shape")
+    return arr
 
 
 class Channel(_core.Channel):
@@ -158,16 +182,7 @@ class Channel(_core.Channel):
         try:
             raw = self.mapping.read(offset, min(length, 4096))
             dtype, shape, size = _parse_array_header(raw, length)
-            try:
-                dtype = numpy.dtype(dtype)
-                count = 1
-                for n in shape:
-                    count *= n
-            except (TypeError, ValueError) as exc:
-                raise ChannelCorrupt(f"an array message with a bad dtype: {exc}") from None
-            if size + count * dtype.itemsize != length:
-                raise ChannelCorrupt("an array message whose size does not match its shape")
-            arr = numpy.empty(shape, dtype)
+            arr = _empty_array(numpy, dtype, shape, length - size)
             if arr.nbytes:
                 self.mapping.read_into(offset + size, arr.reshape(-1).view(numpy.uint8))
             return arr

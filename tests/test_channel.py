@@ -733,3 +733,33 @@ def test_async_recv_from_another_process(shm_path, run_child):
         assert child.wait(GUARD) == 0, child.stderr.read()
         assert got == [b"%d" % i for i in range(n)]
         del ch
+
+
+def _array_record(dtype, shape, payload=b""):
+    """A send_array() record as a hostile peer could write it."""
+    head = struct.pack("<4sHHI", b"PMAR", 0, len(shape), len(dtype))
+    head += struct.pack(f"<{len(shape)}Q", *shape) + dtype
+    head += bytes(-len(head) % 8)
+    return head[:4] + struct.pack("<H", len(head)) + head[6:] + payload
+
+
+@pytest.mark.parametrize("dtype, shape, payload", [
+    (b"S0", (100100,), b""),         # numpy makes S0 S1: 100100 bytes past the record
+    (b"U0", (5000,), b""),
+    (b"V0", (5000,), b""),
+    (b"|O", (1,), bytes(8)),         # pointers from a peer
+    (b"O,O", (1,), bytes(16)),
+    (b"<i4", (0, 2**64 - 1), b""),   # no elements, a size numpy refuses
+    (b"<i4", (2**40, 2**40), b""),   # the element count overflows
+    (b"not a dtype", (1,), bytes(8)),
+])
+def test_recv_array_refuses_hostile_records(dtype, shape, payload):
+    pytest.importorskip("numpy")
+    m = pymmapdev.anonymous(1 << 20)
+    m[100000:100011] = b"SECRET-DATA"                  # beyond the channel's region
+    ch = Channel(m, 0, CAP)
+    ch.send(_array_record(dtype, shape, payload))
+    with pytest.raises(ChannelCorrupt):
+        ch.recv_array()
+    ch.send_array(__import__("numpy").arange(3))       # the channel goes on
+    assert ch.recv_array().tolist() == [0, 1, 2]

@@ -192,8 +192,10 @@ def test_flush_and_madvise_ranges(m):
     m.madvise(pymmapdev.MADV_SEQUENTIAL, 100, 10)
     with pytest.raises(ValueError, match="outside"):
         m.madvise(pymmapdev.MADV_NORMAL, SIZE + 1)
+    with pytest.raises(ValueError, match="advice 12345"):
+        m.madvise(12345)  # unknown advice: never passed on
     with pytest.raises(OSError) as info:
-        m.madvise(12345)  # unknown advice: the kernel says EINVAL
+        m.madvise(pymmapdev.MADV_FREE)  # private memory only: the kernel says EINVAL
     assert info.value.errno == 22 and info.value.filename == m.path
 
 

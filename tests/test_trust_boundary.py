@@ -642,3 +642,197 @@ def test_index_objects_are_values_everywhere(make):
     m[4] = make(3)
     assert (m.read_u32(0), m.read_u8(8), m.load_u64(16), m[4]) == (10, 200, 10, 3)
     assert m.wait(0, make(1), timeout=make(0)) is True
+
+
+# ---- 8. found by the second hostile review -------------------------------------
+
+def test_write_words_value_that_empties_the_list():
+    line = outcome("""
+        import pymmapdev
+        m = pymmapdev.anonymous(4096)
+        class Clearer:
+            def __index__(self):
+                values.clear()
+                return 1
+        values = [Clearer()] + list(range(100))
+        m.write_words(0, values)
+        print(m.read_words(0, 3).tolist())
+        """)
+    assert line == "[1, 0, 1]"          # the values as they were when the call began
+
+
+def test_too_many_recv_views_are_refused_not_carried_into_closed():
+    """One more holder than a pin field counts is a BufferError; it used to
+    carry into the next field and, at 512, into the closed bit: close()
+    then unmapped under 511 live views."""
+    line = outcome("""
+        import contextlib, pymmapdev
+        from pymmapdev import Channel
+        n, size = 300, Channel.size_for(128)
+        m = pymmapdev.anonymous(n * size)
+        chans = [Channel(m, i * size, 128) for i in range(n)]
+        for c in chans:
+            c.send(b"hi")
+        views, refused = [], []
+        with contextlib.ExitStack() as stack:
+            for c in chans:
+                try:
+                    views.append(stack.enter_context(c.recv_view()))
+                except BufferError as exc:
+                    refused.append(str(exc))
+            try:
+                m.close()
+                print("closed under", len(views), "views")
+            except BufferError as exc:
+                assert "open Channel reserve() or recv_view()" in str(exc), exc
+                assert bytes(views[0]) == b"hi"
+                print(len(views), len(refused), "too many" in refused[0])
+        """)
+    assert line == "255 45 True"
+
+
+def test_read_of_a_size_past_the_end_is_refused_before_allocating():
+    m = pymmapdev.anonymous(4096)
+    with pytest.raises(ValueError, match="outside the mapping"):
+        m.read(0, 2**45)
+    with pytest.raises(ValueError, match="outside the mapping"):
+        m.read(4000, 2**30)
+
+
+def test_read_words_does_not_trust_a_replaced_array_type():
+    line = outcome("""
+        import array, pymmapdev
+        m = pymmapdev.anonymous(1 << 20)
+        real = array.array
+        class Short(real):
+            def __mul__(self, n):
+                return real(self.typecode, [0])
+        array.array = Short
+        try:
+            m.read_words(0, 1 << 17, 8)
+            print("no error")
+        except Exception as exc:
+            print(type(exc).__name__)
+        """)
+    assert line == "SystemError"
+
+
+# (never MADV_HWPOISON or MADV_SOFT_OFFLINE here: if the refusal broke, a
+# root test run would take pages of memory away from the machine)
+@pytest.mark.parametrize("advice", [10, 102, 103, 12345, -1, 2**70])
+def test_madvise_refuses_advice_that_breaks_the_mapping(advice):
+    """10 is MADV_DONTFORK (a forked child's copy points at nothing), 102
+    MADV_GUARD_INSTALL (every access faults); unknown values are refused
+    too, whatever a newer kernel makes of them."""
+    m = pymmapdev.anonymous(4096)
+    assert not hasattr(pymmapdev, "MADV_DONTFORK")
+    with pytest.raises(ValueError, match="advice"):
+        m.madvise(advice)
+    m.write_u32(0, 1)
+    assert m.read_u32(0) == 1
+
+
+def test_madvise_remove_never_frees_bytes_outside_the_mapping(shm_path):
+    with open(shm_path, "wb") as f:
+        f.write(b"\x5a" * (2 * PAGE))
+    fd = os.open(shm_path, os.O_RDWR)
+    try:
+        m = pymmapdev.Mapping(fd, 1000, 100)       # inside the first page
+        with pytest.raises(ValueError, match="outside the mapping"):
+            m.madvise(pymmapdev.MADV_REMOVE, 0, 10)
+        m.close()
+        whole = pymmapdev.Mapping(fd, 2 * PAGE)     # whole pages: allowed
+        whole.madvise(pymmapdev.MADV_REMOVE, PAGE, PAGE)
+        whole.close()
+    finally:
+        os.close(fd)
+    with open(shm_path, "rb") as f:
+        assert f.read() == b"\x5a" * PAGE + bytes(PAGE)
+
+
+FORK_THEN_CLOSE = """
+import os, pymmapdev, signal, sys
+m = pymmapdev.anonymous(4096)
+who, child_status = ["parent"], []
+def fork_and_close():
+    pid = os.fork()
+    if pid == 0:                  # the child goes on with the call
+        who[0] = "child"
+        try:
+            m.close()
+            os.write(1, b"child closed\\n")
+        except BufferError:
+            os.write(1, b"child refused\\n")
+        return
+    child_status.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+{body}
+sys.stdout.flush()
+if who[0] == "child":
+    os._exit(0)
+print("child status", child_status)
+"""
+
+
+@pytest.mark.parametrize("body", [
+    # send_many's iterator runs with the mapping pinned
+    """
+from pymmapdev import Channel
+ch = Channel(m, 0, 1024)
+def items():
+    yield b"a"
+    fork_and_close()
+    yield b"b"
+ch.send_many(items())
+print(who[0], ch.recv_many(10, timeout=0))
+""",
+    # a signal handler runs inside the spinning wait
+    """
+signal.signal(signal.SIGALRM, lambda *_: fork_and_close())
+signal.setitimer(signal.ITIMER_REAL, 0.05)
+woken = m.wait(0, 0, timeout=0.3, spin=2**30)
+print(who[0], woken)
+""",
+    """
+signal.signal(signal.SIGALRM, lambda *_: fork_and_close())
+signal.setitimer(signal.ITIMER_REAL, 0.05)
+woken = m.wait(0, 0, timeout=0.3, spin=0)
+print(who[0], woken)
+""",
+], ids=["send_many's iterator", "spinning wait", "sleeping wait"])
+def test_a_call_that_forks_mid_way_keeps_its_pin_in_the_child(body):
+    """The forking thread goes on with its call in the child: that call's
+    pin is not one of the parent's other threads' pins, so the child's
+    close() must be refused until the call ends (it unmapped under it)."""
+    proc = run_python(FORK_THEN_CLOSE.format(body=body), timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "child refused", lines
+    assert lines[1].startswith("child ") and lines[2].startswith("parent "), lines
+    assert lines[-1] == "child status [0]", lines
+
+
+def test_an_asyncio_watch_inherited_by_a_forked_child_does_not_touch_a_closed_mapping():
+    line = outcome("""
+        import asyncio, os, pymmapdev
+        m = pymmapdev.anonymous(4096)
+        async def main():
+            waiter = asyncio.ensure_future(m.wait_async(0, 0, timeout=0.3))
+            await asyncio.sleep(0.05)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    m.close()
+                    os.write(1, b"child closed\\n")
+                except BufferError as exc:
+                    os.write(1, b"child refused\\n")
+                try:
+                    await waiter
+                    os.write(1, b"child: waited\\n")
+                except Exception as exc:
+                    os.write(1, ("child: " + type(exc).__name__ + "\\n").encode())
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            print("parent", await waiter, os.waitstatus_to_exitcode(status))
+        asyncio.run(main())
+        """)
+    assert line == "parent False 0"
