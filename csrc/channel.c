@@ -1568,6 +1568,21 @@ ch_length(ChannelObject *self)
 
 /* ---- the type ------------------------------------------------------------------------ */
 
+/* A ring capacity the descriptor can hold; ValueError otherwise. */
+static int
+check_capacity(Py_ssize_t capacity)
+{
+	if (capacity < CH_MIN_CAPACITY || capacity % 8 != 0 ||
+	    (uint64_t)capacity >> (DESC_CAPACITY_BITS + 3) != 0) {
+		PyErr_Format(PyExc_ValueError,
+			     "capacity %zd must be a multiple of 8, at least %d and at most %llu bytes",
+			     capacity, CH_MIN_CAPACITY,
+			     (unsigned long long)((UINT64_C(1) << (DESC_CAPACITY_BITS + 3)) - 8));
+		return -1;
+	}
+	return 0;
+}
+
 static PyObject *
 ch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -1615,13 +1630,8 @@ ch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	    arg_offset(argv[1], &offset) < 0 || arg_length(argv[2], "capacity", &capacity) < 0 ||
 	    arg_flag(argv[3], &multi_producer) < 0 || arg_flag(argv[4], &multi_consumer) < 0)
 		return NULL;
-	if (capacity < CH_MIN_CAPACITY || capacity % 8 != 0 ||
-	    (uint64_t)capacity >> (DESC_CAPACITY_BITS + 3) != 0) {
-		PyErr_Format(PyExc_ValueError,
-			     "capacity %zd must be a multiple of 8 and at least %d bytes",
-			     capacity, CH_MIN_CAPACITY);
+	if (check_capacity(capacity) < 0)
 		return NULL;
-	}
 	self = (ChannelObject *)type->tp_alloc(type, 0);
 	if (self == NULL)
 		return NULL;
@@ -1716,12 +1726,8 @@ ch_size_for(PyObject *Py_UNUSED(type), PyObject *arg)
 {
 	Py_ssize_t capacity;
 
-	if (arg_length(arg, "capacity", &capacity) < 0)
+	if (arg_length(arg, "capacity", &capacity) < 0 || check_capacity(capacity) < 0)
 		return NULL;
-	if (capacity > PY_SSIZE_T_MAX - CH_HEADER) {
-		PyErr_Format(PyExc_ValueError, "capacity %zd is too large", capacity);
-		return NULL;
-	}
 	return PyLong_FromSsize_t(CH_HEADER + capacity);
 }
 

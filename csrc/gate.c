@@ -23,10 +23,10 @@
  * memoryview is an object the child has too) and the calls the forking
  * thread is in (fork() ran inside them: a send_many() iterator, a signal
  * handler in a wait), which go on in the child and touch the mapping.
- * Each thread links its pinned admissions (active_gates); at fork the child
- * counts the forking thread's per mapping; each mapping remembers the fork
- * generation of its pins, and the first pin or close in a child keeps the
- * views and those calls' pins and drops the rest.
+ * Each thread notes the pins its admissions hold (held_pins); at fork the
+ * child counts the forking thread's per mapping; each mapping remembers
+ * the fork generation of its pins, and the first pin or close in a child
+ * keeps the views and those calls' pins and drops the rest.
  */
 #include "mapping.h"
 
@@ -38,9 +38,21 @@
 
 static unsigned long fork_generation = 1;
 
-/* This thread's admissions that hold a pin, innermost first (the gates
- * live in the callers' frames, so the list is a stack). */
-static _Thread_local struct gate *active_gates;
+/*
+ * The pins this thread's admissions hold: a table, not a list through the
+ * gates, because admissions need not end in the order they began (a
+ * greenlet switched away inside one, whose stack is saved elsewhere
+ * meanwhile) and nothing here may read another frame.  Calls nest a few
+ * deep; beyond HELD_MAX an admission is not noted, and a child forked
+ * inside it drops its pin (close() in that child is then not refused).
+ */
+#define HELD_MAX	32
+#define HELD_NONE	(-1)
+
+static _Thread_local struct {
+	MappingObject *map;	/* NULL: a free entry */
+	enum pin_kind pin;
+} held_pins[HELD_MAX];
 
 static uint64_t pin_unit(enum pin_kind kind);
 
@@ -50,34 +62,39 @@ gate_after_fork(void)
 {
 	unsigned long now = __atomic_add_fetch(&fork_generation, 1, __ATOMIC_RELAXED);
 
-	for (struct gate *g = active_gates; g != NULL; g = g->outer) {
-		MappingObject *map = g->map;
+	for (int i = 0; i < HELD_MAX; i++) {
+		MappingObject *map = held_pins[i].map;
 
+		if (map == NULL)
+			continue;
 		if (map->kept_generation != now) {
 			map->kept_generation = now;
 			map->kept_pins = 0;
 		}
-		map->kept_pins += pin_unit(g->pin);
+		map->kept_pins += pin_unit(held_pins[i].pin);
 	}
 }
 
 static void
-activate(struct gate *g)
+note_held(struct gate *g)
 {
-	g->outer = active_gates;
-	active_gates = g;
-}
-
-/* Unlinks @g (usually the innermost; absent when it holds no pin). */
-static void
-deactivate(struct gate *g)
-{
-	for (struct gate **link = &active_gates; *link != NULL; link = &(*link)->outer) {
-		if (*link == g) {
-			*link = g->outer;
+	g->held = HELD_NONE;
+	for (int i = 0; i < HELD_MAX; i++) {
+		if (held_pins[i].map == NULL) {
+			held_pins[i].map = g->map;
+			held_pins[i].pin = g->pin;
+			g->held = i;
 			return;
 		}
 	}
+}
+
+static void
+forget_held(struct gate *g)
+{
+	if (g->held != HELD_NONE)
+		held_pins[g->held].map = NULL;
+	g->held = HELD_NONE;
 }
 
 unsigned long
@@ -277,8 +294,9 @@ gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
 	g->addr = map->data + offset;
 	g->offset = offset;
 	g->len = len;
+	g->held = HELD_NONE;
 	if (pin != PIN_ACCESS || PIN_SHORT_ACCESSES)
-		activate(g);
+		note_held(g);
 	return 0;
 
 refused:
@@ -294,7 +312,7 @@ gate_leave(struct gate *g)
 	if (g->pin == PIN_KINDS)
 		return;		/* kept by gate_keep_pin(), or refused */
 	if (g->pin != PIN_ACCESS || PIN_SHORT_ACCESSES) {
-		deactivate(g);
+		forget_held(g);
 		mapping_unpin(g->map, g->pin);
 	}
 	g->pin = PIN_KINDS;
@@ -322,11 +340,15 @@ gate_upgrade(struct gate *g, enum pin_kind as)
 		 * GIL and ran no Python code); a full field can still refuse. */
 		if (mapping_pin(g->map, as) < 0)
 			return -1;
-		activate(g);
-	} else if (pin_move(g->map, as, g->pin) < 0) {
-		return -1;	/* a full field; the old pin is still held */
+		g->pin = as;
+		note_held(g);
+		return 0;
 	}
+	if (pin_move(g->map, as, g->pin) < 0)
+		return -1;	/* a full field; the old pin is still held */
 	g->pin = as;
+	if (g->held != HELD_NONE)
+		held_pins[g->held].pin = as;
 	return 0;
 }
 
@@ -335,7 +357,7 @@ gate_keep_pin(struct gate *g, enum pin_kind as)
 {
 	if (gate_upgrade(g, as) < 0)
 		return -1;
-	deactivate(g);		/* no longer this call's: the holder's */
+	forget_held(g);		/* no longer this call's: the holder's */
 	g->pin = PIN_KINDS;	/* gate_leave() leaves it: the holder unpins */
 	return 0;
 }

@@ -114,7 +114,7 @@ struct gate {
 	Py_ssize_t offset;
 	Py_ssize_t len;
 	enum pin_kind pin;
-	struct gate *outer;	/* the thread's enclosing pinned admission */
+	int held;		/* its entry in the thread's held pins (gate.c) */
 };
 
 /*

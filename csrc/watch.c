@@ -84,8 +84,8 @@ watch_new(PyObject *owner, struct gate *g, const struct watch_kind *kind,
 	}
 	self->owner = Py_NewRef(owner);
 	self->map = (MappingObject *)Py_NewRef((PyObject *)g->map);
-	self->gate = *g;
 	(void)gate_keep_pin(g, g->pin);	/* the pin is the watch's now (cannot fail) */
+	self->gate = *g;
 	self->generation = gate_generation();
 	self->open = 1;
 	self->flags = flags;

@@ -178,9 +178,15 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
         size = _checked_size(size)
     mode = _checked_mode(mode)
     flags = os.O_RDONLY if readonly else os.O_RDWR
+    created = False
     if create and not readonly:
-        flags |= os.O_CREAT
-    fd = _open(path, flags, mode)
+        try:                        # O_EXCL: did this call create it?
+            fd = _open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+            created = True
+        except FileExistsError:     # (or a symlink: the usual checks)
+            fd = _open(path, flags | os.O_CREAT, mode)
+    else:
+        fd = _open(path, flags, mode)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -197,8 +203,22 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
             _reserve(fd, path, st.st_blocks * 512, size)
         return _core.Mapping(fd, size, 0, readonly=readonly, kind="file", path=path,
                              populate=populate)
+    except BaseException:
+        if created:                 # a refused size leaves no empty file behind
+            _unlink_if_same(path, fd)
+        raise
     finally:
         os.close(fd)
+
+
+def _unlink_if_same(path, fd):
+    """Remove *path* if it still names the file open as *fd*."""
+    try:
+        st, now = os.fstat(fd), os.lstat(path)
+        if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def anonymous(size, *, name="pymmapdev"):

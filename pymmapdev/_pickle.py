@@ -98,16 +98,19 @@ def _reduce_slot(slot: Slot) -> Reduced:
 
 
 def _rebuild_channel(m: Mapping, offset: int, capacity: int, multi_producer: bool,
-                     multi_consumer: bool) -> Channel:
-    return Channel(m, offset, capacity, multi_producer=multi_producer,
-                   multi_consumer=multi_consumer)
+                     multi_consumer: bool, owned: bool = False) -> Channel:
+    ch = Channel(m, offset, capacity, multi_producer=multi_producer,
+                 multi_consumer=multi_consumer)
+    if owned:               # open_channel's: the copy owns its own mapping too
+        setattr(ch, "_owned", m)
+    return ch
 
 
 def _reduce_channel(ch: Channel) -> Reduced:
     # the channel's state is in the region; a child's Channel is a new user
     # of it (it claims its side on first use, as any process does)
     return _rebuild_channel, (ch.mapping, ch.offset, ch.capacity, ch.multi_producer,
-                              ch.multi_consumer)
+                              ch.multi_consumer, getattr(ch, "_owned", None) is not None)
 
 
 copyreg.pickle(Mapping, _reduce_mapping)

@@ -763,3 +763,26 @@ def test_recv_array_refuses_hostile_records(dtype, shape, payload):
         ch.recv_array()
     ch.send_array(__import__("numpy").arange(3))       # the channel goes on
     assert ch.recv_array().tolist() == [0, 1, 2]
+
+
+def test_open_channel_owns_its_file_mapping(shm_path):
+    import pickle
+    with pymmapdev.open_channel(shm_path, 4096) as ch:
+        assert os.path.getsize(shm_path) == Channel.size_for(4096)
+        ch.send(b"through the file")
+        with pymmapdev.open_file(shm_path) as other:
+            assert Channel(other, 0, 4096).recv() == b"through the file"
+        copy = pickle.loads(pickle.dumps(ch))       # a new mapping of the same file
+        assert copy.mapping is not ch.mapping
+        copy.close()
+        assert copy.mapping.closed and not ch.mapping.closed
+    assert ch.mapping.closed
+
+
+@pytest.mark.parametrize("capacity", [0, 100, 130])
+def test_open_channel_refuses_a_bad_capacity_before_creating_the_file(shm_path, capacity):
+    with pytest.raises(ValueError, match="multiple of 8"):
+        pymmapdev.open_channel(shm_path, capacity)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        Channel.size_for(capacity)
+    assert not os.path.exists(shm_path)

@@ -406,7 +406,22 @@ except OSError as exc:
     print("OSError", exc.errno, exc)
 """)
     assert out.startswith(f"OSError {errno.ENOMEM}"), out
-    assert not os.path.exists(shm_path) or os.path.getsize(shm_path) == 0
+    assert not os.path.exists(shm_path)         # the file it created is gone again
+
+
+def test_a_refused_size_keeps_a_file_that_was_there(shm_path):
+    with open(shm_path, "wb") as f:
+        f.write(b"kept")
+    out = confined(MACHINE + f"""
+import pymmapdev
+try:
+    pymmapdev.open_file({shm_path!r}, machine + 4096)
+except OSError as exc:
+    print("OSError", exc.errno, exc)
+""")
+    assert out.startswith(f"OSError {errno.ENOMEM}"), out
+    with open(shm_path, "rb") as f:
+        assert f.read() == b"kept"
 
 
 # ---- 5. data integrity -------------------------------------------------------

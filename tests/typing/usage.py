@@ -1,6 +1,7 @@
 """Checked by mypy --strict (noxfile: the types step), never run: the
 stubs give the types a user expects, and reject what the runtime rejects."""
 from array import array
+from pathlib import Path
 from typing import Literal
 
 from typing_extensions import assert_type
@@ -30,6 +31,17 @@ def check(m: pymmapdev.Mapping) -> None:
     with pymmapdev.open_file("/dev/shm/x", 4096) as f:
         assert_type(f, pymmapdev.Mapping)
         assert_type(f.kind, Literal["file", "device"])
+    ch = pymmapdev.Channel(m, 128, 4096)
+    assert_type(ch.recv(), bytes)
+    assert_type(ch.recv(timeout=0.5), bytes | None)
+    with ch.reserve(5) as buf:       # no timeout: always a view
+        buf[:] = b"hello"
+    with ch.reserve(5, timeout=0.5) as maybe:
+        assert_type(maybe, memoryview | None)
+    with ch.recv_view() as view:
+        assert_type(bytes(view), bytes)
+    with pymmapdev.open_channel(Path("/dev/shm/x"), 4096) as owned:
+        assert_type(owned, pymmapdev.Channel)
     # errors the stubs must catch (--strict reports an ignore that is not needed)
     m[0] = b"x"  # type: ignore[call-overload]
     m[0:1] = 1  # type: ignore[call-overload]
@@ -41,3 +53,8 @@ async def check_async(m: pymmapdev.Mapping, slot: pymmapdev.Slot) -> None:
     assert_type(await m.wait_async(0, 0, timeout=0.5), bool)
     assert_type(await slot.wait_newer_async(slot.version, timeout=None), bool)
     await m.wait_async(0, 0, spin=1)  # type: ignore[call-arg]
+
+
+async def check_channel_async(ch: pymmapdev.Channel) -> None:
+    assert_type(await ch.recv_async(), bytes)
+    assert_type(await ch.recv_async(timeout=1), bytes | None)
