@@ -44,7 +44,8 @@ static unsigned long fork_generation = 1;
  * greenlet switched away inside one, whose stack is saved elsewhere
  * meanwhile) and nothing here may read another frame.  Calls nest a few
  * deep; beyond HELD_MAX an admission is not noted, and a child forked
- * inside it drops its pin (close() in that child is then not refused).
+ * inside it drops its pin (close() in that child is then not refused, and
+ * the admission, which knows by its generation, does not unpin it again).
  */
 #define HELD_MAX	32
 #define HELD_NONE	(-1)
@@ -95,6 +96,14 @@ forget_held(struct gate *g)
 	if (g->held != HELD_NONE)
 		held_pins[g->held].map = NULL;
 	g->held = HELD_NONE;
+}
+
+/* Does the mapping still count @g's pin?  Not when a child was forked
+ * inside the admission and the pin was not noted (it was dropped). */
+static int
+pin_counted(const struct gate *g)
+{
+	return g->held != HELD_NONE || g->generation == gate_generation();
 }
 
 unsigned long
@@ -295,6 +304,7 @@ gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
 	g->offset = offset;
 	g->len = len;
 	g->held = HELD_NONE;
+	g->generation = gate_generation();
 	if (pin != PIN_ACCESS || PIN_SHORT_ACCESSES)
 		note_held(g);
 	return 0;
@@ -312,8 +322,14 @@ gate_leave(struct gate *g)
 	if (g->pin == PIN_KINDS)
 		return;		/* kept by gate_keep_pin(), or refused */
 	if (g->pin != PIN_ACCESS || PIN_SHORT_ACCESSES) {
+		int counted = pin_counted(g);
+
+		/* in a child, the kept pins (this one among them) are put in
+		 * place first, so this unpin and the adoption agree */
+		adopt_after_fork(g->map);
 		forget_held(g);
-		mapping_unpin(g->map, g->pin);
+		if (counted)
+			mapping_unpin(g->map, g->pin);
 	}
 	g->pin = PIN_KINDS;
 }
@@ -332,22 +348,24 @@ gate_check(MappingObject *map, Py_ssize_t offset, Py_ssize_t len, Py_ssize_t ali
 int
 gate_upgrade(struct gate *g, enum pin_kind as)
 {
-	if (g->pin == as)
+	int counted = (g->pin != PIN_ACCESS || PIN_SHORT_ACCESSES) && pin_counted(g);
+
+	if (g->pin == as && counted)
 		return 0;
-	if (g->pin == PIN_ACCESS && !PIN_SHORT_ACCESSES) {
-		/* No pin was taken for the short access: take the long one.
-		 * Nobody closed the mapping since the admission (we held the
-		 * GIL and ran no Python code); a full field can still refuse. */
-		if (mapping_pin(g->map, as) < 0)
-			return -1;
-		g->pin = as;
-		note_held(g);
-		return 0;
-	}
-	if (pin_move(g->map, as, g->pin) < 0)
-		return -1;	/* a full field; the old pin is still held */
+	/*
+	 * Move the pin to its new field, or, when there is none to move, take
+	 * one: a short access takes none (nobody closed the mapping since the
+	 * admission: we held the GIL and ran no Python code), and one a child
+	 * dropped is gone (the child may have closed it: "mapping is closed").
+	 * A full field refuses; the old pin is then still held.
+	 */
+	if (pin_move(g->map, as, counted ? g->pin : PIN_KINDS) < 0)
+		return -1;
 	g->pin = as;
-	if (g->held != HELD_NONE)
+	g->generation = gate_generation();
+	if (g->held == HELD_NONE)
+		note_held(g);
+	else
 		held_pins[g->held].pin = as;
 	return 0;
 }

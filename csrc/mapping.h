@@ -115,6 +115,7 @@ struct gate {
 	Py_ssize_t len;
 	enum pin_kind pin;
 	int held;		/* its entry in the thread's held pins (gate.c) */
+	unsigned long generation;	/* the fork generation of its pin */
 };
 
 /*

@@ -819,6 +819,43 @@ def test_a_call_that_forks_mid_way_keeps_its_pin_in_the_child(body):
     assert lines[-1] == "child status [0]", lines
 
 
+@pytest.mark.parametrize("depth", [1, 3, 40])
+def test_pins_balance_in_a_child_forked_inside_nested_calls(depth):
+    """Once the calls a child was forked inside have ended, the child (and
+    the parent) can close the mapping: no pin is counted twice or lost,
+    also past the 32 admissions a thread notes (gate.c HELD_MAX)."""
+    proc = run_python("""
+        import os, sys, pymmapdev
+        from pymmapdev import Channel
+        depth = int(sys.argv[1])
+        size = Channel.size_for(128)
+        m = pymmapdev.anonymous(depth * size)
+        chans = [Channel(m, i * size, 128) for i in range(depth)]
+        who = ["parent"]
+        def nest(i):               # send_many inside send_many's iterator ...
+            if i == depth:
+                if os.fork() == 0:
+                    who[0] = "child"
+                return
+            def items():
+                nest(i + 1)
+                yield b"x"
+            chans[i].send_many(items())
+        nest(0)
+        del chans
+        try:
+            m.close()
+            print(who[0], "closed", flush=True)
+        except BufferError as exc:
+            print(who[0], exc, flush=True)
+        if who[0] == "child":
+            os._exit(0)
+        os.wait()
+        """, depth, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == ["child closed", "parent closed"], proc.stdout
+
+
 def test_an_asyncio_watch_inherited_by_a_forked_child_does_not_touch_a_closed_mapping():
     """The watch behind wait_async() (its timer polls it): a child's copy has
     lost its pin, so the child may unmap the words; polling the copy then is
