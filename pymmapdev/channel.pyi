@@ -1,7 +1,7 @@
+import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from types import TracebackType
-import os
 from typing import Any, overload
 
 from typing_extensions import Buffer
