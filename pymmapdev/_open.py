@@ -149,6 +149,19 @@ def _open(path, flags, mode=0o600):
     return os.open(path, flags, mode)
 
 
+def in_dev_filesystem(path):
+    """Whether *path* names an entry of the /dev file system itself: the
+    devtmpfs of device nodes, not /dev/shm or /dev/hugepages (mounts of
+    their own, for files), and nothing when /dev is no mount of its own."""
+    try:
+        dev = os.stat("/dev").st_dev
+        if dev == os.stat("/").st_dev:
+            return False
+        return os.stat(os.path.dirname(os.path.abspath(path))).st_dev == dev
+    except OSError:
+        return False
+
+
 def _blocking(fd):
     os.set_blocking(fd, True)
 
@@ -179,7 +192,15 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
     mode = _checked_mode(mode)
     flags = os.O_RDONLY if readonly else os.O_RDWR
     created = False
-    if create and not readonly:
+    if in_dev_filesystem(path):     # devices only: never create a file there
+        try:
+            fd = _open(path, flags, mode)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                exc.errno, f"{exc.strerror}: /dev holds devices, and open_file() does not "
+                f"create files there (a device whose driver is not loaded? map devices "
+                f"with open_device())", path) from None
+    elif create and not readonly:
         try:                        # O_EXCL: did this call create it?
             fd = _open(path, flags | os.O_CREAT | os.O_EXCL, mode)
             created = True

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn
 
 import pymmapdev
 from pymmapdev import _core, _sysfs
+from pymmapdev._open import in_dev_filesystem
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
@@ -25,16 +26,12 @@ DEMO_CAPACITY = 64
 
 def _is_device(path: str) -> bool:
     """A character device, or a path that should be one: an absent name in
-    the /dev filesystem itself (not /dev/shm or /dev/hugepages, mounts of
-    their own for files) is a device that is not there, e.g. the module is
-    not loaded, never a regular file to create."""
+    the /dev filesystem itself is a device that is not there, e.g. the
+    module is not loaded, never a regular file to create."""
     try:
         return stat.S_ISCHR(os.stat(path).st_mode)
     except FileNotFoundError:
-        pass
-    try:
-        parent = os.stat(os.path.dirname(os.path.abspath(path)))
-        return parent.st_dev == os.stat("/dev").st_dev
+        return in_dev_filesystem(path)
     except OSError:
         return False
 

@@ -134,6 +134,33 @@ def test_character_device_points_to_open_device():
         pymmapdev.open_file("/dev/zero", 4096, create=False)
 
 
+@pytest.mark.parametrize("create", [True, False])
+def test_an_absent_name_in_dev_is_a_missing_device_not_a_new_file(create):
+    """/dev holds devices: open_file("/dev/mmapdev0") without the module
+    loaded created a regular file there, which then hid the device node
+    that udev makes when the module loads."""
+    path = f"/dev/mmapdev-missing-{os.getpid()}"
+    try:
+        with pytest.raises(FileNotFoundError, match="open_device") as info:
+            pymmapdev.open_file(path, 4096, create=create)
+        assert info.value.filename == path
+        assert not os.path.lexists(path)
+    finally:
+        if os.path.isfile(path):
+            os.unlink(path)
+
+
+def test_files_in_dev_shm_are_still_created(tmp_path):
+    """/dev/shm is a tmpfs of its own, for files: only /dev itself refuses."""
+    path = f"/dev/shm/pymmapdev-created-{os.getpid()}"
+    try:
+        with pymmapdev.open_file(path, 4096) as m:
+            assert m.size == 4096
+        assert stat.S_ISREG(os.stat(path).st_mode)
+    finally:
+        os.unlink(path)
+
+
 def test_full_tmpfs_fails_at_open_not_with_sigbus(tmp_path):
     # A 1 MiB tmpfs: asking for 4 MiB must be ENOSPC now, never SIGBUS later.
     mnt = tmp_path / "tiny"
