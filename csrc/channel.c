@@ -675,6 +675,28 @@ copy_batch_body(void *arg)
 /* ---- taking and leaving a side --------------------------------------- */
 
 /*
+ * An open reserve() or recv_view() of this object owns the tail or head
+ * until it ends: a send or receive meanwhile would write into the
+ * reservation or deliver the viewed message twice.  RuntimeError then.
+ */
+static int
+is_open(ChannelObject *self, enum side side)
+{
+	return self->open[side] && self->open_generation[side] == gate_generation();
+}
+
+static int
+refuse_open(ChannelObject *self, enum side side)
+{
+	if (!is_open(self, side))
+		return 0;
+	PyErr_SetString(PyExc_RuntimeError, side == PRODUCER
+			? "a reserve() is open on this Channel: end it first"
+			: "a recv_view() is open on this Channel: end it first");
+	return -1;
+}
+
+/*
  * Makes this thread the side's user: in single mode a claim kept for good
  * (the object remembers which thread made it: another thread, or the
  * child of a fork, claims anew and is refused while the holder lives), in
@@ -690,15 +712,8 @@ take_side(struct ch_call *c, enum side side, const struct deadline *d, int *time
 
 	*timed_out = 0;
 	c->side = side;
-	/* An open reserve() or recv_view() of this object owns the tail or
-	 * head until it ends: a send or receive meanwhile would write into the
-	 * reservation or deliver the viewed message twice. */
-	if (self->open[side] && self->open_generation[side] == gate_generation()) {
-		PyErr_SetString(PyExc_RuntimeError, side == PRODUCER
-				? "a reserve() is open on this Channel: end it first"
-				: "a recv_view() is open on this Channel: end it first");
+	if (refuse_open(self, side) < 0)
 		return -1;
-	}
 	if (!self->multi[side]) {
 		if (self->registered[side] == c->me)
 			return 0;
@@ -983,6 +998,17 @@ ch_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 		if (item == NULL && PyErr_Occurred())
 			failed = 1;	/* the iteration raised */
 		done = item == NULL || failed;
+		/* The iteration ran Python code, which may have opened a
+		 * reserve() on this object: single mode lets this thread in
+		 * again, and the chunk would be written over the reserved
+		 * space at the tail.  Nothing of it is sent then. */
+		if (is_open(self, PRODUCER)) {
+			if (!failed)	/* else the iteration's error stands */
+				(void)refuse_open(self, PRODUCER);
+			failed = done = 1;
+			release_chunk(bufs, n);
+			break;
+		}
 		/* what came before a bad item is sent, as one message at a time would */
 		c.src = spans + 1;
 		c.nsrc = n;

@@ -329,6 +329,25 @@ def test_reserve_and_recv_view(ch, m):
         buf[0] = 1
 
 
+def test_reserve_opened_by_send_many_iterator_is_not_overwritten(ch):
+    """send_many's iterator runs Python code with the producer side held, and
+    single mode lets the same thread in: a reserve() opened there owns the
+    tail, so the chunk gathered meanwhile must not be written over it (it
+    was, and ending the reserve then raised ChannelCorrupt)."""
+    def items():
+        with ch.reserve(8) as buf:
+            buf[:] = b"reserved"
+            for i in range(64):                        # a whole chunk (BATCH)
+                yield b"%08d" % i
+            buf[:] = b"CLOBBER!"
+
+    with pytest.raises(RuntimeError, match="reserve.. is open"):
+        ch.send_many(items())              # the dropped generator drops the reserve
+    assert ch.recv_many(100, timeout=0) == []
+    assert ch.send_many(b"%d" % i for i in range(3)) == 3
+    assert ch.recv_many(10, timeout=0) == [b"0", b"1", b"2"]
+
+
 def test_arrays(ch):
     np = pytest.importorskip("numpy")
     big = Channel(pymmapdev.anonymous(Channel.size_for(1 << 22)), 0, 1 << 22)
