@@ -119,6 +119,7 @@ typedef struct {
 	uint64_t capacity;
 	int multi[2];			/* per side: a lock per message */
 	uint64_t registered[2];		/* single mode: the identity of our claim */
+	unsigned long registered_generation[2];	/* the fork generation it was made in */
 	/* an open reserve() or recv_view(): the side is held and the mapping
 	 * pinned until it ends */
 	int open[2];
@@ -720,6 +721,7 @@ take_side(struct ch_call *c, enum side side, const struct deadline *d, int *time
 		rc = run(c, claim_body, &fault_addr);
 		if (rc == OWNER_TAKEN || rc == OWNER_TAKEN_OVER || rc == OWNER_RECURSIVE) {
 			self->registered[side] = c->me;
+			self->registered_generation[side] = gate_generation();
 			return 0;
 		}
 		if (rc == OWNER_BUSY) {
@@ -1691,7 +1693,11 @@ ch_let_go(ChannelObject *self)
 
 	for (int side = PRODUCER; side <= CONSUMER; side++) {
 		int open = self->open[side] && self->open_generation[side] == gate_generation();
-		int claimed = !self->multi[side] && self->registered[side] != 0;
+		/* A claim copied into a forked child is the parent's: the
+		 * child's copy dropping it would free the side under a live
+		 * producer (or consumer), and let a second one in. */
+		int claimed = !self->multi[side] && self->registered[side] != 0 &&
+			      self->registered_generation[side] == gate_generation();
 		const char *fault_addr;
 
 		if (!open && !claimed)
@@ -1704,7 +1710,8 @@ ch_let_go(ChannelObject *self)
 			PyErr_Clear();
 		if (claimed) {
 			/* hand the side back so another thread may claim it (a
-			 * no-op unless this thread made the claim) */
+			 * no-op when the word no longer names the claim: taken
+			 * over meanwhile) */
 			c.side = side;
 			c.me = self->registered[side];
 			(void)run(&c, release_side_body, &fault_addr);

@@ -395,6 +395,28 @@ def test_forked_child_is_a_second_producer(ch):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_forked_child_dropping_its_copy_keeps_the_parents_claim(m):
+    """A child's copy of a Channel object carries the parent thread's claim:
+    dropping it in the child must not hand the side back while the parent
+    produces (it did, and a second producer was let in)."""
+    ch = Channel(m, 0, CAP)
+    ch.send(b"parent")
+    pid = os.fork()
+    if pid == 0:
+        del ch                                      # the child's copy
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert m.load_u64(80) != 0                      # the producer owner word
+    errors = []
+    t = threading.Thread(target=lambda: errors.append(
+        _raises(lambda: Channel(m, 0, CAP).send(b"second producer"))))
+    t.start()
+    t.join(GUARD)
+    assert errors == ["RuntimeError"]
+    assert ch.recv() == b"parent" and ch.recv(timeout=0) is None
+
+
 def test_dead_producer_is_taken_over(ch, m):
     pid = os.fork()
     if pid == 0:
