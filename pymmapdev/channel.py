@@ -118,15 +118,20 @@ class Channel(_core.Channel):
         if offset is None:
             yield None
             return
-        whole = memoryview(self.mapping)
-        view = whole[offset:offset + nbytes]
         commit = False
+        whole = view = None
         try:
+            # made inside the try: a MemoryError (or Ctrl-C) here must
+            # still end the reservation, or the side stays held for good
+            whole = memoryview(self.mapping)
+            view = whole[offset:offset + nbytes]
             yield view
             commit = True
         finally:
-            view.release()
-            whole.release()
+            if view is not None:
+                view.release()
+            if whole is not None:
+                whole.release()
             self._reserve_end(commit)
 
     @contextlib.contextmanager
@@ -139,13 +144,17 @@ class Channel(_core.Channel):
             yield None
             return
         offset, length = got
-        whole = memoryview(self.mapping)
-        view = whole[offset:offset + length].toreadonly()
+        whole = view = None
         try:
+            # inside the try, as in reserve()
+            whole = memoryview(self.mapping)
+            view = whole[offset:offset + length].toreadonly()
             yield view
         finally:
-            view.release()
-            whole.release()
+            if view is not None:
+                view.release()
+            if whole is not None:
+                whole.release()
             self._view_end()
 
     def send_array(self, arr, *, timeout=None):

@@ -329,6 +329,28 @@ def test_reserve_and_recv_view(ch, m):
         buf[0] = 1
 
 
+@pytest.mark.parametrize("how", ["reserve", "recv_view"])
+def test_error_making_the_view_still_ends_the_reserve_or_view(ch, m, monkeypatch, how):
+    """A MemoryError (or Ctrl-C) while reserve()/recv_view() builds its
+    memoryview came after the side was taken: it stayed held for good
+    ("a recv_view() is open", the mapping could never close)."""
+    import pymmapdev.channel as channel_module
+    ch.send(b"x")
+
+    def failing(obj):
+        raise MemoryError("no memory for the view")
+
+    monkeypatch.setattr(channel_module, "memoryview", failing, raising=False)
+    with pytest.raises(MemoryError):
+        with (ch.reserve(8) if how == "reserve" else ch.recv_view()):
+            pass
+    monkeypatch.undo()
+    # the side is free again; the viewed message went, as when a block raises
+    assert ch.recv(timeout=0) == (b"x" if how == "reserve" else None)
+    assert ch.send(b"y") is True and ch.recv(timeout=0) == b"y"
+    m.close()
+
+
 def test_reserve_opened_by_send_many_iterator_is_not_overwritten(ch):
     """send_many's iterator runs Python code with the producer side held, and
     single mode lets the same thread in: a reserve() opened there owns the
