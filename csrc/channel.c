@@ -1324,6 +1324,10 @@ commit_body(void *arg)
 	 * side); if it did, a peer wrote it, and the space is not ours. */
 	if (tail != c->tail)
 		return CH_CORRUPT;
+	/* close_send() while the block ran: consumers may already have seen
+	 * the end of the stream, and nothing may follow it */
+	if (closed_send(c))
+		return CH_CLOSED_SEND;
 	(void)place(c);
 	publish(c);
 	return 0;

@@ -283,6 +283,21 @@ def test_end_of_stream_wakes_a_producer_waiting_for_room(ch, how):
         ch.recv(timeout=0)
 
 
+def test_reserve_open_across_close_send_is_not_committed_after_the_end(ch, m):
+    """A consumer may see the end of the stream while a reserve() is open: a
+    commit after close_send() put a message behind the EOF (len() 1, recv()
+    delivering it after EOFError).  The commit is a BrokenPipeError."""
+    with pytest.raises(BrokenPipeError):
+        with ch.reserve(5) as buf:
+            buf[:] = b"after"
+            ch.close_send()
+            with pytest.raises(EOFError):
+                Channel(m, 0, CAP).recv(timeout=0)    # a consumer sees the end
+    assert len(ch) == 0
+    with pytest.raises(EOFError):
+        ch.recv(timeout=0)
+
+
 def test_end_of_stream_wakes_a_sleeping_consumer(ch):
     out = []
 
