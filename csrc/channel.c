@@ -128,6 +128,7 @@ typedef struct {
 	uint64_t open_total[2];		/* record bytes, padding included */
 	uint64_t open_len[2];		/* payload bytes */
 	uint64_t open_pad[2];		/* padding bytes before the record */
+	uint64_t open_me[2];		/* the thread that took the side for it */
 	/*
 	 * The other side's index as last read: head for a producer, tail for
 	 * a consumer.  Both only grow, so an old value is a safe bound (less
@@ -1247,7 +1248,13 @@ leave:
 static int
 close_open(ChannelObject *self, struct ch_call *c, enum side side)
 {
-	int rc = leave_side(c, side);
+	int rc;
+
+	/* The side is held in the name of the thread that opened it: the
+	 * block may end in another one (a context manager handed over), and
+	 * a release in that one's name would leave the side held for good. */
+	c->me = self->open_me[side];
+	rc = leave_side(c, side);
 
 	self->open[side] = 0;
 	mapping_unpin_from(self->map, PIN_CHANNEL, self->open_generation[side]);
@@ -1307,6 +1314,7 @@ ch_reserve_begin(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 	self->open_total[PRODUCER] = c.total;
 	self->open_len[PRODUCER] = c.len;
 	self->open_pad[PRODUCER] = c.pad;
+	self->open_me[PRODUCER] = c.me;
 	gate_leave(&c.gate);
 	/* where the payload goes, in the mapping's coordinates */
 	return PyLong_FromUnsignedLongLong(
@@ -1407,6 +1415,7 @@ ch_view_begin(ChannelObject *self, PyObject *arg)
 	self->open_total[CONSUMER] = c.total;
 	self->open_len[CONSUMER] = c.len;
 	self->open_pad[CONSUMER] = c.pad;
+	self->open_me[CONSUMER] = c.me;
 	gate_leave(&c.gate);
 	return result;
 }

@@ -366,6 +366,34 @@ def test_error_making_the_view_still_ends_the_reserve_or_view(ch, m, monkeypatch
     m.close()
 
 
+@pytest.mark.parametrize("how", ["reserve", "recv_view"])
+def test_reserve_or_view_ended_in_another_thread_frees_the_side(m, how):
+    """In multi mode an open reserve()/recv_view() holds the side in the
+    name of the thread that opened it; ending the block in another thread
+    (a context manager handed over) released nothing, so every other user
+    of the side waited for good and the opener was told it still held it."""
+    ch = Channel(m, 0, CAP, multi_producer=True, multi_consumer=True)
+    ch.send(b"viewed")
+    cm = ch.reserve(4) if how == "reserve" else ch.recv_view()
+    buf = cm.__enter__()
+    if how == "reserve":
+        buf[:] = b"abcd"
+    t = threading.Thread(target=cm.__exit__, args=(None, None, None))
+    t.start()
+    t.join(GUARD)
+    out = []
+    other = Channel(m, 0, CAP, multi_producer=True, multi_consumer=True)
+    t = threading.Thread(target=lambda: out.append(
+        (other.send(b"other", timeout=1), other.recv(timeout=1))))
+    t.start()
+    t.join(GUARD)
+    assert out == [(True, b"viewed" if how == "reserve" else b"other")]
+    assert ch.send(b"mine", timeout=1) is True
+    rest = [b"abcd", b"other", b"mine"] if how == "reserve" else [b"mine"]
+    assert ch.recv_many(10, timeout=0) == rest
+    del ch, other
+
+
 def test_reserve_opened_by_send_many_iterator_is_not_overwritten(ch):
     """send_many's iterator runs Python code with the producer side held, and
     single mode lets the same thread in: a reserve() opened there owns the
