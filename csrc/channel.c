@@ -120,6 +120,7 @@ typedef struct {
 	int multi[2];			/* per side: a lock per message */
 	uint64_t registered[2];		/* single mode: the identity of our claim */
 	unsigned long registered_generation[2];	/* the fork generation it was made in */
+	int joined[2];			/* the claim was another object's (in this thread) */
 	/* an open reserve() or recv_view(): the side is held and the mapping
 	 * pinned until it ends */
 	int open[2];
@@ -717,12 +718,20 @@ take_side(struct ch_call *c, enum side side, const struct deadline *d, int *time
 	if (refuse_open(self, side) < 0)
 		return -1;
 	if (!self->multi[side]) {
-		if (self->registered[side] == c->me)
+		/*
+		 * Our own claim needs no look at the word.  A claim joined
+		 * (another object of this thread made it: a copy, a pickle
+		 * loaded here) is looked at every call: that object hands
+		 * the side back when it goes, and then this one must claim
+		 * anew, or be refused if another thread got in first.
+		 */
+		if (self->registered[side] == c->me && !self->joined[side])
 			return 0;
 		rc = run(c, claim_body, &fault_addr);
 		if (rc == OWNER_TAKEN || rc == OWNER_TAKEN_OVER || rc == OWNER_RECURSIVE) {
 			self->registered[side] = c->me;
 			self->registered_generation[side] = gate_generation();
+			self->joined[side] = rc == OWNER_RECURSIVE;
 			return 0;
 		}
 		if (rc == OWNER_BUSY) {
@@ -1708,9 +1717,11 @@ ch_let_go(ChannelObject *self)
 		int open = self->open[side] && self->open_generation[side] == gate_generation();
 		/* A claim copied into a forked child is the parent's: the
 		 * child's copy dropping it would free the side under a live
-		 * producer (or consumer), and let a second one in. */
+		 * producer (or consumer), and let a second one in.  A joined
+		 * claim is the object's that made it, alike. */
 		int claimed = !self->multi[side] && self->registered[side] != 0 &&
-			      self->registered_generation[side] == gate_generation();
+			      self->registered_generation[side] == gate_generation() &&
+			      !self->joined[side];
 		const char *fault_addr;
 
 		if (!open && !claimed)

@@ -460,6 +460,38 @@ def test_forked_child_is_a_second_producer(ch):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_another_object_of_the_producer_thread_does_not_hand_its_side_back(m):
+    """Objects of one thread share its claim (a copy, a pickle loaded here, a
+    temporary): dropping one that only joined the claim handed the side
+    back under the live producer, and a second producer thread got in.  The
+    object that made the claim still hands it back when it goes; the others
+    then claim anew (refused if another thread got in first)."""
+    import copy
+
+    def other_thread_sends():
+        out = []
+        t = threading.Thread(target=lambda: out.append(
+            _raises(lambda: Channel(m, 0, CAP).send(b"other thread"))))
+        t.start()
+        t.join(GUARD)
+        return out
+
+    a = Channel(m, 0, CAP)
+    a.send(b"a")
+    Channel(m, 0, CAP).send(b"temporary")           # joins, then dropped
+    b = copy.copy(a)
+    b.send(b"copy")
+    del b
+    assert other_thread_sends() == ["RuntimeError"]
+    b = copy.copy(a)
+    b.send(b"copy")
+    del a                                           # the claim's maker goes
+    assert b.send(b"b") is True                     # b claims anew ...
+    assert other_thread_sends() == ["RuntimeError"]
+    del b                                           # ... and hands it back
+    assert other_thread_sends() == [None]
+
+
 def test_forked_child_dropping_its_copy_keeps_the_parents_claim(m):
     """A child's copy of a Channel object carries the parent thread's claim:
     dropping it in the child must not hand the side back while the parent
