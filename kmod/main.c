@@ -134,19 +134,51 @@ static void mmapdev_free_devs(void)
 }
 
 /**
+ * mmapdev_check_memory() - refuse buffers the machine cannot hold
+ * @size: bytes per device, page-aligned
+ *
+ * Each buffer alone may be small enough for vmalloc, which refuses only
+ * single allocations larger than the RAM; all of them together are not
+ * checked by anyone.  Allocating past the memory available does not fail:
+ * it invokes the OOM killer, which kills processes for memory a module
+ * buffer never gives back.  So the sum is checked before allocating.
+ *
+ * Context: module init.
+ * Return: 0, or -ENOMEM (and says so in the kernel log).
+ */
+static int __init mmapdev_check_memory(size_t size)
+{
+	/* At most 64 x 1 GiB in pages: no overflow. */
+	unsigned long pages = (size >> PAGE_SHIFT) * ndevices;
+	long avail = si_mem_available();
+
+	if (avail < 0 || pages > (unsigned long)avail) {
+		pr_err("devices=%u x %zu bytes: %lu pages, more than the %ld pages of memory available\n",
+		       ndevices, size, pages, avail);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/**
  * mmapdev_alloc_devs() - allocate the devices and their buffers
  *
  * Buffers exist before the cdev goes live (an open can arrive as soon as
  * cdev_add() returns) and are freed only at module exit.
  *
  * Context: module init.
- * Return: 0, or -ENOMEM with nothing left allocated.
+ * Return: 0, or -ENOMEM with nothing left allocated (also when all the
+ * buffers together exceed the memory available).
  */
 static int __init mmapdev_alloc_devs(void)
 {
 	size_t size = PAGE_ALIGN(buf_size);
 	unsigned int i;
+	int ret;
 
+	ret = mmapdev_check_memory(size);
+	if (ret)
+		return ret;
 	mmapdev_devs = kcalloc(ndevices, sizeof(*mmapdev_devs), GFP_KERNEL);
 	if (!mmapdev_devs)
 		return -ENOMEM;

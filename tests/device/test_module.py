@@ -191,6 +191,39 @@ def test_bad_parameters_refused(kmod, params, message):
     assert message in last, last
 
 
+def _meminfo(field):
+    with open("/proc/meminfo") as f:
+        for line in f:
+            name, value = line.split(":")
+            if name == field:
+                return int(value.split()[0]) * 1024
+    raise KeyError(field)
+
+
+def _load_as_oom_victim(params):
+    # Should the OOM killer run, this child is its victim, not the suite.
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
+    devlib.load(params)
+
+
+def test_more_memory_than_available_refused(kmod):
+    """devices x size beyond the memory available is refused with ENOMEM
+    before anything is allocated.  Each buffer alone is small enough for
+    vmalloc, so allocating them one after the other used to exhaust the
+    memory and invoke the OOM killer (it killed the loader) instead."""
+    kmod.unload()
+    size = 256 << 20
+    devices = min(64, _meminfo("MemAvailable") // size + 2)
+    assert devices * size <= 64 << 30, "too much memory for this test"
+    pid = devlib.fork_call(_load_as_oom_victim, f"devices={devices} size={size}")
+    assert devlib.reap(pid, timeout=120) == errno.ENOMEM
+    assert not devlib.loaded()
+    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    last = [line for line in log.splitlines() if "mmapdev:" in line][-1]
+    assert "available" in last, last
+
+
 def test_size_rounded_up(kmod):
     kmod.reload("size=1")
     assert devlib.sysfs("size") == PAGE
