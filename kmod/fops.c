@@ -246,7 +246,8 @@ static long mmapdev_ioc_wake(struct mmapdev_dev *md, void __user *uarg)
  * @arg: a user pointer to the command's struct
  *
  * Context: process context, may sleep.
- * Return: the handler's result, or -ENOTTY for an unknown @cmd.
+ * Return: the handler's result, -EBADF for WAIT on a file not open for
+ * reading, or -ENOTTY for an unknown @cmd.
  */
 static long mmapdev_ioctl(struct file *file, unsigned int cmd,
 			  unsigned long arg)
@@ -258,6 +259,13 @@ static long mmapdev_ioctl(struct file *file, unsigned int cmd,
 	case MMAPDEV_IOC_GET_INFO:
 		return mmapdev_ioc_get_info(mf, uarg);
 	case MMAPDEV_IOC_WAIT:
+		/*
+		 * WAIT reads the word (it returns at once unless it holds
+		 * @expected): a write-only open, which may not read() or
+		 * mmap() the buffer, may not probe it either.
+		 */
+		if (!(file->f_mode & FMODE_READ))
+			return -EBADF;
 		return mmapdev_ioc_wait(mf->md, uarg);
 	case MMAPDEV_IOC_WAKE:
 		return mmapdev_ioc_wake(mf->md, uarg);

@@ -126,6 +126,22 @@ def test_unknown_flags_einval(fd):
         assert _errno_of(devlib.wake, fd, 0, 1, flags) == errno.EINVAL
 
 
+def test_wait_needs_read_access(fd):
+    """WAIT tells whether a word holds a value: a read of the buffer, which
+    a write-only open may not do (it cannot read() or mmap() either).  It
+    was a 32-bit read oracle: 0 when the guess was wrong, ETIMEDOUT when
+    right.  WAKE and GET_INFO read nothing of the buffer: still allowed."""
+    os.pwrite(fd, (0x5EC2E7).to_bytes(4, "little"), 64)
+    wo = os.open(devlib.DEV, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        for guess in (0, 0x5EC2E7):
+            assert _errno_of(devlib.wait, wo, 64, guess, 0) == errno.EBADF
+        assert devlib.wake(wo, 64) == 0
+        assert devlib.get_info(wo).size == SIZE
+    finally:
+        os.close(wo)
+
+
 def test_bad_pointer_efault(fd):
     for request in (devlib.IOC_GET_INFO, devlib.IOC_WAIT, devlib.IOC_WAKE):
         for ptr in (0, 8, (1 << 47) - 8, 0xFFFFFFFFFFFFF000):
