@@ -14,7 +14,10 @@
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/nsproxy.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
+#include <linux/time_namespace.h>
 #include <linux/version.h>
 
 /* 6.2: the class devnode() callback takes a const struct device. */
@@ -72,6 +75,36 @@ static inline long compat_ptr_ioctl(struct file *file, unsigned int cmd,
 #define compat_ptr_ioctl NULL
 #endif
 #endif
+
+/**
+ * mmapdev_monotonic_to_host() - a CLOCK_MONOTONIC time of the caller as
+ *	the host's
+ * @tim: an absolute CLOCK_MONOTONIC time as the caller reads the clock
+ *
+ * A time namespace (5.6) offsets the CLOCK_MONOTONIC its tasks read;
+ * hrtimers run on the host's.  timens_ktime_to_host() converts, as futex()
+ * does, but its worker do_timens_ktime_to_host() is exported to modules
+ * only from 7.x (not in 6.12): the same conversion here, for every kernel.
+ * A time before the namespace's offset is already past (0).
+ *
+ * Context: process context (reads current's namespace).
+ * Return: the same instant on the host's CLOCK_MONOTONIC.
+ */
+static inline ktime_t mmapdev_monotonic_to_host(ktime_t tim)
+{
+#ifdef CONFIG_TIME_NS
+	ktime_t offset =
+		timespec64_to_ktime(current->nsproxy->time_ns->offsets.monotonic);
+
+	if (tim < offset)
+		return 0;
+	if (offset < 0 && tim > KTIME_MAX + offset)
+		return KTIME_MAX;
+	return ktime_sub(tim, offset);
+#else
+	return tim;
+#endif
+}
 
 /*
  * 7.2: f_op->mmap_prepare() (the successor of the deprecated ->mmap(), and

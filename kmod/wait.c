@@ -18,6 +18,7 @@
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 
+#include "compat.h"
 #include "mmapdev_internal.h"
 
 struct mmapdev_waiter {
@@ -69,7 +70,8 @@ int mmapdev_wait(struct mmapdev_dev *md, const struct mmapdev_wait *w)
 
 	if (!forever) {
 		if (w->flags & MMAPDEV_WAIT_ABSTIME)
-			deadline = ns_to_ktime(w->timeout_ns);
+			/* The caller's clock: its time namespace's. */
+			deadline = mmapdev_monotonic_to_host(ns_to_ktime(w->timeout_ns));
 		else
 			deadline = ktime_add_safe(ktime_get(),
 						  ns_to_ktime(w->timeout_ns));

@@ -75,6 +75,44 @@ def test_absolute_deadline(words):
     assert devlib.wait(words, X, 0, (1 << 63) - 1) == 0
 
 
+CLONE_NEWTIME = 0x80
+
+
+def _absolute_wait_in_time_namespace(fd, monotonic_offset_s):
+    """In a new time namespace whose CLOCK_MONOTONIC runs ahead of the
+    host's, a child waits for an absolute deadline 0.2 s ahead of its own
+    clock.  Raises unless it timed out after 0.2 s and within 10 s."""
+    if devlib.libc.unshare(CLONE_NEWTIME) != 0:
+        raise OSError(devlib.ctypes.get_errno(), "unshare(CLONE_NEWTIME)")
+    with open("/proc/self/timens_offsets", "w") as f:
+        f.write(f"monotonic {monotonic_offset_s} 0")
+    pid = os.fork()                     # the child is the one in the namespace
+    if pid == 0:
+        code = 1
+        try:
+            deadline = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + 200_000_000
+            try:
+                devlib.wait(fd, X, 0, deadline, devlib.WAIT_ABSTIME)
+            except OSError as exc:
+                if exc.errno == errno.ETIMEDOUT:
+                    code = 0 if time.clock_gettime_ns(time.CLOCK_MONOTONIC) >= deadline else 2
+        finally:
+            os._exit(code)
+    status = devlib.reap(pid, timeout=10)
+    assert status == 0, f"status {status}"
+
+
+def test_absolute_deadline_in_a_time_namespace(words):
+    """ABSTIME is a deadline on the caller's CLOCK_MONOTONIC, which a time
+    namespace offsets from the host's: it is converted like futex() does.
+    With the deadline taken as a host time, a namespace one day ahead
+    slept one day instead of 0.2 s."""
+    if not os.path.exists("/proc/self/timens_offsets"):
+        pytest.skip("kernel without time namespaces (CONFIG_TIME_NS)")
+    pid = devlib.fork_call(_absolute_wait_in_time_namespace, words, 86400)
+    assert devlib.reap(pid, timeout=30) == 0
+
+
 def test_wake_counts_and_offsets(words):
     """WAKE returns how many it woke, at most count, only on that offset."""
     assert devlib.wake(words, X, 10) == 0                 # nobody waits yet
