@@ -130,6 +130,7 @@ typedef struct {
 	uint64_t open_len[2];		/* payload bytes */
 	uint64_t open_pad[2];		/* padding bytes before the record */
 	uint64_t open_me[2];		/* the thread that took the side for it */
+	uint64_t open_serial[2];	/* counts the opens: a token names one */
 	/*
 	 * The other side's index as last read: head for a producer, tail for
 	 * a consumer.  Both only grow, so an old value is a safe bound (less
@@ -1270,6 +1271,103 @@ close_open(ChannelObject *self, struct ch_call *c, enum side side)
 	return rc;
 }
 
+/* Ends an open reserve or view unpublished, where nothing can be raised. */
+static void
+drop_open(ChannelObject *self, enum side side)
+{
+	struct ch_call c;
+
+	if (ch_admit(self, &c, PIN_ACCESS) < 0) {
+		PyErr_Clear();	/* cannot be closed: the open one pins it */
+		return;
+	}
+	if (close_open(self, &c, side) < 0)
+		PyErr_Clear();
+	gate_leave(&c.gate);
+}
+
+/*
+ * The token of an open reserve() or recv_view(), returned with its offset.
+ * The Python context manager ends the operation in a finally, but an
+ * exception can come between our return and its try: a signal's
+ * KeyboardInterrupt is raised as the call returns, its result dropped.
+ * The token goes with it and ends the operation unpublished (the
+ * reservation dropped, the viewed message left in the ring) instead of
+ * leaving the side held for good (in multi mode, for every process).
+ */
+struct open_token {
+	ChannelObject *self;	/* a strong reference */
+	enum side side;
+	uint64_t serial;	/* which open: a later one is not this token's */
+};
+
+#define OPEN_TOKEN "pymmapdev.Channel.open"
+
+static void
+open_token_drop(PyObject *capsule)
+{
+	struct open_token *token;
+	PyObject *type, *value, *tb;
+
+	PyErr_Fetch(&type, &value, &tb);	/* dropped while one propagates */
+	token = PyCapsule_GetPointer(capsule, OPEN_TOKEN);
+	if (token == NULL) {
+		PyErr_Clear();
+	} else {
+		if (is_open(token->self, token->side) &&
+		    token->self->open_serial[token->side] == token->serial)
+			drop_open(token->self, token->side);
+		Py_DECREF(token->self);
+		PyMem_Free(token);
+	}
+	PyErr_Restore(type, value, tb);
+}
+
+/* A token for the open about to be made on @side (the next serial). */
+static PyObject *
+open_token_new(ChannelObject *self, enum side side)
+{
+	struct open_token *token = PyMem_Malloc(sizeof(*token));
+	PyObject *capsule;
+
+	if (token == NULL)
+		return PyErr_NoMemory();
+	token->self = (ChannelObject *)Py_NewRef(self);
+	token->side = side;
+	token->serial = self->open_serial[side] + 1;
+	capsule = PyCapsule_New(token, OPEN_TOKEN, open_token_drop);
+	if (capsule == NULL) {
+		Py_DECREF(self);
+		PyMem_Free(token);
+	}
+	return capsule;
+}
+
+/* Marks @side open with what @c found; the token made for it names it. */
+static void
+mark_open(ChannelObject *self, const struct ch_call *c, enum side side, uint64_t pos)
+{
+	self->open[side] = 1;
+	self->open_serial[side]++;
+	self->open_generation[side] = gate_generation();
+	self->open_pos[side] = pos;
+	self->open_total[side] = c->total;
+	self->open_len[side] = c->len;
+	self->open_pad[side] = c->pad;
+	self->open_me[side] = c->me;
+}
+
+/* (first, token): the open's result; the token ends it if that is lost. */
+static PyObject *
+open_result(PyObject *first, PyObject *token)
+{
+	PyObject *result = first == NULL ? NULL : PyTuple_Pack(2, first, token);
+
+	Py_XDECREF(first);
+	Py_DECREF(token);	/* with the tuple, or ending the open now */
+	return result;
+}
+
 /* A fresh call on the already admitted region of an open reserve/view. */
 static int
 reopen(ChannelObject *self, struct ch_call *c, enum side side)
@@ -1291,7 +1389,7 @@ ch_reserve_begin(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 	struct ch_call c;
 	Py_ssize_t nbytes;
 	int timed_out, rc;
-	PyObject *result = NULL;
+	PyObject *result = NULL, *token;
 
 	if (args_exact("_reserve", nargs, 2) < 0 || arg_length(args[0], "nbytes", &nbytes) < 0 ||
 	    arg_deadline(args[1], &deadline) < 0 || check_length(self, nbytes) < 0)
@@ -1312,23 +1410,19 @@ ch_reserve_begin(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 		gate_leave(&c.gate);
 		return result;
 	}
-	if (gate_keep_pin(&c.gate, PIN_CHANNEL) < 0) {
+	token = open_token_new(self, PRODUCER);
+	if (token == NULL || gate_keep_pin(&c.gate, PIN_CHANNEL) < 0) {
+		Py_XDECREF(token);	/* not open yet: ends nothing */
 		(void)leave_side(&c, PRODUCER);
 		gate_leave(&c.gate);
 		return NULL;
 	}
-	self->open[PRODUCER] = 1;
-	self->open_generation[PRODUCER] = gate_generation();
-	self->open_pos[PRODUCER] = c.tail;
-	self->open_total[PRODUCER] = c.total;
-	self->open_len[PRODUCER] = c.len;
-	self->open_pad[PRODUCER] = c.pad;
-	self->open_me[PRODUCER] = c.me;
+	mark_open(self, &c, PRODUCER, c.tail);
 	gate_leave(&c.gate);
 	/* where the payload goes, in the mapping's coordinates */
-	return PyLong_FromUnsignedLongLong(
+	return open_result(PyLong_FromUnsignedLongLong(
 		(unsigned long long)(self->offset + CH_HEADER +
-				     (c.pad ? 0 : c.tail % self->capacity) + REC_HEADER));
+				     (c.pad ? 0 : c.tail % self->capacity) + REC_HEADER)), token);
 }
 
 static int
@@ -1386,7 +1480,7 @@ ch_view_begin(ChannelObject *self, PyObject *arg)
 	struct deadline deadline;
 	struct ch_call c;
 	int timed_out, rc;
-	PyObject *result = NULL;
+	PyObject *result = NULL, *token;
 
 	if (arg_deadline(arg, &deadline) < 0)
 		return NULL;
@@ -1407,26 +1501,20 @@ ch_view_begin(ChannelObject *self, PyObject *arg)
 		gate_leave(&c.gate);
 		return result;
 	}
-	result = Py_BuildValue(
-		"(KK)",
-		(unsigned long long)(self->offset + CH_HEADER +
-				     (c.head + c.pad) % self->capacity + REC_HEADER),
-		(unsigned long long)c.len);
-	if (result == NULL || gate_keep_pin(&c.gate, PIN_CHANNEL) < 0) {
-		Py_CLEAR(result);
+	token = open_token_new(self, CONSUMER);
+	if (token == NULL || gate_keep_pin(&c.gate, PIN_CHANNEL) < 0) {
+		Py_XDECREF(token);	/* not open yet: ends nothing */
 		(void)leave_side(&c, CONSUMER);
 		gate_leave(&c.gate);
 		return NULL;
 	}
-	self->open[CONSUMER] = 1;
-	self->open_generation[CONSUMER] = gate_generation();
-	self->open_pos[CONSUMER] = c.head;
-	self->open_total[CONSUMER] = c.total;
-	self->open_len[CONSUMER] = c.len;
-	self->open_pad[CONSUMER] = c.pad;
-	self->open_me[CONSUMER] = c.me;
+	mark_open(self, &c, CONSUMER, c.head);
 	gate_leave(&c.gate);
-	return result;
+	return open_result(Py_BuildValue(
+		"(KK)",
+		(unsigned long long)(self->offset + CH_HEADER +
+				     (c.head + c.pad) % self->capacity + REC_HEADER),
+		(unsigned long long)c.len), token);
 }
 
 static int
@@ -1724,23 +1812,21 @@ ch_let_go(ChannelObject *self)
 			      !self->joined[side];
 		const char *fault_addr;
 
-		if (!open && !claimed)
+		if (open)
+			drop_open(self, side);
+		if (!claimed)
 			continue;
 		if (ch_admit(self, &c, PIN_ACCESS) < 0) {
 			PyErr_Clear();
 			continue;
 		}
-		if (open && close_open(self, &c, side) < 0)
-			PyErr_Clear();
-		if (claimed) {
-			/* hand the side back so another thread may claim it (a
-			 * no-op when the word no longer names the claim: taken
-			 * over meanwhile) */
-			c.side = side;
-			c.me = self->registered[side];
-			(void)run(&c, release_side_body, &fault_addr);
-			self->registered[side] = 0;
-		}
+		/* hand the side back so another thread may claim it (a no-op
+		 * when the word no longer names the claim: taken over
+		 * meanwhile) */
+		c.side = side;
+		c.me = self->registered[side];
+		(void)run(&c, release_side_body, &fault_addr);
+		self->registered[side] = 0;
 		gate_leave(&c.gate);
 	}
 }
@@ -1862,14 +1948,16 @@ static PyMethodDef ch_methods[] = {
 	 "size_for(capacity, /)\n--\n\nBytes the region of a channel of capacity needs."},
 	{"_reserve", (PyCFunction)(void (*)(void))ch_reserve_begin, METH_FASTCALL,
 	 "_reserve($self, nbytes, timeout, /)\n--\n\n"
-	 "Room for nbytes: its offset in the mapping (None on timeout).  The\n"
-	 "producer side stays held until _reserve_end()."},
+	 "Room for nbytes: (its offset in the mapping, token), or None on\n"
+	 "timeout.  The producer side stays held until _reserve_end(), or until\n"
+	 "the token is dropped (the reservation dropped with it)."},
 	{"_reserve_end", (PyCFunction)ch_reserve_end, METH_O,
 	 "_reserve_end($self, commit, /)\n--\n\nPublish (commit true) or drop the reservation."},
 	{"_view", (PyCFunction)ch_view_begin, METH_O,
 	 "_view($self, timeout, /)\n--\n\n"
-	 "(offset, length) of the next message in the mapping, or None on\n"
-	 "timeout; the consumer side stays held until _view_end()."},
+	 "((offset, length) of the next message in the mapping, token), or None\n"
+	 "on timeout; the consumer side stays held until _view_end(), or until\n"
+	 "the token is dropped (the message left in the ring)."},
 	{"_view_end", (PyCFunction)ch_view_end, METH_NOARGS,
 	 "_view_end($self, /)\n--\n\nConsume the viewed message."},
 	{"_announce", (PyCFunction)(void (*)(void))ch_announce, METH_FASTCALL,

@@ -114,10 +114,13 @@ class Channel(_core.Channel):
         raises; the view must not be used after the block.  Yields None when
         *timeout* seconds pass before there is room.
         """
-        offset = self._reserve(nbytes, timeout)
-        if offset is None:
+        got = self._reserve(nbytes, timeout)
+        if got is None:
             yield None
             return
+        # the token ends the reservation if this frame goes before the
+        # try below does (an exception as _reserve returns: Ctrl-C)
+        offset, _token = got
         commit = False
         whole = view = None
         try:
@@ -143,7 +146,7 @@ class Channel(_core.Channel):
         if got is None:
             yield None
             return
-        offset, length = got
+        (offset, length), _token = got         # _token: as in reserve()
         whole = view = None
         try:
             # inside the try, as in reserve()
@@ -165,9 +168,10 @@ class Channel(_core.Channel):
         if not arr.flags.c_contiguous:          # (ascontiguousarray makes 0-d 1-d)
             arr = arr.copy(order="C")
         header = _array_header(arr)
-        offset = self._reserve(len(header) + arr.nbytes, timeout)
-        if offset is None:
+        got = self._reserve(len(header) + arr.nbytes, timeout)
+        if got is None:
             return False
+        offset, _token = got                    # _token: as in reserve()
         commit = False
         try:
             # guarded copies (Mapping.write), not memoryview assignment: a
@@ -187,7 +191,7 @@ class Channel(_core.Channel):
         got = self._view(timeout)
         if got is None:
             return None
-        offset, length = got
+        (offset, length), _token = got         # _token: as in reserve()
         try:
             raw = self.mapping.read(offset, min(length, 4096))
             dtype, shape, size = _parse_array_header(raw, length)

@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -363,6 +364,58 @@ def test_error_making_the_view_still_ends_the_reserve_or_view(ch, m, monkeypatch
     # the side is free again; the viewed message went, as when a block raises
     assert ch.recv(timeout=0) == (b"x" if how == "reserve" else None)
     assert ch.send(b"y") is True and ch.recv(timeout=0) == b"y"
+    m.close()
+
+
+def _interrupt_as_it_returns(name):
+    """A profile hook raising KeyboardInterrupt as the C method *name*
+    returns: where a Ctrl-C pending when the call ends is raised, before
+    the caller's next statement (its try) runs."""
+    def hook(frame, event, arg):
+        if event == "c_return" and getattr(arg, "__name__", None) == name:
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+    sys.setprofile(hook)
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
+@pytest.mark.parametrize("how", ["reserve", "recv_view", "send_array", "recv_array"])
+def test_interrupt_as_the_side_is_taken_does_not_hold_it(m, how, multi):
+    """Between _reserve()/_view() returning and the try that ends them,
+    a KeyboardInterrupt left the side held for good: every later call was
+    'a reserve() is open', close() refused for ever, and in multi mode
+    every other producer (or consumer) waited on it.  The result is
+    dropped then, and the open operation ends with it, unpublished."""
+    np = pytest.importorskip("numpy") if how.endswith("array") else None
+    ch = Channel(m, 0, CAP, multi_producer=multi, multi_consumer=multi)
+    if how in ("recv_view", "recv_array"):
+        ch.send_array(np.arange(3)) if np is not None else ch.send(b"kept")
+    call = {"reserve": lambda: ch.reserve(8).__enter__(),
+            "recv_view": lambda: ch.recv_view().__enter__(),
+            "send_array": lambda: ch.send_array(np.arange(4)),
+            "recv_array": ch.recv_array}[how]
+    _interrupt_as_it_returns("_view" if how.startswith("recv") else "_reserve")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    finally:
+        sys.setprofile(None)
+    if multi:                         # another thread may take the side
+        out = []
+        other = Channel(m, 0, CAP, multi_producer=True, multi_consumer=True)
+        t = threading.Thread(target=lambda: out.append(other.send(b"other", timeout=1)))
+        t.start()
+        t.join(GUARD)
+        assert out == [True]
+        del other
+    # nothing was published; a viewed message stays for the next receive
+    first = ch.recv_array().tolist() if how == "recv_array" else ch.recv(timeout=0)
+    assert first == {"recv_view": b"kept", "recv_array": [0, 1, 2]}.get(how, b"other" if multi
+                                                                           else None)
+    assert ch.send(b"mine", timeout=0) is True
+    rest = ch.recv_many(10, timeout=0)
+    assert rest == ([b"other"] if multi and how.startswith("recv") else []) + [b"mine"]
+    del ch
     m.close()
 
 
