@@ -95,13 +95,15 @@ class UIO:
     def maps(self) -> list[tuple[int, int, int]]:
         """[(addr, size, offset), ...] of maps 0, 1, ... from sysfs: the
         memory's address as the driver gave it (0 where it keeps it to
-        itself), its size, and its offset in its first page."""
+        itself), its size from there, and the offset in its first page
+        where the memory starts (map() covers [offset, size))."""
         return [(m.addr, m.size, m.offset) for m in _sysfs.uio_maps(self.device)]
 
     def map(self, index: int, *, readonly: bool | None = None) -> _core.Mapping:
-        """A :class:`Mapping` of map *index*: exactly its *size* bytes, from
-        its *offset* in its first page (UIO selects map i by the mmap offset
-        i * PAGESIZE)."""
+        """A :class:`Mapping` of map *index*: its memory from its *offset* in
+        its first page to its *size* (which counts from the page's start,
+        as the kernel does: it refuses an mmap() longer than *size*).  UIO
+        selects map i by the mmap offset i * PAGESIZE."""
         self._check_open()
         maps = _sysfs.uio_maps(self.device)
         found = [m for m in maps if m.number == index]
@@ -109,11 +111,15 @@ class UIO:
             have = ", ".join(str(m.number) for m in maps) or "none"
             raise IndexError(f"{self.path} has no map {index} (its maps: {have})")
         m = found[0]
+        if not 0 <= m.offset < m.size:
+            raise ValueError(f"{self.path}: map {index} cannot be mapped: sysfs gives its "
+                             f"offset {m.offset} in its first page and its size {m.size} "
+                             f"({_sysfs.uio_dir(self.device)}/maps/map{index})")
         readonly = self.readonly if readonly is None else readonly
         offset = m.number * _core.PAGESIZE + m.offset
         try:
-            return _core.Mapping(self._fd, m.size, offset, readonly=readonly, kind="device",
-                                 path=self.path, waker="poll")
+            return _core.Mapping(self._fd, m.size - m.offset, offset, readonly=readonly,
+                                 kind="device", path=self.path, waker="poll")
         except OSError as exc:
             raise type(exc)(exc.errno, f"{exc.strerror} (the driver refused to map map "
                             f"{index}: {m.size} bytes)", self.path) from None

@@ -1,0 +1,92 @@
+"""pymmapdev.UIO on the host, against a fake sysfs tree.
+
+The host has no UIO driver to spare (the real one, our module's uio=1, is
+in the VM suite: tests/device/test_uio.py).  Here a fake /sys names two
+ordinary character devices as UIO devices: /dev/zero, whose maps can be
+mmap()ed, and the slave of a fresh pseudo-terminal in raw mode, whose
+read() blocks until the test writes 4 bytes to the master: an interrupt
+count, as /dev/uioN returns it.
+"""
+import os
+import struct
+import tty
+
+import pytest
+
+import pymmapdev
+from pymmapdev import _sysfs
+
+PAGE = pymmapdev.PAGESIZE
+
+
+@pytest.fixture
+def fake_sys(tmp_path, monkeypatch):
+    """add(name, device_path, maps=[(addr, size, offset), ...]): list a
+    character device as /sys/class/uio/<name>."""
+    root = tmp_path / "sys"
+    (root / "class" / "uio").mkdir(parents=True)
+    (root / "dev" / "char").mkdir(parents=True)
+    monkeypatch.setattr(_sysfs, "SYS", str(root))
+
+    def add(name, device, maps=()):
+        st = os.stat(device)
+        rdev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        d = root / "class" / "uio" / name
+        (d / "maps").mkdir(parents=True)
+        (d / "dev").write_text(rdev + "\n")
+        (d / "name").write_text("fake\n")
+        (d / "version").write_text("0.1\n")
+        (root / "dev" / "char" / rdev).mkdir()
+        os.symlink(root / "class" / "uio", root / "dev" / "char" / rdev / "subsystem")
+        for i, (addr, size, offset) in enumerate(maps):
+            m = d / "maps" / f"map{i}"
+            m.mkdir()
+            (m / "addr").write_text(f"{addr:#018x}\n")
+            (m / "size").write_text(f"{size:#018x}\n")
+            (m / "offset").write_text(f"{offset:#x}\n")
+            (m / "name").write_text(f"regs{i}\n")
+        return d
+
+    return add
+
+
+@pytest.fixture
+def irq(fake_sys):
+    """(UIO over a pty slave, fire(count)): fire makes one 'interrupt'."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    fake_sys("uio1", os.ttyname(slave))
+    u = pymmapdev.UIO(os.ttyname(slave))
+
+    def fire(count):
+        os.write(master, struct.pack("=i", count))
+
+    yield u, fire, master
+    u.close()
+    os.close(slave)
+    try:
+        os.close(master)
+    except OSError:
+        pass
+
+
+# ---- maps ----------------------------------------------------------------------
+
+def test_map_not_at_a_page_start(fake_sys):
+    """Drivers with registers inside a page (uio_pdrv_genirq, uio_dfl...)
+    give addr as the page, offset as where the memory starts in it and
+    size from the page's start (rounded up to pages); the kernel refuses an
+    mmap() longer than size.  map() covers [offset, size) of the pages."""
+    fake_sys("uio0", "/dev/zero", [(0xFE000000, 2 * PAGE, 0x100)])
+    with pymmapdev.UIO("/dev/zero") as u:
+        assert u.maps == [(0xFE000000, 2 * PAGE, 0x100)]
+        with u.map(0) as m:
+            assert (m.offset, m.size) == (0x100, 2 * PAGE - 0x100)
+            m[m.size - 1] = 1                   # the last byte of the pages
+
+
+def test_map_with_an_offset_past_its_size(fake_sys):
+    fake_sys("uio0", "/dev/zero", [(0xFE000000, PAGE, PAGE)])
+    with pymmapdev.UIO("/dev/zero") as u:
+        with pytest.raises(ValueError, match=r"/dev/zero: map 0 .*offset 4096.* size 4096"):
+            u.map(0)
