@@ -26,6 +26,7 @@ from types import TracebackType
 from . import _aio, _core, _sysfs
 
 _UIO_NAME = re.compile(r"^uio\d+$")
+_POLL_MAX_MS = 2**31 - 1
 
 
 def _check_timeout(timeout: float | None) -> float | None:
@@ -34,7 +35,8 @@ def _check_timeout(timeout: float | None) -> float | None:
     timeout = float(timeout)
     if math.isnan(timeout) or timeout < 0:
         raise ValueError(f"timeout must be a non-negative number or None, not {timeout!r}")
-    return timeout
+    # as the package's other waits (csrc/block.c): past ~30 years, forever
+    return None if timeout > 1e9 else timeout
 
 
 def _resolve(path_or_name: str | os.PathLike[str]) -> str:
@@ -168,7 +170,9 @@ class UIO:
         poller.register(self._fd, select.POLLIN)
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            events = poller.poll(None if left is None else math.ceil(left * 1000))
+            # poll() takes an int of milliseconds: longer waits go in slices
+            events = poller.poll(None if left is None else min(math.ceil(left * 1000),
+                                                               _POLL_MAX_MS))
             if events:
                 count = self._read_count()
                 if count is not None:

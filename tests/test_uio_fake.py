@@ -7,8 +7,10 @@ mmap()ed, and the slave of a fresh pseudo-terminal in raw mode, whose
 read() blocks until the test writes 4 bytes to the master: an interrupt
 count, as /dev/uioN returns it.
 """
+import asyncio
 import os
 import struct
+import time
 import tty
 
 import pytest
@@ -90,3 +92,29 @@ def test_map_with_an_offset_past_its_size(fake_sys):
     with pymmapdev.UIO("/dev/zero") as u:
         with pytest.raises(ValueError, match=r"/dev/zero: map 0 .*offset 4096.* size 4096"):
             u.map(0)
+
+
+# ---- the interrupt -------------------------------------------------------------
+
+def test_wait_irq_counts_and_times_out(irq):
+    u, fire, _ = irq
+    t0 = time.monotonic()
+    assert u.wait_irq(0.1) is None
+    assert time.monotonic() - t0 >= 0.1
+    fire(7)
+    assert u.wait_irq(0) == 7
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e8, 1e300])
+def test_wait_irq_any_long_timeout(irq, timeout):
+    """A timeout beyond poll()'s int milliseconds (~24.8 days) or infinite
+    waits, as the package's other waits do (past 1e9 s: forever)."""
+    u, fire, _ = irq
+    fire(3)
+    assert u.wait_irq(timeout) == 3
+
+    async def main():
+        fire(4)
+        return await u.wait_irq_async(timeout)
+
+    assert asyncio.run(main()) == 4
