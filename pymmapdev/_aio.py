@@ -392,14 +392,25 @@ class _CountReader:
         except BlockingIOError:
             return                  # another reader of the open file took it
         except OSError as exc:
-            for future in self.futures:
-                if not future.done():
-                    future.set_exception(exc)
+            self._fail(exc)
+            return
+        if len(data) != 4:
+            self._fail(OSError(errno.EIO, short_count(data)))
             return
         count = int.from_bytes(data, sys.byteorder, signed=True)
         for future in self.futures:
             if not future.done():
                 future.set_result(count)
+
+
+    def _fail(self, exc: OSError) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(exc)
+
+
+def short_count(data: bytes) -> str:
+    return f"read {len(data)} bytes where a 4-byte event count was due"
 
 
 _count_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _CountReader]] \

@@ -146,15 +146,20 @@ class UIO:
         """Mask the interrupt (write 0)."""
         self._irqcontrol(0)
 
+    def _read_error(self, exc: OSError) -> OSError:
+        why = "the device has no interrupt, or its driver went away" \
+            if exc.errno == errno.EIO else exc.strerror
+        return OSError(exc.errno, why, self.path)
+
     def _read_count(self) -> int | None:
         try:
             data = os.read(self._fd, 4)
         except BlockingIOError:
             return None
         except OSError as exc:
-            why = "the device has no interrupt, or its driver went away" \
-                if exc.errno == errno.EIO else exc.strerror
-            raise OSError(exc.errno, why, self.path) from None
+            raise self._read_error(exc) from None
+        if len(data) != 4:
+            raise OSError(errno.EIO, _aio.short_count(data), self.path)
         return int(struct.unpack("=i", data)[0])
 
     def wait_irq(self, timeout: float | None = None) -> int | None:
@@ -185,7 +190,10 @@ class UIO:
         thread); every awaiter of this UIO object gets the same new count."""
         timeout = _check_timeout(timeout)
         self._check_open()
-        return await _aio.wait_count(self._fd, timeout)
+        try:
+            return await _aio.wait_count(self._fd, timeout)
+        except OSError as exc:
+            raise self._read_error(exc) from None
 
     # ---- lifetime ---------------------------------------------------------------
 

@@ -118,3 +118,20 @@ def test_wait_irq_any_long_timeout(irq, timeout):
         return await u.wait_irq_async(timeout)
 
     assert asyncio.run(main()) == 4
+
+
+def test_not_a_count_names_the_path(irq):
+    """A read that is not 4 bytes (here: the pty's master went away, EOF)
+    is an OSError naming the device, never a struct.error or a count 0."""
+    u, _, master = irq
+    os.close(master)
+    with pytest.raises(OSError) as exc:
+        u.wait_irq(5)
+    assert exc.value.filename == u.path
+
+    async def main():
+        return await u.wait_irq_async(5)
+
+    with pytest.raises(OSError) as exc:
+        asyncio.run(main())
+    assert exc.value.filename == u.path
