@@ -363,27 +363,35 @@ def _readers(loop: asyncio.AbstractEventLoop) -> dict[int, _DeviceReader]:
 
 # ---- interrupt counts: UIO -----------------------------------------------------
 
+class CountClosed(Exception):
+    """wait_count()'s *closed* descriptor became readable: its owner closes."""
+
+
 class _CountReader:
     """The awaiters of one loop on one descriptor whose read() of 4 bytes
     returns an event count once there is news (UIO: the interrupt count;
     the descriptor is non-blocking).  A read consumes the news for the
     whole open file, so one reader serves them all and hands every awaiter
-    the same new count."""
+    the same new count.  *closed* (an eventfd) becomes readable when the
+    descriptor's owner closes it: the awaiters then raise CountClosed."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, closed: int) -> None:
         self.loop = loop
         self.fd = fd
+        self.closed = closed
         self.futures: set[asyncio.Future[int | None]] = set()
 
     def add(self, future: asyncio.Future[int | None]) -> None:
         if not self.futures:
             self.loop.add_reader(self.fd, self._readable)
+            self.loop.add_reader(self.closed, self._fail, CountClosed())
         self.futures.add(future)
 
     def discard(self, future: asyncio.Future[int | None]) -> None:
         self.futures.discard(future)
         if not self.futures:
             self.loop.remove_reader(self.fd)
+            self.loop.remove_reader(self.closed)
             _count_readers.get(self.loop, {}).pop(self.fd, None)
 
     def _readable(self) -> None:
@@ -403,7 +411,7 @@ class _CountReader:
                 future.set_result(count)
 
 
-    def _fail(self, exc: OSError) -> None:
+    def _fail(self, exc: Exception) -> None:
         for future in self.futures:
             if not future.done():
                 future.set_exception(exc)
@@ -417,14 +425,14 @@ _count_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _
     = weakref.WeakKeyDictionary()
 
 
-async def wait_count(fd: int, timeout: float | None = None) -> int | None:
+async def wait_count(fd: int, timeout: float | None, closed: int) -> int | None:
     """The next event count read from *fd* (see _CountReader), or None when
-    *timeout* seconds pass first."""
+    *timeout* seconds pass first; CountClosed once *closed* is readable."""
     loop = asyncio.get_running_loop()
     readers = _count_readers.setdefault(loop, {})
     reader = readers.get(fd)
     if reader is None:
-        reader = readers[fd] = _CountReader(loop, fd)
+        reader = readers[fd] = _CountReader(loop, fd, closed)
     future: asyncio.Future[int | None] = loop.create_future()
     reader.add(future)
     def expire() -> None:

@@ -20,6 +20,7 @@ import re
 import select
 import stat
 import struct
+import threading
 import time
 from types import TracebackType
 
@@ -61,11 +62,16 @@ class UIO:
     name its driver gave it (``/sys/class/uio/uioN/name``).
 
     Holds the device open (``fileno()``) until :meth:`close`; mappings made
-    with :meth:`map` stay usable after it.
+    with :meth:`map` stay usable after it.  close() ends waits in other
+    threads or tasks (they raise ValueError); the descriptor is closed once
+    they have left.
     """
 
     def __init__(self, path_or_name: str | os.PathLike[str], *, readonly: bool = False) -> None:
         self._fd = -1
+        self._lock = threading.Lock()
+        self._waiters = 0           # wait_irq()s and wait_irq_async()s under way
+        self._closing = -1          # the descriptor close() left to the last of them
         path = _resolve(path_or_name)
         self.path = path
         flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | os.O_NONBLOCK
@@ -76,6 +82,12 @@ class UIO:
                 kind = "a character device of class " + repr(_sysfs.char_class(st)) \
                     if stat.S_ISCHR(st.st_mode) else "not a character device"
                 raise ValueError(f"{path} is not a UIO device ({kind})")
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            # written by close() to wake the waits
+            self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         except BaseException:
             os.close(fd)
             raise
@@ -151,9 +163,9 @@ class UIO:
             if exc.errno == errno.EIO else exc.strerror
         return OSError(exc.errno, why, self.path)
 
-    def _read_count(self) -> int | None:
+    def _read_count(self, fd: int) -> int | None:
         try:
-            data = os.read(self._fd, 4)
+            data = os.read(fd, 4)
         except BlockingIOError:
             return None
         except OSError as exc:
@@ -169,31 +181,40 @@ class UIO:
         seconds pass first.  Signal handlers run meanwhile (Ctrl-C raises
         KeyboardInterrupt)."""
         timeout = _check_timeout(timeout)
-        self._check_open()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            # poll() takes an int of milliseconds: longer waits go in slices
-            events = poller.poll(None if left is None else min(math.ceil(left * 1000),
-                                                               _POLL_MAX_MS))
-            if events:
-                count = self._read_count()
-                if count is not None:
-                    return count
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
+        fd = self._enter_wait()
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            poller.register(self._wakeup, select.POLLIN)
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                # poll() takes an int of milliseconds: longer waits go in slices
+                events = poller.poll(None if left is None else min(math.ceil(left * 1000),
+                                                                   _POLL_MAX_MS))
+                self._check_open()                      # close() woke us
+                if events:
+                    count = self._read_count(fd)
+                    if count is not None:
+                        return count
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+        finally:
+            self._leave_wait()
 
     async def wait_irq_async(self, timeout: float | None = None) -> int | None:
         """wait_irq() for asyncio: the event loop polls the descriptor (no
         thread); every awaiter of this UIO object gets the same new count."""
         timeout = _check_timeout(timeout)
-        self._check_open()
+        fd = self._enter_wait()
         try:
-            return await _aio.wait_count(self._fd, timeout)
+            return await _aio.wait_count(fd, timeout, self._wakeup)
         except OSError as exc:
             raise self._read_error(exc) from None
+        except _aio.CountClosed:
+            raise ValueError(f"UIO device {self.path} is closed") from None
+        finally:
+            self._leave_wait()
 
     # ---- lifetime ---------------------------------------------------------------
 
@@ -209,10 +230,35 @@ class UIO:
         if self._fd < 0:
             raise ValueError(f"UIO device {self.path} is closed")
 
+    def _enter_wait(self) -> int:
+        with self._lock:
+            self._check_open()
+            self._waiters += 1
+            return self._fd
+
+    def _leave_wait(self) -> None:
+        with self._lock:
+            self._waiters -= 1
+            if self._waiters or self._closing < 0:
+                return
+            fd, self._closing = self._closing, -1
+        os.close(fd)
+        os.close(self._wakeup)
+
     def close(self) -> None:
-        if self._fd >= 0:
+        """Close the device.  Waits under way in other threads or tasks
+        raise ValueError; the descriptor is closed when the last has left
+        (until then its number cannot be reused under them)."""
+        with self._lock:
+            if self._fd < 0:
+                return
             fd, self._fd = self._fd, -1
-            os.close(fd)
+            if self._waiters:
+                self._closing = fd
+                os.eventfd_write(self._wakeup, 1)
+                return
+        os.close(fd)
+        os.close(self._wakeup)
 
     def __enter__(self) -> UIO:
         self._check_open()

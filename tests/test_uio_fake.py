@@ -8,8 +8,10 @@ read() blocks until the test writes 4 bytes to the master: an interrupt
 count, as /dev/uioN returns it.
 """
 import asyncio
+import errno
 import os
 import struct
+import threading
 import time
 import tty
 
@@ -120,6 +122,44 @@ def test_wait_irq_any_long_timeout(irq, timeout):
     assert asyncio.run(main()) == 4
 
 
+def test_close_wakes_a_blocked_wait_irq(irq):
+    u, _, _ = irq
+    fd = u.fileno()
+    got = []
+
+    def waiter():
+        t0 = time.monotonic()
+        try:
+            got.append(u.wait_irq(timeout=5))
+        except ValueError as exc:
+            got.append(exc)
+        got.append(time.monotonic() - t0)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.2)                             # it sleeps in poll()
+    u.close()
+    t.join(10)
+    assert isinstance(got[0], ValueError) and "closed" in str(got[0]), got
+    assert got[1] < 2, got
+    with pytest.raises(OSError) as exc:         # and the descriptor is gone
+        os.fstat(fd)
+    assert exc.value.errno == errno.EBADF
+
+
+def test_close_ends_a_pending_wait_irq_async(irq):
+    u, _, _ = irq
+
+    async def main():
+        task = asyncio.create_task(u.wait_irq_async())
+        await asyncio.sleep(0.1)
+        u.close()
+        with pytest.raises(ValueError, match="closed"):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+
+
 def test_not_a_count_names_the_path(irq):
     """A read that is not 4 bytes (here: the pty's master went away, EOF)
     is an OSError naming the device, never a struct.error or a count 0."""
@@ -135,3 +175,25 @@ def test_not_a_count_names_the_path(irq):
     with pytest.raises(OSError) as exc:
         asyncio.run(main())
     assert exc.value.filename == u.path
+
+
+def test_close_from_another_thread_ends_async_waits(irq):
+    u, fire, _ = irq
+    fd = u.fileno()
+
+    async def main():
+        waits = [asyncio.create_task(u.wait_irq_async()) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        closer = threading.Timer(0.1, u.close)
+        closer.start()
+        done = await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 5)
+        closer.join()
+        return done
+
+    done = asyncio.run(main())
+    assert [type(e) for e in done] == [ValueError, ValueError], done
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    with pytest.raises(ValueError, match="closed"):
+        u.wait_irq(0)
+    fire(1)                                     # nobody reads it: no harm
