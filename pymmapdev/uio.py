@@ -130,6 +130,9 @@ class UIO:
                              f"offset {m.offset} in its first page and its size {m.size} "
                              f"({_sysfs.uio_dir(self.device)}/maps/map{index})")
         readonly = self.readonly if readonly is None else readonly
+        if self.readonly and not readonly:
+            raise ValueError(f"{self.path} is open read-only: map({index}, readonly=True), "
+                             f"or open it writable")
         offset = m.number * _core.PAGESIZE + m.offset
         try:
             return _core.Mapping(self._fd, m.size - m.offset, offset, readonly=readonly,
@@ -142,6 +145,9 @@ class UIO:
 
     def _irqcontrol(self, on: int) -> None:
         self._check_open()
+        if self.readonly:
+            raise ValueError(f"{self.path} is open read-only: masking and unmasking its "
+                             f"interrupt writes to it (open it writable)")
         try:
             os.write(self._fd, struct.pack("=i", on))
         except OSError as exc:

@@ -197,3 +197,17 @@ def test_close_from_another_thread_ends_async_waits(irq):
     with pytest.raises(ValueError, match="closed"):
         u.wait_irq(0)
     fire(1)                                     # nobody reads it: no harm
+
+
+def test_read_only(fake_sys):
+    """A read-only open says so, rather than blaming the driver (EACCES from
+    mmap) or a bad descriptor (EBADF from the irqcontrol write)."""
+    fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    with pymmapdev.UIO("/dev/zero", readonly=True) as u:
+        with u.map(0) as m:
+            assert m.readonly and m[0] == 0
+        with pytest.raises(ValueError, match="/dev/zero is open read-only: map"):
+            u.map(0, readonly=False)
+        for switch in (u.enable_irq, u.disable_irq):
+            with pytest.raises(ValueError, match="/dev/zero is open read-only: masking"):
+                switch()
