@@ -273,11 +273,13 @@ def _device_limits(fd, path, st):
     """(bytes the device has or None if it cannot say, how sleepers wake,
     what the bytes are called) for an open device."""
     if stat.S_ISREG(st.st_mode):
-        bar = _sysfs.pci_bar_file(path)
-        if bar is None:
+        resource = _sysfs.pci_resource_file(path)
+        if resource is None:
             raise ValueError(f"{path} is a regular file, not a device: use open_file()")
-        # sysfs sizes a resource file as its BAR
-        return st.st_size, "poll", f"PCI BAR {bar.number} of {bar.address}"
+        # sysfs sizes a resource file as its BAR (its device's resource
+        # listing is not needed, nor read: it may be gone already)
+        device, number = resource
+        return st.st_size, "poll", f"PCI BAR {number} of {os.path.basename(device)}"
     if not stat.S_ISCHR(st.st_mode):
         raise _file_type_error(path, st)
     cls = _sysfs.char_class(st)

@@ -86,15 +86,25 @@ def pci_bars(device: str) -> list[Bar]:
     return bars
 
 
-def pci_bar_file(path: str) -> Bar | None:
-    """The BAR behind a sysfs ``resourceN`` file, or None if *path* is not one."""
+def pci_resource_file(path: str) -> tuple[str, int] | None:
+    """(the device directory, N) if *path* is a PCI device's sysfs
+    ``resourceN`` (or ``resourceN_wc``) file, else None."""
     real = os.path.realpath(path)
     match = _RESOURCE.match(os.path.basename(real))
     device = os.path.dirname(real)
     if (match is None or not real.startswith(f"{SYS}/devices/") or
             not _PCI_ADDRESS.match(os.path.basename(device))):
         return None
-    index = int(match.group(1))
+    return device, int(match.group(1))
+
+
+def pci_bar_file(path: str) -> Bar | None:
+    """The BAR behind a sysfs ``resourceN`` file, or None if *path* is not
+    one or its device's ``resource`` listing does not show that BAR."""
+    found = pci_resource_file(path)
+    if found is None:
+        return None
+    device, index = found
     for bar in pci_bars(device):
         if bar.number == index:
             return bar

@@ -251,6 +251,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     if bar is not None:
         _info_pci_bar(args.path, bar)
         return 0
+    resource = _sysfs.pci_resource_file(args.path) if stat.S_ISREG(st.st_mode) else None
+    if resource is not None:        # never mapped as a file: reading registers has effects
+        print(f"path:      {args.path}")
+        print(f"kind:      PCI BAR {resource[1]} of {os.path.basename(resource[0])} "
+              f"(not in {resource[0]}/resource: removed?)")
+        print(f"size:      {st.st_size} bytes")
+        return 0
     if stat.S_ISCHR(st.st_mode) and cls not in (None, "mmapdev"):
         _info_char(args.path, st, cls)
         return 0

@@ -252,3 +252,19 @@ def test_info_on_a_device_without_a_size(capsys):
     assert cli.main(["info", "/dev/zero"]) == 0
     out = capsys.readouterr().out
     assert "character device 1:5 of class mem" in out and "size=" in out
+
+
+def test_resource_file_whose_listing_lost_the_bar(fake_bar, capsys):
+    """The device's resource listing unreadable or not showing the BAR (a
+    device going away): the file is still sized as its BAR and mapped as a
+    device, and info reads none of it, never taking it for a regular file."""
+    (fake_bar.parent / "resource").unlink()
+    with pymmapdev.open_device(fake_bar, offset=0x10) as m:
+        assert (m.size, m.kind, m.waker) == (0x10000 - 0x10, "device", "poll")
+    with pytest.raises(ValueError, match=r"offset 65536 is outside PCI BAR 2 of 0000:00:04.0"):
+        pymmapdev.open_device(fake_bar, offset=0x10000)
+    from pymmapdev import cli
+    assert cli.main(["info", str(fake_bar)]) == 0
+    out = capsys.readouterr().out
+    assert "kind:      PCI BAR 2 of 0000:00:04.0 (not in " in out and "text:" not in out
+    assert "size:      65536 bytes" in out
