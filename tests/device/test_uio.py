@@ -90,6 +90,37 @@ def test_wait_irq_async_and_cancel(uio):
     assert both[0] == both[1] > first
 
 
+def test_close_ends_waits_under_way(uio):
+    """close() wakes a wait_irq() blocked in another thread and a pending
+    wait_irq_async() (ValueError); the descriptor goes when they have."""
+    import threading
+    fd = uio.fileno()
+    got = []
+
+    def waiter():
+        try:
+            got.append(uio.wait_irq(GUARD))     # masked: nothing comes
+        except ValueError as exc:
+            got.append(exc)
+
+    async def main():
+        task = asyncio.create_task(uio.wait_irq_async(GUARD))
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        await asyncio.sleep(0.2)
+        t0 = time.monotonic()
+        uio.close()
+        with pytest.raises(ValueError, match="closed"):
+            await task
+        await asyncio.to_thread(thread.join, GUARD)
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 5
+    assert len(got) == 1 and isinstance(got[0], ValueError), got
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
 def test_no_interrupts_without_heartbeat(kmod):
     kmod.reload("uio=1")
     with pymmapdev.UIO("mmapdev") as u:
