@@ -16,6 +16,7 @@ from . import _core, _sysfs
 PAGESIZE = _core.PAGESIZE
 
 _NO_FALLOCATE = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+_MAX_OFFSET = 2**63 - 1             # off_t's: mmap() takes no offset past it
 
 
 def _checked_size(size, what="size"):
@@ -338,6 +339,9 @@ def open_device(path="/dev/mmapdev0", size=None, *, offset=0, readonly=False):
             raise ValueError(f"{path}: pass size=: the size of a mapping of this device cannot "
                              f"be discovered (mmapdev devices and PCI resource files tell "
                              f"theirs){hint}")
+        if offset + size > _MAX_OFFSET:
+            raise ValueError(f"offset {offset} + size {size} is past the largest file offset "
+                             f"({_MAX_OFFSET}) ({path})")
         _blocking(fd)
         try:
             return _core.Mapping(fd, size, offset, readonly=readonly, kind="device", path=path,

@@ -71,6 +71,11 @@ def test_device_errors(tmp_path):
         pymmapdev.open_device("/dev/zero", size=PAGE, offset=-1)
     with pytest.raises(ValueError, match="positive"):
         pymmapdev.open_device("/dev/zero", size=0)
+    # past off_t: a ValueError naming the device, never an OverflowError
+    for size, offset in [(PAGE, 2**63), (2**63, 0), (2**64, 0), (PAGE, 2**63 - 1)]:
+        with pytest.raises(ValueError, match=rf"offset {offset} \+ size {size} is past the "
+                                             rf"largest file offset .*\(/dev/zero\)"):
+            pymmapdev.open_device("/dev/zero", size=size, offset=offset)
 
 
 def test_pickles_with_its_offset():
