@@ -22,6 +22,7 @@ import stat
 import struct
 import threading
 import time
+import weakref
 from types import TracebackType
 
 from . import _aio, _core, _sysfs
@@ -92,6 +93,7 @@ class UIO:
             os.close(fd)
             raise
         self._fd = fd
+        _open_devices.add(self)
         self.readonly = readonly
         self.device = f"uio{os.minor(st.st_rdev)}"
         for entry in _sysfs.uio_names():        # the minor is not always N of uioN
@@ -245,7 +247,7 @@ class UIO:
     def _leave_wait(self) -> None:
         with self._lock:
             self._waiters -= 1
-            if self._waiters or self._closing < 0:
+            if self._waiters > 0 or self._closing < 0:
                 return
             fd, self._closing = self._closing, -1
         os.close(fd)
@@ -259,7 +261,7 @@ class UIO:
             if self._fd < 0:
                 return
             fd, self._fd = self._fd, -1
-            if self._waiters:
+            if self._waiters > 0:
                 self._closing = fd
                 os.eventfd_write(self._wakeup, 1)
                 return
@@ -280,3 +282,21 @@ class UIO:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"maps={len(self.maps)}"
         return f"<pymmapdev.UIO {self.path} name={self.name!r} {state}>"
+
+
+_open_devices: weakref.WeakSet[UIO] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """The parent's waits did not come along (and a lock may have been
+    held by one of them): nothing is under way in the child."""
+    for device in list(_open_devices):
+        device._lock = threading.Lock()
+        device._waiters = 0
+        if device._closing >= 0:
+            fd, device._closing = device._closing, -1
+            os.close(fd)
+            os.close(device._wakeup)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

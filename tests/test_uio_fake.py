@@ -211,3 +211,29 @@ def test_read_only(fake_sys):
         for switch in (u.enable_irq, u.disable_irq):
             with pytest.raises(ValueError, match="/dev/zero is open read-only: masking"):
                 switch()
+
+
+def test_close_in_a_child_forked_during_a_wait(irq):
+    """The waits of the parent's threads did not come along into a forked
+    child: its close() closes the descriptor at once, never waiting for
+    them to leave (nor deadlocking on a lock one of them held)."""
+    u, fire, _ = irq
+    t = threading.Thread(target=u.wait_irq, args=(5,))
+    t.start()
+    time.sleep(0.2)                             # it waits
+    fd = u.fileno()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            u.close()
+            try:
+                os.fstat(fd)
+            except OSError as exc:
+                status = 0 if exc.errno == errno.EBADF else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    fire(1)
+    t.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0
