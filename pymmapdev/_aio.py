@@ -192,13 +192,15 @@ class _FutexThread:
     def _plan(self) -> tuple[list[_core.Watch], list[_Waiter | None], float | None]:
         """What to sleep on next (pool lock held): the watches, whose each
         is (None: the control word), and for how long."""
+        for waiter in [w for w in self.waiters if w.loop.is_closed()]:
+            self._drop(waiter)
         active = [w for w, reported in self.waiters.items() if not reported]
         control = _core.watch_word(self.control, 0, self.control.load_u32(0))
         control.arm()           # names the word to sleep on; pokes hold the lock
         if not active:
             return [control], [None], LINGER
-        if self.pool.waitv:
-            return [control] + [w.watch for w in active], [None, *active], None
+        if self.pool.waitv:         # LINGER: to see loops closed meanwhile
+            return [control] + [w.watch for w in active], [None, *active], LINGER
         # One futex per sleep: a sole waiter in slices, several in turns.
         control.close()
         self.turn = (self.turn + 1) % len(active)
@@ -248,7 +250,14 @@ class _FutexThread:
                     try:
                         waiter.loop.call_soon_threadsafe(waiter.due, err == 0)
                     except RuntimeError:    # its loop is closed: nobody waits
-                        del self.waiters[waiter]
+                        self._drop(waiter)
+
+    def _drop(self, waiter: _Waiter) -> None:
+        """Forgets a waiter whose loop is closed (pool lock held).  Its task
+        can never run its finally, and its timeout's timer went with the
+        loop: close its watch here, or the mapping stays pinned for good."""
+        del self.waiters[waiter]
+        waiter.watch.close()
 
 
 class _FutexPool:

@@ -174,6 +174,27 @@ def test_cancel_leaves_nothing_behind(m, mode):
     # (the mode fixture checks that the waiter threads leave)
 
 
+def test_a_loop_closed_under_a_pending_wait_unpins(m, mode):
+    """A loop closed with a wait still pending (no asyncio.run to cancel it)
+    can never resume it, and a peer may never wake the word: the waiter
+    thread must let go of it, so the mapping can be closed and the thread
+    leaves."""
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(m.wait_async(0, 0, timeout=0.5))
+    loop.run_until_complete(asyncio.sleep(0.1))
+    loop.close()                            # the timeout's timer will never run
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            m.close()
+            break
+        except BufferError:
+            assert time.monotonic() < deadline, "the closed loop's wait kept its pin"
+            time.sleep(0.05)
+    assert not task.done()
+    del task
+
+
 def test_timeout_zero_and_closed_and_bad_arguments(m, mode):
     with pytest.raises(ValueError, match="timeout"):
         m.wait_async(0, 0, -1)
