@@ -216,6 +216,8 @@ class _FutexThread:
                     self.pool.threads.remove(self)
                 stranded = list(self.waiters)
                 self.waiters.clear()
+                for waiter in stranded:
+                    waiter.thread = None
             for waiter in stranded:
                 try:
                     waiter.loop.call_soon_threadsafe(waiter.fail, exc)
@@ -257,6 +259,7 @@ class _FutexThread:
         can never run its finally, and its timeout's timer went with the
         loop: close its watch here, or the mapping stays pinned for good."""
         del self.waiters[waiter]
+        waiter.thread = None
         waiter.watch.close()
 
 
@@ -294,6 +297,11 @@ class _FutexPool:
                 thread.poke()
 
     def stop(self, waiter: _Waiter) -> None:
+        # A waiter its thread forgot (waiter.thread None, set under the lock)
+        # ends without the lock: a garbage collection inside any locked
+        # section may finalize its wait and run this in the holding thread.
+        if waiter.thread is None:
+            return
         with self.lock:
             thread = waiter.thread
             waiter.thread = None

@@ -8,10 +8,12 @@ modes run: futex_waitv (one thread for many waiters) and the pool kernels
 without it (5.10) get.  No timing assertions beyond generous hang guards.
 """
 import asyncio
+import gc
 import math
 import os
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -193,6 +195,31 @@ def test_a_loop_closed_under_a_pending_wait_unpins(m, mode):
             time.sleep(0.05)
     assert not task.done()
     del task
+
+
+def test_collecting_a_forgotten_wait_under_the_pool_lock(m, mode):
+    """The garbage collector may run in any allocation, also one inside the
+    pool's locked sections, and finalize a wait the waiter thread forgot
+    (its loop closed): the wait's finally must not need the lock then."""
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(m.wait_async(0, 0))
+    loop.run_until_complete(asyncio.sleep(0.1))
+    loop.close()
+    task = weakref.ref(task)
+    deadline = time.monotonic() + 5
+    while any(t.waiters for t in _aio._pool.threads):     # forgotten in LINGER
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    collected = threading.Event()
+
+    def collect():
+        with _aio._pool.lock:
+            gc.collect()
+        collected.set()
+
+    threading.Thread(target=collect, daemon=True).start()
+    assert collected.wait(5), "a finalizer waited for the lock its own thread holds"
+    assert task() is None
 
 
 def test_timeout_zero_and_closed_and_bad_arguments(m, mode):
