@@ -508,8 +508,18 @@ def _backend(watch: _core.Watch, loop: asyncio.AbstractEventLoop) -> _Backend:
 
 
 def _after_fork_in_child() -> None:
-    """The threads did not come along; their waiters belong to the parent."""
+    """The threads did not come along; their waiters belong to the parent.
+    End them (their watches, inherited, raise) instead of leaving them to
+    wait for a thread that is gone, and forget them in the old pool, whose
+    lock a thread of the parent may have held at the fork."""
     global _pool
+    for thread in _pool.threads:
+        for waiter in thread.waiters:
+            waiter.thread = None
+            try:
+                waiter.loop.call_soon(waiter.due, False)
+            except RuntimeError:        # a closed loop, or (debug) another thread's
+                pass
     _pool = _FutexPool()
     _device_readers.clear()
     _count_readers.clear()

@@ -889,3 +889,58 @@ def test_an_asyncio_watch_inherited_by_a_forked_child_does_not_touch_a_closed_ma
         m.close()
         """)
     assert line == "parent True 0"
+
+
+def test_a_child_forked_with_asyncio_waits_pending_ends_them():
+    """A child forked inside a coroutine (its loop goes on there) inherits
+    the pending waits, but not the waiter thread that slept for them: they
+    end at once with the inherited watch's error instead of waiting for it,
+    and ending them never takes the pool lock, which another thread of the
+    parent held at the fork (here on purpose; the waiter thread holds it
+    briefly on every wake-up)."""
+    line = outcome("""
+        import asyncio, os, threading, time, warnings
+        import pymmapdev
+        from pymmapdev import _aio
+        warnings.simplefilter("ignore", DeprecationWarning)    # 3.12+: fork with threads
+        m = pymmapdev.anonymous(4096)
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            task = asyncio.create_task(m.wait_async(0, 0))
+            await asyncio.sleep(0.1)
+            held, release = threading.Event(), threading.Event()
+
+            def hold():
+                with _aio._pool.lock:
+                    held.set()
+                    release.wait()
+
+            threading.Thread(target=hold, daemon=True).start()
+            held.wait()
+            pid = os.fork()
+            if pid == 0:
+                loop.call_later(2, task.cancel)         # the bound, if nothing ends it
+                try:
+                    out = f"child woken {await task}"
+                except ValueError as exc:
+                    out = f"child ValueError: {exc}"
+                except asyncio.CancelledError:
+                    out = "child cancelled"
+                os.write(1, out.encode() + b"\\n")
+                os._exit(0)
+            release.set()
+            deadline = time.monotonic() + 10
+            while not os.waitpid(pid, os.WNOHANG)[0]:
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    print("child hung")
+                    break
+                await asyncio.sleep(0.05)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        asyncio.run(main())
+        """)
+    assert line.startswith("child ValueError: watch is closed: it was inherited across fork()")
