@@ -103,19 +103,35 @@ PyObject *
 watch_await(PyObject *watch, PyObject *timeout)
 {
 	struct deadline unused;
-	PyObject *aio, *coro = NULL;
+	PyObject *aio, *secs = NULL, *coro = NULL;
+	double value;
 
-	if (timeout == NULL)
-		timeout = Py_None;
+	if (timeout == NULL || timeout == Py_None) {
+		secs = Py_NewRef(Py_None);
+	} else {
+		/*
+		 * The event loop adds the timeout to its float clock and
+		 * compares it: hand it the float the blocking calls take (a
+		 * Decimal, or an object with only __float__, would fail there
+		 * in the middle of the wait).
+		 */
+		value = PyFloat_AsDouble(timeout);
+		if (value == -1.0 && PyErr_Occurred())
+			goto out;
+		secs = PyFloat_FromDouble(value);
+		if (secs == NULL)
+			goto out;
+	}
 	/* The blocking calls' rules and wording for a bad timeout. */
-	if (arg_deadline(timeout, &unused) < 0)
+	if (arg_deadline(secs, &unused) < 0)
 		goto out;
 	aio = PyImport_ImportModule("pymmapdev._aio");
 	if (aio == NULL)
 		goto out;
-	coro = PyObject_CallMethod(aio, "wait", "OO", watch, timeout);
+	coro = PyObject_CallMethod(aio, "wait", "OO", watch, secs);
 	Py_DECREF(aio);
 out:
+	Py_XDECREF(secs);
 	Py_DECREF(watch);
 	return coro;
 }

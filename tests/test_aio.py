@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import weakref
+from decimal import Decimal
 
 import pytest
 
@@ -103,6 +104,22 @@ def test_same_results_as_wait(m, mode, word, expected, timeout, result):
     assert run(m.wait_async(0, expected, timeout)) is result
     assert run(m.wait_async(offset=0, expected=expected, timeout=timeout)) is result
     assert run(_aio.wait_word(m, 0, expected, timeout)) is result
+
+
+class Seconds:
+    """A timeout that is a number only through __float__."""
+
+    def __float__(self):
+        return 0.05
+
+
+@pytest.mark.parametrize("timeout", [Decimal("0.05"), Seconds()], ids=["Decimal", "__float__"])
+def test_any_timeout_wait_takes_awaits_too(m, mode, timeout):
+    """A timeout wait() takes (anything with __float__) is one wait_async()
+    takes, not a TypeError from the event loop's clock."""
+    assert m.wait(0, 0, timeout) is False
+    assert run(m.wait_async(0, 0, timeout)) is False
+    assert run(pymmapdev.Slot(m, SLOT, 32).wait_newer_async(0, timeout)) is False
 
 
 def test_woken_by_another_process_loop_keeps_ticking(m, shm_path, mode, run_child):
