@@ -28,7 +28,7 @@ import os
 import struct
 import time
 
-from . import _core
+from . import _aio, _core
 from ._open import open_file
 
 __all__ = ["Channel", "ChannelCorrupt", "open_channel"]
@@ -204,41 +204,47 @@ class Channel(_core.Channel):
 
     # ---- asyncio -------------------------------------------------------------
 
-    async def _await_side(self, side, nbytes, deadline):
-        """Sleep (without blocking the loop) until the side may make progress."""
+    async def _await_side(self, side, nbytes, deadline, delay):
+        """Sleep (without blocking the loop) until the side may make progress.
+        Returns the *delay* for the next call."""
         word = self._announce(side, nbytes)
         if word is None:
-            # progress is possible now; if another thread holds the side
-            # (multi mode), give it a moment instead of spinning the loop
-            await asyncio.sleep(0)
-            return
+            # progress is possible now, unless another thread or process
+            # holds the side (multi mode) for as long as it likes (a
+            # recv_view): retry at once, then back off as _aio's timers do
+            # instead of spinning the loop
+            await asyncio.sleep(delay)
+            return min(max(2 * delay, _aio.POLL_MIN), _aio.POLL_MAX)
         try:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             await self.mapping.wait_async(word[0], word[1], timeout=remaining)
         finally:
             self._withdraw(side)
+        return 0.0
 
     async def send_async(self, data, *, timeout=None):
         """send() for asyncio: never blocks the event loop; same results."""
         deadline = None if timeout is None else time.monotonic() + timeout
         size = len(memoryview(data).cast("B"))
+        delay = 0.0
         while True:
             if self.send(data, timeout=0):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            await self._await_side(_SEND, size, deadline)
+            delay = await self._await_side(_SEND, size, deadline, delay)
 
     async def recv_async(self, *, timeout=None):
         """recv() for asyncio: never blocks the event loop; same results."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0
         while True:
             msg = self.recv(timeout=0)
             if msg is not None:
                 return msg
             if deadline is not None and time.monotonic() >= deadline:
                 return None
-            await self._await_side(_RECV, 0, deadline)
+            delay = await self._await_side(_RECV, 0, deadline, delay)
 
     # ---- owning a mapping (open_channel) ----------------------------------
 

@@ -896,6 +896,43 @@ def test_async_send_waiting_for_room_ends_at_close_send(ch):
     asyncio.run(main())
 
 
+def test_async_recv_does_not_spin_while_another_consumer_holds_the_side(m):
+    """Multi-consumer: data is there, but another consumer holds the side
+    (here a recv_view left open): recv_async waits for it without burning
+    the CPU, and gets the next message once the view is released."""
+    import asyncio
+    Channel(m, 0, CAP, multi_consumer=True).send(b"one")
+    Channel(m, 0, CAP, multi_consumer=True).send(b"two")
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with Channel(m, 0, CAP, multi_consumer=True).recv_view(timeout=GUARD) as view:
+            assert bytes(view) == b"one"
+            held.set()
+            release.wait(GUARD)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(GUARD)
+    ch = Channel(m, 0, CAP, multi_consumer=True)
+
+    async def main():
+        receiver = asyncio.create_task(ch.recv_async(timeout=GUARD))
+        cpu = time.process_time()
+        await asyncio.sleep(2)
+        cpu = time.process_time() - cpu
+        release.set()
+        return cpu, await asyncio.wait_for(receiver, GUARD)
+
+    try:
+        cpu, got = asyncio.run(main())
+    finally:
+        release.set()
+        t.join()
+    assert got == b"two"
+    assert cpu < 1, f"recv_async spun the event loop: {cpu:.2f} s of CPU in 2 s"
+
+
 ASYNC_PRODUCER = """
 import sys, time, pymmapdev
 from pymmapdev import Channel
