@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import os
 import sys
 import threading
@@ -57,6 +58,19 @@ POLL_MIN = 50e-6            # the 'poll' backend's first interval
 POLL_MAX = _core.Watch.POLL_NS / 1e9   # ... and its longest: the blocking loop's
 WAITV_WORDS = 127           # futex_waitv takes 128 words: ours + control
 _PEER_SLICE = _core.Watch.SLICE_NS / 1e9
+
+
+def checked_timeout(timeout: object) -> float | None:
+    """A timeout for the Python-side waits (UIO, Channel's async ones) by
+    the blocking calls' rules (csrc/block.c arg_deadline): None or seconds
+    as a float (a Decimal too), never negative or NaN; past ~30 years,
+    forever (None)."""
+    if timeout is None:
+        return None
+    secs = float(timeout)  # type: ignore[arg-type]  # float() raises TypeError
+    if math.isnan(secs) or secs < 0:
+        raise ValueError(f"timeout must be a non-negative number or None, not {timeout!r}")
+    return None if secs > 1e9 else secs
 
 
 class _Backend(Protocol):

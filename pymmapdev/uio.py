@@ -31,16 +31,6 @@ _UIO_NAME = re.compile(r"^uio\d+$")
 _POLL_MAX_MS = 2**31 - 1
 
 
-def _check_timeout(timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    timeout = float(timeout)
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be a non-negative number or None, not {timeout!r}")
-    # as the package's other waits (csrc/block.c): past ~30 years, forever
-    return None if timeout > 1e9 else timeout
-
-
 def _resolve(path_or_name: str | os.PathLike[str]) -> str:
     """/dev/uioN for a path, "uioN", or the name a driver gave its device."""
     text = os.fspath(path_or_name)
@@ -188,7 +178,7 @@ class UIO:
         (interrupts since the device appeared), or None when *timeout*
         seconds pass first.  Signal handlers run meanwhile (Ctrl-C raises
         KeyboardInterrupt)."""
-        timeout = _check_timeout(timeout)
+        timeout = _aio.checked_timeout(timeout)
         fd = self._enter_wait()
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -213,7 +203,7 @@ class UIO:
     async def wait_irq_async(self, timeout: float | None = None) -> int | None:
         """wait_irq() for asyncio: the event loop polls the descriptor (no
         thread); every awaiter of this UIO object gets the same new count."""
-        timeout = _check_timeout(timeout)
+        timeout = _aio.checked_timeout(timeout)
         fd = self._enter_wait()
         try:
             return await _aio.wait_count(fd, timeout, self._wakeup)

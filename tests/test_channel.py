@@ -838,6 +838,28 @@ def test_hostile_peer_scribbling_the_region(shm_path, run_child):
 
 # ---- asyncio --------------------------------------------------------------------------
 
+def test_async_timeouts_follow_the_blocking_calls_rules(ch):
+    """send_async/recv_async took their timeout in Python arithmetic: a
+    Decimal (which send/recv take) was a TypeError mid-way, a negative one
+    returned at once instead of being refused."""
+    import asyncio
+    from decimal import Decimal
+
+    async def main():
+        assert await ch.recv_async(timeout=Decimal("0.01")) is None
+        assert await ch.send_async(b"x", timeout=Decimal("0.01")) is True
+        assert await ch.recv_async(timeout=Decimal("0.01")) == b"x"
+        for bad in (-1, float("nan")):
+            for call in (lambda: ch.recv_async(timeout=bad),
+                         lambda: ch.send_async(b"y", timeout=bad)):
+                with pytest.raises(ValueError, match="timeout must be a non-negative"):
+                    await call()
+        with pytest.raises(ValueError, match="timeout must be"):
+            ch.recv(timeout=-1)                 # the same words as the blocking call
+    asyncio.run(main())
+    assert len(ch) == 0
+
+
 def test_async_round_trip_timeout_and_cancel(ch, m):
     import asyncio
 
