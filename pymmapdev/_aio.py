@@ -527,16 +527,17 @@ def _after_fork_in_child() -> None:
     wait for a thread that is gone, and forget them in the old pool, whose
     lock a thread of the parent may have held at the fork."""
     global _pool
-    for thread in _pool.threads:
+    # the fresh state first: nothing below may leave the child the old one
+    old, _pool = _pool, _FutexPool()
+    _device_readers.clear()
+    _count_readers.clear()
+    for thread in old.threads:
         for waiter in thread.waiters:
             waiter.thread = None
             try:
                 waiter.loop.call_soon(waiter.due, False)
-            except RuntimeError:        # a closed loop, or (debug) another thread's
+            except Exception:           # a closed loop, (debug) another thread's, ...
                 pass
-    _pool = _FutexPool()
-    _device_readers.clear()
-    _count_readers.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
