@@ -93,7 +93,7 @@ static char *mmapdev_devnode(MMAPDEV_DEVNODE_CONST struct device *dev,
  * Says which parameter is wrong, and why, in the kernel log.
  *
  * Context: module init.
- * Return: 0, or -EINVAL.
+ * Return: 0, -EINVAL, or -EOPNOTSUPP for uio=1 on a kernel without UIO.
  */
 static int __init mmapdev_check_params(void)
 {
@@ -112,6 +112,14 @@ static int __init mmapdev_check_params(void)
 		pr_err("mode=%#o: only permission bits 0-0777 are allowed (write octal with a leading 0, e.g. mode=0660)\n",
 		       node_mode);
 		return -EINVAL;
+	}
+	/*
+	 * Refused here, before any node exists, not when registering: a node
+	 * opened while a later init step fails would outlive the module.
+	 */
+	if (uio && !IS_ENABLED(CONFIG_UIO)) {
+		pr_err("uio=1: this kernel has no UIO support (CONFIG_UIO)\n");
+		return -EOPNOTSUPP;
 	}
 	return 0;
 }
@@ -301,8 +309,6 @@ static int __init mmapdev_init(void)
 		goto err_cdev;
 	if (uio) {
 		ret = mmapdev_uio_register(&mmapdev_devs[0]);
-		if (ret == -EOPNOTSUPP)
-			pr_err("uio=1: this kernel has no UIO support (CONFIG_UIO)\n");
 		if (ret)
 			goto err_nodes;
 	}
