@@ -41,7 +41,9 @@ Reduced = tuple[Callable[..., Any], tuple[Any, ...]]
 
 def _rebuild_file(path: str, size: int, offset: int, readonly: bool,
                   ident: tuple[int, int]) -> Mapping:
-    fd = os.open(path, os.O_CLOEXEC | (os.O_RDONLY if readonly else os.O_RDWR))
+    # O_NONBLOCK: a FIFO put in the file's place would wait in open(2) for
+    # a writer (the identity check below then refuses it)
+    fd = os.open(path, os.O_CLOEXEC | os.O_NONBLOCK | (os.O_RDONLY if readonly else os.O_RDWR))
     try:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != ident:

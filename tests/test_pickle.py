@@ -7,6 +7,8 @@ import errno
 import multiprocessing
 import os
 import pickle
+import subprocess
+import sys
 import threading
 from multiprocessing.reduction import ForkingPickler
 
@@ -71,6 +73,22 @@ def test_replaced_file_is_refused(shm_path):
     with pytest.raises(OSError) as exc:
         pickle.loads(data)
     assert exc.value.errno == errno.ESTALE and exc.value.filename == shm_path
+
+
+def test_path_replaced_by_a_fifo_is_refused_not_waited_on(shm_path):
+    """A read-only mapping is reopened O_RDONLY, which on a FIFO waits in
+    open(2) for a writer that never comes: the child hung unpickling."""
+    pymmapdev.open_file(shm_path, SIZE).close()
+    with pymmapdev.open_file(shm_path, readonly=True) as m:
+        data = pickle.dumps(m)
+    os.unlink(shm_path)
+    os.mkfifo(shm_path)
+    script = (f"import pickle, pymmapdev\n"
+              f"try:\n    pickle.loads({data!r})\n"
+              f"except OSError as exc:\n    print(exc.errno)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.stdout.strip() == str(errno.ESTALE), proc.stderr
 
 
 def test_truncated_file_is_refused(shm_path):
