@@ -23,8 +23,8 @@ def bar_address(path: str) -> int:
 
 
 def main(path: str, offset: int = 0, count: int = 4) -> None:
-    start = bar_address(path)
-    with pymmapdev.open_device(path, readonly=True) as regs:
+    with pymmapdev.open_device(path, readonly=True) as regs:   # checks it is a BAR file
+        start = bar_address(path)
         device = os.path.basename(os.path.dirname(os.path.realpath(path)))
         print(f"{os.path.basename(path)} of {device}: {regs.size} bytes at {start:#x}")
         words = regs.read_words(offset, count, width=4)
@@ -40,4 +40,7 @@ def main(path: str, offset: int = 0, count: int = 4) -> None:
 if __name__ == "__main__":
     if not 2 <= len(sys.argv) <= 4:
         sys.exit(__doc__)
-    main(sys.argv[1], *(int(a, 0) for a in sys.argv[2:4]))
+    try:
+        main(sys.argv[1], *(int(a, 0) for a in sys.argv[2:4]))
+    except (OSError, ValueError) as exc:
+        sys.exit(f"pci_bar: {exc}")

@@ -159,6 +159,20 @@ def test_vm_share_example_on_a_file(shm_path):
     assert len(lines) == 2 and all(" from pid " in line for line in lines), lines
 
 
+@pytest.mark.parametrize("exists", [True, False])
+def test_pci_bar_example_on_a_path_that_is_no_bar_says_so(tmp_path, exists):
+    """It parsed sysfs before opening anything: a traceback (IndexError or
+    ValueError from int()) for any path that is not a resourceN file."""
+    path = str(tmp_path / "resource2")
+    if exists:
+        with open(path, "w") as f:
+            f.write("not a BAR")
+    proc = subprocess.run([sys.executable, "examples/pci_bar.py", path], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("pci_bar: ") and path in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("script, args", [
     ("pci_bar.py", []), ("vm_share.py", []), ("vm_share.py", ["bogus", "x"]),
     ("device_reader.py", ["a", "b"]), ("uio_irq.py", ["a", "b"]),
