@@ -899,7 +899,7 @@ def test_a_child_forked_with_asyncio_waits_pending_ends_them():
     parent held at the fork (here on purpose; the waiter thread holds it
     briefly on every wake-up)."""
     line = outcome("""
-        import asyncio, os, threading, time, warnings
+        import asyncio, os, sys, threading, time, warnings
         import pymmapdev
         from pymmapdev import _aio
         warnings.simplefilter("ignore", DeprecationWarning)    # 3.12+: fork with threads
@@ -920,6 +920,9 @@ def test_a_child_forked_with_asyncio_waits_pending_ends_them():
             held.wait()
             pid = os.fork()
             if pid == 0:
+                os.write(1, b"child forked\\n")     # the at-fork hooks did not block
+                if sys.version_info >= (3, 14):
+                    os._exit(0)         # asyncio 3.14 runs no task in a forked child
                 loop.call_later(2, task.cancel)         # the bound, if nothing ends it
                 try:
                     out = f"child woken {await task}"
@@ -943,4 +946,9 @@ def test_a_child_forked_with_asyncio_waits_pending_ends_them():
 
         asyncio.run(main())
         """)
-    assert line.startswith("child ValueError: watch is closed: it was inherited across fork()")
+    if sys.version_info >= (3, 14):
+        # its at-fork hook resets the running loop in the child, where the
+        # loop then runs no task step at all: only the hooks are checked
+        assert line == "child forked"
+    else:
+        assert line.startswith("child ValueError: watch is closed: it was inherited across fork()")
