@@ -823,6 +823,52 @@ def test_a_call_that_forks_mid_way_keeps_its_pin_in_the_child(body):
     assert lines[-1] == "child status [0]", lines
 
 
+def test_a_child_forked_inside_a_blocked_acquire_takes_the_lock_as_itself():
+    """A signal handler run by a sleeping acquire() forks; the child goes on
+    with the wait, as another thread.  It must take the lock in its own name:
+    in the parent's, its release() was refused (the named thread lives on)
+    and the parent's thread would have looked like the holder."""
+    line = outcome("""
+        import os, signal, threading, pymmapdev
+        m = pymmapdev.anonymous(4096)
+        lock = pymmapdev.Lock(m, 0)
+        held, go = threading.Event(), threading.Event()
+        def holder():
+            with lock:
+                held.set()
+                go.wait(30)
+        t = threading.Thread(target=holder)
+        t.start()
+        held.wait(30)
+        class Forked(Exception):
+            pass
+        def handler(*_):
+            pid = os.fork()
+            if pid:                       # the parent leaves its acquire,
+                raise Forked(pid)         # the child goes on with it
+        signal.signal(signal.SIGUSR1, handler)
+        threading.Timer(0.2, signal.pthread_kill,
+                        (threading.get_ident(), signal.SIGUSR1)).start()
+        try:
+            got = lock.acquire(timeout=20)
+        except Forked as exc:
+            go.set()
+            t.join()
+            _, status = os.waitpid(exc.args[0], 0)
+            print("child status", os.waitstatus_to_exitcode(status))
+        else:
+            mine = m.read_u64(0) & ((1 << 22) - 1) == threading.get_native_id()
+            try:
+                lock.release()
+                line = f"child {got} {mine} released"
+            except RuntimeError as exc:
+                line = f"child {got} {mine} {exc}"
+            os.write(1, line.encode() + b"\\n")
+            os._exit(0 if line == "child True True released" else 1)
+        """)
+    assert line == "child status 0"
+
+
 @pytest.mark.parametrize("depth", [1, 3, 40])
 def test_pins_balance_in_a_child_forked_inside_nested_calls(depth):
     """Once the calls a child was forked inside have ended, the child (and
