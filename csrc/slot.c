@@ -160,6 +160,20 @@ publish_body(void *arg)
 	return 0;
 }
 
+/*
+ * A publish that faulted (its source or the slot itself) stays odd: the
+ * next publish recovers.  Until then readers must not wait for it as for a
+ * live writer still at work: without an identity they are told at once.
+ */
+static int
+abandon_body(void *arg)
+{
+	struct publish_call *c = arg;
+
+	__atomic_store_n(c->w.writer, 0, __ATOMIC_RELAXED);
+	return 0;
+}
+
 static PyObject *
 slot_publish(SlotObject *self, PyObject *arg)
 {
@@ -190,7 +204,11 @@ slot_publish(SlotObject *self, PyObject *arg)
 	spans[1] = (struct fault_span){data.buf, (size_t)data.len};
 	rc = fault_run(publish_body, &c, spans, 2, &fault_addr);
 	if (rc == FAULT_HIT) {
-		/* seq stays odd: the next publish recovers */
+		const char *abandon_addr;
+
+		/* a fault here too: the slot's own page is gone, and readers
+		 * fault on it as well */
+		(void)fault_run(abandon_body, &c, spans, 1, &abandon_addr);
 		slot_error(self, rc, fault_addr, &data, 0);
 	} else if (c.waiters == 0 ||
 		   block_wake(self->map, g.offset + SLOT_WAIT_WORD, UINT32_MAX) >= 0) {

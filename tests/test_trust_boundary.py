@@ -507,6 +507,32 @@ def test_copy_from_a_truncated_mapping_raises(shm_path):
     assert line == "['fault', 'fault', 'fault']"
 
 
+def test_a_publish_that_faulted_is_not_waited_for(shm_path):
+    """A publish whose source faulted leaves the slot mid-publish for good,
+    in the name of a writer that lives on: read() waited for it until its
+    timeout (for ever without one, a deadlock in that very thread).  It is
+    told at once that there is no value until the next publish."""
+    line = outcome(f"""
+        import os, pymmapdev
+        src = pymmapdev.open_file({shm_path!r}, 2 * {PAGE})
+        os.truncate({shm_path!r}, {PAGE})
+        m = pymmapdev.anonymous({PAGE})
+        slot = pymmapdev.Slot(m, 0, 64)
+        slot.publish(b"one")
+        view = memoryview(src)
+        try:
+            slot.publish(view[{PAGE}:{PAGE} + 8])
+        except pymmapdev.MappingFault:
+            pass
+        try:
+            seen = slot.read(timeout=2)
+        except pymmapdev.PeerDied as exc:
+            seen = type(exc).__name__
+        print(seen, slot.publish(b"two"), slot.read())
+        """)
+    assert line == "PeerDied 2 (2, b'two')"
+
+
 def test_python_sigbus_handler_installed_later_does_not_loop(shm_path):
     line = outcome(f"""
         import os, signal, pymmapdev
