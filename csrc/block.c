@@ -306,6 +306,27 @@ withdraw(struct block_op *op)
 	}
 }
 
+/*
+ * After signal handlers ran: one may have forked, and the child goes on
+ * with this wait.  The announcement it inherited is the parent's, who
+ * withdraws it: the child makes its own, or both withdrawals would take
+ * the count below zero (a later sleeper counted as none then misses its
+ * wake-up).  No re-check needed: the sleep still compares the word read
+ * after the parent's announcement.  No GIL needed.
+ */
+static void
+announce_after_fork(struct block_op *op, unsigned long *generation)
+{
+	struct poll_call c = {op, 1, 0};
+	const char *addr;
+
+	if (*generation == gate_generation())
+		return;
+	*generation = gate_generation();
+	if (op->announced)
+		op->announced = guarded(op, announce_body, &c, &addr) == 0;
+}
+
 /* Spins with the GIL held.  Returns a poll result or BLOCK_ERROR/TIMEOUT. */
 static int
 spin_phase(struct block_op *op, const struct deadline *d, const char **fault_addr)
@@ -342,6 +363,7 @@ block_until(struct block_op *op, const struct deadline *d)
 	const char *fault_addr = NULL;
 	int rc, err = 0, last, signalled = 0, polled;
 	long long bound, ticks = 0;
+	unsigned long generation = gate_generation();
 
 	op->announced = 0;
 	op->watch_peer = 0;
@@ -354,6 +376,7 @@ block_until(struct block_op *op, const struct deadline *d)
 	rc = guarded(op, poll_body, &c, &fault_addr);
 	if (rc == BLOCK_SLEEP && op->announce != NULL) {
 		c.thorough = 1;
+		generation = gate_generation();
 		rc = guarded(op, announce_body, &c, &fault_addr);
 		op->announced = rc == 0;
 		if (rc == 0) {
@@ -369,7 +392,9 @@ block_until(struct block_op *op, const struct deadline *d)
 	}
 	/* A signal that arrived while we polled without the GIL (or between
 	 * spin chunks) will not interrupt a sleep that starts after it. */
-	if (PyErr_CheckSignals() < 0) {
+	signalled = PyErr_CheckSignals();
+	announce_after_fork(op, &generation);	/* also before withdrawing */
+	if (signalled < 0) {
 		rc = BLOCK_ERROR;
 		goto out;
 	}
@@ -407,6 +432,7 @@ block_until(struct block_op *op, const struct deadline *d)
 			Py_BLOCK_THREADS
 			signalled = PyErr_CheckSignals();
 			Py_UNBLOCK_THREADS
+			announce_after_fork(op, &generation);
 			if (signalled < 0) {
 				rc = BLOCK_ERROR;
 				break;

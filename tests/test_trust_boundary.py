@@ -895,6 +895,36 @@ def test_a_child_forked_inside_a_blocked_acquire_takes_the_lock_as_itself():
     assert line == "child status 0"
 
 
+@pytest.mark.parametrize("child_raises", [False, True])
+def test_a_child_forked_inside_a_sleeping_wait_newer_keeps_the_waiter_count(child_raises):
+    """The child goes on with the wait (or leaves it with its handler's
+    exception); its end must not withdraw the announcement the parent's
+    wait made (and withdraws too): the count went below zero, after which
+    a sleeper announced as 0 missed the next publish's wake-up."""
+    line = outcome(f"""
+        import os, signal, pymmapdev
+        m = pymmapdev.anonymous(4096)
+        slot = pymmapdev.Slot(m, 0, 64)
+        pid = []
+        def handler(*_):
+            pid.append(os.fork())
+            if pid[0] == 0 and {child_raises}:
+                raise KeyboardInterrupt
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        pymmapdev.set_spin(0)
+        try:
+            ended = slot.wait_newer(0, timeout=1)
+        except KeyboardInterrupt:
+            ended = False
+        if pid[0] == 0:
+            os._exit(0 if ended is False else 1)
+        _, status = os.waitpid(pid[0], 0)
+        print(ended, os.waitstatus_to_exitcode(status), m.load_u32(16))
+        """)
+    assert line == "False 0 0"
+
+
 @pytest.mark.parametrize("depth", [1, 3, 40])
 def test_pins_balance_in_a_child_forked_inside_nested_calls(depth):
     """Once the calls a child was forked inside have ended, the child (and
