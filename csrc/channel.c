@@ -754,6 +754,7 @@ take_side(struct ch_call *c, enum side side, const struct deadline *d, int *time
 		op.ctx = &w;
 		op.spin = block_default_spin();
 		rc = block_until(&op, d);
+		c->me = w.me;	/* owner_poll's: a child forked meanwhile is not us */
 		if (rc == BLOCK_TIMEOUT) {
 			*timed_out = 1;
 			return -1;

@@ -279,23 +279,6 @@ lock_hold(LockObject *self, struct gate *g)
 
 static PyObject *lock_release(LockObject *self, PyObject *Py_UNUSED(ignored));
 
-/*
- * owner_poll() in the name of the thread polling now.  A signal handler
- * that the loop runs may fork(): the child goes on with this wait as
- * another thread (peer_after_fork), and must not take the word in the
- * name of the parent's thread, which lives on (its release() would then
- * be refused, and that thread would look like the holder).  After the
- * first call peer_self() is a thread-local read.
- */
-static int
-lock_poll(struct block_op *op, int thorough)
-{
-	struct owner_wait *w = op->ctx;
-
-	w->me = peer_self();
-	return owner_poll(op, thorough);
-}
-
 static PyObject *
 lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -321,7 +304,7 @@ lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 	if (rc == BLOCK_SLEEP) {
 		w = (struct owner_wait){c.owner, c.me, 0};
 		op.gate = &g;
-		op.poll = lock_poll;
+		op.poll = owner_poll;
 		op.ctx = &w;
 		op.spin = block_default_spin();
 		rc = block_until(&op, &deadline);

@@ -46,6 +46,12 @@ owner_poll(struct block_op *op, int thorough)
 	struct owner_wait *w = op->ctx;
 	uint64_t v = __atomic_load_n(w->word, __ATOMIC_RELAXED), holder;
 
+	/* In the name of the thread polling now: a signal handler the loop
+	 * runs may fork(), and the child goes on with this wait as another
+	 * thread (peer_after_fork); taking the word in the name of the
+	 * parent's thread, which lives on, would make two holders of one
+	 * identity.  After a thread's first call, a thread-local read. */
+	w->me = peer_self();
 	w->seen = v;
 	if (v == 0) {
 		/* Taken with OWNER_WAITERS set: we may have been one of several

@@ -895,6 +895,53 @@ def test_a_child_forked_inside_a_blocked_acquire_takes_the_lock_as_itself():
     assert line == "child status 0"
 
 
+def test_a_child_forked_inside_a_blocked_multi_producer_send_takes_the_side_as_itself():
+    """As for Lock: a child forked by a signal handler while a multi-producer
+    send() waits for the side took it in the name of the parent's thread,
+    which goes on too (both would then hold the side: two producers
+    writing one place of the ring)."""
+    line = outcome("""
+        import os, signal, threading, pymmapdev
+        from pymmapdev import Channel
+        m = pymmapdev.anonymous(Channel.size_for(4096))
+        ch = Channel(m, 0, 4096, multi_producer=True)
+        held, go = threading.Event(), threading.Event()
+        def holder():
+            with ch.reserve(8) as buf:    # holds the producer side
+                buf[:] = b"holder.."
+                held.set()
+                go.wait(30)
+        t = threading.Thread(target=holder)
+        t.start()
+        held.wait(30)
+        class Forked(Exception):
+            pass
+        def handler(*_):
+            pid = os.fork()
+            if pid:                       # the parent leaves its wait,
+                raise Forked(pid)         # the child goes on with it
+        signal.signal(signal.SIGUSR1, handler)
+        threading.Timer(0.2, signal.pthread_kill,
+                        (threading.get_ident(), signal.SIGUSR1)).start()
+        try:
+            other = Channel(m, 0, 4096, multi_producer=True)   # ch's reserve is open
+            with other.reserve(8, timeout=20) as buf:
+                # the child holds the side now: the word must name it
+                owner = m.read_u64(80) & ((1 << 22) - 1)
+                buf[:] = b"child..."
+        except Forked as exc:
+            go.set()
+            t.join()
+            _, status = os.waitpid(exc.args[0], 0)
+            print("child status", os.waitstatus_to_exitcode(status), ch.recv_many(9, timeout=5))
+        else:
+            line = f"child owner is me: {owner == threading.get_native_id()}"
+            os.write(1, line.encode() + b"\\n")
+            os._exit(0 if line.endswith("True") else 1)
+        """)
+    assert line == "child status 0 [b'holder..', b'child...']"
+
+
 @pytest.mark.parametrize("child_raises", [False, True])
 def test_a_child_forked_inside_a_sleeping_wait_newer_keeps_the_waiter_count(child_raises):
     """The child goes on with the wait (or leaves it with its handler's
