@@ -849,39 +849,56 @@ def test_a_call_that_forks_mid_way_keeps_its_pin_in_the_child(body):
     assert lines[-1] == "child status [0]", lines
 
 
+# A thread holds what the main thread then waits for; a signal handler run
+# by that wait forks: the parent leaves the wait (Forked), the child goes on
+# with it as another thread.
+BLOCKED_THEN_FORK = """
+import os, signal, threading, pymmapdev
+from pymmapdev import Channel
+held, go = threading.Event(), threading.Event()
+class Forked(Exception):
+    pass
+def hold(what):                   # a thread holds *what* until go
+    def holder():
+        with what:
+            held.set()
+            go.wait(30)
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(30)
+    return t
+def handler(*_):
+    pid = os.fork()
+    if pid:                       # the parent leaves its wait,
+        raise Forked(pid)         # the child goes on with it
+signal.signal(signal.SIGUSR1, handler)
+def fork_soon():
+    threading.Timer(0.2, signal.pthread_kill, (threading.get_ident(), signal.SIGUSR1)).start()
+def child_status(forked, t):      # in the parent: let the child have it
+    go.set()
+    t.join()
+    _, status = os.waitpid(forked.args[0], 0)
+    return os.waitstatus_to_exitcode(status)
+def child_says(line, ok):
+    os.write(1, line.encode() + b"\\n")
+    os._exit(0 if ok else 1)
+"""
+
+
 def test_a_child_forked_inside_a_blocked_acquire_takes_the_lock_as_itself():
     """A signal handler run by a sleeping acquire() forks; the child goes on
     with the wait, as another thread.  It must take the lock in its own name:
     in the parent's, its release() was refused (the named thread lives on)
     and the parent's thread would have looked like the holder."""
-    line = outcome("""
-        import os, signal, threading, pymmapdev
+    line = outcome(BLOCKED_THEN_FORK + textwrap.dedent("""
         m = pymmapdev.anonymous(4096)
         lock = pymmapdev.Lock(m, 0)
-        held, go = threading.Event(), threading.Event()
-        def holder():
-            with lock:
-                held.set()
-                go.wait(30)
-        t = threading.Thread(target=holder)
-        t.start()
-        held.wait(30)
-        class Forked(Exception):
-            pass
-        def handler(*_):
-            pid = os.fork()
-            if pid:                       # the parent leaves its acquire,
-                raise Forked(pid)         # the child goes on with it
-        signal.signal(signal.SIGUSR1, handler)
-        threading.Timer(0.2, signal.pthread_kill,
-                        (threading.get_ident(), signal.SIGUSR1)).start()
+        t = hold(lock)
+        fork_soon()
         try:
             got = lock.acquire(timeout=20)
         except Forked as exc:
-            go.set()
-            t.join()
-            _, status = os.waitpid(exc.args[0], 0)
-            print("child status", os.waitstatus_to_exitcode(status))
+            print("child status", child_status(exc, t))
         else:
             mine = m.read_u64(0) & ((1 << 22) - 1) == threading.get_native_id()
             try:
@@ -889,9 +906,8 @@ def test_a_child_forked_inside_a_blocked_acquire_takes_the_lock_as_itself():
                 line = f"child {got} {mine} released"
             except RuntimeError as exc:
                 line = f"child {got} {mine} {exc}"
-            os.write(1, line.encode() + b"\\n")
-            os._exit(0 if line == "child True True released" else 1)
-        """)
+            child_says(line, line == "child True True released")
+        """))
     assert line == "child status 0"
 
 
@@ -900,29 +916,16 @@ def test_a_child_forked_inside_a_blocked_multi_producer_send_takes_the_side_as_i
     send() waits for the side took it in the name of the parent's thread,
     which goes on too (both would then hold the side: two producers
     writing one place of the ring)."""
-    line = outcome("""
-        import os, signal, threading, pymmapdev
-        from pymmapdev import Channel
+    line = outcome(BLOCKED_THEN_FORK + textwrap.dedent("""
         m = pymmapdev.anonymous(Channel.size_for(4096))
         ch = Channel(m, 0, 4096, multi_producer=True)
-        held, go = threading.Event(), threading.Event()
-        def holder():
+        def reserved():
             with ch.reserve(8) as buf:    # holds the producer side
                 buf[:] = b"holder.."
-                held.set()
-                go.wait(30)
-        t = threading.Thread(target=holder)
-        t.start()
-        held.wait(30)
-        class Forked(Exception):
-            pass
-        def handler(*_):
-            pid = os.fork()
-            if pid:                       # the parent leaves its wait,
-                raise Forked(pid)         # the child goes on with it
-        signal.signal(signal.SIGUSR1, handler)
-        threading.Timer(0.2, signal.pthread_kill,
-                        (threading.get_ident(), signal.SIGUSR1)).start()
+                yield
+        import contextlib
+        t = hold(contextlib.contextmanager(reserved)())
+        fork_soon()
         try:
             other = Channel(m, 0, 4096, multi_producer=True)   # ch's reserve is open
             with other.reserve(8, timeout=20) as buf:
@@ -930,15 +933,11 @@ def test_a_child_forked_inside_a_blocked_multi_producer_send_takes_the_side_as_i
                 owner = m.read_u64(80) & ((1 << 22) - 1)
                 buf[:] = b"child..."
         except Forked as exc:
-            go.set()
-            t.join()
-            _, status = os.waitpid(exc.args[0], 0)
-            print("child status", os.waitstatus_to_exitcode(status), ch.recv_many(9, timeout=5))
+            print("child status", child_status(exc, t), ch.recv_many(9, timeout=5))
         else:
-            line = f"child owner is me: {owner == threading.get_native_id()}"
-            os.write(1, line.encode() + b"\\n")
-            os._exit(0 if line.endswith("True") else 1)
-        """)
+            mine = owner == threading.get_native_id()
+            child_says(f"child owner is me: {mine}", mine)
+        """))
     assert line == "child status 0 [b'holder..', b'child...']"
 
 
