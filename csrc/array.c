@@ -77,7 +77,7 @@ array_geometry(PyObject *numpy, PyObject *dtype, PyObject *shape, Py_ssize_t *it
 static int
 check_backed(MappingObject *self, Py_ssize_t offset, Py_ssize_t len)
 {
-	long page = sysconf(_SC_PAGESIZE);
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), end;
 	struct statx st;
 	Py_ssize_t backed;
 
@@ -89,8 +89,15 @@ check_backed(MappingObject *self, Py_ssize_t offset, Py_ssize_t len)
 		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->path);
 		return -1;
 	}
-	/* the file's pages, in the mapping's coordinates */
-	backed = ((Py_ssize_t)st.stx_size + page - 1) / page * page - self->map_offset;
+	/* where the file's pages end, unsigned: a peer may extend the file to
+	 * the largest off_t, and rounding that up in a Py_ssize_t overflowed
+	 * (a "truncated" file).  At most 2^63: fits. */
+	end = st.stx_size / page * page + (st.stx_size % page ? page : 0);
+	/* in the mapping's coordinates (map_offset + size fits an off_t) */
+	backed = end > (uint64_t)self->map_offset
+		 ? (Py_ssize_t)(end - (uint64_t)self->map_offset > (uint64_t)self->size
+				? (uint64_t)self->size : end - (uint64_t)self->map_offset)
+		 : 0;
 	if (offset + len > backed) {
 		mapping_raise_fault(self, self->data + (offset > backed ? offset : backed), NULL);
 		return -1;

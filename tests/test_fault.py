@@ -60,6 +60,16 @@ def test_ndarray_creation_over_truncated_pages_raises(truncated):
     del arr
 
 
+def test_ndarray_over_a_file_grown_to_the_largest_size_is_backed(shm_path):
+    # A peer may extend the file (sparsely) to the largest off_t: rounding
+    # that size up to whole pages must not overflow into "truncated".
+    with pymmapdev.open_file(shm_path, PAGE) as m:
+        os.truncate(shm_path, 2**63 - 1)
+        arr = m.ndarray("u1")
+        assert arr.shape == (PAGE,)
+        del arr
+
+
 def test_fault_offset_is_named(truncated):
     with pytest.raises(pymmapdev.MappingFault, match=f"offset {2 * PAGE + 8} "):
         truncated.read_u64(2 * PAGE + 8)
