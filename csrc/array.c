@@ -42,10 +42,9 @@ call_numpy(PyObject *numpy, const char *name, PyObject *arg)
 
 /* The item count and size, from everything that may run Python code. */
 static int
-array_geometry(PyObject *numpy, PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize,
-	       Py_ssize_t *count)
+array_geometry(PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize, Py_ssize_t *count)
 {
-	PyObject *size_obj = PyObject_GetAttrString(dtype, "itemsize"), *prod;
+	PyObject *size_obj = PyObject_GetAttrString(dtype, "itemsize");
 
 	if (size_obj == NULL)
 		return -1;
@@ -59,11 +58,39 @@ array_geometry(PyObject *numpy, PyObject *dtype, PyObject *shape, Py_ssize_t *it
 	*count = -1;
 	if (shape == NULL || shape == Py_None)
 		return 0;
-	prod = call_numpy(numpy, "prod", shape);
-	if (prod == NULL)
-		return -1;
-	*count = PyNumber_AsSsize_t(prod, PyExc_OverflowError);
-	Py_DECREF(prod);
+	/* The product here, exact: numpy.prod's int64 one wraps, and it is
+	 * 1.0 (a float) for the shape () of a 0-d array.  A private tuple: a
+	 * dimension's __index__ may change the caller's list. */
+	if (!PySequence_Check(shape)) {
+		*count = PyNumber_AsSsize_t(shape, PyExc_OverflowError);	/* shape=n */
+	} else {
+		PyObject *dims = PySequence_Tuple(shape);
+		int zero = 0, overflow = 0;
+		Py_ssize_t dim;
+
+		if (dims == NULL)
+			return -1;
+		*count = 1;
+		for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(dims); i++) {
+			dim = PyNumber_AsSsize_t(PyTuple_GET_ITEM(dims, i), PyExc_OverflowError);
+			if (dim < 0) {
+				if (!PyErr_Occurred())
+					PyErr_Format(PyExc_ValueError,
+						     "shape %R has a negative dimension", shape);
+				Py_DECREF(dims);
+				return -1;
+			}
+			zero |= dim == 0;
+			overflow |= __builtin_mul_overflow(*count, dim, count);
+		}
+		Py_DECREF(dims);
+		if (zero) {
+			*count = 0;		/* (huge, huge, 0) has no items */
+		} else if (overflow) {
+			PyErr_Format(PyExc_OverflowError, "shape %R has too many items", shape);
+			return -1;
+		}
+	}
 	if (*count == -1 && PyErr_Occurred())
 		return -1;
 	if (*count < 0) {
@@ -121,7 +148,7 @@ array_ndarray(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
 	if (numpy == NULL)
 		return NULL;
 	dtype = call_numpy(numpy, "dtype", argv[0]);
-	if (dtype == NULL || array_geometry(numpy, dtype, argv[1], &itemsize, &count) < 0)
+	if (dtype == NULL || array_geometry(dtype, argv[1], &itemsize, &count) < 0)
 		goto out;
 	if (count < 0)
 		count = offset <= self->size ? (self->size - offset) / itemsize : 0;

@@ -52,6 +52,19 @@ def test_ndarray_bad_arguments(shm_path):
             m.ndarray("not a dtype")
 
 
+def test_ndarray_shapes_of_no_dimension_and_exact_products(shm_path):
+    with pymmapdev.open_file(shm_path, 4096) as m:
+        m.write_u32(8, 7)
+        arr = m.ndarray("u4", shape=(), offset=8)     # 0-d: one item
+        assert arr.shape == () and arr[()] == 7
+        for shape in (5, np.int64(5), [5], np.array([1, 5])):
+            assert m.ndarray("u1", shape=shape).size == 5
+        del arr
+        # the item count is exact, not numpy's int64 product wrapped to -1
+        with pytest.raises((ValueError, OverflowError), match="fit|too"):
+            m.ndarray("u1", shape=(2**32 + 1, 2**32 - 1))
+
+
 def test_readonly_mapping_gives_readonly_array(shm_path):
     with pymmapdev.open_file(shm_path, 4096):
         pass
