@@ -1803,7 +1803,7 @@ ch_let_go(ChannelObject *self)
 	struct ch_call c;
 
 	for (int side = PRODUCER; side <= CONSUMER; side++) {
-		int open = self->open[side] && self->open_generation[side] == gate_generation();
+		int open = is_open(self, side);
 		/* A claim copied into a forked child is the parent's: the
 		 * child's copy dropping it would free the side under a live
 		 * producer (or consumer), and let a second one in.  A joined

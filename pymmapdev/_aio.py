@@ -441,7 +441,6 @@ class _CountReader:
             if not future.done():
                 future.set_result(count)
 
-
     def _fail(self, exc: Exception) -> None:
         for future in self.futures:
             if not future.done():

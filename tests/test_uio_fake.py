@@ -127,21 +127,18 @@ def test_close_wakes_a_blocked_wait_irq(irq):
     fd = u.fileno()
     got = []
 
-    def waiter():
-        t0 = time.monotonic()
+    def waiter():                   # not woken by close(): None after 30 s
         try:
-            got.append(u.wait_irq(timeout=5))
+            got.append(u.wait_irq(timeout=30))
         except ValueError as exc:
             got.append(exc)
-        got.append(time.monotonic() - t0)
 
     t = threading.Thread(target=waiter)
     t.start()
     time.sleep(0.2)                             # it sleeps in poll()
     u.close()
-    t.join(10)
-    assert isinstance(got[0], ValueError) and "closed" in str(got[0]), got
-    assert got[1] < 2, got
+    t.join(60)
+    assert len(got) == 1 and isinstance(got[0], ValueError) and "closed" in str(got[0]), got
     with pytest.raises(OSError) as exc:         # and the descriptor is gone
         os.fstat(fd)
     assert exc.value.errno == errno.EBADF
