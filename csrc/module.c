@@ -11,7 +11,8 @@
  *	peer.c		peer identities, liveness
  *	owner.c		owner words (who holds a side or a lock)
  *	lock.c		the Lock type               slot.c     the Slot type
- *	channel.c	the Channel type
+ *	channel*.c	the Channel type: ring, calls, send/recv, zero copy
+ *			(channel_internal.h says which file does what)
  *	pages.c		msync/madvise               array.c    ndarray (numpy)
  *	words.c		read_words/write_words (register files)
  *	device.c	mmapdev GET_INFO, file system space

@@ -1,0 +1,246 @@
+/*
+ * The Channel's ring in shared memory (channel_internal.h has the layout
+ * and the protocol): finding the words, room for a record and placing
+ * it, publishing, finding the record at the head and freeing it, and the
+ * polls and announcements the blocking loop calls.  No Python objects:
+ * all of it runs under the fault guard (ch_run), most of it without the
+ * GIL in the blocking loop.  Every index, length and kind read from the
+ * region is checked here before it is used.
+ */
+#include "channel_internal.h"
+
+#include <string.h>
+
+void
+ch_words(struct ch_words *w, char *base, uint64_t cap)
+{
+	w->desc = (uint64_t *)(base + CH_DESC);
+	w->ns = (uint64_t *)(base + CH_NS);
+	w->tail = (uint64_t *)(base + CH_TAIL);
+	w->sent = (uint64_t *)(base + CH_SENT);
+	w->owner[PRODUCER] = (uint64_t *)(base + CH_PRODUCER);
+	w->closed = (uint32_t *)(base + CH_CLOSED);
+	w->head = (uint64_t *)(base + CH_HEAD);
+	w->received = (uint64_t *)(base + CH_RECEIVED);
+	w->owner[CONSUMER] = (uint64_t *)(base + CH_CONSUMER);
+	w->space_seq = (uint32_t *)(base + CH_SPACE_SEQ);
+	w->producer_waiters = (uint32_t *)(base + CH_PRODUCER_WAITERS);
+	w->data_seq = (uint32_t *)(base + CH_DATA_SEQ);
+	w->consumer_waiters = (uint32_t *)(base + CH_CONSUMER_WAITERS);
+	w->ring = base + CH_HEADER;
+	w->cap = cap;
+}
+
+/* Runs @body under the fault guard over the region and the other side of a
+ * copy (c->src, c->dst): a fault anywhere there is FAULT_HIT. */
+int
+ch_run(struct ch_call *c, int (*body)(void *), const char **fault_addr)
+{
+	struct fault_span spans[3] = {{c->gate.addr, (size_t)c->gate.len}};
+	int n = 1;
+
+	/* the region, and the other side of a copy */
+	if (c->nsrc > 1)	/* send_many: the region comes first in c->src */
+		return fault_run(body, c, c->src - 1, c->nsrc + 1, fault_addr);
+	if (c->nsrc == 1)
+		spans[n++] = c->src[0];
+	if (c->dst != NULL)
+		spans[n++] = (struct fault_span){c->dst, (size_t)c->len};
+	return fault_run(body, c, spans, n, fault_addr);
+}
+
+/*
+ * Room for a record of c->len payload bytes at c->tail?  Fills head, pad
+ * and total.  BLOCK_READY, BLOCK_SLEEP (full) or CH_CORRUPT.
+ * The head read last time is tried first; @fresh forces a read (a sleeper
+ * that announced itself must see the real head: the Dekker pairing).
+ */
+int
+ch_room(struct ch_call *c, int fresh)
+{
+	uint64_t cap = c->w.cap, pos, to_end, need;
+
+	need = REC_HEADER + round8(c->len);
+	pos = c->tail % cap;
+	to_end = cap - pos;
+	c->pad = need > to_end ? to_end : 0;
+	c->total = c->pad + need;
+	c->head = c->self->seen_head;
+	if (fresh || !indices_ok(c->head, c->tail, cap) ||
+	    c->total > cap - (c->tail - c->head)) {
+		c->head = __atomic_load_n(c->w.head, __ATOMIC_SEQ_CST);
+		c->self->seen_head = c->head;
+		if (!indices_ok(c->head, c->tail, cap))
+			return CH_CORRUPT;
+	}
+	return c->total <= cap - (c->tail - c->head) ? BLOCK_READY : BLOCK_SLEEP;
+}
+
+int
+ch_closed_send(struct ch_call *c)
+{
+	return __atomic_load_n(c->w.closed, __ATOMIC_ACQUIRE) != 0;
+}
+
+int
+ch_space_poll(struct block_op *op, int Py_UNUSED(thorough))
+{
+	struct ch_call *c = op->ctx;
+	uint32_t seq = __atomic_load_n(c->w.space_seq, __ATOMIC_ACQUIRE);
+	int rc;
+
+	if (ch_closed_send(c))
+		return CH_CLOSED_SEND;
+	c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
+	rc = ch_room(c, 1);
+	if (rc != BLOCK_SLEEP)
+		return rc;
+	op->sleep_offset = c->gate.offset + CH_SPACE_SEQ;
+	op->sleep_expected = seq;
+	return BLOCK_SLEEP;
+}
+
+void
+ch_space_announce(struct block_op *op, int sleeping)
+{
+	struct ch_call *c = op->ctx;
+
+	__atomic_fetch_add(c->w.producer_waiters, sleeping ? 1 : (uint32_t)-1, __ATOMIC_SEQ_CST);
+}
+
+/* Writes the padding and the record header at the tail (after ch_room()). */
+char *
+ch_place(struct ch_call *c)
+{
+	uint64_t cap = c->w.cap, pos = c->tail % cap;
+
+	if (c->pad) {
+		*(uint64_t *)(c->w.ring + pos) = (c->pad - REC_HEADER) | REC_PADDING << 32;
+		pos = 0;
+	}
+	*(uint64_t *)(c->w.ring + pos) = c->len | REC_MESSAGE << 32;
+	return c->w.ring + pos + REC_HEADER;
+}
+
+/* Publishes @count records that end at @tail (ch_place() and the payload
+ * copies wrote them). */
+void
+ch_publish_to(struct ch_call *c, uint64_t tail, uint64_t count)
+{
+	__atomic_store_n(c->w.sent, __atomic_load_n(c->w.sent, __ATOMIC_RELAXED) + count,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(c->w.tail, tail, __ATOMIC_RELEASE);
+	/* StoreLoad: pairs with the consumer's announce (see the top). */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	c->waiters = __atomic_load_n(c->w.consumer_waiters, __ATOMIC_RELAXED);
+	if (c->waiters)
+		__atomic_fetch_add(c->w.data_seq, 1, __ATOMIC_RELEASE);
+}
+
+void
+ch_publish(struct ch_call *c)
+{
+	ch_publish_to(c, c->tail + c->total, 1);
+}
+
+/*
+ * The message record at @at (< c->tail), after any padding: 1 with the
+ * padding bytes and the payload length, or 0 when the bytes there are no
+ * valid record between @at and the tail.
+ */
+int
+ch_record_at(struct ch_call *c, uint64_t at, uint64_t *skip, uint64_t *len)
+{
+	uint64_t cap = c->w.cap, pos, hdr, kind;
+
+	*skip = 0;
+	for (;;) {
+		pos = (at + *skip) % cap;
+		hdr = __atomic_load_n((uint64_t *)(c->w.ring + pos), __ATOMIC_RELAXED);
+		*len = hdr & 0xffffffffu;
+		kind = hdr >> 32;
+		if (kind == REC_PADDING && *skip == 0 && *len + REC_HEADER == cap - pos &&
+		    cap - pos < c->tail - at) {
+			*skip = cap - pos;	/* to the ring's start */
+			continue;
+		}
+		return kind == REC_MESSAGE && *len <= max_message(cap) &&
+		       pos + REC_HEADER + round8(*len) <= cap &&
+		       *skip + REC_HEADER + round8(*len) <= c->tail - at;
+	}
+}
+
+/*
+ * The message record at the head: skips padding, checks everything.  BLOCK_READY
+ * with len, total (record bytes from the head, padding included) and *payload set
+ * to the payload; BLOCK_SLEEP when empty; CH_EOF; CH_CORRUPT.  The
+ * tail read last time is tried first, unless @fresh (as in ch_room()).
+ */
+int
+ch_peek(struct ch_call *c, const char **payload, int fresh)
+{
+	uint64_t cap = c->w.cap, len, skip;
+
+	c->head = __atomic_load_n(c->w.head, __ATOMIC_RELAXED);
+	c->tail = c->self->seen_tail;
+	if (fresh || c->tail <= c->head || !indices_ok(c->head, c->tail, cap)) {
+		/* acquire: the records up to this tail are complete */
+		c->tail = __atomic_load_n(c->w.tail, __ATOMIC_SEQ_CST);
+		c->self->seen_tail = c->tail;
+	}
+	if (!indices_ok(c->head, c->tail, cap))
+		return CH_CORRUPT;
+	if (c->head == c->tail)
+		return ch_closed_send(c) && __atomic_load_n(c->w.tail, __ATOMIC_ACQUIRE) == c->head
+			? CH_EOF : BLOCK_SLEEP;
+	if (!ch_record_at(c, c->head, &skip, &len))
+		return CH_CORRUPT;
+	c->len = len;
+	c->pad = skip;
+	c->total = skip + REC_HEADER + round8(len);
+	*payload = c->w.ring + (c->head + skip) % cap + REC_HEADER;
+	return BLOCK_READY;
+}
+
+int
+ch_data_poll(struct block_op *op, int Py_UNUSED(thorough))
+{
+	struct ch_call *c = op->ctx;
+	uint32_t seq = __atomic_load_n(c->w.data_seq, __ATOMIC_ACQUIRE);
+	const char *payload;
+	int rc = ch_peek(c, &payload, 1);
+
+	if (rc != BLOCK_SLEEP)
+		return rc;
+	op->sleep_offset = c->gate.offset + CH_DATA_SEQ;
+	op->sleep_expected = seq;
+	return BLOCK_SLEEP;
+}
+
+void
+ch_data_announce(struct block_op *op, int sleeping)
+{
+	struct ch_call *c = op->ctx;
+
+	__atomic_fetch_add(c->w.consumer_waiters, sleeping ? 1 : (uint32_t)-1, __ATOMIC_SEQ_CST);
+}
+
+/* Frees @count records that end at @head (ch_peek() found them). */
+void
+ch_consume_to(struct ch_call *c, uint64_t head, uint64_t count)
+{
+	__atomic_store_n(c->w.received, __atomic_load_n(c->w.received, __ATOMIC_RELAXED) + count,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(c->w.head, head, __ATOMIC_RELEASE);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);	/* StoreLoad, as in ch_publish_to() */
+	c->waiters = __atomic_load_n(c->w.producer_waiters, __ATOMIC_RELAXED);
+	if (c->waiters)
+		__atomic_fetch_add(c->w.space_seq, 1, __ATOMIC_RELEASE);
+}
+
+/* Frees the record at the head. */
+void
+ch_consume(struct ch_call *c)
+{
+	ch_consume_to(c, c->head + c->total, 1);
+}
