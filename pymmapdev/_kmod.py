@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pymmapdev
@@ -95,19 +96,49 @@ def default_build_dir(release: str) -> Path:
     return Path(cache, "pymmapdev", "kmod", release)
 
 
+# Left in every build directory build() fills: only a directory holding it
+# (or an empty one) is ever emptied by a later build.
+MARKER = ".pymmapdev-kmod-build"
+
+
+def _fresh_build_dir(build_dir: Path, ours: bool) -> None:
+    """Empty *build_dir* for a new build, or create it.
+
+    --build-dir is the user's to name, and `--build-dir .` or a typo naming
+    their home must not delete what is there: only a directory an earlier
+    build filled (it holds MARKER) or an empty one is emptied, or, if *ours*,
+    the default one under ~/.cache/pymmapdev.  A symlink is never followed,
+    nor its target emptied.
+    """
+    if build_dir.is_symlink() or (build_dir.exists() and not build_dir.is_dir()):
+        raise KmodError(f"{build_dir} is not a directory: name a new or empty directory "
+                        f"with --build-dir")
+    if build_dir.is_dir() and any(build_dir.iterdir()):
+        if not ours and not (build_dir / MARKER).is_file():
+            raise KmodError(f"{build_dir} is not empty and no earlier `kmod build` filled it: "
+                            f"refusing to delete what it holds; name a new or empty directory "
+                            f"with --build-dir")
+        shutil.rmtree(build_dir)
+    elif build_dir.is_dir():
+        build_dir.rmdir()
+
+
 def build(kdir: Path, build_dir: Path | None = None) -> Path:
     """Build mmapdev.ko against *kdir* in a fresh copy of the sources; return
     the .ko's path."""
     make = _tool("make", "make")
     release = release_of(kdir)
     assert release is not None          # kernel_dir() checked it
+    ours = build_dir is None
     build_dir = build_dir or default_build_dir(release)
     # A fresh copy every time: no stale objects from another kernel, and the
     # installed package is never written to.
-    shutil.rmtree(build_dir, ignore_errors=True)
+    _fresh_build_dir(build_dir, ours)
     shutil.copytree(sources(), build_dir,
                     ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*.cmd", "*.cmd",
-                                                  "__pycache__"))
+                                                  "__pycache__", MARKER))
+    (build_dir / MARKER).write_text("made by python -m pymmapdev kmod build: a later build "
+                                    "empties this directory\n")
     _run([make, "-C", str(build_dir), f"KDIR={kdir}", "modules"],
          f"building {MODULE}.ko against {kdir}")
     ko = build_dir / f"{MODULE}.ko"
@@ -118,16 +149,23 @@ def build(kdir: Path, build_dir: Path | None = None) -> Path:
 
 def install(kdir: Path, build_dir: Path | None = None, root: str = "/") -> Path:
     """Build, copy mmapdev.ko to <root>/lib/modules/<release>/extra and run
-    depmod, so that `modprobe mmapdev` finds it; return the installed path."""
+    depmod, so that `modprobe mmapdev` finds it; return the installed path.
+
+    Without *build_dir* the build happens in a private temporary directory,
+    removed afterwards: not in ~/.cache, which under sudo may be the
+    invoking user's, who could then swap the sources between the copy and
+    root's make (and run their own Makefile as root).
+    """
     release = release_of(kdir)
     assert release is not None
     moddir = Path(root, "lib", "modules", release)
     _need_root("installing the module", moddir)
     depmod = _tool("depmod", "kmod")
-    ko = build(kdir, build_dir)
-    dest = moddir / "extra" / ko.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(ko, dest)
+    with tempfile.TemporaryDirectory(prefix="pymmapdev-kmod-") as private:
+        ko = build(kdir, build_dir or Path(private, "build"))
+        dest = moddir / "extra" / ko.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ko, dest)
     _run([depmod, "-b", root, "-a", release], "depmod")
     return dest
 

@@ -347,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     kmod.add_argument("--kernel-dir", metavar="DIR",
                       help="kernel build directory (default: /lib/modules/$(uname -r)/build)")
     kmod.add_argument("--build-dir", metavar="DIR",
-                      help="where to build (default: ~/.cache/pymmapdev/kmod/<release>)")
+                      help="where to build: a new or empty directory, or one an earlier build "
+                      "filled (default: ~/.cache/pymmapdev/kmod/<release>; install: a private "
+                      "temporary directory)")
     kmod.add_argument("--root", default="/", metavar="DIR",
                       help="install: stage under DIR instead of / (like INSTALL_MOD_PATH)")
     kmod.set_defaults(func=cmd_kmod)

@@ -59,6 +59,28 @@ def test_build(kernel_build_dir, tmp_path):
     assert modinfo(ko, "version") == pymmapdev.__version__
     assert modinfo(ko, "vermagic").split()[0] == \
         _kmod.release_of(_kmod.Path(kernel_build_dir))
+    # a directory an earlier build filled is emptied and built in again
+    (tmp_path / "b" / "stale.o").write_text("from another kernel")
+    out = kmod_cli("build", "--kernel-dir", kernel_build_dir, "--build-dir", str(tmp_path / "b"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ko.is_file() and not (tmp_path / "b" / "stale.o").exists()
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink", "file"])
+def test_build_never_empties_a_directory_it_did_not_fill(kernel_build_dir, tmp_path, kind):
+    """--build-dir . (or a typo naming one's home) deleted everything in it:
+    build emptied whatever directory it was given before copying the sources."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("precious")
+    given = {"directory": mine, "symlink": tmp_path / "link", "file": mine / "thesis.txt"}[kind]
+    if kind == "symlink":
+        given.symlink_to(mine)
+    out = kmod_cli("build", "--kernel-dir", kernel_build_dir, "--build-dir", str(given))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert str(given) in out.stderr and "--build-dir" in out.stderr, out.stderr
+    assert os.listdir(mine) == ["thesis.txt"]
+    assert (mine / "thesis.txt").read_text() == "precious"
 
 
 def test_install_into_a_staging_root(kernel_build_dir, tmp_path):
@@ -70,6 +92,21 @@ def test_install_into_a_staging_root(kernel_build_dir, tmp_path):
     assert (moddir / "extra" / "mmapdev.ko").is_file()
     # depmod ran: modprobe would find it
     assert "extra/mmapdev.ko:" in (moddir / "modules.dep").read_text()
+
+
+def test_install_builds_in_a_private_directory(kernel_build_dir, tmp_path):
+    """install (root) built in ~/.cache, which under sudo may be the calling
+    user's: they could swap the copied sources for their own Makefile before
+    root's make ran.  It now builds in a private temporary directory and
+    removes it."""
+    cache, tmp = tmp_path / "cache", tmp_path / "tmp"
+    tmp.mkdir()
+    release = _kmod.release_of(_kmod.Path(kernel_build_dir))
+    out = kmod_cli("install", "--kernel-dir", kernel_build_dir, "--root", str(tmp_path / "root"),
+                   env=child_env(XDG_CACHE_HOME=str(cache), TMPDIR=str(tmp)))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "root" / "lib" / "modules" / release / "extra" / "mmapdev.ko").is_file()
+    assert not cache.exists() and os.listdir(tmp) == []
 
 
 def test_missing_headers():
