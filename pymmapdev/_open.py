@@ -283,16 +283,14 @@ def _device_limits(fd, path, st):
         return st.st_size, "poll", f"PCI BAR {number} of {os.path.basename(device)}"
     if not stat.S_ISCHR(st.st_mode):
         raise _file_type_error(path, st)
-    cls = _sysfs.char_class(st)
-    if cls not in (None, "mmapdev"):
-        return None, "poll", cls
+    if not _sysfs.is_mmapdev(st):       # no ioctl to a driver that is not ours
+        return None, "poll", _sysfs.char_class(st)
     _blocking(fd)
     try:
         info = _core.device_info(fd)
     except OSError as exc:
-        if exc.errno != errno.ENOTTY:
-            raise OSError(exc.errno, exc.strerror, path) from None
-        return None, "poll", cls          # sysfs did not say, and not ours
+        raise OSError(exc.errno, f"{exc.strerror} (the mmapdev device did not answer "
+                      f"MMAPDEV_IOC_GET_INFO)", path) from None
     return info["size"], "mmapdev", "the device buffer"
 
 

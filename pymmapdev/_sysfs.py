@@ -12,6 +12,7 @@ import stat
 from typing import NamedTuple
 
 SYS = "/sys"
+PROC = "/proc"
 
 # /sys/devices/pci0000:00/0000:00:04.0/resource2 (also resource2_wc: the same
 # BAR mapped write-combining); /sys/bus/pci/devices/<bdf>/ links there.
@@ -48,6 +49,32 @@ def char_class(st: os.stat_result) -> str | None:
         return os.path.basename(os.readlink(link))
     except OSError:
         return None
+
+
+def char_major_name(st: os.stat_result) -> str | None:
+    """The name its driver registered the device's major number under
+    (/proc/devices), or None when /proc does not say."""
+    if not stat.S_ISCHR(st.st_mode):
+        return None
+    text = read_text(f"{PROC}/devices") or ""
+    section = text.split("Block devices:", 1)[0]
+    for line in section.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == str(os.major(st.st_rdev)):
+            return fields[1]
+    return None
+
+
+def is_mmapdev(st: os.stat_result) -> bool:
+    """Whether a character device belongs to our module, by its sysfs class,
+    or, when sysfs does not know it (not mounted, a node without a sysfs
+    entry), by the name of its major number.  The module's ioctl numbers
+    may mean something else to another driver: nothing is sent to a device
+    this does not vouch for."""
+    cls = char_class(st)
+    if cls is not None:
+        return cls == "mmapdev"
+    return char_major_name(st) == "mmapdev"
 
 
 class Bar(NamedTuple):

@@ -179,7 +179,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             if args.offset >= m.size:
                 raise ValueError(f"offset {args.offset} is past the end of {args.path} "
                                  f"({m.size} bytes)")
-            if m.kind == "device" and args.offset == 0 and \
+            if m.waker == "mmapdev" and args.offset == 0 and \
                     _core.device_info(m.fileno())["heartbeat_ms"] > 0:
                 _watch_heartbeat(m)
             else:
@@ -188,16 +188,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return 0
 
 
-def _sysfs_attrs(path: str) -> dict[str, str]:
-    name = os.path.basename(os.path.realpath(path))
-    base = f"/sys/class/mmapdev/{name}"
+def _sysfs_attrs(fd: int) -> dict[str, str]:
+    """The device's sysfs counters, found by its device number: a node may
+    have any name (mknod, a symlink, a container's /dev)."""
+    rdev = os.fstat(fd).st_rdev
+    base = f"{_sysfs.SYS}/dev/char/{os.major(rdev)}:{os.minor(rdev)}"
     attrs = {}
     for attr in ("size", "maps", "events"):
-        try:
-            with open(os.path.join(base, attr)) as f:
-                attrs[attr] = f.read().strip()
-        except OSError:
-            pass
+        text = _sysfs.read_text(os.path.join(base, attr))
+        if text is not None:
+            attrs[attr] = text
     return attrs
 
 
@@ -258,7 +258,7 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"(not in {resource[0]}/resource: removed?)")
         print(f"size:      {st.st_size} bytes")
         return 0
-    if stat.S_ISCHR(st.st_mode) and cls not in (None, "mmapdev"):
+    if stat.S_ISCHR(st.st_mode) and not _sysfs.is_mmapdev(st):
         _info_char(args.path, st, cls)
         return 0
     with _open(args.path, readonly=True) as m:
@@ -266,17 +266,17 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"kind:      {m.kind}")
         print(f"size:      {m.size} bytes")
         print(f"page size: {pymmapdev.PAGESIZE}")
-        if m.kind == "device":
+        if m.waker == "mmapdev":          # the GET_INFO ioctl is for our devices only
             info = _core.device_info(m.fileno())
             print(f"abi:       {info['abi_version']}")
             print(f"heartbeat: {info['heartbeat_ms']} ms")
-            sysfs = _sysfs_attrs(args.path)
+            sysfs = _sysfs_attrs(m.fileno())
             labels = {"size": ("buffer", "bytes in the device"), "maps": ("maps", "live mappings"),
                       "events": ("events", "wake-ups and heartbeats")}
             for key, value in sysfs.items():
                 label, meaning = labels[key]
                 print(f"{label + ':':<10} {value} ({meaning}, sysfs)")
-        else:
+        elif m.kind == "file":
             st = os.fstat(m.fileno())
             print(f"mode:      {stat.filemode(st.st_mode)}")
             print(f"allocated: {st.st_blocks * 512} bytes")

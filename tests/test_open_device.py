@@ -85,6 +85,69 @@ def test_pickles_with_its_offset():
                 ("/dev/zero", 100, PAGE + 8, "device", "poll")
 
 
+# ---- no mmapdev ioctl to a device that is not ours -----------------------------
+
+@pytest.fixture
+def ioctls(monkeypatch):
+    """The descriptors MMAPDEV_IOC_GET_INFO was sent to (none reach the
+    driver: the ioctl number may mean something else to it)."""
+    sent = []
+
+    def spy(fd):
+        sent.append(os.fstat(fd).st_rdev)
+        raise OSError(errno.ENOTTY, "spy: not sent")
+    monkeypatch.setattr(_core, "device_info", spy)
+    return sent
+
+
+@pytest.fixture
+def no_sysfs(tmp_path, monkeypatch):
+    """sysfs not mounted (a container): it knows no device's class."""
+    monkeypatch.setattr(_sysfs, "SYS", str(tmp_path / "no-sys"))
+
+
+def test_no_ioctl_to_a_tty_sysfs_does_not_know(ioctls):
+    """A pty has no sysfs entry: open_device sent it the GET_INFO ioctl."""
+    master, slave = os.openpty()
+    try:
+        path = os.ttyname(slave)
+        assert _sysfs.char_class(os.stat(path)) is None
+        with pytest.raises(ValueError, match=f"{path}: pass size="):
+            pymmapdev.open_device(path)
+        with pytest.raises(OSError, match="refused"):   # a tty has no mmap
+            pymmapdev.open_device(path, size=PAGE)
+        assert ioctls == []
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_no_ioctl_without_sysfs(no_sysfs, ioctls, capsys):
+    """Without sysfs, every device got the ioctl; /proc/devices names the
+    driver of each major number (1: mem)."""
+    with pymmapdev.open_device("/dev/zero", size=PAGE) as m:
+        assert (m.waker, m.size) == ("poll", PAGE)
+    with pytest.raises(ValueError, match="/dev/zero: pass size="):
+        pymmapdev.open_device("/dev/zero")
+    from pymmapdev import cli
+    assert cli.main(["info", "/dev/zero"]) == 0
+    assert "character device 1:5 of class unknown" in capsys.readouterr().out
+    assert ioctls == []
+
+
+def test_mmapdev_is_known_by_its_major_without_sysfs(no_sysfs, ioctls, tmp_path, monkeypatch):
+    """The other side: a major /proc/devices names mmapdev is ours."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "devices").write_text("Character devices:\n  1 mmapdev\n  4 tty\n\n"
+                                  "Block devices:\n  1 ramdisk\n")
+    monkeypatch.setattr(_sysfs, "PROC", str(proc))
+    with pytest.raises(OSError, match="did not answer MMAPDEV_IOC_GET_INFO") as exc:
+        pymmapdev.open_device("/dev/zero")
+    assert exc.value.filename == "/dev/zero"
+    assert ioctls == [os.stat("/dev/zero").st_rdev]
+
+
 # ---- a PCI BAR through its resource file (a fake sysfs) ------------------------
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 the sysfs counters, write goes into the buffer."""
 import mmap
 import os
+import stat
 import subprocess
 
 import pytest
@@ -53,3 +54,28 @@ def test_write_then_read_back(kmod):
         assert os.pread(fd, 16, 4096) == b"from the shell\n\0"
     finally:
         os.close(fd)
+
+
+def test_info_finds_the_counters_of_a_node_with_another_name(kmod, tmp_path):
+    """info looked the counters up as /sys/class/mmapdev/<the node's name>:
+    a node made with mknod (or named otherwise in a container) showed none.
+    They are now found by the device number."""
+    kmod.reload("size=65536")
+    node = tmp_path / "shared-buffer"
+    os.mknod(node, 0o600 | stat.S_IFCHR, os.stat(devlib.DEV).st_rdev)
+    proc = cli("info", str(node))
+    assert proc.returncode == 0, proc.stderr
+    assert "buffer:    65536 (bytes in the device, sysfs)" in proc.stdout, proc.stdout
+
+
+def test_the_module_is_known_by_its_major_without_sysfs(kmod, monkeypatch):
+    """open_device sends MMAPDEV_IOC_GET_INFO only to devices it knows are
+    ours; without sysfs (a container) the major number's name in
+    /proc/devices vouches for the module's."""
+    kmod.reload("size=65536")
+    import pymmapdev
+    from pymmapdev import _sysfs
+    monkeypatch.setattr(_sysfs, "SYS", "/nonexistent-sys")
+    assert _sysfs.char_class(os.stat(devlib.DEV)) is None
+    with pymmapdev.open_device(devlib.DEV) as m:
+        assert (m.waker, m.size) == ("mmapdev", 65536)
