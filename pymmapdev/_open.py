@@ -319,33 +319,39 @@ def open_device(path="/dev/mmapdev0", size=None, *, offset=0, readonly=False):
     except (FileNotFoundError, PermissionError) as exc:
         raise _device_open_error(exc, path) from None
     try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise _file_type_error(path, st)
-        limit, waker, what = _device_limits(fd, path, st)
-        if limit is not None:
-            if offset >= limit:
-                raise ValueError(f"offset {offset} is outside {what} of {limit} bytes ({path})")
-            if size is None:
-                size = limit - offset
-            elif size > limit - offset:
-                raise ValueError(f"offset {offset} + size {size} is outside {what} of "
-                                 f"{limit} bytes ({path})")
-        elif size is None:
-            hint = " (for a UIO device, pymmapdev.UIO(path).map(i) knows)" if what == "uio" \
-                else ""
-            raise ValueError(f"{path}: pass size=: the size of a mapping of this device cannot "
-                             f"be discovered (mmapdev devices and PCI resource files tell "
-                             f"theirs){hint}")
-        if offset + size > _MAX_OFFSET:
-            raise ValueError(f"offset {offset} + size {size} is past the largest file offset "
-                             f"({_MAX_OFFSET}) ({path})")
-        _blocking(fd)
-        try:
-            return _core.Mapping(fd, size, offset, readonly=readonly, kind="device", path=path,
-                                 waker=waker)
-        except OSError as exc:
-            raise type(exc)(exc.errno, f"{exc.strerror} (the driver refused to map offset "
-                            f"{offset} + {size} bytes)", path) from None
+        return map_device_fd(fd, path, size, offset, readonly)
     finally:
         os.close(fd)
+
+
+def map_device_fd(fd, path, size, offset, readonly):
+    """open_device() after open(2): map the device open as *fd* (named
+    *path* in messages; the Mapping keeps its own dup of *fd*)."""
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise _file_type_error(path, st)
+    limit, waker, what = _device_limits(fd, path, st)
+    if limit is not None:
+        if offset >= limit:
+            raise ValueError(f"offset {offset} is outside {what} of {limit} bytes ({path})")
+        if size is None:
+            size = limit - offset
+        elif size > limit - offset:
+            raise ValueError(f"offset {offset} + size {size} is outside {what} of "
+                             f"{limit} bytes ({path})")
+    elif size is None:
+        hint = " (for a UIO device, pymmapdev.UIO(path).map(i) knows)" if what == "uio" \
+            else ""
+        raise ValueError(f"{path}: pass size=: the size of a mapping of this device cannot "
+                         f"be discovered (mmapdev devices and PCI resource files tell "
+                         f"theirs){hint}")
+    if offset + size > _MAX_OFFSET:
+        raise ValueError(f"offset {offset} + size {size} is past the largest file offset "
+                         f"({_MAX_OFFSET}) ({path})")
+    _blocking(fd)
+    try:
+        return _core.Mapping(fd, size, offset, readonly=readonly, kind="device", path=path,
+                             waker=waker)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"{exc.strerror} (the driver refused to map offset "
+                        f"{offset} + {size} bytes)", path) from None

@@ -6,8 +6,11 @@ A pickle never carries the bytes, only how to map them again:
 
 - a file mapping: its path, size, offset and readonly flag, plus the file's
   (st_dev, st_ino), so that a path that now names another file fails loudly
-  instead of silently sharing nothing;
-- a device mapping: its path, size, offset and readonly flag;
+  instead of silently sharing nothing (checked before the path is opened:
+  opening a device that took its place is already an action of its driver);
+- a device mapping: its path, size, offset and readonly flag, plus the
+  device's number (a PCI resource file's (st_dev, st_ino)), checked the
+  same way;
 - an anonymous mapping (a memfd, which has no path): its descriptor, handed
   over the way multiprocessing passes sockets and connections
   (``multiprocessing.reduction.DupFd``: inherited by a spawned child,
@@ -30,7 +33,7 @@ import stat
 from multiprocessing.reduction import DupFd, ForkingPickler
 from typing import Any, Callable
 
-from ._open import open_device
+from ._open import map_device_fd
 from ._core import Mapping
 from .channel import Channel
 from .sync import Lock, Slot
@@ -39,16 +42,51 @@ from .sync import Lock, Slot
 Reduced = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
+def _open_if_same(path: str, flags: int, same: Callable[[os.stat_result], None]) -> int:
+    """Open *path* only if it still names what the mapping was pickled from.
+
+    Opening a device is an action of its driver (a tty may become the
+    controlling terminal, a watchdog starts counting down): a path replaced
+    by a symlink to one must not reach open(2).  So the path is opened
+    O_PATH first (no driver is involved), *same* checks that inode (raising
+    if it is another), and only that inode is then opened, through its
+    /proc/self/fd link.  Without /proc, the path is opened again
+    (O_NONBLOCK, O_NOCTTY) and checked again.
+    """
+    flags |= os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    handle = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        same(os.fstat(handle))
+        if os.path.isdir("/proc/self/fd"):
+            try:
+                return os.open(f"/proc/self/fd/{handle}", flags)
+            except OSError as exc:       # with the path, not /proc's link
+                raise OSError(exc.errno, exc.strerror, path) from None
+    finally:
+        os.close(handle)
+    fd = os.open(path, flags)
+    try:
+        same(os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _replaced(path: str) -> OSError:
+    return OSError(errno.ESTALE, "the path names another file than the one the mapping was "
+                   "pickled from (it was replaced or renamed)", path)
+
+
 def _rebuild_file(path: str, size: int, offset: int, readonly: bool,
                   ident: tuple[int, int]) -> Mapping:
-    # O_NONBLOCK: a FIFO put in the file's place would wait in open(2) for
-    # a writer (the identity check below then refuses it)
-    fd = os.open(path, os.O_CLOEXEC | os.O_NONBLOCK | (os.O_RDONLY if readonly else os.O_RDWR))
+    def same(st: os.stat_result) -> None:
+        if (st.st_dev, st.st_ino) != ident:
+            raise _replaced(path)
+
+    fd = _open_if_same(path, os.O_RDONLY if readonly else os.O_RDWR, same)
     try:
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != ident:
-            raise OSError(errno.ESTALE, "the path names another file than the one the "
-                          "mapping was pickled from (it was replaced or renamed)", path)
         if not stat.S_ISREG(st.st_mode) or st.st_size < offset + size:
             raise ValueError(f"{path} has {st.st_size} bytes, fewer than offset {offset} + "
                              f"size {size} of the pickled mapping (was it truncated?)")
@@ -57,8 +95,25 @@ def _rebuild_file(path: str, size: int, offset: int, readonly: bool,
         os.close(fd)
 
 
-def _rebuild_device(path: str, size: int, offset: int, readonly: bool) -> Mapping:
-    return open_device(path, size, offset=offset, readonly=readonly)
+def _device_ident(st: os.stat_result) -> tuple[int, int]:
+    """What names a device: a node's device number (any node of it will do),
+    a PCI resource file's inode."""
+    if stat.S_ISCHR(st.st_mode):
+        return stat.S_IFCHR, st.st_rdev
+    return st.st_dev, st.st_ino
+
+
+def _rebuild_device(path: str, size: int, offset: int, readonly: bool,
+                    ident: tuple[int, int]) -> Mapping:
+    def same(st: os.stat_result) -> None:
+        if _device_ident(st) != ident:
+            raise _replaced(path)
+
+    fd = _open_if_same(path, os.O_RDONLY if readonly else os.O_RDWR, same)
+    try:
+        return map_device_fd(fd, path, size, offset, readonly)
+    finally:
+        os.close(fd)
 
 
 def _rebuild_anonymous(dupfd: Any, size: int, offset: int, readonly: bool) -> Mapping:
@@ -73,8 +128,9 @@ def _reduce_mapping(m: Mapping) -> Reduced:
     """Pickle by path; anonymous mappings only through multiprocessing."""
     if m.closed:
         raise ValueError("cannot pickle a closed mapping")
-    if m.kind == "device":
-        return _rebuild_device, (m.path, m.size, m.offset, m.readonly)
+    if m.kind == "device" and m.path is not None:
+        ident = _device_ident(os.fstat(m.fileno()))
+        return _rebuild_device, (os.path.abspath(m.path), m.size, m.offset, m.readonly, ident)
     if m.path is None:
         raise TypeError("an anonymous mapping has no path: it can only be passed to "
                         "multiprocessing children (its file descriptor goes with it), "

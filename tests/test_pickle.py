@@ -16,8 +16,10 @@ import pytest
 
 import pymmapdev
 from _pickle_workers import COUNTER, NOTES, SLOT, SLOT_CAPACITY, bump
+from conftest import as_nobody, child_env
 
 SIZE = 2 * 4096
+PAGE_SIZE = pymmapdev.PAGESIZE
 PARTIES = 2
 ROUNDS = 300
 
@@ -89,6 +91,92 @@ def test_path_replaced_by_a_fifo_is_refused_not_waited_on(shm_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=30)
     assert proc.stdout.strip() == str(errno.ESTALE), proc.stderr
+
+
+# A child in a session of its own (no controlling terminal) unpickles; it
+# prints the errno it got and whether it then had a controlling terminal,
+# which opening a tty without O_NOCTTY gives a session leader.
+_UNPICKLE_IN_NEW_SESSION = """
+import errno, os, pickle, sys
+import pymmapdev
+try:
+    pickle.loads(bytes.fromhex(sys.argv[1]))
+    got = "mapped"
+except OSError as exc:
+    got = errno.errorcode[exc.errno] + " " + str(exc.filename)
+try:
+    os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    tty = "tty"
+except OSError:
+    tty = "no tty"
+print(got, tty, sep=", ")
+"""
+
+
+def _unpickle_in_new_session(data):
+    proc = subprocess.run([sys.executable, "-c", _UNPICKLE_IN_NEW_SESSION, data.hex()],
+                          capture_output=True, text=True, timeout=60, env=child_env(),
+                          start_new_session=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.fixture
+def pty_path():
+    master, slave = os.openpty()
+    yield os.ttyname(slave)
+    os.close(master)
+    os.close(slave)
+
+
+@pytest.mark.parametrize("kind", ["file", "device"])
+def test_path_replaced_by_a_tty_is_not_opened(tmp_path, pty_path, kind):
+    """The path was opened before its identity was checked: a symlink to a
+    device put in its place reached the driver's open (here a tty, which
+    became the child's controlling terminal; a watchdog would have started)."""
+    target = tmp_path / "data"
+    link = tmp_path / "link"
+    if kind == "file":
+        pymmapdev.open_file(target, SIZE).close()
+        link.symlink_to(target)
+        with pymmapdev.open_file(link) as m:
+            data = pickle.dumps(m)
+    else:
+        link.symlink_to("/dev/zero")
+        with pymmapdev.open_device(link, SIZE) as m:
+            data = pickle.dumps(m)
+    assert _unpickle_in_new_session(data) == "mapped, no tty"   # the same: reopened
+    link.unlink()
+    link.symlink_to(pty_path)
+    assert _unpickle_in_new_session(data) == f"ESTALE {link}, no tty"
+
+
+def test_device_replaced_by_another_device_is_refused(tmp_path):
+    """A device pickled with no identity: whatever device now had its path
+    was mapped (or refused with that driver's own error)."""
+    link = tmp_path / "dev"
+    link.symlink_to("/dev/zero")
+    with pymmapdev.open_device(link, PAGE_SIZE) as m:
+        data = pickle.dumps(m)
+    link.unlink()
+    link.symlink_to("/dev/null")
+    with pytest.raises(OSError) as exc:
+        pickle.loads(data)
+    assert exc.value.errno == errno.ESTALE and exc.value.filename == str(link)
+
+
+def test_reopened_by_a_process_that_may_not_open_it(shm_path):
+    """Another user's child: the open's own error, naming the path."""
+    with pymmapdev.open_file(shm_path, SIZE) as m:     # mode 0600, root's
+        data = pickle.dumps(m)
+
+    def attempt():
+        try:
+            pickle.loads(data)
+        except PermissionError as exc:
+            return exc.filename
+        return "mapped"
+    assert as_nobody(attempt) == repr(shm_path)
 
 
 def test_truncated_file_is_refused(shm_path):
