@@ -138,9 +138,10 @@ def _open(path, flags, mode=0o600):
 
     O_NONBLOCK: opening a FIFO for reading would wait for a writer (the
     type is checked right after, and a FIFO refused); the flag is cleared
-    again for devices.
+    again for devices.  O_NOCTTY: a tty opened by a process without a
+    controlling terminal would become its controlling terminal.
     """
-    flags |= os.O_CLOEXEC | os.O_NONBLOCK
+    flags |= os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
     try:
         return os.open(path, flags | os.O_NOFOLLOW, mode)
     except OSError as exc:

@@ -10,6 +10,8 @@ import asyncio
 import errno
 import os
 import pickle
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,6 +20,7 @@ import pytest
 import pymmapdev
 from pymmapdev import _core, _sysfs
 from _sync_workers import GUARD, run_child  # noqa: F401
+from conftest import child_env
 
 PAGE = pymmapdev.PAGESIZE
 
@@ -120,6 +123,33 @@ def test_no_ioctl_to_a_tty_sysfs_does_not_know(ioctls):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_tty_never_becomes_the_controlling_terminal(ioctls):
+    """open_device/open_file opened without O_NOCTTY: a session leader with
+    no controlling terminal that tried to map a tty got it as one."""
+    master, slave = os.openpty()
+    code = """if True:
+        import os, sys, pymmapdev
+        for open_ in (pymmapdev.open_device, pymmapdev.open_file):
+            try:
+                open_(sys.argv[1], 4096)
+            except (OSError, ValueError) as exc:
+                print(type(exc).__name__)
+        try:
+            os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+            print("tty")
+        except OSError:
+            print("no tty")
+    """
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, os.ttyname(slave)],
+                              capture_output=True, text=True, timeout=60, env=child_env(),
+                              start_new_session=True)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.stdout.splitlines() == ["OSError", "ValueError", "no tty"], proc.stderr
 
 
 def test_no_ioctl_without_sysfs(no_sysfs, ioctls, capsys):
