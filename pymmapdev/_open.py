@@ -191,6 +191,9 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
         path = os.fsdecode(path)
     if size is not None:
         size = _checked_size(size)
+        if size > _MAX_OFFSET:      # posix_fallocate would raise OverflowError
+            raise ValueError(f"size {size} is past the largest file offset ({_MAX_OFFSET}) "
+                             f"({path})")
     mode = _checked_mode(mode)
     flags = os.O_RDONLY if readonly else os.O_RDWR
     created = False

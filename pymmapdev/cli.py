@@ -10,6 +10,7 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NoReturn
@@ -54,14 +55,15 @@ def _int_from(low: int) -> Callable[[str], int]:
 
 
 def _seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds > 0."""
+    """An argparse type: a number of seconds > 0 that a sleep can take
+    (time.sleep(1e300) raises OverflowError)."""
     value = float(text)
-    if not 0 < value < float("inf"):
+    if not 0 < value <= threading.TIMEOUT_MAX:
         raise ValueError(text)
     return value
 
 
-_seconds.__name__ = "seconds > 0"
+_seconds.__name__ = f"seconds in (0, {threading.TIMEOUT_MAX:.0f}]"
 
 
 def _text_at(m: pymmapdev.Mapping, offset: int, length: int) -> str:
@@ -133,11 +135,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---- write / watch / info ---------------------------------------------------
 
 def cmd_write(args: argparse.Namespace) -> int:
-    data = args.text.encode()
+    data = os.fsencode(args.text)   # the bytes given, UTF-8 or not
     if not args.no_newline:
         data += b"\n"
     data += b"\0"  # so readers of the text see where it ends
     needed = args.offset + len(data)
+    if needed > 2**63 - 1:
+        raise ValueError(f"offset {args.offset} + {len(data)} bytes is past the largest file "
+                         f"offset ({2**63 - 1}) ({args.path})")
     if _is_device(args.path):
         m = pymmapdev.open_device(args.path)
     else:
@@ -147,6 +152,9 @@ def cmd_write(args: argparse.Namespace) -> int:
             current = 0
         m = pymmapdev.open_file(args.path, max(current, needed))
     with m:
+        if needed > m.size:
+            raise ValueError(f"offset {args.offset} + {len(data)} bytes is past the end of "
+                             f"{args.path} ({m.size} bytes)")
         m.write(args.offset, data)
         m.flush()
     return 0

@@ -67,12 +67,38 @@ def test_bad_numbers_are_usage_errors(shm_path):
     cli("write", shm_path, "some text")
     for args in (("demo", "--count", "0"), ("demo", "--interval", "-1"),
                  ("write", shm_path, "x", "--offset", "-1"),
-                 ("watch", shm_path, "--length", "0"), ("watch", shm_path, "--interval", "0")):
+                 ("watch", shm_path, "--length", "0"), ("watch", shm_path, "--interval", "0"),
+                 # finite, but more than time.sleep() takes: an OverflowError traceback
+                 ("watch", shm_path, "--interval", "1e300"),
+                 ("demo", "--interval", "1e300")):
         proc = cli(*args, timeout=30)
         assert proc.returncode == 2 and "invalid" in proc.stderr, (args, proc.stderr)
     proc = cli("watch", shm_path, "--offset", "100000", timeout=30)
     assert proc.returncode == 1
     assert "offset 100000" in proc.stderr and shm_path in proc.stderr, proc.stderr
+
+
+def test_offsets_past_off_t_are_messages(shm_path):
+    """posix_fallocate raised OverflowError (a traceback) for a size past
+    off_t: write --offset 2**70, or open_file(path, 2**64)."""
+    proc = cli("write", shm_path, "x", "--offset", str(2**70))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr == f"pymmapdev: offset {2**70} + 3 bytes is past the largest file " \
+        f"offset ({2**63 - 1}) ({shm_path})\n"
+    with pytest.raises(ValueError, match=rf"size {2**64} is past the largest file offset"):
+        pymmapdev.open_file(shm_path, 2**64)
+    assert not os.path.exists(shm_path)
+
+
+def test_write_puts_the_bytes_given(shm_path):
+    """A text that is not UTF-8 (as argv bytes) failed with "'utf-8' codec
+    can't encode": the bytes given are written."""
+    arg = os.fsdecode(b"caf\xe9")
+    proc = subprocess.run([sys.executable, "-m", "pymmapdev", "write", shm_path, arg],
+                          capture_output=True, timeout=60, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    with pymmapdev.open_file(shm_path, readonly=True) as m:
+        assert m.read(0, 6) == b"caf\xe9\n\0"
 
 
 def test_watch_prints_changes_and_exits_on_ctrl_c(shm_path):

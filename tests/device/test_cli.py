@@ -79,3 +79,15 @@ def test_the_module_is_known_by_its_major_without_sysfs(kmod, monkeypatch):
     assert _sysfs.char_class(os.stat(devlib.DEV)) is None
     with pymmapdev.open_device(devlib.DEV) as m:
         assert (m.waker, m.size) == ("mmapdev", 65536)
+
+
+def test_write_past_the_buffer_is_a_message(kmod):
+    """write --offset past the device buffer: a huge one was an
+    OverflowError traceback from Mapping.write; any is now one line naming
+    the device and its size."""
+    kmod.reload("size=65536")
+    for offset in (65536, 2**70):
+        proc = cli("write", devlib.DEV, "x", "--offset", str(offset))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr == f"pymmapdev: offset {offset} + 3 bytes is past the end of " \
+            f"{devlib.DEV} (65536 bytes)\n", proc.stderr
