@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import select
 import stat
 import sys
 import tempfile
@@ -71,6 +72,23 @@ def _text_at(m: pymmapdev.Mapping, offset: int, length: int) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace").rstrip("\n")
 
 
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has exited (`watch | head -1`):
+    the write end then polls POLLERR.  A watch that prints only on change
+    would otherwise wait for the next change to find out."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):   # no descriptor (a StringIO, pytest's capture)
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)          # POLLERR and POLLHUP are always reported
+    return bool(poller.poll(0))
+
+
+class _ReaderGone(Exception):
+    """stdout's reader has gone: end quietly, as a SIGPIPE would."""
+
+
 # ---- demo -------------------------------------------------------------------
 
 def _say(text: str) -> None:
@@ -79,7 +97,26 @@ def _say(text: str) -> None:
     os.write(sys.stdout.fileno(), (text + "\n").encode())
 
 
+def _quietly(body: Callable[[], None]) -> None:
+    """A demo process: Ctrl-C (the terminal sends it to all three) and a
+    closed stdout end it with a status, not a traceback each."""
+    try:
+        body()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+
+
 def _demo_writer(path: str, count: int, interval: float) -> None:
+    _quietly(lambda: _write_values(path, count, interval))
+
+
+def _demo_reader(path: str, count: int, ready: Event) -> None:
+    _quietly(lambda: _read_values(path, count, ready))
+
+
+def _write_values(path: str, count: int, interval: float) -> None:
     with pymmapdev.open_file(path, create=False) as m:
         slot = pymmapdev.Slot(m, 0, DEMO_CAPACITY)
         for n in range(1, count + 1):
@@ -88,7 +125,7 @@ def _demo_writer(path: str, count: int, interval: float) -> None:
             _say(f"writer: value = {n}")
 
 
-def _demo_reader(path: str, count: int, ready: Event) -> None:
+def _read_values(path: str, count: int, ready: Event) -> None:
     with pymmapdev.open_file(path, create=False, readonly=True) as m:
         slot = pymmapdev.Slot(m, 0, DEMO_CAPACITY)
         version, _ = slot.read()
@@ -111,20 +148,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ctx = multiprocessing.get_context("spawn")  # two fresh interpreters
     with pymmapdev.open_file(path, pymmapdev.Slot.size_for(DEMO_CAPACITY)) as m:
         m[:] = bytes(m.size)
-    _say(f"demo: a writer and a reader process share {path}")
-    ready = ctx.Event()
-    reader = ctx.Process(target=_demo_reader, args=(path, args.count, ready))
-    reader.start()
-    ready.wait(30)
-    writer = ctx.Process(target=_demo_writer, args=(path, args.count, args.interval))
-    writer.start()
-    try:
+    procs: list[multiprocessing.process.BaseProcess] = []
+    try:                            # from here on, whatever happens, clean up
+        _say(f"demo: a writer and a reader process share {path}")
+        ready = ctx.Event()
+        reader = ctx.Process(target=_demo_reader, args=(path, args.count, ready))
+        procs.append(reader)
+        reader.start()
+        ready.wait(30)
+        writer = ctx.Process(target=_demo_writer, args=(path, args.count, args.interval))
+        procs.append(writer)
+        writer.start()
         writer.join()
         reader.join(30)
     finally:
-        for proc in (writer, reader):
+        for proc in procs:
             if proc.is_alive():
                 proc.terminate()
+            proc.join()
         if not args.path:
             os.unlink(path)
     ok = writer.exitcode == 0 and reader.exitcode == 0
@@ -165,7 +206,10 @@ def _watch_heartbeat(m: pymmapdev.Mapping) -> NoReturn:
     seq = m.load_u32(0)
     print(_text_at(m, 16, 48), flush=True)
     while True:
-        m.wait(0, seq)
+        if not m.wait(0, seq, timeout=1.0):     # a second: notice a reader gone
+            if _reader_gone():
+                raise _ReaderGone
+            continue
         seq = m.load_u32(0)
         print(_text_at(m, 16, 48), flush=True)
 
@@ -178,6 +222,8 @@ def _watch_poll(m: pymmapdev.Mapping, offset: int, length: int,
         if text != last:
             print(text, flush=True)
             last = text
+        elif _reader_gone():
+            raise _ReaderGone
         time.sleep(interval)
 
 
@@ -364,11 +410,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_usable() -> bool:
+    """False when the command was started with stdout closed (`>&-`):
+    Python then makes sys.stdout None and print() drops every line."""
+    if sys.stdout is None:
+        return False
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):   # no descriptor (a StringIO, pytest's capture)
+        return True
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _silence_stdout() -> None:
+    """After EPIPE: what is still buffered must not fail again at exit
+    ("Exception ignored ... BrokenPipeError")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "write" and not _stdout_usable():
+        print(f"pymmapdev {args.command}: standard output is closed: nothing could be "
+              f"printed", file=sys.stderr)
+        return 1
     try:
         status: int = args.func(args)
         return status
+    except KeyboardInterrupt:
+        return 130                              # as the shell reports a Ctrl-C
+    except _ReaderGone:
+        return 141                              # as the shell reports a SIGPIPE
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
     except (OSError, ValueError) as exc:
         print(f"pymmapdev: {exc}", file=sys.stderr)
         return 1

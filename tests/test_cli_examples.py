@@ -101,6 +101,67 @@ def test_write_puts_the_bytes_given(shm_path):
         assert m.read(0, 6) == b"caf\xe9\n\0"
 
 
+def test_stdout_closed_is_an_error_not_silence(shm_path):
+    """With stdout closed, sys.stdout is None: watch and info printed
+    nothing and succeeded, demo died in a traceback and left its file."""
+    cli("write", shm_path, "text")
+    for args in (("info", shm_path), ("watch", shm_path), ("demo", "--count", "1")):
+        proc = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m",
+                               "pymmapdev", *args], capture_output=True, text=True,
+                              timeout=60, env=ENV)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert proc.stderr == f"pymmapdev {args[0]}: standard output is closed: nothing " \
+            f"could be printed\n"
+    assert cli("write", shm_path, "more").returncode == 0     # write prints nothing
+
+
+def _demo_path(pid):
+    return f"/dev/shm/pymmapdev-demo-{pid}"
+
+
+def test_output_closed_by_its_reader_ends_quietly(shm_path):
+    """`watch | head -1`: watch waited for the next change to notice, then
+    died in a traceback; demo's three processes printed one each."""
+    cli("write", shm_path, "only")
+    watcher = subprocess.Popen([sys.executable, "-m", "pymmapdev", "watch", shm_path],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    assert watcher.stdout.readline() == b"only\n"
+    watcher.stdout.close()                  # head -1 exits; nothing changes after
+    assert watcher.wait(timeout=60) == 141
+    assert watcher.stderr.read() == b""
+    watcher.stderr.close()
+
+    demo = subprocess.Popen([sys.executable, "-m", "pymmapdev", "demo", "--count", "50",
+                             "--interval", "0.05"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=ENV)
+    assert demo.stdout.readline().startswith(b"demo: a writer and a reader")
+    demo.stdout.close()
+    assert demo.wait(timeout=60) == 141
+    assert demo.stderr.read() == b""
+    demo.stderr.close()
+    assert not os.path.exists(_demo_path(demo.pid))
+
+
+def test_demo_ends_quietly_on_ctrl_c():
+    """Ctrl-C (the terminal signals the whole group): a traceback from each
+    of the three processes."""
+    demo = subprocess.Popen([sys.executable, "-m", "pymmapdev", "demo", "--count", "1000",
+                             "--interval", "0.05"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
+    try:
+        for line in demo.stdout:
+            if line.startswith("reader: saw"):
+                break
+        os.killpg(demo.pid, signal.SIGINT)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert demo.returncode == 130 and err == "", err
+    assert not os.path.exists(_demo_path(demo.pid))
+
+
 def test_watch_prints_changes_and_exits_on_ctrl_c(shm_path):
     cli("write", shm_path, "first")
     watcher = subprocess.Popen([sys.executable, "-m", "pymmapdev", "watch", shm_path],

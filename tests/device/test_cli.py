@@ -91,3 +91,17 @@ def test_write_past_the_buffer_is_a_message(kmod):
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr == f"pymmapdev: offset {offset} + 3 bytes is past the end of " \
             f"{devlib.DEV} (65536 bytes)\n", proc.stderr
+
+
+def test_watch_of_a_quiet_heartbeat_ends_when_its_reader_does(kmod):
+    """`watch /dev/mmapdev0 | head -1` on a heartbeat not beating slept in
+    the WAIT ioctl until the next beat; it now looks every second."""
+    kmod.reload("heartbeat_ms=3600000")        # the first beat in an hour
+    watcher = subprocess.Popen(devlib.PYTHON + ["-m", "pymmapdev", "watch", devlib.DEV],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=devlib.child_env())
+    watcher.stdout.readline()
+    watcher.stdout.close()
+    assert watcher.wait(timeout=60) == 141
+    assert watcher.stderr.read() == b""
+    watcher.stderr.close()
