@@ -24,8 +24,10 @@ IORESOURCE_PREFETCH = 0x2000
 
 
 def read_text(path: str) -> str | None:
+    """The text of a sysfs file, stripped; bytes that are not UTF-8 (a
+    driver's name is any bytes) appear as \\xNN escapes."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="backslashreplace") as f:
             return f.read().strip()
     except OSError:
         return None

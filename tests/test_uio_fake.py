@@ -96,6 +96,20 @@ def test_map_with_an_offset_past_its_size(fake_sys):
             u.map(0)
 
 
+def test_sysfs_text_that_is_not_utf8(fake_sys, capsys):
+    """A driver's name is bytes: UIO() raised UnicodeDecodeError reading a
+    name that is not UTF-8, and info printed the codec's complaint."""
+    d = fake_sys("uio0", "/dev/zero", [(0xFE000000, PAGE, 0)])
+    (d / "name").write_bytes(b"caf\xe9\n")
+    (d / "maps" / "map0" / "name").write_bytes(b"\xff\n")
+    with pymmapdev.UIO("/dev/zero") as u:
+        assert u.name == "caf\\xe9"
+    from pymmapdev import cli
+    assert cli.main(["info", "/dev/zero"]) == 0
+    out = capsys.readouterr().out
+    assert "name:      caf\\xe9 (version 0.1)" in out and "(\\xff; " in out
+
+
 # ---- the interrupt -------------------------------------------------------------
 
 def test_wait_irq_counts_and_times_out(irq):
