@@ -210,6 +210,8 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
             fd = _open(path, flags | os.O_CREAT | os.O_EXCL, mode)
             created = True
         except FileExistsError:     # (or a symlink: the usual checks)
+            fd = None
+        if fd is None:              # outside the except: its error is not chained to that one
             fd = _open(path, flags | os.O_CREAT, mode)
     else:
         fd = _open(path, flags, mode)

@@ -108,6 +108,10 @@ def test_directory(tmp_path, readonly):
     with pytest.raises(IsADirectoryError) as info:
         pymmapdev.open_file(tmp_path, 4096 if not readonly else None, readonly=readonly)
     assert info.value.errno == errno.EISDIR and info.value.filename == str(tmp_path)
+    # one error, not "During handling of the above exception (FileExistsError
+    # of the O_EXCL try), another exception occurred": a traceback twice as
+    # long, led by an error that is not the user's
+    assert info.value.__context__ is None
 
 
 def test_permission_denied(tmp_path):
