@@ -36,4 +36,7 @@ def main(path: str = "/dev/mmapdev0") -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 2:
         sys.exit(__doc__)
-    main(*sys.argv[1:2])
+    try:
+        main(*sys.argv[1:2])
+    except (OSError, ValueError) as exc:    # no such device, not one, no permission
+        sys.exit(f"device_reader: {exc}")

@@ -32,4 +32,7 @@ def main(device: str = "mmapdev") -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 2:
         sys.exit(__doc__)
-    main(*sys.argv[1:2])
+    try:
+        main(*sys.argv[1:2])
+    except (OSError, ValueError) as exc:    # no such device, not one, no permission
+        sys.exit(f"uio_irq: {exc}")

@@ -48,7 +48,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
 def test_a_missing_device_path_is_an_error_not_a_new_file():
     """/dev holds devices: writing to an absent one (the module not loaded)
     must say so, not create a regular file that later hides the device."""
-    path = f"/dev/mmapdev-missing-{os.getpid()}"
+    path = "/dev/mmapdev-missing-example"
     try:
         for args in (("write", path, "x"), ("watch", path), ("info", path)):
             proc = cli(*args, timeout=30)
@@ -269,3 +269,19 @@ def test_examples_with_wrong_arguments_print_their_usage(script, args):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert f"examples/{script}" in proc.stderr         # the docstring's usage line
+
+
+@pytest.mark.parametrize("script, target", [
+    ("device_reader.py", "/dev/mmapdev-missing-example"),
+    ("uio_irq.py", "no-such-uio-device"),
+    ("uio_irq.py", "/"), ("device_reader.py", "/dev/null"),
+])
+def test_device_examples_without_the_device_say_so_in_one_line(script, target):
+    """Run where the device is absent (no module loaded, no UIO driver), as a
+    new user first does: one line naming the path, not a traceback."""
+    proc = subprocess.run([sys.executable, f"examples/{script}", target], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    name = script[:-len(".py")]
+    assert proc.stderr.startswith(f"{name}: ") and target in proc.stderr, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
