@@ -1,5 +1,6 @@
 """The command line and the examples, run as users run them."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -285,3 +286,39 @@ def test_device_examples_without_the_device_say_so_in_one_line(script, target):
     name = script[:-len(".py")]
     assert proc.stderr.startswith(f"{name}: ") and target in proc.stderr, proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+
+def readme_snippets():
+    with open(os.path.join(REPO, "README.md")) as f:
+        return re.findall(r"^```python\n(.*?)^```", f.read(), re.S | re.M)
+
+
+# Blocks that need hardware this machine may not have (and must not touch
+# when it has it: a PCI BAR, /dev/mem): compiled, not run.
+NEEDS_HARDWARE = ("pymmapdev.open_device(\"/sys/bus/pci/",)
+RUNNABLE = [code for code in readme_snippets()
+            if not any(marker in code for marker in NEEDS_HARDWARE)]
+
+
+def test_readme_snippets_that_need_hardware_compile():
+    needs = [code for code in readme_snippets() if code not in RUNNABLE]
+    assert len(needs) == len(NEEDS_HARDWARE)    # a new one is run below, or listed on purpose
+    for code in needs:
+        compile(code, "README.md", "exec")
+
+
+@pytest.mark.parametrize("index", range(len(RUNNABLE)))
+def test_readme_python_snippets_run_as_written(index, tmp_path):
+    """Every other python block of the README runs as a script and prints
+    what its '# prints: ...' comments say, in order.  Their /dev/shm files
+    are put in tmp_path, so that parallel runs do not share them."""
+    code = RUNNABLE[index]
+    script = tmp_path / "snippet.py"
+    script.write_text(code.replace('"/dev/shm/', f'"{tmp_path}/'))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, code + proc.stderr
+    expected = [m.group(1).split("  (")[0].strip()
+                for m in re.finditer(r"# prints: (.*)$", code, re.M)]
+    assert proc.stdout.splitlines() == expected, code
