@@ -446,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         status: int = args.func(args)
+        sys.stdout.flush()              # a closed pipe shows here, not at exit
         return status
     except KeyboardInterrupt:
         return 130                              # as the shell reports a Ctrl-C

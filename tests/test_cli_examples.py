@@ -46,6 +46,23 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     assert "missing" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_output_into_a_closed_pipe_is_quiet(shm_path):
+    """`python -m pymmapdev watch X | head -1`: once head has exited, the
+    next print meets a closed pipe.  That ends the command quietly, as a
+    Unix tool ends on SIGPIPE, not with 'pymmapdev: [Errno 32] Broken pipe'
+    (or Python's 'Exception ignored ... BrokenPipeError' at exit)."""
+    cli("write", shm_path, "hello")
+    read_end, write_end = os.pipe()
+    os.close(read_end)                  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pymmapdev", "info", shm_path],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+                              env=ENV)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
 def test_a_missing_device_path_is_an_error_not_a_new_file():
     """/dev holds devices: writing to an absent one (the module not loaded)
     must say so, not create a regular file that later hides the device."""
