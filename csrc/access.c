@@ -175,7 +175,7 @@ FOR_EACH_WIDTH(TYPED_ACCESSORS)
 static int
 index_key(MappingObject *self, PyObject *key, Py_ssize_t *out)
 {
-	Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+	Py_ssize_t given = PyNumber_AsSsize_t(key, PyExc_IndexError), i = given;
 
 	if (i == -1 && PyErr_Occurred())
 		return -1;
@@ -187,7 +187,7 @@ index_key(MappingObject *self, PyObject *key, Py_ssize_t *out)
 		i += self->size;
 	if (i < 0 || i >= self->size) {
 		PyErr_Format(PyExc_IndexError, "index %zd out of range for a mapping of %zd bytes",
-			     i, self->size);
+			     given, self->size);
 		return -1;
 	}
 	*out = i;

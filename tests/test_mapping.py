@@ -38,9 +38,10 @@ def test_index_and_slices(m):
     assert m[10:15] == b"hello" and m.read(10, 5) == b"hello"
     m[100:110:2] = b"abcde"
     assert m[100:110] == b"a\0b\0c\0d\0e\0" and m[100:110:2] == b"abcde"
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match=f"^index {SIZE} out of range"):
         m[SIZE]
-    with pytest.raises(IndexError):
+    # the index the caller gave, not the one counted from the end (-1)
+    with pytest.raises(IndexError, match=f"^index {-SIZE - 1} out of range"):
         m[-SIZE - 1] = 1
     with pytest.raises(IndexError):
         m[0:4] = b"toolong"
