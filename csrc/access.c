@@ -72,8 +72,19 @@ buffer_copy(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, const 
 
 	if (args_exact(name, nargs, 2) < 0 || arg_offset(args[0], &offset) < 0)
 		return NULL;
-	if (PyObject_GetBuffer(args[1], &buf, into_mapping ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0)
+	if (PyObject_GetBuffer(args[1], &buf, into_mapping ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0) {
+		/* bytes say "BufferError: Object is not writable.": name the call
+		 * and the type, and raise what file.readinto() raises */
+		if (!into_mapping && (PyErr_ExceptionMatches(PyExc_BufferError) ||
+				      PyErr_ExceptionMatches(PyExc_TypeError) ||
+				      PyErr_ExceptionMatches(PyExc_ValueError))) {
+			PyErr_Clear();
+			PyErr_Format(PyExc_TypeError,
+				     "%s() needs a writable, contiguous bytes-like object, not %.200s", name,
+				     Py_TYPE(args[1])->tp_name);
+		}
 		return NULL;
+	}
 	/* the length object first: nothing may allocate inside the gate */
 	result = PyLong_FromSsize_t(buf.len);
 	if (result != NULL && gate_enter(&g, self, offset, buf.len, 1,

@@ -71,6 +71,24 @@ def test_read_write(m):
         m.read(2**70, 1)
 
 
+def test_read_into(m):
+    m.write(8, b"abcdefgh")
+    buf = bytearray(4)
+    assert m.read_into(8, buf) == 4 and buf == b"abcd"
+    words = (ctypes.c_uint16 * 3)()                  # nbytes (6), not len() (3)
+    assert m.read_into(10, words) == 6 and bytes(words) == b"cdefgh"
+    with pytest.raises(ValueError, match=f"offset {SIZE - 2} \\+ 4 bytes is outside"):
+        m.read_into(SIZE - 2, buf)
+    # a buffer it cannot write into is the argument's fault: TypeError, as
+    # file.readinto() and socket.recv_into() say (not "BufferError: Object
+    # is not writable.", which names neither the call nor the type)
+    for readonly in (b"abcd", memoryview(bytearray(4)).toreadonly()):
+        with pytest.raises(TypeError, match="read_into\\(\\) needs a writable, contiguous "
+                           f"bytes-like object, not {type(readonly).__name__}"):
+            m.read_into(0, readonly)
+    with pytest.raises(TypeError, match="not list"):
+        m.read_into(0, [0, 0])
+
 def test_self_overlapping_slice_assignment(m):
     m[0:8] = b"abcdefgh"
     view = memoryview(m)
