@@ -5,7 +5,22 @@
 ...     m[:5] = b"hello"
 ...     m.write_u32(8, 42)
 """
-from . import _core, _signals
+try:
+    from . import _core
+except ImportError:
+    import importlib.machinery as _machinery
+    import os as _os
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    if any(_os.path.exists(_os.path.join(_here, "_core" + suffix))
+           for suffix in _machinery.EXTENSION_SUFFIXES):
+        raise                       # built, but it does not load: that error
+    # Usually a clone or an unpacked sdist in the current directory, which
+    # comes before the installed copy on sys.path.
+    raise ImportError(
+        f"pymmapdev's C extension (_core) is not built for this Python in {_here}: "
+        f"this is a source folder (run from another directory to import the installed "
+        f"pymmapdev), or build it in place: pip install -e .") from None
+from . import _signals
 from ._core import Mapping, MappingFault, PAGESIZE, PeerDied
 from ._core import (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
                     MADV_DONTNEED, MADV_REMOVE, MADV_DOFORK,

@@ -1,6 +1,7 @@
 """The suite tests the pymmapdev its runner installed, or says loudly that
 it does not (tests/conftest.py, PYMMAPDEV_UNDER_TEST)."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -26,3 +27,24 @@ def test_right_package_runs(tmp_path):
     proc = collect(tmp_path, PKG_ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "test_right_package_runs" in proc.stdout
+
+
+def test_a_source_tree_without_its_extension_says_so(tmp_path):
+    """`python -c "import pymmapdev"` in a clone or an unpacked sdist that
+    was installed with `pip install .` imports the source folder (the
+    current directory comes first on sys.path), which holds no extension
+    for this Python.  That must say so and what to do, not blame a
+    'partially initialized module ... (most likely due to a circular
+    import)'."""
+    src = tmp_path / "pymmapdev"
+    src.mkdir()
+    for name in os.listdir(os.path.join(PKG_ROOT, "pymmapdev")):
+        if name.endswith((".py", ".pyi")):
+            shutil.copy(os.path.join(PKG_ROOT, "pymmapdev", name), src)
+    proc = subprocess.run([sys.executable, "-c", "import pymmapdev"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env=child_env())
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: pymmapdev's C extension (_core) is not built for "
+                           f"this Python in {src}"), proc.stderr
+    assert "pip install -e ." in last and "circular" not in proc.stderr
