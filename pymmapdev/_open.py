@@ -195,26 +195,13 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
             raise ValueError(f"size {size} is past the largest file offset ({_MAX_OFFSET}) "
                              f"({path})")
     mode = _checked_mode(mode)
-    flags = os.O_RDONLY if readonly else os.O_RDWR
-    created = False
-    if in_dev_filesystem(path):     # devices only: never create a file there
-        try:
-            fd = _open(path, flags, mode)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(
-                exc.errno, f"{exc.strerror}: /dev holds devices, and open_file() does not "
-                f"create files there (a device whose driver is not loaded? map devices "
-                f"with open_device())", path) from None
-    elif create and not readonly:
-        try:                        # O_EXCL: did this call create it?
-            fd = _open(path, flags | os.O_CREAT | os.O_EXCL, mode)
-            created = True
-        except FileExistsError:     # (or a symlink: the usual checks)
-            fd = None
-        if fd is None:              # outside the except: its error is not chained to that one
-            fd = _open(path, flags | os.O_CREAT, mode)
-    else:
-        fd = _open(path, flags, mode)
+    try:
+        fd, created = _open_for_mapping(path, readonly, create, mode)
+    except OSError as exc:
+        if readonly or not _readable_only(exc, path):
+            raise
+        raise type(exc)(exc.errno, f"{exc.strerror}: it may be read, not written: "
+                        f"pass readonly=True to map it read-only", path) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -237,6 +224,37 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
         raise
     finally:
         os.close(fd)
+
+
+def _open_for_mapping(path, readonly, create, mode):
+    """(fd, whether this call created the file) for open_file()."""
+    flags = os.O_RDONLY if readonly else os.O_RDWR
+    if in_dev_filesystem(path):     # devices only: never create a file there
+        try:
+            return _open(path, flags, mode), False
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                exc.errno, f"{exc.strerror}: /dev holds devices, and open_file() does not "
+                f"create files there (a device whose driver is not loaded? map devices "
+                f"with open_device())", path) from None
+    if not create or readonly:
+        return _open(path, flags, mode), False
+    try:                            # O_EXCL: did this call create it?
+        return _open(path, flags | os.O_CREAT | os.O_EXCL, mode), True
+    except FileExistsError:         # (or a symlink: the usual checks)
+        pass
+    # outside the except clause: an error here is not chained to that one
+    return _open(path, flags | os.O_CREAT, mode), False
+
+
+def _readable_only(exc, path):
+    """Whether a writable open failed only because the file may not be
+    written (mode bits, a read-only file system), not for a reason of ours."""
+    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or \
+            exc.strerror != os.strerror(exc.errno):   # e.g. a planted symlink refused
+        return False
+    effective = os.access in os.supports_effective_ids
+    return os.path.isfile(path) and os.access(path, os.R_OK, effective_ids=effective)
 
 
 def _unlink_if_same(path, fd):

@@ -133,6 +133,28 @@ def test_permission_denied(tmp_path):
         assert try_open()[0] == "PermissionError"
 
 
+def test_a_file_it_may_only_read_points_to_readonly(shm_path):
+    """The usual first PermissionError: a file the user may read but not
+    write, opened without readonly=True.  The message says what to pass."""
+    with open(shm_path, "wb") as f:
+        f.write(b"x" * 4096)
+    os.chmod(shm_path, 0o444)
+
+    def try_open():
+        try:
+            pymmapdev.open_file(shm_path)
+        except PermissionError as e:
+            return (e.errno, e.filename, e.strerror)
+        return "opened"
+    result = as_nobody(try_open) if os.geteuid() == 0 else repr(try_open())
+    assert result == repr((errno.EACCES, shm_path, "Permission denied: it may be read, not "
+                           "written: pass readonly=True to map it read-only")), result
+
+    def try_readonly():
+        with pymmapdev.open_file(shm_path, readonly=True) as m:
+            return m.read(0, 2)
+    assert (as_nobody(try_readonly) if os.geteuid() == 0 else repr(try_readonly())) == "b'xx'"
+
 def test_character_device_points_to_open_device():
     with pytest.raises(ValueError, match="open_device"):
         pymmapdev.open_file("/dev/zero", 4096, create=False)
