@@ -126,6 +126,15 @@ def test_bad_arguments(m, shm_path):
     lock = pymmapdev.Lock(m, 0)
     with pytest.raises(ValueError, match="timeout"):
         lock.acquire(timeout=-1)
+    # threading.Lock's habit: acquire(True) means "block", acquire(False)
+    # "try once".  Taken as seconds, True was a 1 s timeout that returned
+    # False under contention, which a caller who never checks (a blocking
+    # threading acquire always succeeds) would run past unlocked.
+    for flag in (True, False):
+        with pytest.raises(TypeError, match="timeout is a number of seconds or None, not a "
+                           "bool: acquire\\(\\) blocks, acquire\\(timeout=0\\) tries once"):
+            lock.acquire(flag)
+    assert not lock.locked()
     m.write_u32(128, 0x12345678)                      # not zero, not a lock
     with pytest.raises(ValueError, match="does not hold a pymmapdev.Lock"):
         pymmapdev.Lock(m, 128)
