@@ -61,11 +61,13 @@ def _parse_array_header(raw, length):
     """(dtype string, shape, header size) from a received record, checked:
     the bytes come from a peer."""
     if len(raw) < _ARRAY.size:
-        raise ChannelCorrupt("an array message shorter than its header")
-    magic, size, ndim, dtype_len = _ARRAY.unpack_from(raw, 0)
+        magic = size = ndim = dtype_len = 0
+    else:
+        magic, size, ndim, dtype_len = _ARRAY.unpack_from(raw, 0)
     if (magic != _ARRAY_MAGIC or size > len(raw) or size % 8 or
             _ARRAY.size + 8 * ndim + dtype_len > size):
-        raise ChannelCorrupt("a message that is not a send_array() record")
+        raise ChannelCorrupt(f"a message of {length} bytes that is not a send_array() record "
+                             f"(sent with send()?)")
     shape = struct.unpack_from(f"<{ndim}Q", raw, _ARRAY.size)
     start = _ARRAY.size + 8 * ndim
     dtype = raw[start:start + dtype_len].decode("ascii", "replace")

@@ -1027,6 +1027,18 @@ def test_recv_array_refuses_hostile_records(dtype, shape, payload):
     assert ch.recv_array().tolist() == [0, 1, 2]
 
 
+@pytest.mark.parametrize("message", [b"", b"x", b"a plain message, longer than a header"])
+def test_recv_array_of_a_plain_message_says_what_it_is(message):
+    """The usual mix-up, send() on one side and recv_array() on the other:
+    the error says the message is no send_array() record, whatever its
+    length (a short one was 'an array message shorter than its header')."""
+    pytest.importorskip("numpy")
+    ch = Channel(pymmapdev.anonymous(1 << 16), 0, CAP)
+    ch.send(message)
+    with pytest.raises(ChannelCorrupt, match=f"^a message of {len(message)} bytes that is not "
+                       "a send_array\\(\\) record"):
+        ch.recv_array()
+
 def test_open_channel_owns_its_file_mapping(shm_path):
     import pickle
     with pymmapdev.open_channel(shm_path, 4096) as ch:
