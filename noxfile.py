@@ -191,7 +191,7 @@ def sid(session: nox.Session) -> None:
 
 DIST = ROOT / "dist"
 SMOKE = """
-import multiprocessing, sys
+import multiprocessing, pathlib, sys
 import pymmapdev
 from pymmapdev import _kmod
 
@@ -206,6 +206,10 @@ if __name__ == "__main__":
         p.start(); p.join(60)
         assert p.exitcode == 0 and m.read(100, 20) == b"from a spawned child"
     assert (_kmod.sources() / "Kbuild").is_file()
+    # what type checkers need (PEP 561): the marker and every stub
+    here = pathlib.Path(pymmapdev.__file__).parent
+    assert {"py.typed", "__init__.pyi", "_core.pyi", "_open.pyi", "sync.pyi",
+            "channel.pyi"} <= {p.name for p in here.iterdir()}, sorted(here.iterdir())
     print("smoke ok:", pymmapdev.__version__, "on", sys.version.split()[0], "from",
           pymmapdev.__file__)
 """
