@@ -1,6 +1,7 @@
 """python -m pymmapdev kmod build|install|dkms: the bundled module builds
 against installed kernel headers, installs into a staging root, and every
 missing prerequisite is a clear error naming what to do."""
+import fnmatch
 import glob
 import os
 import re
@@ -12,7 +13,7 @@ import pytest
 import pymmapdev
 from pymmapdev import _kmod
 
-from conftest import as_nobody, child_env
+from conftest import REPO, as_nobody, child_env
 
 
 def kmod_cli(*args, env=None):
@@ -42,6 +43,29 @@ def test_sources_are_bundled():
                  "99-mmapdev.rules", "LICENSE", "README.md"):
         assert (src / name).is_file(), name
 
+
+def test_kbuild_output_stays_out_of_the_package():
+    """A wheel built straight from a tree where the module was built
+    (`make -C kmod`, then `pip install .`) must not ship kbuild's output
+    as sources: mmapdev.mod.c matched the package data's "*.c" and went
+    into every such wheel.  Every name kmod/.gitignore lists as kbuild
+    output must miss the package-data patterns or hit an exclude."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:            # 3.10: pytest's own dependency
+        import tomli as tomllib
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        setuptools = tomllib.load(f)["tool"]["setuptools"]
+    include = setuptools["package-data"]["pymmapdev.kmod"]
+    exclude = setuptools["exclude-package-data"]["pymmapdev.kmod"]
+    with open(os.path.join(REPO, "kmod", ".gitignore")) as f:
+        outputs = [line.strip() for line in f
+                   if line.strip() and not line.startswith("#") and not line.strip().endswith("/")]
+    assert "*.mod.c" in outputs
+    shipped = [name for name in (p.replace("*", "mmapdev") for p in outputs)
+               if any(fnmatch.fnmatch(name, p) for p in include) and
+               not any(fnmatch.fnmatch(name, p) for p in exclude)]
+    assert shipped == []
 
 def test_one_version_everywhere():
     """The package, the module and its DKMS name carry one version."""
