@@ -42,9 +42,23 @@ arg_deadline(PyObject *timeout, struct deadline *d)
 	d->forever = 1;
 	if (timeout == NULL || timeout == Py_None)
 		return 0;
-	secs = PyFloat_AsDouble(timeout);
-	if (secs == -1.0 && PyErr_Occurred())
+	/* threading's acquire(blocking): as seconds, True would be a 1 s
+	 * timeout whose False a caller used to blocking calls never checks */
+	if (PyBool_Check(timeout)) {
+		PyErr_SetString(PyExc_TypeError, "timeout is a number of seconds or None, not a "
+				"bool (True would wait 1 s, False not at all)");
 		return -1;
+	}
+	secs = PyFloat_AsDouble(timeout);
+	if (secs == -1.0 && PyErr_Occurred()) {
+		if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+			PyErr_Clear();
+			PyErr_Format(PyExc_TypeError,
+				     "timeout must be a number of seconds or None, not %.200s",
+				     Py_TYPE(timeout)->tp_name);
+		}
+		return -1;
+	}
 	if (isnan(secs) || secs < 0) {
 		PyErr_Format(PyExc_ValueError,
 			     "timeout must be a non-negative number or None, not %R", timeout);

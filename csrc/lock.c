@@ -293,17 +293,8 @@ lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 	const char *fault_addr;
 	int rc;
 
-	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0)
-		return NULL;
-	/* threading.Lock.acquire(blocking): as seconds, True would be a 1 s
-	 * timeout whose False a caller used to blocking acquires never checks */
-	if (argv[0] != NULL && PyBool_Check(argv[0])) {
-		PyErr_SetString(PyExc_TypeError,
-				"timeout is a number of seconds or None, not a bool: acquire() "
-				"blocks, acquire(timeout=0) tries once");
-		return NULL;
-	}
-	if (arg_deadline(argv[0], &deadline) < 0)
+	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
+	    arg_deadline(argv[0], &deadline) < 0)
 		return NULL;
 	if (lock_admit(self, &g, PIN_LOCK) < 0)
 		return NULL;

@@ -63,11 +63,19 @@ _PEER_SLICE = _core.Watch.SLICE_NS / 1e9
 def checked_timeout(timeout: object) -> float | None:
     """A timeout for the Python-side waits (UIO, Channel's async ones) by
     the blocking calls' rules (csrc/block.c arg_deadline): None or seconds
-    as a float (a Decimal too), never negative or NaN; past ~30 years,
-    forever (None)."""
+    as a float (a Decimal too), never a bool, negative or NaN; past ~30
+    years, forever (None)."""
     if timeout is None:
         return None
-    secs = float(timeout)  # type: ignore[arg-type]  # float() raises TypeError
+    if isinstance(timeout, bool):
+        raise TypeError("timeout is a number of seconds or None, not a bool "
+                        "(True would wait 1 s, False not at all)")
+    # what PyFloat_AsDouble takes, as the C calls do: float("1") would
+    # take a string
+    if not (hasattr(type(timeout), "__float__") or hasattr(type(timeout), "__index__")):
+        raise TypeError(f"timeout must be a number of seconds or None, "
+                        f"not {type(timeout).__name__}")
+    secs = float(timeout)  # type: ignore[arg-type]
     if math.isnan(secs) or secs < 0:
         raise ValueError(f"timeout must be a non-negative number or None, not {timeout!r}")
     return None if secs > 1e9 else secs

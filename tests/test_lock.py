@@ -132,7 +132,7 @@ def test_bad_arguments(m, shm_path):
     # threading acquire always succeeds) would run past unlocked.
     for flag in (True, False):
         with pytest.raises(TypeError, match="timeout is a number of seconds or None, not a "
-                           "bool: acquire\\(\\) blocks, acquire\\(timeout=0\\) tries once"):
+                           "bool"):
             lock.acquire(flag)
     assert not lock.locked()
     m.write_u32(128, 0x12345678)                      # not zero, not a lock

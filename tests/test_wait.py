@@ -3,6 +3,7 @@
 No timing assertions: only generous hang guards (GUARD) and "well under the
 guard" bounds where the issue asks for promptness (Ctrl-C).
 """
+import asyncio
 import math
 import multiprocessing as mp
 import signal
@@ -260,3 +261,31 @@ def test_signal_handler_runs_and_wait_resumes(shm_path, run_child):
         ok, hits, elapsed = out.split()
         assert ok == "False" and int(hits) >= 1
         assert float(elapsed) >= 0.99        # EINTR retries did not cut the timeout
+
+
+def test_timeouts_are_seconds_never_bools(m):
+    """Every blocking call takes its timeout one way (csrc/block.c
+    arg_deadline; pymmapdev/_aio.py checked_timeout for the Python-side
+    waits): True, threading's "block", taken as seconds would be a 1 s
+    timeout whose False result a caller may never check; and a value that is
+    no number names the argument."""
+    slot = pymmapdev.Slot(m, 1024, 16)
+    ch = pymmapdev.Channel(m, 2048, 128)
+    lock = pymmapdev.Lock(m, 0)
+    calls = {
+        "wait": lambda t: m.wait(128, 0, t),
+        "Lock.acquire": lambda t: lock.acquire(t),
+        "Slot.read": lambda t: slot.read(t),
+        "Slot.wait_newer": lambda t: slot.wait_newer(0, t),
+        "Channel.recv": lambda t: ch.recv(timeout=t),
+        "Channel.send": lambda t: ch.send(b"x", timeout=t),
+        "Channel.send_async": lambda t: asyncio.run(ch.send_async(b"x", timeout=t)),
+        "Channel.recv_async": lambda t: asyncio.run(ch.recv_async(timeout=t)),
+    }
+    for name, call in calls.items():
+        for flag in (True, False):
+            with pytest.raises(TypeError, match="timeout .*not a bool"):
+                call(flag)
+        with pytest.raises(TypeError, match="timeout .*not str"):
+            call("1")
+    assert not lock.locked() and len(ch) == 0 and slot.version == 0, name
