@@ -181,12 +181,12 @@ def cmd_write(args: argparse.Namespace) -> int:
         data += b"\n"
     data += b"\0"  # so readers of the text see where it ends
     needed = args.offset + len(data)
-    if needed > 2**63 - 1:
-        raise ValueError(f"offset {args.offset} + {len(data)} bytes is past the largest file "
-                         f"offset ({2**63 - 1}) ({args.path})")
     if _is_device(args.path):
         m = pymmapdev.open_device(args.path)
     else:
+        if needed > 2**63 - 1:
+            raise ValueError(f"offset {args.offset} + {len(data)} bytes is past the largest "
+                             f"file offset ({2**63 - 1}) ({args.path})")
         try:
             current = os.path.getsize(args.path)
         except FileNotFoundError:
