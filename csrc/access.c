@@ -160,7 +160,7 @@ typed_write(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
 	uint64_t value;
 
 	if (args_exact(name, nargs, 2) < 0 || arg_offset(args[0], &offset) < 0 ||
-	    arg_uint(args[1], (int)width * 8, &value) < 0 ||
+	    arg_uint(args[1], "value", (int)width * 8, &value) < 0 ||
 	    access_word(self, offset, width, 1, &value) < 0)
 		return NULL;
 	Py_RETURN_NONE;
@@ -368,7 +368,7 @@ access_ass_subscript(MappingObject *self, PyObject *key, PyObject *value)
 	}
 	if (!PyIndex_Check(key))
 		return assign_slice(self, key, value);
-	if (index_key(self, key, &i) < 0 || arg_uint(value, 8, &byte) < 0)
+	if (index_key(self, key, &i) < 0 || arg_uint(value, "value", 8, &byte) < 0)
 		return -1;
 	return access_word(self, i, WIDTH_U8, 1, &byte);
 }

@@ -66,23 +66,54 @@ args_unpack(const struct arg_spec *spec, PyObject *const *args,
 	return 0;
 }
 
+/*
+ * Any integer-like object as a new reference to an int: numpy integers and
+ * other __index__ implementers are values, as they are to the int() of a
+ * struct format.  TypeError naming the argument otherwise.
+ */
+static PyObject *
+as_int(PyObject *obj, const char *what)
+{
+	if (PyLong_Check(obj))
+		return Py_NewRef(obj);
+	if (!PyIndex_Check(obj)) {
+		PyErr_Format(PyExc_TypeError, "%s must be an integer, not %.200s", what,
+			     Py_TYPE(obj)->tp_name);
+		return NULL;
+	}
+	return PyNumber_Index(obj);
+}
+
 /* An index as Py_ssize_t; exact ints skip __index__ (every hot path). */
 static int
-index_arg(PyObject *obj, Py_ssize_t *out)
+index_arg(PyObject *obj, const char *what, Py_ssize_t *out)
 {
-	Py_ssize_t value = PyLong_CheckExact(obj) ? PyLong_AsSsize_t(obj)
-						 : PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+	PyObject *num;
+	int overflow;
 
-	if (value == -1 && PyErr_Occurred())
+	if (PyLong_CheckExact(obj)) {
+		*out = PyLong_AsSsize_t(obj);
+		if (!(*out == -1 && PyErr_Occurred()))
+			return 0;
+		PyErr_Clear();		/* too large: reported below, with the value */
+	}
+	num = as_int(obj, what);
+	if (num == NULL)
 		return -1;
-	*out = value;
-	return 0;
+	*out = (Py_ssize_t)PyLong_AsLongLongAndOverflow(num, &overflow);
+	if (overflow > 0)
+		PyErr_Format(PyExc_OverflowError, "%s %R is too large (at most %zd)", what, num,
+			     PY_SSIZE_T_MAX);
+	else if (overflow < 0)
+		PyErr_Format(PyExc_ValueError, "%s %R is negative", what, num);
+	Py_DECREF(num);
+	return overflow == 0 && !(*out == -1 && PyErr_Occurred()) ? 0 : -1;
 }
 
 int
 arg_offset(PyObject *obj, Py_ssize_t *out)
 {
-	if (index_arg(obj, out) < 0)
+	if (index_arg(obj, "offset", out) < 0)
 		return -1;
 	if (*out < 0) {
 		PyErr_Format(PyExc_ValueError, "offset %zd is negative", *out);
@@ -94,7 +125,7 @@ arg_offset(PyObject *obj, Py_ssize_t *out)
 int
 arg_length(PyObject *obj, const char *what, Py_ssize_t *out)
 {
-	if (index_arg(obj, out) < 0)
+	if (index_arg(obj, what, out) < 0)
 		return -1;
 	if (*out < 0) {
 		PyErr_Format(PyExc_ValueError, "%s must be >= 0, not %zd", what, *out);
@@ -103,26 +134,8 @@ arg_length(PyObject *obj, const char *what, Py_ssize_t *out)
 	return 0;
 }
 
-/*
- * Any integer-like object as a new reference to an int: numpy integers and
- * other __index__ implementers are values, as they are to the int() of a
- * struct format.
- */
-static PyObject *
-as_int(PyObject *obj)
-{
-	if (PyLong_Check(obj))
-		return Py_NewRef(obj);
-	if (!PyIndex_Check(obj)) {
-		PyErr_Format(PyExc_TypeError, "expected an integer, got %.100s",
-			     Py_TYPE(obj)->tp_name);
-		return NULL;
-	}
-	return PyNumber_Index(obj);
-}
-
 int
-arg_uint(PyObject *obj, int bits, uint64_t *out)
+arg_uint(PyObject *obj, const char *what, int bits, uint64_t *out)
 {
 	unsigned long long value;
 	PyObject *num;
@@ -136,14 +149,14 @@ arg_uint(PyObject *obj, int bits, uint64_t *out)
 		}
 		PyErr_Clear();		/* reported below, with the value */
 	}
-	num = as_int(obj);
+	num = as_int(obj, what);
 	if (num == NULL)
 		return -1;
 	value = PyLong_AsUnsignedLongLong(num);
 	if ((value == (unsigned long long)-1 && PyErr_Occurred()) ||
 	    (bits < 64 && value >> bits)) {
 		PyErr_Clear();
-		PyErr_Format(PyExc_OverflowError, "value %R does not fit in u%d", num, bits);
+		PyErr_Format(PyExc_OverflowError, "%s %R does not fit in u%d", what, num, bits);
 		Py_DECREF(num);
 		return -1;
 	}
@@ -157,7 +170,7 @@ arg_delta(PyObject *obj, int bits, uint64_t *out)
 {
 	int overflow, ok = 0;
 	long long v;
-	PyObject *num = as_int(obj);
+	PyObject *num = as_int(obj, "delta");
 
 	if (num == NULL)
 		return -1;
@@ -194,7 +207,7 @@ arg_count(PyObject *obj, const char *what, long max, long *out)
 
 	if (obj == NULL || obj == Py_None)
 		return 0;
-	num = as_int(obj);
+	num = as_int(obj, what);
 	if (num == NULL)
 		return -1;
 	v = PyLong_AsLongLongAndOverflow(num, &overflow);

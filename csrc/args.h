@@ -49,8 +49,9 @@ int arg_offset(PyObject *obj, Py_ssize_t *out);
 int arg_length(PyObject *obj, const char *what, Py_ssize_t *out);
 
 /* An unsigned value of @bits (8, 16, 32 or 64) from any index (int,
- * numpy integer, __index__); OverflowError if it does not fit. */
-int arg_uint(PyObject *obj, int bits, uint64_t *out);
+ * numpy integer, __index__), named @what in errors; OverflowError if it
+ * does not fit. */
+int arg_uint(PyObject *obj, const char *what, int bits, uint64_t *out);
 
 /* An addend for fetch_add: fits @bits as a signed or an unsigned value;
  * returned in two's complement. */

@@ -38,8 +38,9 @@ atomic_call(MappingObject *self, PyObject *const *args, Py_ssize_t nargs,
 	if (args_exact(name, nargs, arity[op]) < 0 || arg_offset(args[0], &offset) < 0)
 		return NULL;
 	if (op == OP_FETCH_ADD ? arg_delta(args[1], bits, &a) < 0
-			       : (nargs > 1 && arg_uint(args[1], bits, &a) < 0) ||
-				 (nargs > 2 && arg_uint(args[2], bits, &b) < 0))
+			       : (nargs > 1 && arg_uint(args[1], op == OP_CAS ? "expected" : "value",
+						       bits, &a) < 0) ||
+				 (nargs > 2 && arg_uint(args[2], "desired", bits, &b) < 0))
 		return NULL;
 	if (gate_enter(&g, self, offset, width, width, op == OP_LOAD ? GATE_READ : GATE_WRITE,
 		       PIN_ACCESS) < 0)

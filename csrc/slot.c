@@ -439,7 +439,7 @@ static int
 newer_admit(SlotObject *self, PyObject *version, struct gate *g, struct seq_wait *w)
 {
 	*w = (struct seq_wait){0};
-	if (arg_uint(version, 63, &w->version) < 0 ||
+	if (arg_uint(version, "version", 63, &w->version) < 0 ||
 	    slot_admit(self, g, GATE_READ, PIN_WAIT) < 0)
 		return -1;
 	slot_words(&w->w, g->addr);

@@ -42,7 +42,7 @@ wait_wait(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 	int rc;
 
 	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
-	    arg_offset(argv[0], &offset) < 0 || arg_uint(argv[1], 32, &expected) < 0 ||
+	    arg_offset(argv[0], &offset) < 0 || arg_uint(argv[1], "expected", 32, &expected) < 0 ||
 	    arg_deadline(argv[2], &deadline) < 0 ||
 	    arg_count(argv[3], "spin", block_max_spin(), &spin) < 0)
 		return NULL;
@@ -84,7 +84,7 @@ word_watch_new(MappingObject *self, PyObject *offset_obj, PyObject *expected_obj
 	struct word_wait c;
 	struct gate g;
 
-	if (arg_offset(offset_obj, &offset) < 0 || arg_uint(expected_obj, 32, &expected) < 0)
+	if (arg_offset(offset_obj, &offset) < 0 || arg_uint(expected_obj, "expected", 32, &expected) < 0)
 		return NULL;
 	if (gate_enter(&g, self, offset, 4, 4, GATE_READ, PIN_WAIT) < 0)
 		return NULL;

@@ -194,7 +194,7 @@ convert_values(PyObject *values, enum width width, void **buf, Py_ssize_t *count
 		return -1;
 	}
 	for (Py_ssize_t i = 0; i < *count; i++) {
-		if (arg_uint(PySequence_Fast_GET_ITEM(seq, i), (int)width * 8, &value) < 0) {
+		if (arg_uint(PySequence_Fast_GET_ITEM(seq, i), "value", (int)width * 8, &value) < 0) {
 			PyMem_Free(*buf);
 			Py_DECREF(seq);
 			return -1;

@@ -268,3 +268,28 @@ def test_close_during_a_gil_released_call_is_refused(shm_path):
     m.close()
     assert not errors, errors
     assert outcomes, "close() succeeded while madvise was still running"
+
+
+def test_argument_errors_name_the_argument(m):
+    """A wrong type or an integer too large for C names the argument, as
+    CPython's own parser does ("offset must be an integer, not str"), not
+    "expected an integer, got str" or "Python int too large to convert to C
+    ssize_t"; the exception types stay those of int() and mmap."""
+    cases = [
+        (lambda v: m.read_u32(v), "offset"),
+        (lambda v: m.read(v, 4), "offset"),
+        (lambda v: m.read(0, v), "size"),
+        (lambda v: m.write_u32(0, v), "value"),
+        (lambda v: m.fetch_add_u32(0, v), "delta"),
+        (lambda v: m.wake(0, v), "count"),
+        (lambda v: m.wait(0, v, 0), "expected"),
+        (lambda v: m.compare_exchange_u64(0, 0, v), "desired"),
+    ]
+    for call, name in cases:
+        with pytest.raises(TypeError, match=f"^{name} must be an integer, not str$"):
+            call("4")
+    with pytest.raises(OverflowError, match=f"^offset {2**70} is too large"):
+        m.read_u32(2**70)
+    with pytest.raises(OverflowError, match=f"^size {2**70} is too large"):
+        m.read(0, 2**70)
+    assert m.read_u32(0) == 0           # nothing was written by any of them
