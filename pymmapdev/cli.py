@@ -296,7 +296,12 @@ def _info_char(path: str, st: os.stat_result, cls: str | None) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    st = os.stat(args.path)
+    try:
+        st = os.stat(args.path)
+    except FileNotFoundError:
+        if _is_device(args.path):       # raises, with the hint about the module
+            pymmapdev.open_device(args.path, readonly=True).close()
+        raise
     cls = _sysfs.char_class(st)
     bar = _sysfs.pci_bar_file(args.path) if stat.S_ISREG(st.st_mode) else None
     if cls == "uio":

@@ -72,6 +72,7 @@ def test_a_missing_device_path_is_an_error_not_a_new_file():
             proc = cli(*args, timeout=30)
             assert proc.returncode == 1, (args, proc.stdout)
             assert path in proc.stderr and "No such file" in proc.stderr
+            assert "is the mmapdev module loaded?" in proc.stderr, (args, proc.stderr)
             assert "Traceback" not in proc.stderr
             assert not os.path.exists(path)
             if args[0] != "info":              # through open_device: its hint
