@@ -247,6 +247,7 @@ ch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	ChannelObject *self;
 	MappingObject *map;
 	struct ch_call c;
+	char what[80];
 
 	if (st == NULL)
 		return NULL;
@@ -281,6 +282,10 @@ ch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	    arg_flag(argv[3], &multi_producer) < 0 || arg_flag(argv[4], &multi_consumer) < 0)
 		return NULL;
 	if (check_capacity(capacity) < 0)
+		return NULL;
+	PyOS_snprintf(what, sizeof(what), "a Channel of capacity %zd (Channel.size_for)",
+		      capacity);
+	if (gate_check_room(map, what, offset, CH_HEADER + capacity) < 0)
 		return NULL;
 	self = (ChannelObject *)type->tp_alloc(type, 0);
 	if (self == NULL)

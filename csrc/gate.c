@@ -264,6 +264,17 @@ mapping_seal(MappingObject *map)
 }
 
 int
+gate_check_room(MappingObject *map, const char *what, Py_ssize_t offset, Py_ssize_t len)
+{
+	if (mapping_is_closed(map) || (offset <= map->size && len <= map->size - offset))
+		return 0;
+	PyErr_Format(PyExc_ValueError,
+		     "%s takes %zd bytes at offset %zd: outside the mapping of %zd bytes",
+		     what, len, offset, map->size);
+	return -1;
+}
+
+int
 gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
 	   Py_ssize_t len, Py_ssize_t align, int access, enum pin_kind pin)
 {

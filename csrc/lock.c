@@ -204,7 +204,8 @@ lock_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	}
 	items = &PyTuple_GET_ITEM(args, 0);
 	if (args_unpack(&spec, items, nargs, NULL, argv) < 0 ||
-	    arg_mapping(st, "Lock", argv[0], &map) < 0 || arg_offset(argv[1], &offset) < 0)
+	    arg_mapping(st, "Lock", argv[0], &map) < 0 || arg_offset(argv[1], &offset) < 0 ||
+	    gate_check_room(map, "a Lock (Lock.SIZE)", offset, LOCK_SIZE) < 0)
 		return NULL;
 	self = (LockObject *)type->tp_alloc(type, 0);
 	if (self == NULL)

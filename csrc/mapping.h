@@ -141,6 +141,12 @@ void gate_leave(struct gate *g);
 int gate_check(MappingObject *map, Py_ssize_t offset, Py_ssize_t len, Py_ssize_t align,
 	       int access);
 
+/* For the constructors of structures kept in a mapping (Lock, Slot,
+ * Channel): gate_enter()'s range check in words that name the structure
+ * (@what) and its size.  A closed mapping passes (gate_enter() says so).
+ * 0, or -1 with ValueError. */
+int gate_check_room(MappingObject *map, const char *what, Py_ssize_t offset, Py_ssize_t len);
+
 /* Turns an admission's pin into one of kind @as (a PIN_ACCESS admission
  * that must now allocate, call Python code or sleep takes a real pin);
  * gate_leave() then drops that one.  Call with the GIL held, before any

@@ -546,6 +546,7 @@ slot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	Py_ssize_t offset, capacity;
 	SlotObject *self;
 	struct gate g;
+	char what[80];
 
 	if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
 		PyErr_SetString(PyExc_TypeError, "Slot() takes no keyword arguments");
@@ -560,6 +561,9 @@ slot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 		PyErr_Format(PyExc_ValueError, "capacity %zd is too large", capacity);
 		return NULL;
 	}
+	PyOS_snprintf(what, sizeof(what), "a Slot of capacity %zd (Slot.size_for)", capacity);
+	if (gate_check_room(map, what, offset, SLOT_HEADER + capacity) < 0)
+		return NULL;
 	self = (SlotObject *)type->tp_alloc(type, 0);
 	if (self == NULL)
 		return NULL;

@@ -293,3 +293,22 @@ def test_argument_errors_name_the_argument(m):
     with pytest.raises(OverflowError, match=f"^size {2**70} is too large"):
         m.read(0, 2**70)
     assert m.read_u32(0) == 0           # nothing was written by any of them
+
+
+def test_a_structure_too_big_for_its_mapping_says_what_it_needs():
+    """Lock/Slot/Channel past the end named only "offset 0 + 5040 bytes is
+    outside the mapping": now the structure and where its size comes from."""
+    m = pymmapdev.anonymous(4096)
+    with pytest.raises(ValueError, match=r"^a Slot of capacity 5000 \(Slot.size_for\) takes "
+                       r"5040 bytes at offset 0: outside the mapping of 4096 bytes$"):
+        pymmapdev.Slot(m, 0, 5000)
+    with pytest.raises(ValueError, match=r"^a Channel of capacity 8192 \(Channel.size_for\) "
+                       r"takes 8512 bytes at offset 64: outside the mapping of 4096 bytes$"):
+        pymmapdev.Channel(m, 64, 8192)
+    with pytest.raises(ValueError, match=r"^a Lock \(Lock.SIZE\) takes 64 bytes at offset "
+                       r"4096: outside the mapping of 4096 bytes$"):
+        pymmapdev.Lock(m, 4096)
+    m.close()
+    for make in (lambda: pymmapdev.Slot(m, 0, 5000), lambda: pymmapdev.Lock(m, 4096)):
+        with pytest.raises(ValueError, match="^mapping is closed$"):
+            make()
