@@ -371,6 +371,8 @@ def cmd_kmod(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pymmapdev",
                                      description="Shared memory from the command line.")
+    parser.add_argument("--version", action="version",
+                        version=f"pymmapdev {pymmapdev.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="a writer and a reader process share one file")

@@ -340,3 +340,10 @@ def test_readme_python_snippets_run_as_written(index, tmp_path):
     expected = [m.group(1).split("  (")[0].strip()
                 for m in re.finditer(r"# prints: (.*)$", code, re.M)]
     assert proc.stdout.splitlines() == expected, code
+
+
+def test_version():
+    """`python -m pymmapdev --version`: what a bug report starts with."""
+    proc = cli("--version")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout == f"pymmapdev {pymmapdev.__version__}\n"
