@@ -41,9 +41,14 @@ def test_a_source_tree_without_its_extension_says_so(tmp_path):
     for name in os.listdir(os.path.join(PKG_ROOT, "pymmapdev")):
         if name.endswith((".py", ".pyi")):
             shutil.copy(os.path.join(PKG_ROOT, "pymmapdev", name), src)
-    proc = subprocess.run([sys.executable, "-c", "import pymmapdev"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, env=child_env())
-    assert proc.returncode == 1
+    env = child_env()
+    env.pop("PYTHONSAFEPATH", None)     # the sanitizer run sets it; a user's shell does not
+    # -S: no site-packages, whose editable install of pymmapdev (make test
+    # makes one) would serve pymmapdev._core from its own tree whatever
+    # folder the package itself came from
+    proc = subprocess.run([sys.executable, "-S", "-c", "import pymmapdev"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 1, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: pymmapdev's C extension (_core) is not built for "
                            f"this Python in {src}"), proc.stderr
