@@ -26,6 +26,7 @@ def truncated(shm_path):
     lambda m: m.write(3 * PAGE, b"lost"),
     lambda m: m[2 * PAGE],
     lambda m: m[2 * PAGE:2 * PAGE + 4],
+    lambda m: m[2 * PAGE:2 * PAGE + 8:2],      # strided: a copy of its own
     lambda m: m.__setitem__(2 * PAGE, 1),
     lambda m: m.__setitem__(slice(2 * PAGE, 2 * PAGE + 2), b"ab"),
     lambda m: m.read_u8(2 * PAGE),

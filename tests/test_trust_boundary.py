@@ -496,6 +496,8 @@ def test_copy_from_a_truncated_mapping_raises(shm_path):
         view = memoryview(src)
         for call in (lambda: dst.write(0, view[2 * {PAGE}:3 * {PAGE}]),
                      lambda: dst.__setitem__(slice(0, {PAGE}), view[2 * {PAGE}:3 * {PAGE}]),
+                     lambda: dst.__setitem__(slice(0, {PAGE}, 2),
+                                             view[2 * {PAGE}:2 * {PAGE} + {PAGE} // 2]),
                      lambda: pymmapdev.Slot(dst, 0, 2 * {PAGE}).publish(view[{PAGE}:3 * {PAGE}])):
             try:
                 call()
@@ -504,7 +506,7 @@ def test_copy_from_a_truncated_mapping_raises(shm_path):
                 seen.append("fault" if {shm_path!r} in str(exc) or "source" in str(exc) else str(exc))
         print(seen)
         """)
-    assert line == "['fault', 'fault', 'fault']"
+    assert line == "['fault', 'fault', 'fault', 'fault']"
 
 
 def test_a_publish_that_faulted_is_not_waited_for(shm_path):
