@@ -2,6 +2,7 @@
 import multiprocessing as mp
 import os
 import signal
+import subprocess
 import threading
 import time
 import warnings
@@ -169,6 +170,50 @@ def test_holder_that_exited_without_releasing_is_taken_over(m):
     assert lock.owner_died
     lock.release()
     assert not lock.locked()
+
+
+def test_holder_that_is_a_zombie_is_taken_over(m):
+    """A holder that exited but was not reaped yet (a zombie: its /proc entry
+    is still there) is dead all the same."""
+    lock = pymmapdev.Lock(m, 0)
+    pid = os.fork()
+    if pid == 0:
+        lock.acquire()
+        os._exit(0)                                   # exits holding it
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)   # exited, not reaped
+        assert lock.locked()
+        with pytest.warns(OwnerDiedWarning):
+            assert lock.acquire(timeout=GUARD)
+        assert lock.owner_died
+        lock.release()
+    finally:
+        os.waitpid(pid, 0)
+
+
+def _start_time(tid):
+    """Field 22 of /proc/<tid>/stat (after the last ')': comm may hold any)."""
+    with open(f"/proc/{tid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+def test_holder_whose_thread_id_was_reused_is_taken_over(m):
+    """The owner word names a thread id that a live process has now: the
+    start time it records tells the dead holder from the new thread."""
+    child = subprocess.Popen(["sleep", "600"])          # a live thread: its id
+    try:
+        start = _start_time(child.pid)
+        lock = pymmapdev.Lock(m, 0)
+        m.write_u64(0, (start & 0xffffffff) << 32 | child.pid)        # held by it
+        assert lock.acquire(timeout=0) is False
+        m.write_u64(0, ((start + 1) & 0xffffffff) << 32 | child.pid)  # by an earlier one
+        with pytest.warns(OwnerDiedWarning):
+            assert lock.acquire(timeout=GUARD) is True
+        assert lock.owner_died
+        lock.release()
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_lock_from_another_namespace_is_refused(m):
