@@ -787,6 +787,28 @@ with pymmapdev.open_file(sys.argv[1]) as m:
 """
 
 
+MSG, PAD = 0x4D53, 0x4150                        # record kinds ("SM", "PA")
+
+
+@pytest.mark.parametrize("head,tail,at,header", [
+    (CAP - 64, CAP - 64 + 1000, CAP - 64, 900 | MSG << 32),    # runs past the ring's end
+    (0, 4000, 0, 3000 | MSG << 32),                            # longer than max_message
+    (0, 16, 0, 100 | MSG << 32),                               # longer than what was sent
+    (0, 64, 0, 8 | PAD << 32),                                 # padding short of the end
+    (0, 64, 0, 8 | 0x1234 << 32),                              # no such kind
+], ids=["past-the-ring", "over-max-message", "past-the-tail", "short-padding", "no-such-kind"])
+def test_record_headers_a_peer_forged_are_refused(m, head, tail, at, header):
+    """Every length a record header claims is checked against the ring's end,
+    max_message and the published tail before a byte of it is read."""
+    ch = Channel(m, 0, CAP)
+    m.write_u64(128, head)                           # head
+    m.write_u64(64, tail)                            # tail
+    m.write_u64(Channel.HEADER + at, header)
+    for call in (lambda: ch.recv(timeout=0), lambda: ch.recv_many(4, timeout=0)):
+        with pytest.raises(ChannelCorrupt):
+            call()
+
+
 def test_hostile_peer_scribbling_the_region(shm_path, run_child):
     """Random bytes written into header and ring by another process while
     both sides run: every call returns or raises a documented error, in
