@@ -98,6 +98,13 @@ assert all(o[:] == bytes(1 << 16) for o in other), "another mapping was written"
     "pymmapdev.Lock(m, 0).acquire(timeout=X(1))",
     "pymmapdev.Slot(m, 0, X(64)).read()",
     "pymmapdev.Slot(m, 0, 64).publish(b'x'); pymmapdev.Slot(m, 0, 64).wait_newer(X(1), timeout=0)",
+    "pymmapdev.Slot(m, 0, 64).read(timeout=X(1))",
+    "pymmapdev.Slot(m, 0, 64).wait_newer(0, timeout=X(0))",
+    "pymmapdev.Channel(m, X(0), 4096)",
+    "pymmapdev.Channel(m, 0, 4096).send(b'x', timeout=X(1))",
+    "pymmapdev.Channel(m, 0, 4096).recv(timeout=X(0))",
+    "pymmapdev.Channel(m, 0, 4096).recv_many(X(2), timeout=0)",
+    "with pymmapdev.Channel(m, 0, 4096).reserve(X(8), timeout=0) as buf: pass",
 ])
 def test_callback_that_closes_the_mapping(stmt):
     line = outcome(CLOSER.format(stmt=stmt))
