@@ -314,7 +314,7 @@ def test_end_of_stream_wakes_a_producer_waiting_for_room(ch, how):
     t = threading.Thread(target=produce)
     t.start()
     assert full.wait(GUARD)
-    time.sleep(0.1)
+    spin_until(lambda: ch.mapping.load_u32(PRODUCER_WAITERS) == 1)    # asleep for room
     ch.close_send()
     t.join(GUARD)
     assert out == ["broken pipe"]
@@ -344,12 +344,12 @@ def test_end_of_stream_wakes_a_sleeping_consumer(ch):
 
     def consume():
         try:
-            ch.recv()
+            out.append(ch.recv(timeout=GUARD))       # bounded: a lost wake-up fails, not hangs
         except EOFError:
             out.append("eof")
     t = threading.Thread(target=consume)
     t.start()
-    time.sleep(0.1)
+    spin_until(lambda: ch.mapping.load_u32(CONSUMER_WAITERS) == 1)    # asleep in recv
     ch.close_send()
     t.join(GUARD)
     assert out == ["eof"]

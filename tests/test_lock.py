@@ -102,7 +102,7 @@ def test_timeout_then_acquire_after_release_by_other_thread(m):
     assert got == [False]
     t = threading.Thread(target=take, args=(GUARD,))
     t.start()
-    time.sleep(0.05)
+    spin_until(lambda: m.load_u64(0) & OWNER_WAITERS)    # it waits in acquire
     lock.release()                                    # the sleeper had released the GIL
     t.join(GUARD)
     assert got == [False, True]
