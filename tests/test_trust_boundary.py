@@ -21,6 +21,7 @@ import pytest
 
 import pymmapdev
 from conftest import child_env, run_python
+from _sync_workers import asleep_on, spin_until
 
 PAGE = pymmapdev.PAGESIZE
 
@@ -625,9 +626,9 @@ def test_forked_child_can_close_while_parent_holds_a_lock_and_a_waiter(shm_path)
     m = pymmapdev.open_file(shm_path, 4096)
     lock = pymmapdev.Lock(m, 64)
     lock.acquire()
-    waiter = threading.Thread(target=m.wait, args=(0, 0, 5))
+    waiter = threading.Thread(target=m.wait, args=(0, 0, 60))
     waiter.start()
-    time.sleep(0.1)
+    spin_until(lambda: asleep_on(m, 0, waiter))     # its pin is taken: fork now
     pid = os.fork()
     if pid == 0:
         code = 1
