@@ -608,6 +608,20 @@ def test_symlink_planted_by_another_user_in_a_sticky_dir_is_refused(sticky_dir):
     assert target.read_bytes() == b"precious"
 
 
+def test_symlink_owned_by_the_sticky_dirs_owner_is_followed(sticky_dir):
+    """As fs.protected_symlinks: the directory's owner could replace the
+    link anyway, so a link of theirs is no plant."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root to hand the directory and link to another user (CI runs as root)")
+    d, target = sticky_dir
+    os.chown(d, 65534, 65534)
+    link = d / "owners"
+    os.symlink(target, link)
+    os.lchown(link, 65534, 65534)
+    with pymmapdev.open_file(link) as m:
+        assert m[:8] == b"precious"
+
+
 def test_own_symlink_in_a_sticky_dir_and_links_elsewhere_are_followed(sticky_dir, tmp_path):
     d, target = sticky_dir
     link = d / "mine"
