@@ -62,7 +62,8 @@ array_geometry(PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize, Py_ssize_
 	 * 1.0 (a float) for the shape () of a 0-d array.  A private tuple: a
 	 * dimension's __index__ may change the caller's list. */
 	if (!PySequence_Check(shape)) {
-		*count = PyNumber_AsSsize_t(shape, PyExc_OverflowError);	/* shape=n */
+		if (arg_length(shape, "shape", count) < 0)	/* shape=n */
+			return -1;
 	} else {
 		PyObject *dims = PySequence_Tuple(shape);
 		int zero = 0, overflow = 0;
@@ -72,11 +73,7 @@ array_geometry(PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize, Py_ssize_
 			return -1;
 		*count = 1;
 		for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(dims); i++) {
-			dim = PyNumber_AsSsize_t(PyTuple_GET_ITEM(dims, i), PyExc_OverflowError);
-			if (dim < 0) {
-				if (!PyErr_Occurred())
-					PyErr_Format(PyExc_ValueError,
-						     "shape %R has a negative dimension", shape);
+			if (arg_length(PyTuple_GET_ITEM(dims, i), "a shape dimension", &dim) < 0) {
 				Py_DECREF(dims);
 				return -1;
 			}
@@ -90,12 +87,6 @@ array_geometry(PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize, Py_ssize_
 			PyErr_Format(PyExc_OverflowError, "shape %R has too many items", shape);
 			return -1;
 		}
-	}
-	if (*count == -1 && PyErr_Occurred())
-		return -1;
-	if (*count < 0) {
-		PyErr_Format(PyExc_ValueError, "shape %R has a negative dimension", shape);
-		return -1;
 	}
 	return 0;
 }

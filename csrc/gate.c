@@ -263,10 +263,17 @@ mapping_seal(MappingObject *map)
 	return -1;
 }
 
+/* [offset, offset + len) inside the mapping, without overflow */
+static inline int
+span_inside(const MappingObject *map, Py_ssize_t offset, Py_ssize_t len)
+{
+	return offset >= 0 && len >= 0 && offset <= map->size && len <= map->size - offset;
+}
+
 int
 gate_check_room(MappingObject *map, const char *what, Py_ssize_t offset, Py_ssize_t len)
 {
-	if (mapping_is_closed(map) || (offset <= map->size && len <= map->size - offset))
+	if (mapping_is_closed(map) || span_inside(map, offset, len))
 		return 0;
 	PyErr_Format(PyExc_ValueError,
 		     "%s takes %zd bytes at offset %zd: outside the mapping of %zd bytes",
@@ -287,7 +294,7 @@ gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
 		PyErr_SetString(PyExc_ValueError, "mapping is closed");
 		return -1;
 	}
-	if (offset < 0 || len < 0 || offset > map->size || len > map->size - offset) {
+	if (!span_inside(map, offset, len)) {
 		PyErr_Format(PyExc_ValueError,
 			     "offset %zd + %zd bytes is outside the mapping of %zd bytes",
 			     offset, len, map->size);

@@ -16,7 +16,9 @@ from . import _core, _sysfs
 PAGESIZE = _core.PAGESIZE
 
 _NO_FALLOCATE = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
-_MAX_OFFSET = 2**63 - 1             # off_t's: mmap() takes no offset past it
+MAX_OFFSET = 2**63 - 1             # off_t's: mmap() takes no offset past it
+# Every open(2) of a path to map (see _open()); _pickle's re-open too.
+OPEN_FLAGS = os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 
 
 def _checked_size(size, what="size"):
@@ -141,7 +143,7 @@ def _open(path, flags, mode=0o600):
     again for devices.  O_NOCTTY: a tty opened by a process without a
     controlling terminal would become its controlling terminal.
     """
-    flags |= os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    flags |= OPEN_FLAGS
     try:
         return os.open(path, flags | os.O_NOFOLLOW, mode)
     except OSError as exc:
@@ -191,8 +193,8 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
         path = os.fsdecode(path)
     if size is not None:
         size = _checked_size(size)
-        if size > _MAX_OFFSET:      # posix_fallocate would raise OverflowError
-            raise ValueError(f"size {size} is past the largest file offset ({_MAX_OFFSET}) "
+        if size > MAX_OFFSET:      # posix_fallocate would raise OverflowError
+            raise ValueError(f"size {size} is past the largest file offset ({MAX_OFFSET}) "
                              f"({path})")
     mode = _checked_mode(mode)
     try:
@@ -369,9 +371,9 @@ def map_device_fd(fd, path, size, offset, readonly):
         raise ValueError(f"{path}: pass size=: the size of a mapping of this device cannot "
                          f"be discovered (mmapdev devices and PCI resource files tell "
                          f"theirs){hint}")
-    if offset + size > _MAX_OFFSET:
+    if offset + size > MAX_OFFSET:
         raise ValueError(f"offset {offset} + size {size} is past the largest file offset "
-                         f"({_MAX_OFFSET}) ({path})")
+                         f"({MAX_OFFSET}) ({path})")
     _blocking(fd)
     try:
         return _core.Mapping(fd, size, offset, readonly=readonly, kind="device", path=path,

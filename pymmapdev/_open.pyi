@@ -3,6 +3,8 @@ import os
 from ._core import Mapping
 
 PAGESIZE: int
+MAX_OFFSET: int
+OPEN_FLAGS: int
 
 def open_file(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], size: int | None = None, *,
               create: bool = True, readonly: bool = False, mode: int = 0o600,

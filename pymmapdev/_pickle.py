@@ -33,7 +33,7 @@ import stat
 from multiprocessing.reduction import DupFd, ForkingPickler
 from typing import Any, Callable
 
-from ._open import map_device_fd
+from ._open import OPEN_FLAGS, map_device_fd
 from ._core import Mapping
 from .channel import Channel
 from .sync import Lock, Slot
@@ -53,7 +53,7 @@ def _open_if_same(path: str, flags: int, same: Callable[[os.stat_result], None])
     /proc/self/fd link.  Without /proc, the path is opened again
     (O_NONBLOCK, O_NOCTTY) and checked again.
     """
-    flags |= os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    flags |= OPEN_FLAGS
     handle = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
         same(os.fstat(handle))

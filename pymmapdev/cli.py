@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn
 
 import pymmapdev
 from pymmapdev import _core, _sysfs
-from pymmapdev._open import in_dev_filesystem
+from pymmapdev._open import MAX_OFFSET, in_dev_filesystem
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
@@ -184,9 +184,9 @@ def cmd_write(args: argparse.Namespace) -> int:
     if _is_device(args.path):
         m = pymmapdev.open_device(args.path)
     else:
-        if needed > 2**63 - 1:
+        if needed > MAX_OFFSET:
             raise ValueError(f"offset {args.offset} + {len(data)} bytes is past the largest "
-                             f"file offset ({2**63 - 1}) ({args.path})")
+                             f"file offset ({MAX_OFFSET}) ({args.path})")
         try:
             current = os.path.getsize(args.path)
         except FileNotFoundError:

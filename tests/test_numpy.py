@@ -63,6 +63,13 @@ def test_ndarray_shapes_of_no_dimension_and_exact_products(shm_path):
         # the item count is exact, not numpy's int64 product wrapped to -1
         with pytest.raises((ValueError, OverflowError), match="fit|too"):
             m.ndarray("u1", shape=(2**32 + 1, 2**32 - 1))
+        # dimensions convert like every other argument (args.c), each named
+        with pytest.raises(ValueError, match="^a shape dimension must be >= 0, not -1$"):
+            m.ndarray("u1", shape=(4, -1))
+        with pytest.raises(ValueError, match="^shape must be >= 0, not -3$"):
+            m.ndarray("u1", shape=-3)
+        with pytest.raises(TypeError, match="^a shape dimension must be an integer, not str$"):
+            m.ndarray("u1", shape=(4, "2"))
 
 
 def test_readonly_mapping_gives_readonly_array(shm_path):
