@@ -35,11 +35,9 @@
 /* ---- deadlines ----------------------------------------------------- */
 
 int
-arg_deadline(PyObject *timeout, struct deadline *d)
+arg_timeout(PyObject *timeout, double *secs)
 {
-	double secs;
-
-	d->forever = 1;
+	*secs = -1.0;
 	if (timeout == NULL || timeout == Py_None)
 		return 0;
 	/* threading's acquire(blocking): as seconds, True would be a 1 s
@@ -49,8 +47,8 @@ arg_deadline(PyObject *timeout, struct deadline *d)
 				"bool (True would wait 1 s, False not at all)");
 		return -1;
 	}
-	secs = PyFloat_AsDouble(timeout);
-	if (secs == -1.0 && PyErr_Occurred()) {
+	*secs = PyFloat_AsDouble(timeout);
+	if (*secs == -1.0 && PyErr_Occurred()) {
 		if (PyErr_ExceptionMatches(PyExc_TypeError)) {
 			PyErr_Clear();
 			PyErr_Format(PyExc_TypeError,
@@ -59,14 +57,27 @@ arg_deadline(PyObject *timeout, struct deadline *d)
 		}
 		return -1;
 	}
-	if (isnan(secs) || secs < 0) {
+	if (isnan(*secs) || *secs < 0) {
 		PyErr_Format(PyExc_ValueError,
 			     "timeout must be a non-negative number or None, not %R", timeout);
 		return -1;
 	}
 	/* Beyond ~30 years the deadline would risk overflowing time_t
 	 * arithmetic for no practical difference: treat it as forever. */
-	if (secs > 1e9)
+	if (*secs > 1e9)
+		*secs = -1.0;
+	return 0;
+}
+
+int
+arg_deadline(PyObject *timeout, struct deadline *d)
+{
+	double secs;
+
+	d->forever = 1;
+	if (arg_timeout(timeout, &secs) < 0)
+		return -1;
+	if (secs < 0)
 		return 0;
 	clock_gettime(CLOCK_MONOTONIC, &d->at);		/* cannot fail: valid clock */
 	d->forever = 0;
@@ -466,7 +477,21 @@ out:
 	return rc;
 }
 
-/* ---- set_spin / get_spin (module functions, listed in module.c) ------ */
+/* ---- module functions (BLOCK_FUNCTIONS_METHODDEFS in module.c) ------- */
+
+/* The Python-side waits (UIO, the Channel's async calls) and the asyncio
+ * ones take their timeout through here: one set of rules and wordings. */
+PyObject *
+block_timeout_seconds(PyObject *Py_UNUSED(module), PyObject *timeout)
+{
+	double secs;
+
+	if (arg_timeout(timeout, &secs) < 0)
+		return NULL;
+	if (secs < 0)
+		Py_RETURN_NONE;
+	return PyFloat_FromDouble(secs);
+}
 
 PyObject *
 block_set_spin(PyObject *Py_UNUSED(module), PyObject *arg)

@@ -52,8 +52,12 @@ struct deadline {
 	int forever;
 };
 
-/* timeout (seconds, int or float; None or NULL = forever) -> deadline from
- * now.  ValueError if negative or NaN.  A converter (args.h rules). */
+/* The one conversion of a timeout (args.h rules): seconds (int, float,
+ * anything with __float__ or __index__), None or NULL = forever.  A bool or
+ * a non-number is a TypeError, a negative or NaN a ValueError; more than
+ * 1e9 s is forever.  arg_timeout: *secs, -1.0 for forever; arg_deadline:
+ * the deadline from now. */
+int arg_timeout(PyObject *timeout, double *secs);
 int arg_deadline(PyObject *timeout, struct deadline *d);
 int deadline_passed(const struct deadline *d);
 
@@ -138,5 +142,23 @@ block_cpu_relax(void)
 	__asm__ __volatile__("" ::: "memory");
 #endif
 }
+
+/* module functions (block.c; module.c lists them) */
+PyObject *block_set_spin(PyObject *module, PyObject *arg);
+PyObject *block_get_spin(PyObject *module, PyObject *ignored);
+PyObject *block_timeout_seconds(PyObject *module, PyObject *timeout);
+long block_max_spin(void);
+
+#define BLOCK_FUNCTIONS_METHODDEFS						\
+	{"set_spin", block_set_spin, METH_O,					\
+	 "set_spin(rounds, /)\n--\n\n"						\
+	 "Set how many rounds a blocking call spins before it sleeps "		\
+	 "(this process; 0 = sleep at once)."},					\
+	{"get_spin", block_get_spin, METH_NOARGS,				\
+	 "get_spin()\n--\n\nThe spin rounds of blocking calls before they sleep."}, \
+	{"timeout_seconds", block_timeout_seconds, METH_O,			\
+	 "timeout_seconds(timeout, /)\n--\n\n"					\
+	 "A timeout by the blocking calls' rules: seconds as a float, or None "	\
+	 "for forever (also past 1e9 s)."},
 
 #endif

@@ -19,6 +19,7 @@
  *	watch.c		waits split into polls, for asyncio (pymmapdev/_aio.py)
  */
 #include "mapping.h"
+#include "block.h"
 #include "channel.h"
 #include "device.h"
 #include "lock.h"
@@ -225,7 +226,7 @@ core_free(void *module)
 
 static PyMethodDef core_functions[] = {
 	DEVICE_FUNCTIONS_METHODDEFS	/* device.c */
-	SPIN_FUNCTIONS_METHODDEFS	/* block.c */
+	BLOCK_FUNCTIONS_METHODDEFS	/* block.c */
 	WAIT_FUNCTIONS_METHODDEFS	/* wait.c */
 	WATCH_FUNCTIONS_METHODDEFS	/* watch.c */
 	{"rearm_fault_handler", core_rearm, METH_NOARGS,

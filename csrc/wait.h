@@ -44,17 +44,4 @@ PyObject *wait_watch_word(PyObject *module, PyObject *const *args, Py_ssize_t na
 	 "A Watch of wait()'s condition (pymmapdev._aio awaits it): over when\n" \
 	 "the aligned u32 at offset differs from expected or is woken."},
 
-/* module functions (block.c) */
-PyObject *block_set_spin(PyObject *module, PyObject *arg);
-PyObject *block_get_spin(PyObject *module, PyObject *ignored);
-long block_max_spin(void);
-
-#define SPIN_FUNCTIONS_METHODDEFS						\
-	{"set_spin", block_set_spin, METH_O,					\
-	 "set_spin(rounds, /)\n--\n\n"						\
-	 "Set how many rounds a blocking call spins before it sleeps "		\
-	 "(this process; 0 = sleep at once)."},					\
-	{"get_spin", block_get_spin, METH_NOARGS,				\
-	 "get_spin()\n--\n\nThe spin rounds of blocking calls before they sleep."},
-
 #endif

@@ -102,28 +102,15 @@ watch_new(PyObject *owner, struct gate *g, const struct watch_kind *kind,
 PyObject *
 watch_await(PyObject *watch, PyObject *timeout)
 {
-	struct deadline unused;
 	PyObject *aio, *secs = NULL, *coro = NULL;
-	double value;
 
-	if (timeout == NULL || timeout == Py_None) {
-		secs = Py_NewRef(Py_None);
-	} else {
-		/*
-		 * The event loop adds the timeout to its float clock and
-		 * compares it: hand it the float the blocking calls take (a
-		 * Decimal, or an object with only __float__, would fail there
-		 * in the middle of the wait).
-		 */
-		value = PyFloat_AsDouble(timeout);
-		if (value == -1.0 && PyErr_Occurred())
-			goto out;
-		secs = PyFloat_FromDouble(value);
-		if (secs == NULL)
-			goto out;
-	}
-	/* The blocking calls' rules and wording for a bad timeout. */
-	if (arg_deadline(secs, &unused) < 0)
+	/*
+	 * The blocking calls' rules and wording for a bad timeout; the event
+	 * loop then adds a float to its float clock (a Decimal, or an object
+	 * with only __float__, would fail there in the middle of the wait).
+	 */
+	secs = block_timeout_seconds(NULL, timeout == NULL ? Py_None : timeout);
+	if (secs == NULL)
 		goto out;
 	aio = PyImport_ImportModule("pymmapdev._aio");
 	if (aio == NULL)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import math
 import os
 import sys
 import threading
@@ -58,27 +57,6 @@ POLL_MIN = 50e-6            # the 'poll' backend's first interval
 POLL_MAX = _core.Watch.POLL_NS / 1e9   # ... and its longest: the blocking loop's
 WAITV_WORDS = 127           # futex_waitv takes 128 words: ours + control
 _PEER_SLICE = _core.Watch.SLICE_NS / 1e9
-
-
-def checked_timeout(timeout: object) -> float | None:
-    """A timeout for the Python-side waits (UIO, Channel's async ones) by
-    the blocking calls' rules (csrc/block.c arg_deadline): None or seconds
-    as a float (a Decimal too), never a bool, negative or NaN; past ~30
-    years, forever (None)."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool):
-        raise TypeError("timeout is a number of seconds or None, not a bool "
-                        "(True would wait 1 s, False not at all)")
-    # what PyFloat_AsDouble takes, as the C calls do: float("1") would
-    # take a string
-    if not (hasattr(type(timeout), "__float__") or hasattr(type(timeout), "__index__")):
-        raise TypeError(f"timeout must be a number of seconds or None, "
-                        f"not {type(timeout).__name__}")
-    secs = float(timeout)  # type: ignore[arg-type]
-    if math.isnan(secs) or secs < 0:
-        raise ValueError(f"timeout must be a non-negative number or None, not {timeout!r}")
-    return None if secs > 1e9 else secs
 
 
 class _Backend(Protocol):
@@ -175,13 +153,6 @@ async def wait(watch: _core.Watch, timeout: float | None = None) -> bool:
             waiter.backend.stop(waiter)
     finally:
         watch.close()
-
-
-async def wait_word(mapping: _core.Mapping, offset: int, expected: int,
-                    timeout: float | None = None) -> bool:
-    """``await mapping.wait_async(offset, expected, timeout)``: until the
-    aligned u32 at *offset* differs from *expected* or is woken."""
-    return await wait(_core.watch_word(mapping, offset, expected), timeout)
 
 
 # ---- futexes: the shared waiter threads --------------------------------------

@@ -226,7 +226,7 @@ class Channel(_core.Channel):
 
     async def send_async(self, data, *, timeout=None):
         """send() for asyncio: never blocks the event loop; same results."""
-        timeout = _aio.checked_timeout(timeout)
+        timeout = _core.timeout_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         size = len(memoryview(data).cast("B"))
         delay = 0.0
@@ -239,7 +239,7 @@ class Channel(_core.Channel):
 
     async def recv_async(self, *, timeout=None):
         """recv() for asyncio: never blocks the event loop; same results."""
-        timeout = _aio.checked_timeout(timeout)
+        timeout = _core.timeout_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.0
         while True:

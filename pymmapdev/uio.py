@@ -178,7 +178,7 @@ class UIO:
         (interrupts since the device appeared), or None when *timeout*
         seconds pass first.  Signal handlers run meanwhile (Ctrl-C raises
         KeyboardInterrupt)."""
-        timeout = _aio.checked_timeout(timeout)
+        timeout = _core.timeout_seconds(timeout)
         fd = self._enter_wait()
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -203,7 +203,7 @@ class UIO:
     async def wait_irq_async(self, timeout: float | None = None) -> int | None:
         """wait_irq() for asyncio: the event loop polls the descriptor (no
         thread); every awaiter of this UIO object gets the same new count."""
-        timeout = _aio.checked_timeout(timeout)
+        timeout = _core.timeout_seconds(timeout)
         fd = self._enter_wait()
         try:
             return await _aio.wait_count(fd, timeout, self._wakeup)

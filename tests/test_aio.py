@@ -103,7 +103,6 @@ def test_same_results_as_wait(m, mode, word, expected, timeout, result):
     assert m.wait(0, expected, timeout) is result
     assert run(m.wait_async(0, expected, timeout)) is result
     assert run(m.wait_async(offset=0, expected=expected, timeout=timeout)) is result
-    assert run(_aio.wait_word(m, 0, expected, timeout)) is result
 
 
 class Seconds:

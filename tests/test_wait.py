@@ -265,9 +265,9 @@ def test_signal_handler_runs_and_wait_resumes(shm_path, run_child):
 
 def test_timeouts_are_seconds_never_bools(m):
     """Every blocking call takes its timeout one way (csrc/block.c
-    arg_deadline; pymmapdev/_aio.py checked_timeout for the Python-side
-    waits): True, threading's "block", taken as seconds would be a 1 s
-    timeout whose False result a caller may never check; and a value that is
+    arg_timeout; the Python-side waits call it as _core.timeout_seconds):
+    True, threading's "block", taken as seconds would be a 1 s timeout whose
+    False result a caller may never check; and a value that is
     no number names the argument."""
     slot = pymmapdev.Slot(m, 1024, 16)
     ch = pymmapdev.Channel(m, 2048, 128)
@@ -281,6 +281,8 @@ def test_timeouts_are_seconds_never_bools(m):
         "Channel.send": lambda t: ch.send(b"x", timeout=t),
         "Channel.send_async": lambda t: asyncio.run(ch.send_async(b"x", timeout=t)),
         "Channel.recv_async": lambda t: asyncio.run(ch.recv_async(timeout=t)),
+        "wait_async": lambda t: asyncio.run(m.wait_async(128, 0, t)),
+        "Slot.wait_newer_async": lambda t: asyncio.run(slot.wait_newer_async(0, t)),
     }
     for name, call in calls.items():
         for flag in (True, False):
@@ -288,4 +290,6 @@ def test_timeouts_are_seconds_never_bools(m):
                 call(flag)
         with pytest.raises(TypeError, match="timeout .*not str"):
             call("1")
+        with pytest.raises(ValueError, match=r"timeout .*not -1$"):
+            call(-1)
     assert not lock.locked() and len(ch) == 0 and slot.version == 0, name
