@@ -14,12 +14,14 @@ without blocking the event loop, by the watch's ``backend``:
     once plus a private control word that the loops bump to make it pick up
     new or cancelled waiters; so a process needs one thread per 127
     concurrent waiters, and none while nobody waits (an idle thread exits
-    after LINGER seconds).  Older kernels (5.10's Debian 11) can sleep on
-    one futex per thread only: there each thread serves one waiter, sleeping
-    in FALLBACK_SLICE slices so that a cancelled or timed-out waiter frees
-    it within a slice, and the pool is bounded at FALLBACK_THREADS threads;
-    waiters beyond that share threads, which take turns of ROTATE_SLICE on
-    each (a bounded cost in latency instead of unbounded threads).
+    after LINGER seconds; at once when the interpreter exits, as a
+    subinterpreter cannot end while a thread of it lives).  Older kernels
+    (5.10's Debian 11) can sleep on one futex per thread only: there each
+    thread serves one waiter, sleeping in FALLBACK_SLICE slices so that a
+    cancelled or timed-out waiter frees it within a slice, and the pool is
+    bounded at FALLBACK_THREADS threads; waiters beyond that share threads,
+    which take turns of ROTATE_SLICE on each (a bounded cost in latency
+    instead of unbounded threads).
 ``mmapdev`` (our module's devices)
     No thread: the device's descriptor polls readable when its event
     counter moves (a WAKE on any word, a heartbeat) and GET_INFO re-arms it
@@ -40,6 +42,7 @@ any sleeper it announced in shared memory and unpins the mapping.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import errno
 import os
 import sys
@@ -190,8 +193,8 @@ class _FutexThread:
         active = [w for w, reported in self.waiters.items() if not reported]
         control = _core.watch_word(self.control, 0, self.control.load_u32(0))
         control.arm()           # names the word to sleep on; pokes hold the lock
-        if not active:
-            return [control], [None], LINGER
+        if not active:          # idle: linger, unless the interpreter is ending
+            return [control], [None], 0.0 if self.pool.closing else LINGER
         if self.pool.waitv:         # LINGER: to see loops closed meanwhile
             return [control] + [w.watch for w in active], [None, *active], LINGER
         # One futex per sleep: a sole waiter in slices, several in turns.
@@ -233,8 +236,8 @@ class _FutexThread:
                 if owners[0] is None:
                     watches[0].close()
             with self.pool.lock:
-                if not self.waiters and not due and timeout == LINGER:
-                    self.pool.threads.remove(self)      # idle for LINGER: leave
+                if not self.waiters and not due and timeout in (LINGER, 0.0):
+                    self.pool.threads.remove(self)      # idle (for LINGER): leave
                     self.control.close()
                     return
                 for index, err in due:
@@ -262,6 +265,31 @@ class _FutexPool:
         self.threads: list[_FutexThread] = []
         self.waitv = bool(_core.HAVE_FUTEX_WAITV) and not os.environ.get(
             "PYMMAPDEV_NO_FUTEX_WAITV")
+        self.closing = False        # the interpreter is ending: no lingering
+
+    def shut_down(self) -> None:
+        """At interpreter exit: end the threads now, not LINGER seconds later.
+        A (sub)interpreter cannot end while a thread of it lives:
+        Py_EndInterpreter() aborts the process ("not the last thread").
+        Waits still pending fail: their loops can no longer run (or run in
+        daemon threads about to stop); their watches close, as _drop()'s."""
+        exc = RuntimeError("the interpreter is shutting down")
+        with self.lock:
+            self.closing = True
+            threads = list(self.threads)
+            stranded: list[_Waiter] = []
+            for thread in threads:
+                stranded += thread.waiters
+                for waiter in list(thread.waiters):
+                    thread._drop(waiter)
+                thread.poke()
+        for waiter in stranded:
+            try:
+                waiter.loop.call_soon_threadsafe(waiter.fail, exc)
+            except RuntimeError:    # its loop is closed
+                pass
+        for thread in threads:      # idle now: each leaves at its next look
+            thread.thread.join(LINGER)
 
     # _Backend
     def prepare(self, waiter: _Waiter) -> None:
@@ -519,3 +547,10 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _shut_down() -> None:
+    _pool.shut_down()               # the pool of now (a forked child has its own)
+
+
+atexit.register(_shut_down)
