@@ -239,6 +239,18 @@ static PyMethodDef core_functions[] = {
 
 static PyModuleDef_Slot core_slots[] = {
 	{Py_mod_exec, core_exec},
+#ifdef Py_mod_multiple_interpreters
+	/*
+	 * Subinterpreters that share the main GIL, not those with their own:
+	 * the module state is per interpreter, but the SIGBUS handler and its
+	 * chain, the fork handler and generation and the peer identities are
+	 * per process, and nothing here was reviewed for interpreters running
+	 * in parallel (nor can pymmapdev/_aio.py start its daemon threads in
+	 * them).  This is the default without the slot too: said here so that
+	 * nobody widens it by accident (test_lifecycle.py checks).
+	 */
+	{Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
+#endif
 	{0, NULL},
 };
 

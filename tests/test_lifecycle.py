@@ -58,3 +58,65 @@ def test_a_subinterpreter_that_awaited_a_futex_ends(code):
     assert "Fatal Python error" not in proc.stderr
     assert (proc.returncode, proc.stdout.split()) == (0, ["futex", "False", "destroyed"]), \
         proc.stderr
+
+
+needs_subinterpreters = pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="no per-interpreter GIL before 3.12")
+
+ISOLATED_SUBINTERPRETER = """
+    try:
+        import _interpreters as interpreters            # 3.13
+    except ImportError:
+        import _xxsubinterpreters as interpreters       # 3.12
+    iid = interpreters.create()                         # its own GIL
+"""
+
+
+@needs_subinterpreters
+def test_an_interpreter_with_its_own_gil_cannot_import_the_core():
+    """The core keeps process-wide state (the SIGBUS handler, the fork
+    handler, the fork generation) that only one GIL may guard: refused
+    with a clean ImportError, and the main interpreter goes on."""
+    proc = run_python(ISOLATED_SUBINTERPRETER + """
+    try:
+        failed = interpreters.run_string(iid, "import pymmapdev")
+        text = failed.formatted if failed else ""   # 3.13 returns the error
+    except interpreters.RunFailedError as exc:      # 3.12 raises it
+        text = str(exc)
+    print("ImportError" in text.split(":")[0] and "pymmapdev._core" in text)
+    interpreters.destroy(iid)
+    import pymmapdev
+    with pymmapdev.anonymous(4096) as m:
+        m.write_u32(0, 7)
+        print(m.read_u32(0))
+""", check=False)
+    assert (proc.returncode, proc.stdout.split()) == (0, ["True", "7"]), proc.stderr
+
+
+@needs_subinterpreters
+def test_a_fault_in_a_subinterpreter_is_its_own_mapping_fault(shm_path):
+    """Per-interpreter module state: a SIGBUS on a truncated file in a
+    subinterpreter raises that interpreter's MappingFault, and the main
+    interpreter's still works after the subinterpreter ended."""
+    code = f"""
+import os, pymmapdev
+m = pymmapdev.open_file({shm_path!r}, 8192)
+os.truncate({shm_path!r}, 0)
+try:
+    m.read_u32(4096)
+except pymmapdev.MappingFault as exc:
+    print(type(exc).__module__, type(exc).__name__)
+"""
+    proc = run_python(LEGACY_SUBINTERPRETER + f"""
+    import os, pymmapdev
+    interpreters.run_string(iid, {code!r})
+    interpreters.destroy(iid)
+    m = pymmapdev.open_file({shm_path!r}, 8192)
+    os.truncate({shm_path!r}, 0)
+    try:
+        m.read_u32(4096)
+    except pymmapdev.MappingFault:
+        print("main", "MappingFault")
+""", check=False)
+    assert (proc.returncode, proc.stdout.split()) == (
+        0, ["pymmapdev", "MappingFault", "main", "MappingFault"]), proc.stderr
