@@ -222,8 +222,10 @@ mapping_seal(MappingObject *map)
 	static const char *const names[PIN_KINDS] = {
 		[PIN_ACCESS] = "call in another thread",
 		[PIN_VIEW] = "exported buffer (memoryview, numpy array, ...)",
-		[PIN_LOCK] = "held pymmapdev.Lock",
-		[PIN_WAIT] = "blocking call (wait, a Lock or Slot wait, flush, ...)",
+		/* acquire() admits as the hold it may become: keeping the
+		 * pin then cannot fail with the word already taken */
+		[PIN_LOCK] = "pymmapdev.Lock held or being acquired",
+		[PIN_WAIT] = "blocking call (wait, a Slot wait, flush, ...)",
 		[PIN_CHANNEL] = "open Channel reserve() or recv_view()",
 	};
 	uint64_t expected = 0;

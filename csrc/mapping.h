@@ -43,7 +43,7 @@ typedef enum {
 enum pin_kind {
 	PIN_ACCESS,	/* a call touching memory (free-threaded builds only) */
 	PIN_VIEW,	/* an exported buffer: memoryview, numpy array, ... */
-	PIN_LOCK,	/* a held pymmapdev.Lock */
+	PIN_LOCK,	/* a held pymmapdev.Lock, or an acquire() that may hold it */
 	PIN_WAIT,	/* a call that sleeps or syscalls without the GIL */
 	PIN_CHANNEL,	/* an open Channel reserve() or recv_view() */
 	PIN_KINDS

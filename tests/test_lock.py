@@ -161,6 +161,32 @@ def test_close_refused_while_held(shm_path):
         lock.acquire()
 
 
+def test_close_names_a_thread_waiting_for_the_lock_as_waiting(shm_path):
+    """close() says what holds the mapping: a thread in acquire() is not a
+    second holder (its admission pins as a hold so that a success keeps the
+    pin without a way to fail, so the count says both)."""
+    m = pymmapdev.open_file(shm_path, 4096)
+    lock = pymmapdev.Lock(m, 0)
+    lock.acquire()
+    waiter = threading.Thread(target=lambda: (lock.acquire(timeout=GUARD), lock.release()))
+    waiter.start()
+    deadline = time.monotonic() + GUARD
+    alone = ("cannot close the mapping while it is in use: "
+             "1 pymmapdev.Lock held or being acquired")
+    message = alone
+    while message == alone and time.monotonic() < deadline:      # until it is asleep
+        try:
+            m.close()
+        except BufferError as exc:
+            message = str(exc)
+        time.sleep(0.01)
+    assert message.endswith(": 2 pymmapdev.Lock held or being acquired"), message
+    lock.release()
+    waiter.join(GUARD)
+    assert not waiter.is_alive() and not lock.locked()
+    m.close()
+
+
 def test_holder_that_exited_without_releasing_is_taken_over(m):
     """No robust list is needed: the owner word names the holder."""
     lock = pymmapdev.Lock(m, 0)
