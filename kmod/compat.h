@@ -19,6 +19,7 @@
 #include <linux/slab.h>
 #include <linux/time_namespace.h>
 #include <linux/version.h>
+#include <linux/vmalloc.h>
 
 /* 6.2: the class devnode() callback takes a const struct device. */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
@@ -52,6 +53,30 @@ static inline struct class *mmapdev_class_create(const char *name)
 #ifndef kzalloc_obj
 #define kzalloc_obj(var) kzalloc(sizeof(var), GFP_KERNEL)
 #endif
+
+/**
+ * mmapdev_vmalloc() - __vmalloc() of every kernel
+ * @size: bytes
+ * @gfp: the allocation flags
+ *
+ * __vmalloc() lost its pgprot_t argument in 5.8 (PAGE_KERNEL before).
+ * Every kernel from 5.4 passes @gfp on to the page allocator, including
+ * __GFP_RETRY_MAYFAIL.  Late 6.x kernels warn about and strip flags
+ * outside GFP_VMALLOC_SUPPORTED; a fix of that list added
+ * __GFP_RETRY_MAYFAIL, and 7.2 and 7.3 load the module without the
+ * warning (tests/vm/run.sh --kernel sid / experimental).
+ *
+ * Context: process context, may sleep.
+ * Return: the memory, or NULL.
+ */
+static inline void *mmapdev_vmalloc(unsigned long size, gfp_t gfp)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 8, 0)
+	return __vmalloc(size, gfp);
+#else
+	return __vmalloc(size, gfp, PAGE_KERNEL);
+#endif
+}
 
 /* 5.10: sysfs_emit(). */
 #if LINUX_VERSION_CODE < KERNEL_VERSION(5, 10, 0)

@@ -147,9 +147,11 @@ static void mmapdev_free_devs(void)
  *
  * Each buffer alone may be small enough for vmalloc, which refuses only
  * single allocations larger than the RAM; all of them together are not
- * checked by anyone.  Allocating past the memory available does not fail:
- * it invokes the OOM killer, which kills processes for memory a module
- * buffer never gives back.  So the sum is checked before allocating.
+ * checked by anyone.  The sum is checked before allocating, so that an
+ * obvious mistake is refused at once and said so, before reclaim has
+ * emptied the page cache for an allocation that cannot succeed.  Memory
+ * taken after this check (or counted as available but pinned) is the
+ * allocation's own business: see mmapdev_alloc_buf().
  *
  * Context: module init.
  * Return: 0, or -ENOMEM (and says so in the kernel log).
@@ -166,6 +168,30 @@ static int __init mmapdev_check_memory(size_t size)
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+/**
+ * mmapdev_alloc_buf() - allocate a zeroed buffer, or fail without the OOM
+ *	killer
+ * @size: bytes, page-aligned
+ *
+ * A plain GFP_KERNEL vmalloc (vmalloc_user()) never fails an order-0 page:
+ * out of memory, it invokes the OOM killer, which kills processes for
+ * memory a module buffer never gives back.  __GFP_RETRY_MAYFAIL reclaims
+ * as hard but then fails instead: the size is root's choice, and failing
+ * the load is the answer to a size the machine cannot hold.  __GFP_NOWARN:
+ * the failure is reported by our own message, not a stack dump.
+ * __GFP_ZERO: no stale kernel data for user space.  vmalloc_user() would
+ * also mark the area VM_USERMAP, which only remap_vmalloc_range() needs:
+ * the buffer is mapped page by page by the fault handler (mmap.c).
+ *
+ * Context: module init.
+ * Return: the buffer, or NULL.
+ */
+static void *__init mmapdev_alloc_buf(size_t size)
+{
+	return mmapdev_vmalloc(size, GFP_KERNEL | __GFP_ZERO |
+			       __GFP_RETRY_MAYFAIL | __GFP_NOWARN);
 }
 
 /**
@@ -199,8 +225,7 @@ static int __init mmapdev_alloc_devs(void)
 		atomic_set(&md->maps, 0);
 		atomic64_set(&md->events, 0);
 		mmapdev_wait_init(md);
-		/* vmalloc_user(): zeroed, no stale kernel data for user space */
-		md->buf = vmalloc_user(size);
+		md->buf = mmapdev_alloc_buf(size);
 		if (!md->buf) {
 			pr_err("cannot allocate %zu bytes for mmapdev%u\n", size, i);
 			mmapdev_free_devs();

@@ -32,7 +32,7 @@ struct vm_area_struct;
 
 struct mmapdev_dev {
 	unsigned int index;		/* N of /dev/mmapdevN */
-	void *buf;			/* vmalloc_user(): zeroed, page-aligned */
+	void *buf;			/* vmalloc: zeroed, page-aligned */
 	size_t size;			/* a multiple of PAGE_SIZE */
 	unsigned int heartbeat_ms;	/* reported by GET_INFO; 0 = none */
 	struct device *dev;

@@ -235,3 +235,67 @@ def test_missing_node_error():
     with pytest.raises(FileNotFoundError) as exc:
         pymmapdev.open_device("/dev/mmapdev9")
     assert "module" in str(exc.value)
+
+
+def _sreclaimable_pinned(directory, want):
+    """Files in a ramfs at *directory* until the memory counted as
+    reclaimable slab grew by *want* bytes; returns how much it grew.
+
+    Their inodes and dentries sit in reclaimable slab caches (so
+    MemAvailable counts them) yet cannot be reclaimed while the files
+    exist: memory the module's check counts but the allocator cannot
+    have, as if someone took it between the check and the allocation."""
+    base = _meminfo("SReclaimable")
+    n = 0
+    while _meminfo("SReclaimable") - base < want:
+        assert n < 2_000_000, "ramfs files do not grow the reclaimable slab"
+        for _ in range(10_000):
+            os.mknod(os.path.join(directory, f"f{n}"))
+            n += 1
+    return _meminfo("SReclaimable") - base
+
+
+def _mount(source, target, fstype):
+    if devlib.libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def _dmesg_count(text):
+    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    return log.count(text)
+
+
+def test_buffers_the_allocator_cannot_give_fail_with_enomem(kmod, tmp_path):
+    """Buffers that pass the memory check but that the allocator cannot
+    satisfy (memory taken after the check) make the load fail with ENOMEM.
+    A plain GFP_KERNEL vmalloc never fails page by page: it invoked the
+    OOM killer (which killed the loader) with the module's memory held."""
+    kmod.unload()
+    want = 320 << 20
+    assert _meminfo("MemAvailable") > 2 * want, "the VM is too small for this test (1 GiB)"
+    _mount("ramfs", str(tmp_path), "ramfs")
+    try:
+        pinned = _sreclaimable_pinned(str(tmp_path), want)
+        # What the allocator can really give is about MemAvailable - pinned
+        # plus what MemAvailable holds back: the gap between the high and
+        # min watermarks and the low watermark it deducts from reclaimable
+        # memory (with THP's min_free_kbytes, ~80 MiB on a 1 GiB VM).  So
+        # MemAvailable - pinned / 2 asks for ~80 MiB more than there is.
+        size = (_meminfo("MemAvailable") - pinned // 2) // PAGE * PAGE
+        assert 0 < size <= 1 << 30, size
+        ooms = _dmesg_count("invoked oom-killer")
+        pid = devlib.fork_call(_load_as_oom_victim, f"size={size}")
+        # Blocking: a polling parent would fault its pages back in while
+        # the allocation holds nearly all memory.
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        assert code == errno.ENOMEM, f"size={size}: exit {code} ({pinned >> 20} MiB pinned)"
+        assert _dmesg_count("invoked oom-killer") == ooms
+        assert not devlib.loaded()
+    finally:
+        if devlib.libc.umount2(str(tmp_path).encode(), 0) != 0:
+            raise OSError(ctypes.get_errno(), f"umount {tmp_path}")
+    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    last = [line for line in log.splitlines() if "mmapdev:" in line][-1]
+    assert "cannot allocate" in last, last

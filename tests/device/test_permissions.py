@@ -79,3 +79,16 @@ def test_open_device_denied_names_path_and_hint():
             return ("PermissionError", e.errno, e.filename, "mode=" in e.strerror)
         return "opened"
     assert as_nobody(try_open) == repr(("PermissionError", errno.EACCES, devlib.DEV, True))
+
+
+def test_sysfs_counters_hidden_from_users_the_node_denies():
+    """size says no more than the world-readable size parameter; maps and
+    events say when and how often the device's users map it and wake each
+    other (every WAKE counts): a timing side channel into a device whose
+    node (0600 by default) denies them.  Those two are root's only."""
+    base = f"{devlib.SYSFS}/mmapdev0"
+    proc = _as_nobody(f"cat {base}/size")
+    assert (proc.returncode, proc.stdout.strip()) == (0, str(devlib.DEFAULT_SIZE)), proc.stderr
+    for attr in ("maps", "events"):
+        proc = _as_nobody(f"cat {base}/{attr}")
+        assert proc.returncode != 0 and "Permission denied" in proc.stderr, (attr, proc.stdout)

@@ -328,3 +328,47 @@ offset, word = int(sys.argv[1]), int(sys.argv[2])
 with pymmapdev.open_device(offset=offset) as m:
     print("woken" if m.wait(word, 0, timeout=20) else "timeout", flush=True)
 """
+
+
+def test_readonly_waiter_cannot_take_a_wake_up(words):
+    """A waiter of a read-only open is an observer: every WAKE on its word
+    wakes it, uncounted, so it cannot take the wake-up meant for a peer.
+    It could: WAKE(1) (a Lock's release) went to the oldest waiter, a
+    read-only opener queued early, and the writer waiting for the lock
+    slept on, lock free, until its own deadline."""
+    ro = os.open(devlib.DEV, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        observer = devlib.fork_call(devlib.wait, ro, X, 0, -1)
+        devlib.wait_in_wait(observer)
+    finally:
+        os.close(ro)                              # the child holds its own copy
+    peer = devlib.fork_call(devlib.wait, words, X, 0, 20_000_000_000)
+    try:
+        devlib.wait_in_wait(peer)
+        os.pwrite(words, (1).to_bytes(4, "little"), X)     # the "unlock"
+        assert devlib.wake(words, X, 1) == 1                # the peer's, counted
+        assert devlib.reap(peer, timeout=60) == 0           # woken, not timed out
+        assert devlib.reap(observer) == 0                   # and the observer too
+    finally:
+        for pid in (observer, peer):
+            if devlib._state(pid) != "X":
+                os.kill(pid, 9)
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
+
+def test_readonly_waiters_do_not_count(words):
+    """WAKE's result counts the waiters of writable opens only."""
+    ro = os.open(devlib.DEV, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        observers = _start_waiters(ro, [X, X])
+    finally:
+        os.close(ro)
+    peers = _start_waiters(words, [X])
+    try:
+        assert devlib.wake(words, X, 5) == 1
+    finally:
+        codes = [devlib.reap(pid) for pid in observers + peers]
+    assert codes == [0, 0, 0]
