@@ -78,6 +78,12 @@ static inline void *mmapdev_vmalloc(unsigned long size, gfp_t gfp)
 #endif
 }
 
+/* DEVICE_ATTR_ADMIN_RO() (mode 0400): 5.10 has it, 5.4 may not. */
+#ifndef DEVICE_ATTR_ADMIN_RO
+#define DEVICE_ATTR_ADMIN_RO(_name) \
+	struct device_attribute dev_attr_##_name = __ATTR_RO_MODE(_name, 0400)
+#endif
+
 /* 5.10: sysfs_emit(). */
 #if LINUX_VERSION_CODE < KERNEL_VERSION(5, 10, 0)
 #define sysfs_emit(buf, fmt, ...) scnprintf(buf, PAGE_SIZE, fmt, ##__VA_ARGS__)

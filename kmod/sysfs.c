@@ -2,6 +2,13 @@
 /*
  * Per-device attributes under /sys/class/mmapdev/mmapdevN/: size (bytes),
  * maps (live mappings, all processes), events (WAKE calls + heartbeats).
+ *
+ * size is world-readable: it says no more than the size parameter, which
+ * is.  maps and events are root's only: they change with every mapping and
+ * every WAKE, so whoever reads them learns when and how often the
+ * device's users map it and signal each other, a timing side channel into
+ * a device whose node (0600 by default) denies that reader everything
+ * else.  Users who may open the node read the events through GET_INFO.
  */
 #include <linux/device.h>
 #include <linux/kernel.h>
@@ -44,7 +51,7 @@ static ssize_t maps_show(struct device *dev, struct device_attribute *attr,
 
 	return sysfs_emit(buf, "%d\n", atomic_read(&md->maps));
 }
-static DEVICE_ATTR_RO(maps);
+static DEVICE_ATTR_ADMIN_RO(maps);
 
 /**
  * events_show() - the attribute events: the event counter (WAKE calls + heartbeats)
@@ -62,7 +69,7 @@ static ssize_t events_show(struct device *dev, struct device_attribute *attr,
 
 	return sysfs_emit(buf, "%lld\n", (long long)atomic64_read(&md->events));
 }
-static DEVICE_ATTR_RO(events);
+static DEVICE_ATTR_ADMIN_RO(events);
 
 static struct attribute *mmapdev_attrs[] = {
 	&dev_attr_size.attr,
