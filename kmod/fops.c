@@ -196,12 +196,15 @@ static long mmapdev_ioc_get_info(struct mmapdev_file *mf, void __user *uarg)
  * mmapdev_ioc_wait() - MMAPDEV_IOC_WAIT
  * @md: the device
  * @uarg: struct mmapdev_wait
+ * @observer: the file is not open for writing (wait.c: woken by every
+ *	WAKE, never counted)
  *
  * Context: process context, sleeps.
  * Return: as mmapdev_wait(), or -EFAULT, or -EINVAL for unknown flags or a
  * word outside the buffer.
  */
-static long mmapdev_ioc_wait(struct mmapdev_dev *md, void __user *uarg)
+static long mmapdev_ioc_wait(struct mmapdev_dev *md, void __user *uarg,
+			     bool observer)
 {
 	struct mmapdev_wait w;
 
@@ -211,7 +214,7 @@ static long mmapdev_ioc_wait(struct mmapdev_dev *md, void __user *uarg)
 		return -EINVAL;
 	if (!mmapdev_word_ok(md, w.offset))
 		return -EINVAL;
-	return mmapdev_wait(md, &w);
+	return mmapdev_wait(md, &w, observer);
 }
 
 /**
@@ -220,8 +223,8 @@ static long mmapdev_ioc_wait(struct mmapdev_dev *md, void __user *uarg)
  * @uarg: struct mmapdev_wake
  *
  * Context: process context, may sleep.
- * Return: how many waiters were woken, or -EFAULT, or -EINVAL for flags or
- * a word outside the buffer.
+ * Return: how many waiters of writable opens were woken, or -EFAULT, or
+ * -EINVAL for flags or a word outside the buffer.
  */
 static long mmapdev_ioc_wake(struct mmapdev_dev *md, void __user *uarg)
 {
@@ -266,7 +269,8 @@ static long mmapdev_ioctl(struct file *file, unsigned int cmd,
 		 */
 		if (!(file->f_mode & FMODE_READ))
 			return -EBADF;
-		return mmapdev_ioc_wait(mf->md, uarg);
+		return mmapdev_ioc_wait(mf->md, uarg,
+					!(file->f_mode & FMODE_WRITE));
 	case MMAPDEV_IOC_WAKE:
 		return mmapdev_ioc_wake(mf->md, uarg);
 	default:

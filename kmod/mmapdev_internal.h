@@ -39,8 +39,9 @@ struct mmapdev_dev {
 	atomic_t maps;			/* live VMAs over @buf */
 	atomic64_t events;		/* WAKE calls + heartbeats */
 	wait_queue_head_t poll_wq;	/* woken when @events moves */
-	spinlock_t wait_lock;		/* protects @waiters */
+	spinlock_t wait_lock;		/* protects @waiters, @observers */
 	struct list_head waiters;	/* struct mmapdev_waiter, FIFO */
+	unsigned int observers;		/* of them, read-only opens' (wait.c) */
 };
 
 /* Per open file (file->private_data). */
@@ -75,7 +76,8 @@ int mmapdev_vma_setup(struct mmapdev_dev *md, struct vm_area_struct *vma);
 
 /* wait.c */
 void mmapdev_wait_init(struct mmapdev_dev *md);
-int mmapdev_wait(struct mmapdev_dev *md, const struct mmapdev_wait *w);
+int mmapdev_wait(struct mmapdev_dev *md, const struct mmapdev_wait *w,
+		 bool observer);
 int mmapdev_wake(struct mmapdev_dev *md, u64 offset, u32 count);
 void mmapdev_event(struct mmapdev_dev *md);
 

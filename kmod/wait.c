@@ -8,12 +8,20 @@
  * under a spinlock; waiters are matched on the buffer offset, so the same
  * word is the same key in every process whatever address it is mapped at.
  *
+ * Waiters of read-only opens are observers: a WAKE wakes all of them on its
+ * word and counts none.  Counted, the oldest waiter could be a read-only
+ * opener's, which would take the one wake-up a Lock's release gives and
+ * leave the peer that can take the lock asleep: a read-only open could
+ * stall the writers.  Observers may only watch, so a wake-up more for them
+ * is harmless (spurious wake-ups are part of the contract).
+ *
  * No lost wake-ups: a waiter queues itself under wait_lock and only then
  * reads the word.  A waker stored the new value before entering WAKE, which
  * takes wait_lock: either it finds the waiter queued, or its store is
  * ordered (unlock->lock) before the waiter's read, which then sees it.
  */
 #include <linux/hrtimer.h>
+#include <linux/kernel.h>		/* min_t() */
 #include <linux/ktime.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
@@ -25,6 +33,7 @@ struct mmapdev_waiter {
 	struct list_head node;
 	struct task_struct *task;
 	u64 offset;
+	bool observer;	/* a read-only open's: woken by every WAKE, uncounted */
 	bool woken;	/* set, with node unlinked, by a waker under wait_lock */
 };
 
@@ -38,6 +47,7 @@ void mmapdev_wait_init(struct mmapdev_dev *md)
 {
 	spin_lock_init(&md->wait_lock);
 	INIT_LIST_HEAD(&md->waiters);
+	md->observers = 0;
 	init_waitqueue_head(&md->poll_wq);
 }
 
@@ -45,17 +55,20 @@ void mmapdev_wait_init(struct mmapdev_dev *md)
  * mmapdev_wait() - sleep while a word of the buffer holds a value
  * @md: the device
  * @w: the checked request: aligned offset inside the buffer, known flags
+ * @observer: the caller's file is not open for writing (see the top)
  *
  * Context: process context, sleeps (interruptibly).
  * Return: 0 when woken by WAKE or when the word differs from
  * @w->expected; -ETIMEDOUT when the deadline passed; -ERESTARTSYS (no
  * timeout or an absolute one) or -EINTR (relative timeout) on a signal.
  */
-int mmapdev_wait(struct mmapdev_dev *md, const struct mmapdev_wait *w)
+int mmapdev_wait(struct mmapdev_dev *md, const struct mmapdev_wait *w,
+		 bool observer)
 {
 	struct mmapdev_waiter waiter = {
 		.task = current,
 		.offset = w->offset,
+		.observer = observer,
 	};
 	const u32 *word = md->buf + w->offset;
 	bool forever = w->timeout_ns < 0;
@@ -79,6 +92,7 @@ int mmapdev_wait(struct mmapdev_dev *md, const struct mmapdev_wait *w)
 
 	spin_lock(&md->wait_lock);
 	list_add_tail(&waiter.node, &md->waiters);
+	md->observers += observer;
 	spin_unlock(&md->wait_lock);
 
 	for (;;) {
@@ -116,34 +130,43 @@ int mmapdev_wait(struct mmapdev_dev *md, const struct mmapdev_wait *w)
 		ret = 0;
 	else
 		list_del(&waiter.node);
+	md->observers -= observer;
 	spin_unlock(&md->wait_lock);
 	return ret;
 }
 
 /**
- * mmapdev_wake() - wake the oldest sleepers on a word
+ * mmapdev_wake() - wake the oldest sleepers on a word, and its observers
  * @md: the device
  * @offset: the word's offset in the buffer
- * @count: at most this many
+ * @count: at most this many waiters of writable opens; 0 wakes nobody
  *
  * Context: any context that may take a spinlock (process context here).
- * Return: how many were woken (at most INT_MAX).
+ * Return: how many waiters of writable opens were woken (at most INT_MAX).
  */
 int mmapdev_wake(struct mmapdev_dev *md, u64 offset, u32 count)
 {
 	struct mmapdev_waiter *waiter, *tmp;
+	u32 limit = min_t(u32, count, INT_MAX);
 	u32 woken = 0;
 
+	if (!count)
+		return 0;
 	spin_lock(&md->wait_lock);
 	list_for_each_entry_safe(waiter, tmp, &md->waiters, node) {
-		if (woken >= count || woken >= INT_MAX)
+		/* Past the limit only observers are left to wake. */
+		if (woken >= limit && !md->observers)
 			break;
 		if (waiter->offset != offset)
 			continue;
+		if (!waiter->observer) {
+			if (woken >= limit)
+				continue;
+			woken++;
+		}
 		list_del(&waiter->node);
 		WRITE_ONCE(waiter->woken, true);
 		wake_up_process(waiter->task);
-		woken++;
 	}
 	spin_unlock(&md->wait_lock);
 	return woken;

@@ -43,8 +43,11 @@ struct mmapdev_wait {
 #define MMAPDEV_WAIT_ABSTIME	(1U << 0)
 
 /*
- * MMAPDEV_IOC_WAKE: wake at most @count waiters sleeping on @offset.
- * The ioctl returns how many were woken.
+ * MMAPDEV_IOC_WAKE: wake at most @count waiters sleeping on @offset, oldest
+ * first.  The ioctl returns how many were woken.  Waiters of read-only
+ * opens are observers: a WAKE with @count > 0 wakes all of them on
+ * @offset and does not count them, so they cannot take a wake-up meant
+ * for a waiter that can write.
  */
 struct mmapdev_wake {
 	__u64 offset;
