@@ -262,6 +262,18 @@ def reap(pid, timeout=30.0):
         time.sleep(0.01)
 
 
+def kill_unreaped(pids):
+    """Kills and reaps the fork_call children a failed test left behind
+    (a test's finally: the reaped ones are gone from /proc)."""
+    for pid in pids:
+        if _state(pid) != "X":
+            os.kill(pid, 9)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
 def _state(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -141,13 +141,7 @@ def test_wake_is_fifo_and_exact(words):
             assert devlib.wake(words, X, 1) == 1
             assert devlib.reap(pid) == 0
     finally:
-        for pid in pids:
-            if devlib._state(pid) not in ("X",):
-                os.kill(pid, 9)
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
+        devlib.kill_unreaped(pids)
 
 
 def test_timeout_in_other_process(words):
@@ -352,13 +346,7 @@ def test_readonly_waiter_cannot_take_a_wake_up(words):
         assert devlib.reap(peer, timeout=60) == 0           # woken, not ETIMEDOUT
         assert devlib.reap(observer) == 0                   # and the observer too
     finally:
-        for pid in (observer, peer):
-            if devlib._state(pid) != "X":
-                os.kill(pid, 9)
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
+        devlib.kill_unreaped([observer, peer])
 
 
 def test_readonly_waiters_do_not_count(words):
