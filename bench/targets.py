@@ -3,7 +3,10 @@
 Each row names the figure the README shows, the figure key of ours, the key
 of its anchor (measured in the same run), how they are compared, the goal,
 and the issue that set it.  An anchor key with ``*`` means "the best of the
-competitors matching it" (the fastest, whichever that is in this run).
+competitors matching it" (the fastest, whichever that is in this run);
+such a row is "met" only when every competitor it names was measured (one
+not installed, hung or left out might have been the best), while a miss
+stands.
 
 Comparisons:
   ``time<=x``    ours / anchor <= goal    (both are times: "at most goal x the time")
@@ -93,21 +96,29 @@ TARGETS = (
 
 
 def _pick_anchor(target, figs):
-    """(key, value, unit) of the anchor, or (None, None, reason)."""
+    """(key, value, unit, absent) of the anchor, or (None, None, reason, absent).
+
+    *absent*: for a glob, the competitors it names that were not measured
+    (not installed, hung, failed, left out), as "label: reason"; a figure
+    that does not apply ("n/a: ...") is not absent.
+    """
     if "*" not in target.anchor:
         value = figs.value(target.anchor)
         if value is None:
-            return None, None, figs.why_missing(target.anchor)
-        return target.anchor, value, figs.values[target.anchor]["unit"]
+            return None, None, figs.why_missing(target.anchor), []
+        return target.anchor, value, figs.values[target.anchor]["unit"], []
     skip = (target.ours,) + target.exclude
-    found = [(k, e) for k, e in figs.values.items()
-             if fnmatch.fnmatchcase(k, target.anchor) and "missing" not in e
+    named = [(k, e) for k, e in figs.values.items()
+             if fnmatch.fnmatchcase(k, target.anchor)
              and not any(fnmatch.fnmatchcase(k, s) for s in skip)]
+    found = [(k, e) for k, e in named if "missing" not in e]
+    absent = [f"{e['label']}: {e['missing']}" for k, e in named
+              if "missing" in e and not e["missing"].startswith("n/a")]
     if not found:
-        return None, None, f"no competitor measured for {target.anchor}"
+        return None, None, f"no competitor measured for {target.anchor}", absent
     better = max if higher_is_better(found[0][1]["unit"]) else min
     key, entry = better(found, key=lambda ke: ke[1]["value"])
-    return key, entry["value"], entry["unit"]
+    return key, entry["value"], entry["unit"], absent
 
 
 def _goal_text(t, unit):
@@ -128,7 +139,7 @@ def judge(target, figs):
         met = ours <= target.goal if target.comparison == "<=" else ours == target.goal
         row.update(met=met, verdict="met" if met else "MISSED")
         return row
-    key, anchor, anchor_unit = _pick_anchor(target, figs)
+    key, anchor, anchor_unit, absent = _pick_anchor(target, figs)
     if key is None:
         row["verdict"] = f"anchor missing: {anchor_unit}"
         return row
@@ -144,6 +155,12 @@ def judge(target, figs):
             ratio = anchor / ours if ours else float("inf")
         met = ratio >= target.goal
         row["ratio"] = f"{ratio:.2f}x"
+    if met and absent:
+        # "the best competitor" is not known: a missing one may be better.
+        # (A miss stands: more competitors could only make the best better.)
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        row["verdict"] = f"not judged, a competitor is missing: {absent[0]}{more}"
+        return row
     row.update(met=met, verdict="met" if met else "MISSED")
     return row
 

@@ -63,7 +63,10 @@ def test_targets_best_competitor_and_missing_figures():
     best = Target("t", "c.ours.p50", "c.*.p50", "time<=x", 0.8, 9, ("*.c_ring*",))
     row = targets.judge(best, figs)
     # the fastest competitor present, never ours, never the excluded C ceiling
-    assert row["anchor"].startswith("c__pipe__p50") and row["verdict"] == "met"
+    assert row["anchor"].startswith("c__pipe__p50")
+    # ... but not "met" while a competitor is missing (it may be the best)
+    assert row["verdict"] == "not judged, a competitor is missing: c.iox.p50: iceoryx2 not " \
+        "installed" and row["met"] is None
     figs.missing("c.gone", "pymmapdev.Channel: not available in this build", "ns")
     row = targets.judge(Target("t", "c.gone", "c.zmq.p50", "time<=x", 1, 9), figs)
     assert row["verdict"] == "pymmapdev.Channel: not available in this build" and row["met"] is None
@@ -72,6 +75,7 @@ def test_targets_best_competitor_and_missing_figures():
     assert targets.judge(Target("t", "c.never", None, "==", 6, 9), figs)["verdict"] == \
         "not measured in this run"
     strict = Target("t", "c.ours.p50", "c.*.p50", "time<=x", 0.5, 9, ("*.c_ring*",))
+    figs.put("c.iox.p50", 40.0, "ns", "c.iox.p50")             # installed after all
     text = report.targets_table(targets.judge_all(figs, (best, strict)))
     assert "met" in text and "MISSED" in text and "0.67x the time" in text
     md = report.markdown_table(targets.judge_all(figs, (best, strict)))
@@ -165,10 +169,46 @@ def test_tiny_channel_run_end_to_end():
     assert v["channel.tput64_batch.pipe"]["missing"] == "n/a: no batch send/receive API"
     assert v["channel.crash.pipe.recovered"]["value"] in (0, 1)
     assert v["channel.crash.pymmapdev.torn"]["value"] == 0
-    assert "channel.tput64.pyzmq" not in v              # not asked for
+    assert v["channel.tput64.pyzmq"]["missing"] == "left out of this run (--transports)"
+    assert all("pyzmq" not in k for g in figs.groups for k in g["keys"])   # not asked for
     rows = {r["figure"]: r for r in targets.judge_all(figs)}
     assert rows["channel 64 B one-way, one call per message, vs pyzmq"]["verdict"] == \
-        "anchor missing: not measured in this run"
+        "anchor missing: left out of this run (--transports)"
     assert rows["channel crash probe: torn messages"]["verdict"] == "met"
     assert set(REGISTRY) >= {"pymmapdev", "pyzmq", "posix_mq", "pipe", "queue", "iceoryx2_poll",
                              "iceoryx2_event", "faster_fifo", "shm_queue", "c_ring"}
+
+
+def test_best_competitor_is_not_judged_met_without_a_missing_competitor():
+    """"vs the best competitor" taken over the competitors that happened to
+    run: with iceoryx2 not installed (or hung, or left out by --transports)
+    the row said "met" against the next best, a target missed on a machine
+    that has it.  Met needs every competitor the glob names; a miss stands
+    (more competitors could only make the best better)."""
+    figs = _figs(c__ours__p50=(10.0, "ns"), c__zmq__p50=(20.0, "ns"))
+    figs.missing("c.iox.p50", "iceoryx2 not installed (ModuleNotFoundError)", "ns", "iceoryx2")
+    figs.missing("c.queue.p50", "n/a: no batch API", "ns", "Queue")      # not applicable
+    row = targets.judge(Target("t", "c.ours.p50", "c.*.p50", "time<=x", 0.8, 9), figs)
+    assert row["met"] is None and "iceoryx2 not installed" in row["verdict"], row
+    row = targets.judge(Target("t", "c.ours.p50", "c.*.p50", "time<=x", 0.4, 9), figs)
+    assert row["met"] is False and row["verdict"] == "MISSED", row
+    # excluded keys (ours, the C ceiling) may be missing without blocking a verdict
+    figs.missing("c.iox.p50", "n/a: not this figure", "ns", "iceoryx2")
+    figs.missing("c.c_ring.p50", "no C compiler", "ns", "C ring")
+    row = targets.judge(Target("t", "c.ours.p50", "c.*.p50", "time<=x", 0.8, 9,
+                               ("*.c_ring*",)), figs)
+    assert row["met"] is True, row
+
+
+def test_transports_left_out_leave_best_competitor_rows_unjudged():
+    """--transports pipe,c_ring must not judge "vs the best competitor"
+    against Pipe alone (it said "met" for any figure of ours under Pipe's):
+    the transports left out are recorded as such, outside the tables."""
+    figs = Figures()
+    case_channel.run(figs, config.TINY, only={"pipe", "c_ring"})
+    assert figs.value("channel.rtt64.pipe.p50") > 0
+    figs.put("channel.rtt64.pymmapdev.p50", 1.0, "ns", "ours")    # far under any competitor
+    rows = {r["figure"]: r for r in targets.judge_all(figs)}
+    row = rows["channel 64 B round trip p50, blocking, vs the best competitor"]
+    assert row["met"] is None and "left out" in row["verdict"], row
+    assert all("pyzmq" not in k for g in figs.groups for k in g["keys"])
