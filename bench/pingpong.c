@@ -65,7 +65,7 @@ main(int argc, char **argv)
 	uint32_t *word;
 	uint64_t *rtt, sum = 0, t, prev = 0;
 	long rounds, i, warm;
-	pid_t child;
+	pid_t parent, child;
 	int status;
 
 	if (argc != 5) {
@@ -80,10 +80,12 @@ main(int argc, char **argv)
 	if (rtt == NULL || word == MAP_FAILED)
 		die("alloc");
 
+	parent = getpid();
 	child = fork();
 	if (child < 0)
 		die("fork");
 	if (child == 0) {
+		die_with_parent(parent);
 		pin(atoi(argv[4]));
 		for (i = 0; i < warm + rounds; i++) {
 			await_value(word, 2 * (uint32_t)i + 1);

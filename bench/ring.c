@@ -218,7 +218,7 @@ main(int argc, char **argv)
 	long count, warm, i;
 	uint32_t size;
 	int zc, rtt, status;
-	pid_t child;
+	pid_t parent, child;
 
 	if (argc != 7) {
 		fprintf(stderr, "usage: %s tput|zc|rtt SIZE COUNT SPIN CPU_A CPU_B\n", argv[0]);
@@ -241,10 +241,12 @@ main(int argc, char **argv)
 		die("alloc");
 	memset(buf, 0x5a, size);
 
+	parent = getpid();
 	child = fork();
 	if (child < 0)
 		die("fork");
 	if (child == 0) {		/* producer, or the echoing side */
+		die_with_parent(parent);
 		pin(atoi(argv[6]));
 		for (i = 0; i < warm + count; i++) {
 			if (rtt) {

@@ -2,6 +2,8 @@
 judging on known inputs, its failure reporting, and one tiny channel run end
 to end.  No timing is asserted; `make bench` is the benchmark itself."""
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -212,3 +214,61 @@ def test_transports_left_out_leave_best_competitor_rows_unjudged():
     row = rows["channel 64 B round trip p50, blocking, vs the best competitor"]
     assert row["met"] is None and "left out" in row["verdict"], row
     assert all("pyzmq" not in k for g in figs.groups for k in g["keys"])
+
+
+def _children(pid):
+    """Pids whose parent is *pid* (from /proc)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("anchor, args", [
+    ("pingpong", ["spin", "10000000", "-1", "-1"]),
+    ("pingpong", ["futex", "10000000", "-1", "-1"]),
+    ("ring", ["rtt", "64", "10000000", "0", "-1", "-1"]),
+    ("ring", ["tput", "64", "10000000", "2000", "-1", "-1"]),
+])
+def test_a_c_anchor_killed_at_its_deadline_leaves_no_child(anchor, args):
+    """subprocess.run(timeout=) kills an anchor that overran (or a Ctrl-C
+    does, through subprocess.run): only the process it started.  The C
+    anchors fork their second side, which was left behind spinning on a CPU
+    (spin) or asleep forever (futex) for every killed run."""
+    from bench import env
+    exe = env.build_c(anchor)
+    if exe is None:
+        pytest.fail("no C compiler: the bench's C anchors cannot be built")
+    proc = subprocess.Popen([exe, *args])
+    try:
+        for _ in range(500):
+            kids = _children(proc.pid)
+            if kids:
+                break
+            time.sleep(0.01)
+        assert kids, "the anchor never forked"
+    finally:
+        proc.kill()
+        proc.wait()
+    for _ in range(500):
+        if all(_gone(k) for k in kids):
+            break
+        time.sleep(0.01)
+    left = [k for k in kids if not _gone(k)]
+    for k in left:
+        os.kill(k, signal.SIGKILL)
+    assert not left, f"{anchor} {args[0]}: child {left} outlived its killed parent"
