@@ -3,9 +3,11 @@
 Everything a case needs from its surroundings comes from here, so a case
 module holds only what it measures.
 """
+import ctypes
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -39,6 +41,25 @@ def pin(cpu):
     """Pin the calling process to *cpu* (None: leave it where it is)."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
+
+
+PR_SET_PDEATHSIG = 1                # <linux/prctl.h>
+
+
+def die_with_parent(parent):
+    """Make the calling (forked) process die when *parent* does.
+
+    A bench killed from outside (a CI timeout's SIGTERM, the OOM killer)
+    runs no exit handlers, so multiprocessing never ends its daemon
+    children; a side left behind would spin on its pinned CPU for good.
+    getppid() covers a parent that died before the prctl.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def unpin():

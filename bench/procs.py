@@ -1,7 +1,8 @@
 """Running the two sides of a measurement in child processes, with a deadline.
 
 Every multi-process figure runs each side in its own forked child, pinned to
-its CPU, and the bench process only waits for their answers.  A competitor
+its CPU, and the bench process only waits for their answers; a child dies
+with the bench, however the bench ends.  A competitor
 that hangs (a peer died holding its lock, a partial message in a pipe) is
 killed at the deadline and reported as hung; the bench goes on.
 """
@@ -25,8 +26,9 @@ class SideFailed(Exception):
     """A side raised; the message carries its traceback's last line."""
 
 
-def _side(fn, args, cpu, conn):
+def _side(fn, args, cpu, conn, parent):
     try:
+        env.die_with_parent(parent)
         env.pin(cpu)
         result = ("ok", fn(*args))
     except BaseException as exc:       # reported, not lost in a child's stderr
@@ -43,8 +45,8 @@ class Side:
     def __init__(self, fn, args=(), cpu=None, name=None):
         self._recv, send = CTX.Pipe(duplex=False)
         self.name = name or getattr(fn, "__name__", "side")
-        self.proc = CTX.Process(target=_side, args=(fn, args, cpu, send), name=self.name,
-                                daemon=True)
+        self.proc = CTX.Process(target=_side, args=(fn, args, cpu, send, os.getpid()),
+                                name=self.name, daemon=True)
         self.proc.start()
         send.close()
         self.answer = None

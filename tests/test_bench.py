@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from conftest import child_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.append(REPO)       # after the pymmapdev under test, never before it
@@ -272,3 +274,43 @@ def test_a_c_anchor_killed_at_its_deadline_leaves_no_child(anchor, args):
     for k in left:
         os.kill(k, signal.SIGKILL)
     assert not left, f"{anchor} {args[0]}: child {left} outlived its killed parent"
+
+
+SPINNING_SIDES = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from bench import procs
+
+def spin():
+    while True:
+        pass
+
+procs.run_sides([(spin, (), None), (spin, (), None)], 600)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_sides_die_with_a_killed_bench(sig):
+    """A bench killed from outside (the OOM killer, a CI timeout's SIGTERM,
+    kill) left the sides of the measurement it was in: forked children,
+    pinned, a spinning side (the spin ping-pong's echo) at 100 % of its CPU
+    for good.  multiprocessing only reaps daemon children at a clean exit."""
+    proc = subprocess.Popen([sys.executable, "-c", SPINNING_SIDES, REPO], env=child_env())
+    try:
+        for _ in range(1000):
+            kids = _children(proc.pid)
+            if len(kids) >= 2:
+                break
+            time.sleep(0.01)
+        assert len(kids) >= 2, "the sides never started"
+    finally:
+        proc.send_signal(sig)
+        proc.wait()
+    for _ in range(500):
+        if all(_gone(k) for k in kids):
+            break
+        time.sleep(0.01)
+    left = [k for k in kids if not _gone(k)]
+    for k in left:
+        os.kill(k, signal.SIGKILL)
+    assert not left, f"sides {left} outlived the bench killed by {sig.name}"
