@@ -1,6 +1,6 @@
 """A producer, several workers and a collector passing numpy frames through channels.
 
-    python examples/pipeline.py [frames] [workers]
+    python examples/pipeline.py [frames] [workers]      (defaults 200 and 3)
 
 The producer sends frames (a 256x256 float32 image and its sequence number)
 into one multi-consumer channel; each worker receives frames from it,
@@ -60,9 +60,18 @@ def worker(path: str) -> int:
     return done
 
 
+def arguments() -> tuple[int, int]:
+    """(frames, workers) from the command line; the usage on anything else
+    (no worker would leave the collector waiting for results nobody makes)."""
+    args = sys.argv[1:]
+    if len(args) > 2 or not all(a.isdigit() and int(a) > 0 for a in args):
+        sys.exit(__doc__)
+    count, nworkers = (int(a) for a in args + ["200", "3"][len(args):])
+    return count, nworkers
+
+
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    nworkers = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    count, nworkers = arguments()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "pipeline")
         m, frames, results = layout(path)       # the collector; creates the file

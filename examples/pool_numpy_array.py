@@ -31,6 +31,8 @@ def fill_rows(m: pymmapdev.Mapping, start: int, stop: int) -> int:
 
 def main() -> int:
     method = sys.argv[1] if len(sys.argv) > 1 else "spawn"
+    if len(sys.argv) > 2 or method not in multiprocessing.get_all_start_methods():
+        sys.exit(__doc__)
     ctx = multiprocessing.get_context(method)
     with pymmapdev.anonymous(ROWS * COLS * 8) as m:
         with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:

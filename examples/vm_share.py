@@ -11,7 +11,9 @@ Guest: the same bytes are the device's BAR 2 ("ivshmem" finds it), as root:
 
     python examples/vm_share.py follow ivshmem                  # in the guest
 
-Either side can publish or follow, and a plain file works on both ends too.
+Either side can publish or follow, and a plain file works on both ends too;
+a COUNT after the target stops after that many messages (default: until
+Ctrl-C).
 A Slot's reader never sees a value torn by the writer.  Neither side can wake
 the other (futexes do not cross the VM boundary): a follower on the BAR
 polls (Mapping.waker is 'poll'), every millisecond while it waits.
@@ -74,5 +76,7 @@ if __name__ == "__main__":
     if not 3 <= len(sys.argv) <= 4 or sys.argv[1] not in actions:
         sys.exit(__doc__)
     action, target = sys.argv[1], sys.argv[2]
+    if len(sys.argv) > 3 and not sys.argv[3].isdigit():
+        sys.exit(__doc__)
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     actions[action](target, n)

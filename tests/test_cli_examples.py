@@ -282,6 +282,11 @@ def test_pci_bar_example_on_a_path_that_is_no_bar_says_so(tmp_path, exists):
 @pytest.mark.parametrize("script, args", [
     ("pci_bar.py", []), ("vm_share.py", []), ("vm_share.py", ["bogus", "x"]),
     ("device_reader.py", ["a", "b"]), ("uio_irq.py", ["a", "b"]),
+    # each of these was a ValueError traceback, and pipeline.py with no
+    # worker waited 60 s for results nobody computes
+    ("pipeline.py", ["x"]), ("pipeline.py", ["10", "0"]), ("pipeline.py", ["-5"]),
+    ("pipeline.py", ["1", "2", "3"]), ("pool_numpy_array.py", ["bogus"]),
+    ("vm_share.py", ["publish", "/nonexistent-pymmapdev-dir/x", "zz"]),
 ])
 def test_examples_with_wrong_arguments_print_their_usage(script, args):
     proc = subprocess.run([sys.executable, f"examples/{script}", *args], cwd=REPO, env=ENV,
