@@ -4,6 +4,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -352,3 +353,59 @@ def test_version():
     proc = cli("--version")
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout == f"pymmapdev {pymmapdev.__version__}\n"
+
+
+def _spawned_children(pid):
+    """Pids of *pid*'s multiprocessing spawn children (not its resource tracker)."""
+    out = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                spawned = b"spawn_main" in f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and spawned:
+            out.append(int(name))
+    return out
+
+
+def _start_numpy_example(path):
+    proc = subprocess.Popen([sys.executable, "examples/numpy_shared_array.py", path], cwd=REPO,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    for _ in range(3000):
+        kids = _spawned_children(proc.pid)
+        if kids:
+            return proc, kids[0]
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.002)
+    proc.kill()
+    pytest.fail("the numpy example never started its producer")
+
+
+def test_numpy_example_ctrl_c_removes_its_file(shm_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while
+    the parent waits for the producer: the 8 MB file stayed in /dev/shm
+    (the unlink came after the with block, skipped by the exception)."""
+    proc, _ = _start_numpy_example(shm_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "sum of the shared array" not in out, "the producer finished before the Ctrl-C"
+    assert not os.path.exists(shm_path), err
+
+
+def test_numpy_example_producer_death_is_an_error_not_a_hang(shm_path):
+    """The parent waited for the READY flag in a loop of 1 s waits that
+    never looked at the child: a producer that died left it waiting forever."""
+    proc, child = _start_numpy_example(shm_path)
+    os.kill(child, signal.SIGKILL)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert err.startswith("numpy_shared_array: ") and "producer" in err, err
+    assert not os.path.exists(shm_path)
