@@ -36,9 +36,9 @@
 /*
  * Each index and each "I sleep" flag has a cache line of its own: the flags
  * change only around a sleep, so the other side's check of them stays a hit.
- * The futex word is the low half of the index the sleeper waits on (x86 is
- * little-endian): it changes with every publish, and a ring smaller than
- * 4 GiB cannot wrap it while a sleeper waits.
+ * The futex word is the flag itself: the waker takes it down (1 -> 0) and
+ * wakes, so a sleep costs one FUTEX_WAKE, and a sleeper whose flag was taken
+ * before it got into the kernel does not sleep (FUTEX_WAIT expects 1).
  */
 struct ring {
 	_Alignas(64) uint64_t tail;		/* producer: bytes published */
@@ -49,6 +49,15 @@ struct ring {
 };
 
 static long spin;
+
+/*
+ * Futex traffic, counted for the JSON line (the child hands its counts over
+ * in *child_calls): a fair ceiling makes at most one wake per announced sleep.
+ */
+struct calls {
+	long announced, wakes;
+};
+static struct calls calls, *child_calls;
 
 /*
  * What each side last saw of the other's index: the fast path reads only its
@@ -66,21 +75,14 @@ static uint64_t head_seen[2], tail_seen[2];
 #define LAZY (CAP / 8)
 static uint64_t head_local[2];
 
-static uint32_t *
-low_half(uint64_t *index)
-{
-	return (uint32_t *)index;
-}
-
 /*
- * Waits until ok(r, arg) holds, re-reading *watched.  Spins first; then
- * announces itself in *sleeping and re-checks before sleeping: the other
- * side stores its index and then reads the flag (both seq_cst), so either
- * it sees the flag and wakes us, or we see its store here.
+ * Waits until ok(r, arg) holds.  Spins first; then announces itself in
+ * *sleeping and re-checks before sleeping: the other side stores its index
+ * and then reads the flag (both seq_cst), so either it sees the flag and
+ * takes it (waking us, or keeping us from sleeping), or we see its store.
  */
 static void
-await(struct ring *r, uint64_t *watched, uint32_t *sleeping,
-      int (*ok)(struct ring *, uint64_t), uint64_t arg)
+await(struct ring *r, uint32_t *sleeping, int (*ok)(struct ring *, uint64_t), uint64_t arg)
 {
 	long i;
 
@@ -90,23 +92,29 @@ await(struct ring *r, uint64_t *watched, uint32_t *sleeping,
 		__builtin_ia32_pause();
 	}
 	while (!ok(r, arg)) {
-		uint64_t seen = __atomic_load_n(watched, __ATOMIC_SEQ_CST);
-
 		__atomic_store_n(sleeping, 1, __ATOMIC_SEQ_CST);
+		calls.announced++;
 		if (!ok(r, arg) &&
-		    syscall(SYS_futex, low_half(watched), FUTEX_WAIT, (uint32_t)seen,
-			    NULL, NULL, 0) < 0 && errno != EAGAIN && errno != EINTR)
+		    syscall(SYS_futex, sleeping, FUTEX_WAIT, 1, NULL, NULL, 0) < 0 &&
+		    errno != EAGAIN && errno != EINTR)
 			die("futex wait");
 		__atomic_store_n(sleeping, 0, __ATOMIC_RELAXED);
 	}
 }
 
+/*
+ * Stores the index, and wakes the peer if it announced a sleep.  The waker
+ * takes the flag down: a woken side needs tens of microseconds to run
+ * again, and while its flag stayed up every publish made another
+ * FUTEX_WAKE syscall, hundreds per sleep.
+ */
 static void
 publish(uint64_t *index, uint64_t value, uint32_t *peer_sleeping)
 {
 	__atomic_store_n(index, value, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(peer_sleeping, __ATOMIC_SEQ_CST) &&
-	    syscall(SYS_futex, low_half(index), FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
+	    __atomic_exchange_n(peer_sleeping, 0, __ATOMIC_SEQ_CST) && ++calls.wakes &&
+	    syscall(SYS_futex, peer_sleeping, FUTEX_WAKE, 1, NULL, NULL, 0) < 0)
 		die("futex wake");
 }
 
@@ -138,7 +146,7 @@ put(struct ring *r, int which, const void *src, uint32_t len, uint64_t seq)
 	unsigned char *rec;
 
 	if (CAP - (tail - head_seen[which]) < total) {
-		await(r, &r->head, &r->prod_sleeping, has_space, total);
+		await(r, &r->prod_sleeping, has_space, total);
 		head_seen[which] = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
 	}
 	if (contig < need) {
@@ -169,7 +177,7 @@ get(struct ring *r, int which, void *dst)
 		if (tail_seen[which] == head) {
 			if (r->head != head)
 				publish(&r->head, head, &r->prod_sleeping);
-			await(r, &r->tail, &r->cons_sleeping, has_data, head);
+			await(r, &r->cons_sleeping, has_data, head);
 			tail_seen[which] = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
 		}
 		memcpy(&len, r->data + head % CAP, 4);
@@ -236,8 +244,10 @@ main(int argc, char **argv)
 	}
 	rings = mmap(NULL, 2 * sizeof(*rings), PROT_READ | PROT_WRITE,
 		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	child_calls = mmap(NULL, sizeof(*child_calls), PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	buf = malloc(size);
-	if (rings == MAP_FAILED || buf == NULL)
+	if (rings == MAP_FAILED || child_calls == MAP_FAILED || buf == NULL)
 		die("alloc");
 	memset(buf, 0x5a, size);
 
@@ -258,6 +268,7 @@ main(int argc, char **argv)
 				put(&rings[0], 0, zc ? NULL : buf, size, (uint64_t)i);
 			}
 		}
+		*child_calls = calls;
 		_exit(0);
 	}
 	pin(atoi(argv[5]));
@@ -281,7 +292,7 @@ main(int argc, char **argv)
 		for (i = 0; i < count; i++)
 			sum += gaps[i];
 		qsort(gaps, (size_t)count, sizeof(*gaps), cmp_u64);
-		printf("{\"p50_ns\": %llu, \"p99_ns\": %llu, \"mean_ns\": %.1f, \"rounds\": %ld}\n",
+		printf("{\"p50_ns\": %llu, \"p99_ns\": %llu, \"mean_ns\": %.1f, \"rounds\": %ld",
 		       (unsigned long long)gaps[count / 2],
 		       (unsigned long long)gaps[count * 99 / 100], (double)sum / (double)count,
 		       count);
@@ -296,10 +307,12 @@ main(int argc, char **argv)
 				die("record out of order");
 		}
 		secs = (double)(now_ns() - t0) * 1e-9;
-		printf("{\"msgs_per_s\": %.1f, \"bytes_per_s\": %.1f}\n", (double)count / secs,
+		printf("{\"msgs_per_s\": %.1f, \"bytes_per_s\": %.1f", (double)count / secs,
 		       (double)count * size / secs);
 	}
 	if (waitpid(child, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
 		die("child");
+	printf(", \"sleeps_announced\": %ld, \"futex_wakes\": %ld}\n",
+	       calls.announced + child_calls->announced, calls.wakes + child_calls->wakes);
 	return 0;
 }

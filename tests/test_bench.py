@@ -314,3 +314,22 @@ def test_sides_die_with_a_killed_bench(sig):
     for k in left:
         os.kill(k, signal.SIGKILL)
     assert not left, f"sides {left} outlived the bench killed by {sig.name}"
+
+
+@pytest.mark.parametrize("mode", ["tput", "zc", "rtt"])
+def test_c_ring_wakes_only_a_side_that_announced_a_sleep(mode):
+    """The C ring's one-way figure moved by 2-4x between runs (7.0 and 15.8 M/s
+    in the README).  Counted, not timed: a consumer that slept kept its "I
+    sleep" flag set until it ran again, and until then the producer made a
+    FUTEX_WAKE syscall for every record it published (about a thousand per
+    sleep, a million per run, in the runs that came out slow).  A fair
+    ceiling wakes once per announced sleep, as the Channel does."""
+    import json
+    from bench import env
+    exe = env.build_c("ring")
+    if exe is None:
+        pytest.fail("no C compiler: bench/ring.c cannot be built")
+    count = "2000" if mode == "rtt" else "200000"
+    out = json.loads(subprocess.run([exe, mode, "64", count, "0", "-1", "-1"], check=True,
+                                    capture_output=True, text=True, timeout=120).stdout)
+    assert 0 < out["futex_wakes"] <= out["sleeps_announced"], out
