@@ -404,3 +404,52 @@ def test_producers_close_only_after_the_consumer_has_everything(figure, monkeypa
         monkeypatch.setattr(case_channel, "FRAME", 4096)
     res = case_channel._paired(_DropsAtClose, figure, config.TINY, (None, None), None)
     assert (res["p50_ns"] if figure == "rtt64" else res) > 0
+
+
+class _RefusesAfterReceiverLeft:
+    """A crash-probe transport whose send() fails once the receiver has
+    closed, as iceoryx2's does ("delivered a sample to no subscriber")."""
+
+    unbounded_send = False
+
+    def __init__(self, tag, capacity, max_message):
+        from bench import procs
+        self.ends = procs.CTX.Pipe(duplex=False)
+        self.left = procs.CTX.Value("i", 0)
+
+    def sender(self):
+        t = self
+
+        class S:
+            def send(self, data):
+                if t.left.value:
+                    raise RuntimeError("delivered a sample to no subscriber")
+                t.ends[1].send_bytes(data)
+        return S()
+
+    def receiver(self):
+        t = self
+
+        class R:
+            def recv_timeout(self, timeout):
+                return t.ends[0].recv_bytes() if t.ends[0].poll(timeout) else None
+
+            def close(self):
+                t.left.value = 1
+                time.sleep(0.3)         # the producer's next send fails meanwhile
+        return R()
+
+    def cleanup(self):
+        for c in self.ends:
+            c.close()
+
+
+def test_crash_trial_recovered_even_if_the_producer_then_fails():
+    """The restarted producer streams until it is killed; a transport whose
+    send() fails once the consumer has left (iceoryx2) made it fail between
+    the consumer's success and the kill, and the trial was counted as not
+    recovered ("restarted producer failed: ... to no subscriber")."""
+    import random
+    trial = case_channel._crash_trial(_RefusesAfterReceiverLeft, config.TINY, (None, None),
+                                      random.Random(1))
+    assert trial["recovered"] and not trial["hung"] and trial["torn"] == 0, trial
