@@ -250,7 +250,9 @@ def _crash_consumer(t, ready, seconds):
 
 
 def _crash_trial(cls, cfg, cpus, rng):
-    """One trial: {"recovered": bool, "torn": int, "hung": bool, "why": str}."""
+    """One trial: {"recovered": bool, "torn": int, "hung": bool, "why": str,
+    "counted": bool}; *counted*: the consumer came back with its count (else
+    torn is unknown, not 0)."""
     t = cls(f"crash{next(_tags)}", CAPACITY, CRASH_MESSAGE)
     seconds = 2.5
     try:
@@ -260,7 +262,8 @@ def _crash_trial(cls, cfg, cpus, rng):
                            cpus[1], "producer")
         if not ready.wait(10):
             procs.wait_all([consumer, first], 0)
-            return {"recovered": False, "torn": 0, "hung": True, "why": "consumer not ready"}
+            return {"recovered": False, "torn": 0, "hung": True, "why": "consumer not ready",
+                    "counted": False}
         time.sleep(rng.uniform(0.05, 0.25))     # mid-stream
         first.kill()
         second = procs.Side(_crash_producer, (t, RESTARTED, ready, 10, 1), cpus[1],
@@ -273,18 +276,23 @@ def _crash_trial(cls, cfg, cpus, rng):
             # whatever the restarted producer did after that (it streams until
             # killed; iceoryx2's send fails once the consumer has left)
             res = consumer.answer[1]
-            return {"recovered": True, "torn": res["torn"], "hung": False, "why": ""}
+            return {"recovered": True, "torn": res["torn"], "hung": False, "why": "",
+                    "counted": True}
         if second.answer is not None and second.answer[0] == "error":
             # e.g. a channel that refuses a second producer after a crash
-            return {"recovered": False, "torn": 0, "hung": consumer.answer is None,
+            counted = consumer.answer is not None and consumer.answer[0] == "ok"
+            return {"recovered": False, "torn": consumer.answer[1]["torn"] if counted else 0,
+                    "hung": consumer.answer is None, "counted": counted,
                     "why": f"restarted producer failed: {second.answer[1]}"}
         if consumer.answer is None:
-            return {"recovered": False, "torn": 0, "hung": True,
+            return {"recovered": False, "torn": 0, "hung": True, "counted": False,
                     "why": f"consumer stuck in a receive with a timeout for > {seconds + 2:g} s"}
         if consumer.answer[0] == "error":
-            return {"recovered": False, "torn": 0, "hung": False, "why": consumer.answer[1]}
+            return {"recovered": False, "torn": 0, "hung": False, "counted": False,
+                    "why": consumer.answer[1]}
         res = consumer.answer[1]
         return {"recovered": res["recovered"], "torn": res["torn"], "hung": False,
+                "counted": True,
                 "why": "" if res["recovered"] else "restarted producer's messages never came"}
     finally:
         t.cleanup()
@@ -436,7 +444,15 @@ def _run_crash(figs, cfg, cpus, only):
         figs.put(f"{base}.recovered", sum(t["recovered"] for t in trials), "count", cls.label,
                  note=f"of {cfg.crash_trials}; {torn} torn messages; {hung} trials hung"
                       + "".join(f"; {w}" for w in whys))
-        figs.put(f"{base}.torn", torn, "count", f"{cls.label} torn messages")
+        uncounted = [t for t in trials if not t["counted"]]
+        if uncounted:
+            # torn is unknown for those: "0 torn" would judge a consumer
+            # that died in every trial as intact
+            figs.missing(f"{base}.torn", f"{len(uncounted)} of {cfg.crash_trials} trials ended "
+                         f"without the consumer's count ({uncounted[0]['why']}); {torn} torn in "
+                         "the others", "count", f"{cls.label} torn messages")
+        else:
+            figs.put(f"{base}.torn", torn, "count", f"{cls.label} torn messages")
         figs.put(f"{base}.hung", hung, "count", f"{cls.label} hung trials")
     figs.group(FIGURES["crash"][0] + f", {cfg.crash_trials} trials", "count", keys,
                f"{FIGURES['crash'][2]} (of {cfg.crash_trials})")

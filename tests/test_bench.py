@@ -453,3 +453,33 @@ def test_crash_trial_recovered_even_if_the_producer_then_fails():
     trial = case_channel._crash_trial(_RefusesAfterReceiverLeft, config.TINY, (None, None),
                                       random.Random(1))
     assert trial["recovered"] and not trial["hung"] and trial["torn"] == 0, trial
+
+
+def test_crash_probe_torn_count_is_not_met_when_trials_ended_uncounted(monkeypatch):
+    """A trial whose consumer raised or hung reported 0 torn messages, so
+    "channel crash probe: torn messages = 0" read met for a consumer that
+    died in every trial: nothing was counted."""
+    from bench.transports import Transport
+
+    class DiesReceiving(Transport):
+        key, label, figures = "pymmapdev", "dies receiving", ("crash",)
+
+        def sender(self):
+            class S:
+                def send(self, data):
+                    time.sleep(0.001)
+            return S()
+
+        def receiver(self):
+            class R:
+                def recv_timeout(self, timeout):
+                    raise RuntimeError("the consumer broke")
+            return R()
+
+    monkeypatch.setattr(case_channel, "REGISTRY", {"pymmapdev": DiesReceiving})
+    figs = Figures()
+    case_channel._run_crash(figs, config.TINY, (None, None), None)
+    rows = {r["figure"]: r for r in targets.judge_all(figs)}
+    row = rows["channel crash probe: torn messages"]
+    assert row["met"] is None and "the consumer broke" in row["verdict"], row
+    assert rows["channel crash probe: recovered of 6"]["met"] is False
