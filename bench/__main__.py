@@ -45,6 +45,13 @@ def wait_quiet(limit, patience):
         time.sleep(min(15, max(1, end - time.monotonic())))
 
 
+def not_quiet_why(machine):
+    """Why a run was not quiet, in one line."""
+    return (f"load average {machine['loadavg_start'][0]:.2f} at the start (quiet: "
+            f"{env.QUIET_LOAD} or less), other work {machine['other_cpus']:.2f} CPUs on average "
+            f"during the run (quiet: {env.QUIET_OTHER} or less)")
+
+
 def run(case_names, cfg, figs=None):
     """Run the named cases into *figs*; returns {case: seconds or error text}."""
     figs = figs if figs is not None else Figures()
@@ -116,6 +123,8 @@ def main(argv=None):
                            "cases": took, "figures": figs.to_json(), "targets": rows})
     md = os.path.join(env.RESULTS, "table.md")
     with open(md, "w") as f:
+        if not quiet:       # what the README shows must not pass for a quiet run's
+            f.write(f"NOT QUIET: {not_quiet_why(machine)}\n\n")
         f.write(report.markdown_table(rows))
         if any(k.startswith("channel.") for k in figs.values):
             f.write("\n" + report.markdown_matrix(figs, "channel."))
@@ -127,7 +136,8 @@ def main(argv=None):
             saved.append(os.path.relpath(png, env.ROOT))
         else:
             print(f"no chart: {competitors.status('matplotlib')[1]}")
-    print(f"\nsaved {', '.join(saved)} ({machine['seconds']:.0f} s; other work used "
+    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in machine['loadavg_end'])}")
+    print(f"saved {', '.join(saved)} ({machine['seconds']:.0f} s; other work used "
           f"{machine['other_cpus']:.2f} CPUs on average during the run: "
           + ("a quiet run)" if quiet else f"NOT QUIET: load average {env.QUIET_LOAD} or less at "
              f"the start and {env.QUIET_OTHER} CPUs of other work or less are quiet)"))

@@ -483,3 +483,19 @@ def test_crash_probe_torn_count_is_not_met_when_trials_ended_uncounted(monkeypat
     row = rows["channel crash probe: torn messages"]
     assert row["met"] is None and "the consumer broke" in row["verdict"], row
     assert rows["channel crash probe: recovered of 6"]["met"] is False
+
+
+def test_run_prints_the_end_load_average_and_marks_a_loaded_table(monkeypatch, tmp_path, capsys):
+    """README: the run "prints the load average at its start and end (above
+    0.5 it says NOT QUIET)" and table.md is what the README shows.  The end
+    load average was saved but never printed, and table.md of a loaded run
+    looked like a quiet one's."""
+    from bench import __main__ as bench_main, env
+    monkeypatch.setattr(bench_main, "CASES", {"typed": lambda figs, cfg: None})
+    monkeypatch.setattr(env, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(env, "QUIET_LOAD", -1.0)           # any machine is "loaded"
+    assert bench_main.main(["typed", "--no-chart"]) == 0
+    out = capsys.readouterr().out
+    assert "load average at the end:" in out, out
+    with open(tmp_path / "table.md") as f:
+        assert "NOT QUIET" in f.read()
