@@ -240,6 +240,31 @@ def _gone(pid):
         return True
 
 
+def _children_outliving(proc, sig, want):
+    """Once *proc* has *want* children: sends it *sig*, reaps it, and
+    returns those children still alive a few seconds later (killed, so
+    that a failing test leaves nothing spinning)."""
+    kids = []
+    try:
+        for _ in range(1000):
+            kids = _children(proc.pid)
+            if len(kids) >= want:
+                break
+            time.sleep(0.01)
+        assert len(kids) >= want, f"{want} children never started"
+    finally:
+        proc.send_signal(sig)
+        proc.wait()
+    for _ in range(500):
+        if all(_gone(k) for k in kids):
+            break
+        time.sleep(0.01)
+    left = [k for k in kids if not _gone(k)]
+    for k in left:
+        os.kill(k, signal.SIGKILL)
+    return left
+
+
 @pytest.mark.parametrize("anchor, args", [
     ("pingpong", ["spin", "10000000", "-1", "-1"]),
     ("pingpong", ["futex", "10000000", "-1", "-1"]),
@@ -255,24 +280,7 @@ def test_a_c_anchor_killed_at_its_deadline_leaves_no_child(anchor, args):
     exe = env.build_c(anchor)
     if exe is None:
         pytest.fail("no C compiler: the bench's C anchors cannot be built")
-    proc = subprocess.Popen([exe, *args])
-    try:
-        for _ in range(500):
-            kids = _children(proc.pid)
-            if kids:
-                break
-            time.sleep(0.01)
-        assert kids, "the anchor never forked"
-    finally:
-        proc.kill()
-        proc.wait()
-    for _ in range(500):
-        if all(_gone(k) for k in kids):
-            break
-        time.sleep(0.01)
-    left = [k for k in kids if not _gone(k)]
-    for k in left:
-        os.kill(k, signal.SIGKILL)
+    left = _children_outliving(subprocess.Popen([exe, *args]), signal.SIGKILL, 1)
     assert not left, f"{anchor} {args[0]}: child {left} outlived its killed parent"
 
 
@@ -296,23 +304,7 @@ def test_sides_die_with_a_killed_bench(sig):
     pinned, a spinning side (the spin ping-pong's echo) at 100 % of its CPU
     for good.  multiprocessing only reaps daemon children at a clean exit."""
     proc = subprocess.Popen([sys.executable, "-c", SPINNING_SIDES, REPO], env=child_env())
-    try:
-        for _ in range(1000):
-            kids = _children(proc.pid)
-            if len(kids) >= 2:
-                break
-            time.sleep(0.01)
-        assert len(kids) >= 2, "the sides never started"
-    finally:
-        proc.send_signal(sig)
-        proc.wait()
-    for _ in range(500):
-        if all(_gone(k) for k in kids):
-            break
-        time.sleep(0.01)
-    left = [k for k in kids if not _gone(k)]
-    for k in left:
-        os.kill(k, signal.SIGKILL)
+    left = _children_outliving(proc, sig, 2)
     assert not left, f"sides {left} outlived the bench killed by {sig.name}"
 
 
