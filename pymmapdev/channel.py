@@ -81,7 +81,11 @@ def _empty_array(numpy, dtype, shape, nbytes):
     read past the record), and its shape may not fit numpy."""
     try:
         dtype = numpy.dtype(dtype)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:
+        # not only TypeError and ValueError: numpy's parser raises
+        # SyntaxError for ",i4", and a deprecated alias ("a") warns, an
+        # error under -W error.  Whatever a peer's string makes it raise,
+        # the record is corrupt.
         raise ChannelCorrupt(f"an array message with a bad dtype: {exc}") from None
     if dtype.hasobject or dtype.fields is not None or dtype.itemsize == 0:
         raise ChannelCorrupt(f"an array message with dtype {dtype}: not a plain numeric type")

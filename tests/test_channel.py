@@ -1078,6 +1078,9 @@ def _array_record(dtype, shape, payload=b""):
     (b"<i4", (0, 2**64 - 1), b""),   # no elements, a size numpy refuses
     (b"<i4", (2**40, 2**40), b""),   # the element count overflows
     (b"not a dtype", (1,), bytes(8)),
+    (b",i4", (1,), bytes(4)),           # numpy's parser raises SyntaxError on this one
+    pytest.param(b"a", (1,), b"",       # a deprecated alias: a warning, an error under -W error
+                 marks=pytest.mark.filterwarnings("error::DeprecationWarning")),
 ])
 def test_recv_array_refuses_hostile_records(dtype, shape, payload):
     pytest.importorskip("numpy")
