@@ -40,9 +40,15 @@ call_numpy(PyObject *numpy, const char *name, PyObject *arg)
 	return result;
 }
 
-/* The item count and size, from everything that may run Python code. */
+/*
+ * The item count and size, from everything that may run Python code, and
+ * the shape converted once (*dims: a new tuple of ints, NULL for None):
+ * the array is shaped from it, not from the caller's object, whose
+ * dimensions' __index__ could answer differently a second time.
+ */
 static int
-array_geometry(PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize, Py_ssize_t *count)
+array_geometry(PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize, Py_ssize_t *count,
+	       PyObject **dims_out)
 {
 	PyObject *size_obj = PyObject_GetAttrString(dtype, "itemsize");
 
@@ -56,6 +62,7 @@ array_geometry(PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize, Py_ssize_
 		return -1;
 	}
 	*count = -1;
+	*dims_out = NULL;
 	if (shape == NULL || shape == Py_None)
 		return 0;
 	/* The product here, exact: numpy.prod's int64 one wraps, and it is
@@ -64,27 +71,41 @@ array_geometry(PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize, Py_ssize_
 	if (!PySequence_Check(shape)) {
 		if (arg_length(shape, "shape", count) < 0)	/* shape=n */
 			return -1;
+		*dims_out = Py_BuildValue("(n)", *count);
+		return *dims_out == NULL ? -1 : 0;
 	} else {
-		PyObject *dims = PySequence_Tuple(shape);
+		PyObject *dims = PySequence_Tuple(shape), *converted;
 		int zero = 0, overflow = 0;
 		Py_ssize_t dim;
 
 		if (dims == NULL)
 			return -1;
+		converted = PyTuple_New(PyTuple_GET_SIZE(dims));
+		if (converted == NULL) {
+			Py_DECREF(dims);
+			return -1;
+		}
 		*count = 1;
 		for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(dims); i++) {
-			if (arg_length(PyTuple_GET_ITEM(dims, i), "a shape dimension", &dim) < 0) {
+			PyObject *item;
+
+			if (arg_length(PyTuple_GET_ITEM(dims, i), "a shape dimension", &dim) < 0 ||
+			    (item = PyLong_FromSsize_t(dim)) == NULL) {
+				Py_DECREF(converted);
 				Py_DECREF(dims);
 				return -1;
 			}
+			PyTuple_SET_ITEM(converted, i, item);
 			zero |= dim == 0;
 			overflow |= __builtin_mul_overflow(*count, dim, count);
 		}
 		Py_DECREF(dims);
+		*dims_out = converted;
 		if (zero) {
 			*count = 0;		/* (huge, huge, 0) has no items */
 		} else if (overflow) {
 			PyErr_Format(PyExc_OverflowError, "shape %R has too many items", shape);
+			Py_CLEAR(*dims_out);
 			return -1;
 		}
 	}
@@ -128,7 +149,8 @@ array_ndarray(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
 {
 	static const char *const names[] = {"dtype", "shape", "offset"};
 	static const struct arg_spec spec = {"ndarray", names, 3, 1, 0, 3};
-	PyObject *argv[3], *numpy = NULL, *dtype = NULL, *flat = NULL, *result = NULL;
+	PyObject *argv[3], *numpy = NULL, *dtype = NULL, *dims = NULL, *flat = NULL;
+	PyObject *sub = NULL, *result = NULL;
 	Py_ssize_t offset = 0, itemsize, count;
 	struct gate g;
 
@@ -139,7 +161,7 @@ array_ndarray(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
 	if (numpy == NULL)
 		return NULL;
 	dtype = call_numpy(numpy, "dtype", argv[0]);
-	if (dtype == NULL || array_geometry(dtype, argv[1], &itemsize, &count) < 0)
+	if (dtype == NULL || array_geometry(dtype, argv[1], &itemsize, &count, &dims) < 0)
 		goto out;
 	if (count < 0)
 		count = offset <= self->size ? (self->size - offset) / itemsize : 0;
@@ -164,13 +186,22 @@ array_ndarray(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
 	gate_leave(&g);
 	flat = PyObject_CallMethod(numpy, "frombuffer", "OOnn", (PyObject *)self, dtype, count,
 				   offset);
-	if (flat == NULL || argv[1] == NULL || argv[1] == Py_None) {
+	if (flat == NULL || dims == NULL) {
 		result = flat;
 		flat = NULL;
 		goto out;
 	}
-	result = PyObject_CallMethod(flat, "reshape", "(O)", argv[1]);
+	/* A subarray dtype (("u4", (2, 3))) is one item of the shape, and
+	 * frombuffer gave (count, 2, 3): its dimensions follow the shape's,
+	 * as with numpy.ndarray(shape, dtype, buffer). */
+	sub = PyObject_GetAttrString(dtype, "shape");
+	if (sub != NULL && PyTuple_Check(sub) && PyTuple_GET_SIZE(sub) > 0)
+		Py_SETREF(dims, PySequence_Concat(dims, sub));
+	if (sub != NULL && dims != NULL)
+		result = PyObject_CallMethod(flat, "reshape", "(O)", dims);
 out:
+	Py_XDECREF(sub);
+	Py_XDECREF(dims);
 	Py_XDECREF(flat);
 	Py_XDECREF(dtype);
 	Py_XDECREF(numpy);

@@ -100,6 +100,8 @@ def test_method_does_not_leak(maps, name):
 def test_ndarray_does_not_leak(maps):
     m = maps[0]
     assert_no_leak(lambda: m.ndarray("u4", shape=(4, 4), offset=64), calls=20_000)
+    sub = __import__("numpy").dtype(("u4", (2, 3)))     # its dimensions appended to the shape
+    assert_no_leak(lambda: m.ndarray(sub, shape=3, offset=64), calls=20_000)
 
 
 def test_slot_and_lock_do_not_leak(maps):

@@ -96,3 +96,23 @@ def test_missing_numpy_is_a_clear_import_error(shm_path):
             print(e)
     """, shm_path).stdout
     assert "needs numpy" in out and "pip install numpy" in out
+
+
+def test_ndarray_of_a_subarray_dtype_takes_the_shape_in_items_of_it(shm_path):
+    """A subarray dtype ("u4", (2, 3)) is one item of 24 bytes: shape counts
+    those items and the array gets the dtype's dimensions appended, as
+    numpy.ndarray(shape, dtype, buffer) does (the reshape of frombuffer's
+    (count, 2, 3) result to the bare shape failed: 'cannot reshape')."""
+    with pymmapdev.open_file(shm_path, 4096) as m:
+        m.write_u32(24 + 4, 9)                          # item 1, row 0, column 1
+        sub = np.dtype(("u4", (2, 3)))
+        for shape, want in (((2,), (2, 2, 3)), (2, (2, 2, 3)), ((2, 5), (2, 5, 2, 3)),
+                            ((), (2, 3)), (None, (170, 2, 3))):
+            arr = m.ndarray(sub, shape=shape)
+            assert arr.shape == want and arr.dtype == np.dtype("u4")
+            if shape is not None:
+                assert arr.shape == np.ndarray(shape, sub, buffer=bytes(4096)).shape
+            del arr
+        arr = m.ndarray(sub, shape=(2,))
+        assert arr[1, 0, 1] == 9
+        del arr
