@@ -13,16 +13,18 @@
 
 #include <string.h>
 
-/* Copies between a mapping span and a buffer; raises on a fault. */
+/* Copies between a mapping span and a buffer; raises on a fault.  @other,
+ * if not NULL, is the caller's buffer: the copy's source, or its
+ * destination when @other_is_source is 0 (read_into). */
 static int
 copy_or_raise(MappingObject *map, void *dst, const void *src, Py_ssize_t len,
-	      const Py_buffer *source)
+	      const Py_buffer *other, int other_is_source)
 {
 	const char *addr;
 
 	if (len == 0 || fault_copy(dst, src, (size_t)len, &addr) == 0)
 		return 0;
-	mapping_raise_fault(map, addr, source);
+	mapping_raise_copy_fault(map, addr, other, other_is_source);
 	return -1;
 }
 
@@ -44,7 +46,7 @@ access_read(MappingObject *self, PyObject *const *args, Py_ssize_t nargs)
 		return NULL;
 	if (gate_enter(&g, self, offset, size, 1, GATE_READ, PIN_ACCESS) < 0)
 		goto error;
-	if (copy_or_raise(self, PyBytes_AS_STRING(result), g.addr, size, NULL) < 0) {
+	if (copy_or_raise(self, PyBytes_AS_STRING(result), g.addr, size, NULL, 1) < 0) {
 		gate_leave(&g);
 		goto error;
 	}
@@ -90,7 +92,7 @@ buffer_copy(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, const 
 	if (result != NULL && gate_enter(&g, self, offset, buf.len, 1,
 					 into_mapping ? GATE_WRITE : GATE_READ, PIN_ACCESS) == 0) {
 		if (copy_or_raise(self, into_mapping ? g.addr : buf.buf,
-				  into_mapping ? buf.buf : g.addr, buf.len, &buf) < 0)
+				  into_mapping ? buf.buf : g.addr, buf.len, &buf, into_mapping) < 0)
 			Py_CLEAR(result);
 		gate_leave(&g);
 	} else {
@@ -271,7 +273,7 @@ access_subscript(MappingObject *self, PyObject *key)
 	if (gate_enter(&g, self, s.lo, s.len, 1, GATE_READ, PIN_ACCESS) < 0)
 		goto error;
 	if (s.step == 1) {
-		rc = copy_or_raise(self, PyBytes_AS_STRING(result), g.addr, s.count, NULL);
+		rc = copy_or_raise(self, PyBytes_AS_STRING(result), g.addr, s.count, NULL, 1);
 	} else {
 		struct fault_span src = {g.addr, (size_t)s.len};
 		struct fault_span dst = {PyBytes_AS_STRING(result), (size_t)s.count};
@@ -331,7 +333,7 @@ assign_slice(MappingObject *self, PyObject *key, PyObject *value)
 		goto out;
 	if (s.step == 1) {
 		/* memmove: a view of this mapping may overlap */
-		rc = copy_or_raise(self, g.addr, src.buf, s.count, &src);
+		rc = copy_or_raise(self, g.addr, src.buf, s.count, &src, 1);
 	} else if (s.count > 0) {
 		struct fault_span dst = {g.addr, (size_t)s.len};
 		struct fault_span from = {src.buf, (size_t)src.len};
@@ -339,7 +341,7 @@ assign_slice(MappingObject *self, PyObject *key, PyObject *value)
 
 		rc = 0;
 		if (bounce != NULL) {
-			rc = copy_or_raise(self, PyBytes_AS_STRING(bounce), src.buf, src.len, &src);
+			rc = copy_or_raise(self, PyBytes_AS_STRING(bounce), src.buf, src.len, &src, 1);
 			from_buf = PyBytes_AS_STRING(bounce);
 			from = (struct fault_span){from_buf, (size_t)src.len};
 		}

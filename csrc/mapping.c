@@ -78,22 +78,33 @@ raise_fault_at(MappingObject *map, Py_ssize_t offset, const char *side)
 PyObject *
 mapping_raise_fault(MappingObject *map, const char *addr, const Py_buffer *source)
 {
+	return mapping_raise_copy_fault(map, addr, source, 1);
+}
+
+PyObject *
+mapping_raise_copy_fault(MappingObject *map, const char *addr, const Py_buffer *other,
+			 int other_is_source)
+{
 	module_state *st = mapping_state_of(map);
 	MappingObject *owner;
 	PyObject *args;
 
 	if (addr >= map->data && addr < map->data + map->size)
 		return raise_fault_at(map, addr - map->data, "");
-	if (source != NULL && addr >= (const char *)source->buf &&
-	    addr < (const char *)source->buf + source->len) {
-		owner = buffer_owner(st, source);
+	if (other != NULL && addr >= (const char *)other->buf &&
+	    addr < (const char *)other->buf + other->len) {
+		owner = buffer_owner(st, other);
 		if (owner != NULL && addr >= owner->data && addr < owner->data + owner->size)
-			return raise_fault_at(owner, addr - owner->data, "reading the source ");
+			return raise_fault_at(owner, addr - owner->data,
+					      other_is_source ? "reading the source "
+							      : "writing the destination ");
 		args = Py_BuildValue(
 			"(iN)", EFAULT,
-			PyUnicode_FromFormat("bus error reading byte %zd of the source buffer "
+			PyUnicode_FromFormat("bus error %s byte %zd of the %s buffer "
 					     "(a mapping of a file that was truncated?)",
-					     (Py_ssize_t)(addr - (const char *)source->buf)));
+					     other_is_source ? "reading" : "writing",
+					     (Py_ssize_t)(addr - (const char *)other->buf),
+					     other_is_source ? "source" : "destination"));
 		if (args != NULL) {
 			PyErr_SetObject(st->fault_error, args);
 			Py_DECREF(args);

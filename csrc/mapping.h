@@ -185,6 +185,11 @@ void gate_after_fork(void);
  */
 PyObject *mapping_raise_fault(MappingObject *map, const char *addr,
 			      const Py_buffer *source);
+/* The same for a copy between @map and a caller's buffer @other, its
+ * source (@other_is_source) or its destination (read_into()): a fault in
+ * @other is named as that side's. */
+PyObject *mapping_raise_copy_fault(MappingObject *map, const char *addr,
+				   const Py_buffer *other, int other_is_source);
 
 /* A Mapping argument of a function or constructor; TypeError otherwise. */
 int arg_mapping(module_state *st, const char *fname, PyObject *obj,

@@ -515,6 +515,30 @@ def test_copy_from_a_truncated_mapping_raises(shm_path):
     assert line == "['fault', 'fault', 'fault', 'fault']"
 
 
+def test_read_into_a_truncated_mapping_names_the_destination(shm_path):
+    """read_into()'s buffer is the destination of the copy: a fault there
+    said 'bus error reading the source' (the wording of write()'s source)."""
+    line = outcome(f"""
+        import ctypes, os, pymmapdev
+        dst = pymmapdev.open_file({shm_path!r}, 4 * {PAGE})
+        m = pymmapdev.anonymous(4 * {PAGE})
+        os.truncate({shm_path!r}, {PAGE})
+        view = memoryview(dst)
+        raw = (ctypes.c_char * {PAGE}).from_buffer(dst, 2 * {PAGE})   # no Mapping view
+        seen = []
+        for target in (view[2 * {PAGE}:3 * {PAGE}], raw):
+            try:
+                m.read_into(0, target)
+                seen.append("no error")
+            except pymmapdev.MappingFault as exc:
+                seen.append(str(exc).split(":")[0])
+        print(seen)
+        """)
+    assert line == (f"['[Errno 14] bus error writing the destination at offset {2 * PAGE} of "
+                    f"the mapping of {4 * PAGE} bytes', '[Errno 14] bus error writing byte 0 "
+                    f"of the destination buffer (a mapping of a file that was truncated?)']")
+
+
 def test_a_publish_that_faulted_is_not_waited_for(shm_path):
     """A publish whose source faulted leaves the slot mid-publish for good,
     in the name of a writer that lives on: read() waited for it until its
