@@ -101,6 +101,22 @@ def _empty_array(numpy, dtype, shape, nbytes):
     return arr
 
 
+def _release(view, whole):
+    """Ends the views reserve() and recv_view() yielded, so that a use after
+    the block raises.  A buffer someone holds of the view itself (a
+    PickleBuffer, a C extension's Py_buffer) makes release() raise
+    BufferError: that view then lives on, as an array numpy made of it
+    does, pinning the mapping (its memory stays mapped), and the block
+    still ends as documented instead of dropping the message."""
+    if view is not None:
+        try:
+            view.release()
+        except BufferError:
+            pass
+    if whole is not None:
+        whole.release()         # never exported: view shares its buffer
+
+
 class Channel(_core.Channel):
     """A message channel; see the module documentation and issue-level API:
 
@@ -137,10 +153,7 @@ class Channel(_core.Channel):
             yield view
             commit = True
         finally:
-            if view is not None:
-                view.release()
-            if whole is not None:
-                whole.release()
+            _release(view, whole)
             self._reserve_end(commit)
 
     @contextlib.contextmanager
@@ -160,10 +173,7 @@ class Channel(_core.Channel):
             view = whole[offset:offset + length].toreadonly()
             yield view
         finally:
-            if view is not None:
-                view.release()
-            if whole is not None:
-                whole.release()
+            _release(view, whole)
             self._view_end()
 
     def send_array(self, arr, *, timeout=None):

@@ -1127,3 +1127,31 @@ def test_open_channel_refuses_a_bad_capacity_before_creating_the_file(shm_path, 
     with pytest.raises(ValueError, match="multiple of 8"):
         Channel.size_for(capacity)
     assert not os.path.exists(shm_path)
+
+
+def test_a_view_kept_past_its_block_by_a_buffer_holder_loses_no_message():
+    """A consumer that holds a buffer *of the view itself* (a PickleBuffer,
+    a C extension's Py_buffer) makes memoryview.release() raise BufferError
+    as the block ends: that skipped the end of the block, so a reserve()
+    whose block completed was dropped, and a recv_view() message came again
+    from the next recv().  The block now ends as documented; the view, like
+    an array numpy made of it, stays valid memory (it pins the mapping)."""
+    import pickle
+    m = pymmapdev.anonymous(1 << 16)
+    ch = Channel(m, 0, CAP)
+    with ch.reserve(3) as buf:
+        buf[:] = b"abc"
+        held = pickle.PickleBuffer(buf)
+    ch.send(b"next")
+    assert ch.recv(timeout=0) == b"abc" and ch.recv(timeout=0) == b"next"
+    ch.send(b"one")
+    ch.send(b"two")
+    with ch.recv_view() as view:
+        assert bytes(view) == b"one"
+        held2 = pickle.PickleBuffer(view)
+    assert ch.recv(timeout=0) == b"two"
+    with pytest.raises(BufferError, match="2 exported buffer"):
+        m.close()                                   # the held views pin it
+    assert held.raw().nbytes == 3                   # not released: still mapped memory
+    del held, held2, buf, view
+    m.close()
