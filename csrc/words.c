@@ -80,8 +80,7 @@ arg_width(PyObject *obj, enum width *out)
 	*out = WIDTH_U32;
 	if (obj == NULL)
 		return 0;
-	w = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-	if (w == -1 && PyErr_Occurred())
+	if (arg_length(obj, "width", &w) < 0)
 		return -1;
 #define WIDTH_MATCH(bits) if (w == (bits) / 8) { *out = WIDTH_OF_BITS(bits); return 0; }
 	FOR_EACH_WIDTH(WIDTH_MATCH)

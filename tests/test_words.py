@@ -153,3 +153,21 @@ while m.load_u32(4088) == 0:
             m.store_u32(4088, 1)
             flipper.wait(60)
         assert flipper.returncode == 0
+
+
+def test_a_bad_width_is_named(m):
+    """width converts like every other argument (args.c): the error names
+    it (it said "'str' object cannot be interpreted as an integer" and
+    "cannot fit 'int' into an index-sized integer")."""
+    with pytest.raises(TypeError, match="^width must be an integer, not str$"):
+        m.read_words(0, 1, width="4")
+    with pytest.raises(TypeError, match="^width must be an integer, not float$"):
+        m.write_words(0, [1], width=4.0)
+    with pytest.raises(OverflowError, match="^width 1180591620717411303424 is too large"):
+        m.read_words(0, 1, width=2**70)
+    with pytest.raises(ValueError, match="^width must be >= 0, not -1$"):
+        m.read_words(0, 1, width=-1)
+    class Eight:
+        def __index__(self):
+            return 8
+    assert m.read_words(0, 1, width=Eight()).itemsize == 8     # any integer-like
