@@ -40,11 +40,12 @@ FOR_EACH_WIDTH(ACCESS_DECLARE)
 	 "read($self, offset, size, /)\n--\n\nCopy size bytes at offset out."},	\
 	{"write", (PyCFunction)(void (*)(void))access_write, METH_FASTCALL,	\
 	 "write($self, offset, data, /)\n--\n\n"				\
-	 "Copy a bytes-like object in at offset; returns its length."},		\
+	 "Copy a bytes-like object in at offset; returns the bytes copied\n"	\
+	 "(its nbytes, not its item count)."},					\
 	{"read_into", (PyCFunction)(void (*)(void))access_read_into, METH_FASTCALL, \
 	 "read_into($self, offset, buffer, /)\n--\n\n"				\
-	 "Copy len(buffer) bytes at offset into a writable buffer (a numpy\n"	\
-	 "array, a bytearray, ...); returns the count."},			\
+	 "Fill a writable, contiguous buffer (a numpy array, a bytearray, ...)\n" \
+	 "with its nbytes at offset; returns that count."},			\
 	FOR_EACH_WIDTH(ACCESS_WIDTH_METHODDEFS)
 
 #endif

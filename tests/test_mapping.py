@@ -89,6 +89,16 @@ def test_read_into(m):
     with pytest.raises(TypeError, match="not list"):
         m.read_into(0, [0, 0])
 
+
+def test_copy_docstrings_count_bytes_not_items(m):
+    """read_into() and write() count bytes (nbytes), not len() items: the
+    docstrings said 'Copy len(buffer) bytes' and 'returns its length'."""
+    words = (ctypes.c_uint16 * 3)()
+    assert m.write(0, words) == 6 and m.read_into(0, words) == 6
+    for method in (pymmapdev.Mapping.read_into, pymmapdev.Mapping.write):
+        assert "nbytes" in method.__doc__ and "len(" not in method.__doc__
+        assert "length" not in method.__doc__
+
 def test_self_overlapping_slice_assignment(m):
     m[0:8] = b"abcdefgh"
     view = memoryview(m)
