@@ -59,6 +59,38 @@ error:
 }
 
 /*
+ * After a PyBUF_WRITABLE request of @obj failed: is it a buffer, only
+ * read-only or strided?  Then the argument is of the wrong kind, and the
+ * error should say so (bytes say "BufferError: Object is not writable.",
+ * numpy says ValueError, neither names the call).  Anything else (a closed
+ * Mapping, a released memoryview) keeps its own error.  1 or 0, the
+ * pending error then dropped or kept.  May run Python code (__buffer__).
+ */
+static int
+readonly_or_strided(PyObject *obj)
+{
+	PyObject *type, *value, *tb;
+	Py_buffer probe;
+	int is_buffer;
+
+	if (!PyErr_ExceptionMatches(PyExc_BufferError) &&
+	    !PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError))
+		return 0;
+	PyErr_Fetch(&type, &value, &tb);
+	is_buffer = PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO) == 0;
+	if (is_buffer) {
+		PyBuffer_Release(&probe);
+		Py_XDECREF(type);
+		Py_XDECREF(value);
+		Py_XDECREF(tb);
+	} else {
+		PyErr_Clear();
+		PyErr_Restore(type, value, tb);
+	}
+	return is_buffer;
+}
+
+/*
  * write(offset, data) and read_into(offset, buffer): a copy between the
  * mapping and a caller's buffer, which may itself view a mapping (both
  * sides are guarded).  Returns the byte count.
@@ -75,11 +107,11 @@ buffer_copy(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, const 
 	if (args_exact(name, nargs, 2) < 0 || arg_offset(args[0], &offset) < 0)
 		return NULL;
 	if (PyObject_GetBuffer(args[1], &buf, into_mapping ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0) {
-		/* bytes say "BufferError: Object is not writable.": name the call
-		 * and the type, and raise what file.readinto() raises */
-		if (!into_mapping && (PyErr_ExceptionMatches(PyExc_BufferError) ||
-				      PyErr_ExceptionMatches(PyExc_TypeError) ||
-				      PyErr_ExceptionMatches(PyExc_ValueError))) {
+		/* name the call and the type, and raise what file.readinto()
+		 * raises; a list (no buffer at all) says the same */
+		if (!into_mapping && (readonly_or_strided(args[1]) ||
+				      (PyErr_ExceptionMatches(PyExc_TypeError) &&
+				       !PyObject_CheckBuffer(args[1])))) {
 			PyErr_Clear();
 			PyErr_Format(PyExc_TypeError,
 				     "%s() needs a writable, contiguous bytes-like object, not %.200s", name,

@@ -90,6 +90,20 @@ def test_read_into(m):
         m.read_into(0, [0, 0])
 
 
+def test_read_into_a_closed_mapping_or_released_view_says_so(m):
+    """Only a buffer that is read-only or strided is 'not writable,
+    contiguous': a closed Mapping as the target was that TypeError too,
+    instead of 'mapping is closed' (what write() from it says)."""
+    closed = pymmapdev.anonymous(4096)
+    closed.close()
+    released = memoryview(bytearray(4))
+    released.release()
+    with pytest.raises(ValueError, match="^mapping is closed$"):
+        m.read_into(0, closed)
+    with pytest.raises(ValueError, match="released memoryview"):
+        m.read_into(0, released)
+
+
 def test_copy_docstrings_count_bytes_not_items(m):
     """read_into() and write() count bytes (nbytes), not len() items: the
     docstrings said 'Copy len(buffer) bytes' and 'returns its length'."""
