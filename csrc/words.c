@@ -169,6 +169,40 @@ error:
 	return NULL;
 }
 
+/*
+ * A sized @values (a list, a range, an array) that cannot fit the span is
+ * refused before it is copied: range(10**9) would be gigabytes of ints
+ * first.  Unsized iterables are left to the checks after the conversion.
+ * 0, or -1 with ValueError.
+ */
+static int
+check_sized_values(MappingObject *self, PyObject *values, Py_ssize_t offset, enum width width)
+{
+	Py_ssize_t n = PyObject_Size(values);
+
+	if (n < 0) {
+		if (!PyErr_ExceptionMatches(PyExc_TypeError))
+			return -1;
+		PyErr_Clear();		/* no len(): a generator, an iterator */
+		return 0;
+	}
+	if (n <= PY_SSIZE_T_MAX / (Py_ssize_t)width && offset <= self->size &&
+	    n * (Py_ssize_t)width <= self->size - offset)
+		return 0;
+	if (mapping_is_closed(self)) {	/* what the gate would say first */
+		PyErr_SetString(PyExc_ValueError, "mapping is closed");
+		return -1;
+	}
+	if (n > PY_SSIZE_T_MAX / (Py_ssize_t)width) {
+		PyErr_Format(PyExc_ValueError, "%zd words of %d bytes do not fit any mapping",
+			     n, (int)width);
+		return -1;
+	}
+	PyErr_Format(PyExc_ValueError, "offset %zd + %zd bytes is outside the mapping of %zd bytes",
+		     offset, n * (Py_ssize_t)width, self->size);
+	return -1;
+}
+
 /* values -> count words of @width in a new PyMem buffer (*buf). */
 static int
 convert_values(PyObject *values, enum width width, void **buf, Py_ssize_t *count)
@@ -222,6 +256,7 @@ words_write(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
 
 	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
 	    arg_offset(argv[0], &offset) < 0 || arg_width(argv[2], &c.width) < 0 ||
+	    check_sized_values(self, argv[1], offset, c.width) < 0 ||
 	    convert_values(argv[1], c.width, &c.buf, &c.count) < 0)
 		return NULL;
 	if (span_len(self, offset, c.count, c.width, GATE_WRITE, &len) == 0 &&

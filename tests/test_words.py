@@ -171,3 +171,24 @@ def test_a_bad_width_is_named(m):
         def __index__(self):
             return 8
     assert m.read_words(0, 1, width=Eight()).itemsize == 8     # any integer-like
+
+
+def test_too_many_values_are_refused_before_they_are_copied(m):
+    """write_words() copied every value before the span was checked, so a
+    sized iterable far larger than the mapping (range(10**9): gigabytes of
+    ints) was materialised first: MemoryError, or the machine's memory.
+    A len() is checked against the span first, as read_words' count is."""
+    with pytest.raises(ValueError, match=r"^offset 0 \+ 4398046511104 bytes is outside "
+                       "the mapping of 4096 bytes$"):
+        m.write_words(0, range(2**40))
+    with pytest.raises(ValueError, match="do not fit any mapping"):
+        m.write_words(0, range(2**62), width=8)
+    with pytest.raises(ValueError, match=r"^offset 4088 \+ 12 bytes is outside"):
+        m.write_words(4088, range(3))
+    with pytest.raises(TypeError, match="integer"):       # a span that fits: values convert
+        m.write_words(4084, [1, 2, "3"])
+    m.write_words(4088, iter(range(2)))                    # unsized: as before
+    assert m.read_words(4088, 2).tolist() == [0, 1]
+    m.close()
+    with pytest.raises(ValueError, match="^mapping is closed$"):
+        m.write_words(0, range(2**40))
