@@ -104,6 +104,26 @@ def test_read_into_a_closed_mapping_or_released_view_says_so(m):
         m.read_into(0, released)
 
 
+def test_alignment_is_of_the_offset_in_the_file_as_the_readme_says():
+    """A mapping may start anywhere in its file or device (open_device's
+    offset): typed access needs the word aligned there, not at m's offset.
+    The README's row said 'offset aligned to the width', which read_u32(3)
+    of a mapping starting at byte 1 contradicts."""
+    import os
+    fd = os.memfd_create("align")
+    os.ftruncate(fd, 8192)
+    m = pymmapdev.Mapping(fd, 100, 1)
+    os.close(fd)
+    m.write_u32(3, 7)                                  # byte 4 of the file
+    assert m.read_u32(3) == 7 and m.load_u32(3) == 7 and m.read_words(3, 1)[0] == 7
+    with pytest.raises(ValueError, match="not aligned to 4 bytes in the file or device"):
+        m.read_u32(0)
+    m.close()
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
+        row = next(line for line in f if line.startswith("| `m.read_u8/16/32/64(offset)`"))
+    assert "in the file or device" in row
+
+
 def test_copy_docstrings_count_bytes_not_items(m):
     """read_into() and write() count bytes (nbytes), not len() items: the
     docstrings said 'Copy len(buffer) bytes' and 'returns its length'."""
