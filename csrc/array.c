@@ -40,6 +40,23 @@ call_numpy(PyObject *numpy, const char *name, PyObject *arg)
 	return result;
 }
 
+/* A 0-d array: a sequence type that numpy takes as one int (np.array(5)),
+ * as its own shape arguments do; iterating it is a TypeError. */
+static int
+is_0d_array(PyObject *obj)
+{
+	PyObject *ndim = PyObject_GetAttrString(obj, "ndim");
+	int zero;
+
+	if (ndim == NULL) {
+		PyErr_Clear();		/* no ndim: a list, a tuple */
+		return 0;
+	}
+	zero = PyLong_CheckExact(ndim) && PyLong_AsLong(ndim) == 0;
+	Py_DECREF(ndim);
+	return zero;
+}
+
 /*
  * The item count and size, from everything that may run Python code, and
  * the shape converted once (*dims: a new tuple of ints, NULL for None):
@@ -68,7 +85,7 @@ array_geometry(PyObject *dtype, PyObject *shape, Py_ssize_t *itemsize, Py_ssize_
 	/* The product here, exact: numpy.prod's int64 one wraps, and it is
 	 * 1.0 (a float) for the shape () of a 0-d array.  A private tuple: a
 	 * dimension's __index__ may change the caller's list. */
-	if (!PySequence_Check(shape)) {
+	if (!PySequence_Check(shape) || is_0d_array(shape)) {
 		if (arg_length(shape, "shape", count) < 0)	/* shape=n */
 			return -1;
 		*dims_out = Py_BuildValue("(n)", *count);

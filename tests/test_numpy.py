@@ -57,7 +57,9 @@ def test_ndarray_shapes_of_no_dimension_and_exact_products(shm_path):
         m.write_u32(8, 7)
         arr = m.ndarray("u4", shape=(), offset=8)     # 0-d: one item
         assert arr.shape == () and arr[()] == 7
-        for shape in (5, np.int64(5), [5], np.array([1, 5])):
+        # a 0-d integer array is an int to numpy (np.empty(np.array(5))):
+        # it was "TypeError: iteration over a 0-d array" here
+        for shape in (5, np.int64(5), [5], np.array([1, 5]), np.array(5)):
             assert m.ndarray("u1", shape=shape).size == 5
         del arr
         # the item count is exact, not numpy's int64 product wrapped to -1
