@@ -22,7 +22,7 @@ def rss():
         return int(f.read().split()[1]) * PAGE
 
 
-def assert_no_leak(fn, calls=CALLS):
+def assert_no_leak(fn, calls=CALLS, noise=200):
     for _ in range(1000):       # warm caches, free lists, lazy imports
         fn()
     gc.collect()
@@ -33,7 +33,7 @@ def assert_no_leak(fn, calls=CALLS):
     grown_blocks = sys.getallocatedblocks() - blocks
     grown_rss = rss() - memory
     # One leaked object per call would be >= calls blocks; allow noise.
-    assert grown_blocks < 200, f"{grown_blocks} Python memory blocks leaked over {calls} calls"
+    assert grown_blocks < noise, f"{grown_blocks} Python memory blocks leaked over {calls} calls"
     assert grown_rss < 4 << 20, f"RSS grew by {grown_rss} bytes over {calls} calls"
 
 
@@ -99,9 +99,11 @@ def test_method_does_not_leak(maps, name):
 
 def test_ndarray_does_not_leak(maps):
     m = maps[0]
-    assert_no_leak(lambda: m.ndarray("u4", shape=(4, 4), offset=64), calls=20_000)
+    # numpy's own caches grew by 205-262 blocks in ~1 run of 10 (none over
+    # 10^5 calls): a leak per call would be 20000
+    assert_no_leak(lambda: m.ndarray("u4", shape=(4, 4), offset=64), calls=20_000, noise=1000)
     sub = __import__("numpy").dtype(("u4", (2, 3)))     # its dimensions appended to the shape
-    assert_no_leak(lambda: m.ndarray(sub, shape=3, offset=64), calls=20_000)
+    assert_no_leak(lambda: m.ndarray(sub, shape=3, offset=64), calls=20_000, noise=1000)
 
 
 def test_slot_and_lock_do_not_leak(maps):
