@@ -173,12 +173,12 @@ error:
  * A sized @values (a list, a range, an array) that cannot fit the span is
  * refused before it is copied: range(10**9) would be gigabytes of ints
  * first.  Unsized iterables are left to the checks after the conversion.
- * 0, or -1 with ValueError.
+ * 0, or -1 with the span's error.
  */
 static int
 check_sized_values(MappingObject *self, PyObject *values, Py_ssize_t offset, enum width width)
 {
-	Py_ssize_t n = PyObject_Size(values);
+	Py_ssize_t n = PyObject_Size(values), len;
 
 	if (n < 0) {
 		if (!PyErr_ExceptionMatches(PyExc_TypeError))
@@ -186,21 +186,7 @@ check_sized_values(MappingObject *self, PyObject *values, Py_ssize_t offset, enu
 		PyErr_Clear();		/* no len(): a generator, an iterator */
 		return 0;
 	}
-	if (n <= PY_SSIZE_T_MAX / (Py_ssize_t)width && offset <= self->size &&
-	    n * (Py_ssize_t)width <= self->size - offset)
-		return 0;
-	if (mapping_is_closed(self)) {	/* what the gate would say first */
-		PyErr_SetString(PyExc_ValueError, "mapping is closed");
-		return -1;
-	}
-	if (n > PY_SSIZE_T_MAX / (Py_ssize_t)width) {
-		PyErr_Format(PyExc_ValueError, "%zd words of %d bytes do not fit any mapping",
-			     n, (int)width);
-		return -1;
-	}
-	PyErr_Format(PyExc_ValueError, "offset %zd + %zd bytes is outside the mapping of %zd bytes",
-		     offset, n * (Py_ssize_t)width, self->size);
-	return -1;
+	return span_len(self, offset, n, width, GATE_WRITE, &len);
 }
 
 /* values -> count words of @width in a new PyMem buffer (*buf). */
