@@ -25,7 +25,8 @@ PyObject *wait_wait_async(MappingObject *self, PyObject *const *args, Py_ssize_t
 	{"wake", (PyCFunction)(void (*)(void))wait_wake, METH_FASTCALL | METH_KEYWORDS, \
 	 "wake($self, /, offset, count=1)\n--\n\n"				\
 	 "Wake at most count processes or threads waiting on the aligned\n"	\
-	 "u32 at offset; returns how many were woken."},			\
+	 "u32 at offset; returns how many were woken (on an mmapdev device,\n"	\
+	 "waiters of read-only opens are woken too and not counted)."},	\
 	{"wait_async", (PyCFunction)(void (*)(void))wait_wait_async,		\
 	 METH_FASTCALL | METH_KEYWORDS,						\
 	 "wait_async($self, /, offset, expected, timeout=None)\n--\n\n"	\
