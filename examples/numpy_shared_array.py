@@ -32,7 +32,10 @@ def main() -> int:
         try:
             m.store_u32(READY, 0)
             child = multiprocessing.get_context("spawn").Process(target=producer, args=(PATH,))
-            child.start()
+            try:
+                child.start()
+            except OSError as exc:   # it died while being started (BrokenPipeError)
+                sys.exit(f"numpy_shared_array: the producer died while starting: {exc}")
             while m.load_u32(READY) == 0:
                 # (looked at again: it may have set the flag and exited meanwhile)
                 if not child.is_alive() and m.load_u32(READY) == 0:
