@@ -458,7 +458,9 @@ lock_get_owner_died(LockObject *self, void *Py_UNUSED(closure))
 static PyGetSetDef lock_getset[] = {
 	{"mapping", (getter)lock_get_mapping, NULL, "The Mapping holding the lock.", NULL},
 	{"owner_died", (getter)lock_get_owner_died, NULL,
-	 "Whether the last acquire() took the lock over from a holder that died.", NULL},
+	 "Whether the acquire() that took the lock last took it over from a\n"
+	 "holder that died.  An acquire() that times out or fails leaves it as\n"
+	 "it was: it describes the hold, not the attempt.", NULL},
 	{NULL},
 };
 

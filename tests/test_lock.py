@@ -120,6 +120,24 @@ def test_thread_exit_while_holding_counts_as_owner_death(m):
     m.close()                   # the dead thread's hold left no pin behind
 
 
+def test_timed_out_acquire_leaves_the_holders_owner_died(m):
+    """owner_died describes the hold: another thread's acquire() that times out
+    on the same Lock object must not clear it before the holder repairs."""
+    lock = pymmapdev.Lock(m, 0)
+    t = threading.Thread(target=lock.acquire)
+    t.start()
+    t.join(GUARD)
+    with pytest.warns(OwnerDiedWarning):
+        assert lock.acquire(timeout=GUARD)
+    got = []
+    t = threading.Thread(target=lambda: got.append(lock.acquire(timeout=0.01)))
+    t.start()
+    t.join(GUARD)
+    assert got == [False]
+    assert lock.owner_died is True
+    lock.release()
+
+
 def test_bad_arguments(m, shm_path):
     with pytest.raises(ValueError, match=r"offset 8\b.*aligned"):
         pymmapdev.Lock(m, 8)
