@@ -454,5 +454,6 @@ def _run_crash(figs, cfg, cpus, only):
         else:
             figs.put(f"{base}.torn", torn, "count", f"{cls.label} torn messages")
         figs.put(f"{base}.hung", hung, "count", f"{cls.label} hung trials")
+        figs.put(f"{base}.trials", len(trials), "count", f"{cls.label} trials")
     figs.group(FIGURES["crash"][0] + f", {cfg.crash_trials} trials", "count", keys,
                f"{FIGURES['crash'][2]} (of {cfg.crash_trials})")

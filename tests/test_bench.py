@@ -104,7 +104,8 @@ def test_every_target_names_a_known_case():
     from bench.__main__ import CASES
     for t in targets.TARGETS:
         assert t.ours.split(".")[0] in CASES, t
-        assert t.comparison in ("time<=x", "faster>=x", "<=", "=="), t
+        assert t.comparison in ("time<=x", "faster>=x", "<=", "==", "==all"), t
+        assert (t.anchor is None) == (t.comparison in ("<=", "==")), t
 
 
 def test_missing_competitor_is_reported_not_dropped(monkeypatch):
@@ -477,7 +478,31 @@ def test_crash_probe_torn_count_is_not_met_when_trials_ended_uncounted(monkeypat
     rows = {r["figure"]: r for r in targets.judge_all(figs)}
     row = rows["channel crash probe: torn messages"]
     assert row["met"] is None and "the consumer broke" in row["verdict"], row
-    assert rows["channel crash probe: recovered of 6"]["met"] is False
+    assert rows["channel crash probe: trials recovered, of all"]["met"] is False
+
+
+def test_crash_probe_targets_follow_the_number_of_trials(monkeypatch):
+    """The recovered target had 6 written in, so a run of 1 trial (TINY)
+    that recovered read MISSED; and the hung count was judged by nothing."""
+    from bench.transports import Transport
+
+    class Recovers(Transport):
+        key, label, figures = "pymmapdev", "recovers", ("crash",)
+
+    def trial(cls, cfg, cpus, rng, hung=[False, True]):
+        h = hung.pop(0)
+        return {"recovered": not h, "torn": 0, "hung": h, "why": "hung" if h else "",
+                "counted": not h}
+
+    monkeypatch.setattr(case_channel, "REGISTRY", {"pymmapdev": Recovers})
+    monkeypatch.setattr(case_channel, "_crash_trial", trial)
+    for trial_went_well in (True, False):
+        figs = Figures()
+        case_channel._run_crash(figs, config.TINY, (None, None), None)
+        rows = {r["figure"]: r for r in targets.judge_all(figs)}
+        row = rows["channel crash probe: trials recovered, of all"]
+        assert row["met"] is trial_went_well and row["goal"] == "= 1 (all trials)", row
+        assert rows["channel crash probe: trials hung"]["met"] is trial_went_well
 
 
 def test_run_prints_the_end_load_average_and_marks_a_loaded_table(monkeypatch, tmp_path, capsys):
