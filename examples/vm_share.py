@@ -29,13 +29,16 @@ CAPACITY = 256
 SIZE = 1 << 20
 
 
-def find_ivshmem() -> str:
+def find_ivshmem(base: str = "/sys/bus/pci/devices") -> str:
     """BAR 2 of the first ivshmem device (vendor 0x1af4, device 0x1110)."""
-    base = "/sys/bus/pci/devices"
     for name in sorted(os.listdir(base)):
-        with open(f"{base}/{name}/vendor") as v, open(f"{base}/{name}/device") as d:
-            if (v.read().strip(), d.read().strip()) == ("0x1af4", "0x1110"):
-                return f"{base}/{name}/resource2"
+        try:
+            with open(f"{base}/{name}/vendor") as v, open(f"{base}/{name}/device") as d:
+                ids = (v.read().strip(), d.read().strip())
+        except OSError:
+            continue                        # unplugged while we looked
+        if ids == ("0x1af4", "0x1110"):
+            return f"{base}/{name}/resource2"
     sys.exit("no ivshmem device (was QEMU started with -device ivshmem-plain?)")
 
 
@@ -65,7 +68,9 @@ def follow(path: str, count: int = 0) -> None:
             while count == 0 or seen < count:
                 if slot.wait_newer(version, timeout=10):
                     version, data = slot.read()
-                    print(f"version {version}: {data.decode()}", flush=True)
+                    # the other side may be any program: show what it sent
+                    text = data.decode(errors="replace")
+                    print(f"version {version}: {text}", flush=True)
                     seen += 1
         except KeyboardInterrupt:
             pass

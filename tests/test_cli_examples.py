@@ -266,6 +266,41 @@ def test_vm_share_example_on_a_file(shm_path):
     assert len(lines) == 2 and all(" from pid " in line for line in lines), lines
 
 
+def test_vm_share_follower_prints_bytes_that_are_not_utf8(shm_path):
+    """The other side of a VM boundary is any program: bytes that are not
+    UTF-8 made the follower die with a UnicodeDecodeError traceback."""
+    follower = subprocess.Popen([sys.executable, "examples/vm_share.py", "follow", shm_path, "1"],
+                                cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(shm_path) or os.path.getsize(shm_path) < 1 << 20:
+            assert time.monotonic() < deadline and follower.poll() is None, "follower never mapped"
+            time.sleep(0.01)
+        with pymmapdev.open_file(shm_path) as m:
+            pymmapdev.Slot(m, 65536, 256).publish(b"caf\xe9 \xff")
+            out, err = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0 and "Traceback" not in err, err
+    assert out == "version 1: caf\ufffd \ufffd\n", out
+
+
+def test_vm_share_scan_skips_a_device_removed_while_it_scans(tmp_path):
+    """find_ivshmem() read every PCI device's vendor/device files: a device
+    unplugged between listdir() and open() was a FileNotFoundError traceback."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("vm_share", f"{REPO}/examples/vm_share.py")
+    vm_share = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vm_share)
+    (tmp_path / "0000:00:01.0").mkdir()                 # gone: its files went first
+    dev = tmp_path / "0000:00:02.0"
+    dev.mkdir()
+    (dev / "vendor").write_text("0x1af4\n")
+    (dev / "device").write_text("0x1110\n")
+    assert vm_share.find_ivshmem(str(tmp_path)) == f"{dev}/resource2"
+
+
 @pytest.mark.parametrize("exists", [True, False])
 def test_pci_bar_example_on_a_path_that_is_no_bar_says_so(tmp_path, exists):
     """It parsed sysfs before opening anything: a traceback (IndexError or
