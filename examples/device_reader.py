@@ -27,7 +27,7 @@ def main(path: str = "/dev/mmapdev0") -> None:
                           file=sys.stderr, flush=True)
                     continue
                 seq = m.read_u32(SEQ)
-                text = m.read(TEXT, TEXT_SIZE).split(b"\0", 1)[0].decode()
+                text = m.read(TEXT, TEXT_SIZE).split(b"\0", 1)[0].decode(errors="replace")
                 print(text, end="" if text.endswith("\n") else "\n", flush=True)
         except KeyboardInterrupt:
             pass

@@ -15,7 +15,8 @@ with pymmapdev.open_file(PATH, pymmapdev.Slot.size_for(CAPACITY)) as m:
     try:
         while True:
             if data:
-                print(f"{data.decode()} (version {version})", flush=True)
+                # any process that maps the file may publish: show what it sent
+                print(f"{data.decode(errors='replace')} (version {version})", flush=True)
             slot.wait_newer(version)
             version, data = slot.read()
     except KeyboardInterrupt:

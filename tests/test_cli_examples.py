@@ -215,6 +215,22 @@ def test_examples_writer_and_reader_are_unrelated_processes(shm_path):
         writer.wait(30)
 
 
+def test_reader_example_prints_bytes_that_are_not_utf8(shm_path):
+    """Any process that maps the file can publish: bytes that are not UTF-8
+    made reader.py die with a UnicodeDecodeError traceback."""
+    with pymmapdev.open_file(shm_path, pymmapdev.Slot.size_for(64)) as m:
+        pymmapdev.Slot(m, 0, 64).publish(b"\xff value")
+        reader = subprocess.Popen([sys.executable, "examples/reader.py", shm_path], cwd=REPO,
+                                  env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        try:
+            line = reader.stdout.readline()
+        finally:
+            reader.send_signal(signal.SIGINT)
+            _, err = reader.communicate(timeout=30)
+    assert line == "\ufffd value (version 1)\n" and "Traceback" not in err, (line, err)
+
+
 def test_numpy_example():
     proc = subprocess.run([sys.executable, "examples/numpy_shared_array.py"], cwd=REPO, env=ENV,
                           capture_output=True, text=True, timeout=120)
