@@ -244,12 +244,17 @@ sigbus_handler(int signo, siginfo_t *info, void *ucontext)
 		chaining = 1;
 		previous->sa_handler(signo);
 		chaining = 0;
+	} else if (previous->sa_handler == SIG_IGN && info->si_code <= 0) {
+		/* A kill() the program ignores: ignore it, and stay installed
+		 * (putting SIG_IGN back would leave every later guarded access
+		 * unguarded until the next re-arm: a truncated page would then
+		 * kill the process). */
 	} else {
 		/* Restore the default and return: a faulting instruction runs
 		 * again and the kernel delivers a fatal SIGBUS (a forced fault
 		 * signal cannot be ignored); a kill() has to be re-sent. */
 		sigaction(SIGBUS, previous, NULL);
-		if (info->si_code <= 0 && previous->sa_handler == SIG_DFL)
+		if (info->si_code <= 0)		/* SIG_DFL here */
 			raise(SIGBUS);
 	}
 }

@@ -126,3 +126,24 @@ def test_handler_rearmed_over_a_later_handler(shm_path):
     """, shm_path, check=False)
     assert proc.stdout.strip() == "guarded ok"
     assert proc.returncode == -7 and "Fatal Python error: Bus error" in proc.stderr
+
+
+def test_ignored_sigbus_sent_by_kill_leaves_the_guard_armed(shm_path):
+    # SIGBUS ignored by the program (our handler goes on top, chaining to
+    # SIG_IGN): a SIGBUS sent by kill() is ignored as asked, and must not
+    # take our handler down with it, or the next guarded access of a
+    # truncated page kills the process instead of raising MappingFault.
+    proc = run_python("""
+        import os, signal, sys, pymmapdev
+        signal.signal(signal.SIGBUS, signal.SIG_IGN)
+        m = pymmapdev.open_file(sys.argv[1], 4 * 4096)
+        os.kill(os.getpid(), signal.SIGBUS)
+        print("survived the kill", flush=True)
+        os.truncate(sys.argv[1], 4096)
+        try:
+            m.read_u32(8192)
+        except pymmapdev.MappingFault:
+            print("guarded ok", flush=True)
+    """, shm_path, check=False)
+    assert proc.stdout.split() == ["survived", "the", "kill", "guarded", "ok"], proc
+    assert proc.returncode == 0, proc.stderr
