@@ -236,27 +236,31 @@ sigbus_handler(int signo, siginfo_t *info, void *ucontext)
 		return;
 	}
 	previous = previous_action;
-	if (previous->sa_flags & SA_SIGINFO) {
-		chaining = 1;
-		previous->sa_sigaction(signo, info, ucontext);
-		chaining = 0;
-	} else if (previous->sa_handler != SIG_DFL && previous->sa_handler != SIG_IGN) {
-		chaining = 1;
-		previous->sa_handler(signo);
-		chaining = 0;
-	} else if (previous->sa_handler == SIG_IGN && info->si_code <= 0) {
+	/* SIG_DFL and SIG_IGN mean what they mean whatever sa_flags says
+	 * (the kernel ignores SA_SIGINFO for them; sa_handler and
+	 * sa_sigaction share their bits): they are never called. */
+	if (previous->sa_handler == SIG_IGN && info->si_code <= 0) {
 		/* A kill() the program ignores: ignore it, and stay installed
 		 * (putting SIG_IGN back would leave every later guarded access
 		 * unguarded until the next re-arm: a truncated page would then
 		 * kill the process). */
-	} else {
-		/* Restore the default and return: a faulting instruction runs
-		 * again and the kernel delivers a fatal SIGBUS (a forced fault
-		 * signal cannot be ignored); a kill() has to be re-sent. */
+		return;
+	}
+	if (previous->sa_handler == SIG_DFL || previous->sa_handler == SIG_IGN) {
+		/* Restore it and return: a faulting instruction runs again and
+		 * the kernel delivers a fatal SIGBUS (a forced fault signal
+		 * cannot be ignored); a kill() has to be re-sent. */
 		sigaction(SIGBUS, previous, NULL);
 		if (info->si_code <= 0)		/* SIG_DFL here */
 			raise(SIGBUS);
+		return;
 	}
+	chaining = 1;
+	if (previous->sa_flags & SA_SIGINFO)
+		previous->sa_sigaction(signo, info, ucontext);
+	else
+		previous->sa_handler(signo);
+	chaining = 0;
 }
 
 int

@@ -1,6 +1,7 @@
 """SIGBUS becomes pymmapdev.MappingFault: the file is truncated under a live mapping."""
 import errno
 import os
+import signal
 
 import pytest
 
@@ -147,3 +148,35 @@ def test_ignored_sigbus_sent_by_kill_leaves_the_guard_armed(shm_path):
     """, shm_path, check=False)
     assert proc.stdout.split() == ["survived", "the", "kill", "guarded", "ok"], proc
     assert proc.returncode == 0, proc.stderr
+
+
+# sigaction(SIGBUS) from C with SA_SIGINFO and SIG_IGN / SIG_DFL as the
+# "handler" (a library restoring a saved action does this): the kernel
+# ignores SA_SIGINFO for those two, and so must our chaining.
+SIGACTION_SIGINFO = """
+    import ctypes, os, signal, sys, pymmapdev
+
+    class Sigaction(ctypes.Structure):      # glibc's struct sigaction
+        _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16),
+                    ("flags", ctypes.c_int), ("restorer", ctypes.c_void_p)]
+
+    act = Sigaction(handler=int(sys.argv[2]), flags=4)      # SA_SIGINFO
+    assert ctypes.CDLL(None).sigaction(signal.SIGBUS, ctypes.byref(act), None) == 0
+    m = pymmapdev.open_file(sys.argv[1], 4 * 4096)          # re-arms on top of it
+"""
+
+
+def test_chaining_to_an_ignoring_siginfo_action_ignores_a_kill(shm_path):
+    proc = run_python(SIGACTION_SIGINFO + """
+    os.kill(os.getpid(), signal.SIGBUS)
+    print("ignored", flush=True)
+    """, shm_path, str(int(signal.SIG_IGN)), check=False)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "ignored"), proc.stderr
+
+
+def test_chaining_to_a_default_siginfo_action_dies_of_sigbus(shm_path):
+    proc = run_python(SIGACTION_SIGINFO + """
+    os.truncate(sys.argv[1], 4096)
+    memoryview(m)[8192]
+    """, shm_path, str(int(signal.SIG_DFL)), check=False)
+    assert proc.returncode == -signal.SIGBUS, proc.stderr
