@@ -367,12 +367,12 @@ watch_wait_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 		if (!PyObject_TypeCheck((PyObject *)w, st->watch_type)) {
 			PyErr_Format(PyExc_TypeError, "wait_many() needs watches, not %.100s",
 				     Py_TYPE(w)->tp_name);
-			goto out;
+			goto release;	/* the watches taken so far */
 		}
 		if (w->map->wake != MAPPING_WAKE_FUTEX || (w->flags & WATCH_POLLS)) {
 			PyErr_SetString(PyExc_ValueError,
 					"wait_many() sleeps on futexes: this watch is not one");
-			goto out;
+			goto release;	/* the watches taken so far */
 		}
 		if (!w->open)
 			continue;
@@ -395,6 +395,7 @@ watch_wait_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 	} else {
 		result = PyList_New(0);
 	}
+release:
 	for (int i = 0; i < n; i++) {
 		if (result != NULL && s[i].err >= 0) {
 			if (s[i].err > 0)	/* the watch's next poll() raises it */

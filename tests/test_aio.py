@@ -11,6 +11,7 @@ import asyncio
 import gc
 import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -420,3 +421,16 @@ def test_watch_word(m, mode):
     with pytest.raises(TypeError, match="watches"):
         _core.wait_many([m], 0)
     assert _core.wait_many([], 0) == []
+
+
+def test_wait_many_refusing_a_later_item_keeps_no_reference_to_earlier_ones(m):
+    # The watches before the refused item were already taken for the sleep:
+    # the error must give them back, or the watch (and the pin it holds on
+    # the mapping) lives for ever.
+    watch = _core.watch_word(m, 8, 0)
+    refs = sys.getrefcount(watch)
+    for _ in range(3):
+        with pytest.raises(TypeError, match="watches, not str"):
+            _core.wait_many([watch, "not a watch"], 0)
+    assert sys.getrefcount(watch) == refs
+    watch.close()
