@@ -24,7 +24,10 @@ struct fault_guard {
 	sigjmp_buf env;
 	const struct fault_span *spans;
 	int nspans;
-	const char *fault_addr;		/* set by the handler before the jump */
+	/* set by the handler, then read after the siglongjmp: an object
+	 * changed between sigsetjmp and siglongjmp must be volatile (C11
+	 * 7.13.2.1), or its value after the jump is indeterminate */
+	const char *volatile fault_addr;
 	struct fault_guard *prev;
 };
 
