@@ -215,15 +215,24 @@ sigbus_handler(int signo, siginfo_t *info, void *ucontext)
 	const char *addr = info->si_addr;
 	const struct sigaction *previous;
 
+	/*
+	 * Only the kernel reports a fault (si_code > 0).  A SIGBUS sent by a
+	 * process (kill: SI_USER; sigqueue: negative codes) carries an
+	 * si_addr of the sender's choosing, or none: one that arrives in the
+	 * middle of a guarded access is the program's business, not a fault
+	 * of that access.
+	 */
+	if (info->si_code > 0) {
 #ifdef FAULT_HAVE_FIXUPS
-	if (fixed_up(addr, ucontext))
-		return;
+		if (fixed_up(addr, ucontext))
+			return;
 #endif
-	for (struct fault_guard *guard = current_guard; guard; guard = guard->prev) {
-		if (in_span(guard, addr)) {
-			current_guard = guard->prev;
-			guard->fault_addr = addr;
-			siglongjmp(guard->env, 1);
+		for (struct fault_guard *guard = current_guard; guard; guard = guard->prev) {
+			if (in_span(guard, addr)) {
+				current_guard = guard->prev;
+				guard->fault_addr = addr;
+				siglongjmp(guard->env, 1);
+			}
 		}
 	}
 

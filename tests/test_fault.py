@@ -2,6 +2,7 @@
 import errno
 import os
 import signal
+import textwrap
 
 import pytest
 
@@ -180,3 +181,49 @@ def test_chaining_to_a_default_siginfo_action_dies_of_sigbus(shm_path):
     memoryview(m)[8192]
     """, shm_path, str(int(signal.SIG_DFL)), check=False)
     assert proc.returncode == -signal.SIGBUS, proc.stderr
+
+
+def test_a_sigbus_sent_during_a_guarded_copy_is_not_taken_for_a_fault():
+    # Only the kernel reports faults (si_code > 0).  A SIGBUS queued by
+    # another process (rt_tgsigqueueinfo: any same-user peer may send one,
+    # with any si_addr) arriving while a copy ran under the guard, its
+    # address inside the copy's span, was taken for a fault of that copy:
+    # a spurious MappingFault, and the program's handler never ran.  (Sent
+    # from another process: a thread of ours would need the GIL, which the
+    # copy holds, so its signals would land between copies.)
+    proc = run_python('''
+        import ctypes, os, signal, subprocess, sys, threading, pymmapdev
+        handled = []
+        signal.signal(signal.SIGBUS, lambda *a: handled.append(1))
+        size = 16 << 20
+        dst, src = pymmapdev.anonymous(size), pymmapdev.anonymous(size)
+        src[:] = bytes(size)
+        probe = ctypes.c_char.from_buffer(dst)
+        target = ctypes.addressof(probe) + size // 2        # inside the span
+        del probe
+        sender = subprocess.Popen([sys.executable, "-c", SENDER, str(os.getpid()),
+                                   str(threading.get_native_id()), str(target)])
+        faults, copies = [], 0
+        while sender.poll() is None:
+            copies += 1
+            try:
+                dst.write(0, memoryview(src))
+            except pymmapdev.MappingFault as exc:
+                faults.append(str(exc))
+        print(sender.returncode, len(faults), len(handled) > 0, copies > 0, faults[:1])
+    '''.replace("SENDER", repr(textwrap.dedent("""
+        import ctypes, platform, signal, struct, sys, time
+        pid, tid, target = map(int, sys.argv[1:])
+        libc = ctypes.CDLL(None, use_errno=True)
+        # siginfo: signo, errno, code (SI_QUEUE = -1), padding, then the
+        # union, whose first word is si_addr for SIGBUS
+        info = struct.pack("iiiiQ", signal.SIGBUS, 0, -1, 0, target)
+        info = ctypes.create_string_buffer(info, 128)
+        rt_tgsigqueueinfo = {"x86_64": 297, "aarch64": 240}[platform.machine()]
+        for _ in range(100):
+            if libc.syscall(rt_tgsigqueueinfo, pid, tid, signal.SIGBUS, info) != 0:
+                sys.exit(f"rt_tgsigqueueinfo: errno {ctypes.get_errno()}")
+            time.sleep(0.002)
+    """))), timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split(maxsplit=4)[:4] == ["0", "0", "True", "True"], proc.stdout
