@@ -265,7 +265,11 @@ static int
 seq_poll(struct block_op *op, int thorough)
 {
 	struct seq_wait *c = op->ctx;
-	uint64_t seq = __atomic_load_n(c->w.seq, __ATOMIC_ACQUIRE);
+	/* seq_cst, not only acquire: after seq_announce()'s increment this is
+	 * the load of the Dekker pair with publish_body() (store seq, load
+	 * waiters), which C11 orders only between seq_cst operations.  (A
+	 * plain load on x86 and ARMv8 all the same.) */
+	uint64_t seq = __atomic_load_n(c->w.seq, __ATOMIC_SEQ_CST);
 
 	if (c->newer ? seq >> 1 != c->version : seq != c->until_not)
 		return BLOCK_READY;
