@@ -348,7 +348,7 @@ lock_release(LockObject *self, PyObject *Py_UNUSED(ignored))
 {
 	struct lock_call c = {0};
 	struct gate g;
-	const char *fault_addr;
+	const char *fault_addr = NULL;	/* -fanalyzer cannot see the asm set it */
 	unsigned long generation = self->held_generation;
 	int rc;
 
