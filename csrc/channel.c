@@ -424,7 +424,8 @@ static PyGetSetDef ch_getset[] = {
 	{"mapping", (getter)ch_get_mapping, NULL, "The Mapping holding the channel.", NULL},
 	{"capacity", (getter)ch_get_capacity, NULL, "Ring bytes.", NULL},
 	{"max_message", (getter)ch_get_max_message, NULL,
-	 "The largest message that fits (half the ring, less a record header).", NULL},
+	 "The largest message that fits (half the ring, less a record header;\n"
+	 "at most 4 GiB - 1).", NULL},
 	{"multi_producer", (getter)ch_get_multi, NULL, "Several producers allowed.", NULL},
 	{"multi_consumer", (getter)ch_get_multi, NULL, "Several consumers allowed.", (void *)1},
 	{NULL},

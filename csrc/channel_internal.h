@@ -36,7 +36,7 @@
  * to 8 bytes.  Records never wrap: one that does not fit before the end of
  * the ring is preceded by a padding record that runs to the end.  So that
  * padding can never block a record forever, a record takes at most half
- * the ring (max_message).
+ * the ring (max_message, which the u32 length also caps at 4 GiB - 1).
  *
  * Visibility.  A producer writes the record, then publishes it by storing
  * tail (release); a consumer reads tail (acquire) and only then the record.
@@ -163,10 +163,12 @@ round8(uint64_t n)
 	return (n + 7) & ~UINT64_C(7);
 }
 
+/* Half the ring, less a header (so padding never blocks a record), and
+ * no more than the header's u32 length can say (rings over 8 GiB). */
 static inline uint64_t
 max_message(uint64_t cap)
 {
-	return cap / 2 - REC_HEADER;
+	return cap / 2 - REC_HEADER < UINT32_MAX ? cap / 2 - REC_HEADER : UINT32_MAX;
 }
 
 /* head <= tail <= head + cap, both 8-aligned: else the words are garbage */

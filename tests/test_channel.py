@@ -166,6 +166,29 @@ def test_too_large_and_full(ch):
     assert ch.send(bytes(100), timeout=0) is True
 
 
+def test_messages_past_4_gib_are_refused_not_truncated(tmp_path):
+    """A record's length is a u32: a ring over 8 GiB made max_message (half
+    the ring) exceed it, and a reserve() of 4 GiB + 5 bytes was committed as
+    a 5-byte message (its high bits lost in the header), the rest of it read
+    as garbage after.  max_message stops at 4 GiB - 1.  The file is sparse:
+    only the pages the constructor faults in and the headers are touched."""
+    cap = (8 << 30) + 64
+    with pymmapdev.open_file(tmp_path / "big", Channel.size_for(cap)) as big:
+        ch = Channel(big, 0, cap)
+        assert ch.max_message == 2**32 - 1
+        with pytest.raises(ValueError, match="max_message 4294967295"):
+            with ch.reserve(2**32 + 5):
+                pass
+        with ch.reserve(ch.max_message) as buf:
+            buf[:5] = b"hello"
+            buf[-3:] = b"end"
+        ch.send(b"next")
+        with ch.recv_view() as view:
+            assert (len(view), bytes(view[:5]), bytes(view[-3:])) == (2**32 - 1, b"hello", b"end")
+        assert ch.recv(timeout=0) == b"next"
+        del buf, view
+
+
 def test_send_waits_out_a_timeout_under_a_second(shm_path, run_child):
     """A timeout of 0.9 s is a wait, not a refusal: a consumer in another
     process frees room once it sees the producer asleep, and the send goes
