@@ -270,8 +270,10 @@ class Channel(_core.Channel):
         """Close the mapping if this channel opened it (open_channel)."""
         owned = getattr(self, "_owned", None)
         if owned is not None:
-            self._owned = None
+            # forgotten only once closed: a close refused (BufferError, the
+            # mapping in use) can be retried
             owned.close()
+            self._owned = None
 
     def __enter__(self):
         return self

@@ -1143,6 +1143,22 @@ def test_open_channel_owns_its_file_mapping(shm_path):
     assert ch.mapping.closed
 
 
+def test_open_channel_close_refused_while_in_use_can_be_retried(shm_path):
+    """close() forgot it owned the file mapping before closing it: when that
+    close was refused (BufferError: a reserve() open), a later close() did
+    nothing, the mapping stayed open and the channel kept working."""
+    ch = pymmapdev.open_channel(shm_path, 4096)
+    with ch.reserve(3) as buf:
+        with pytest.raises(BufferError, match="reserve"):
+            ch.close()
+        buf[:] = b"abc"
+    assert not ch.mapping.closed
+    ch.close()
+    assert ch.mapping.closed
+    with pytest.raises(ValueError, match="closed"):
+        ch.send(b"after close")
+
+
 @pytest.mark.parametrize("capacity", [0, 100, 130])
 def test_open_channel_refuses_a_bad_capacity_before_creating_the_file(shm_path, capacity):
     with pytest.raises(ValueError, match="multiple of 8"):
