@@ -153,7 +153,11 @@ ch_take_side(struct ch_call *c, enum side side, const struct deadline *d, int *t
 
 	*timed_out = 0;
 	c->side = side;
-	if (ch_refuse_open(self, side) < 0)
+	/* Another thread's open reserve/view of this object holds the side
+	 * in multi mode as any other holder does: wait for it below (the
+	 * object keeps one open per side, and the side is one holder's). */
+	if ((!self->multi[side] || self->open_me[side] == c->me) &&
+	    ch_refuse_open(self, side) < 0)
 		return -1;
 	if (!self->multi[side]) {
 		/*

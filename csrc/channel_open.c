@@ -17,9 +17,10 @@ close_open(ChannelObject *self, struct ch_call *c, enum side side)
 	 * block may end in another one (a context manager handed over), and
 	 * a release in that one's name would leave the side held for good. */
 	c->me = self->open_me[side];
-	rc = ch_leave_side(c, side);
-
+	/* no longer open before the side is free: in multi mode another
+	 * thread of this object may take it and open anew at once */
 	self->open[side] = 0;
+	rc = ch_leave_side(c, side);
 	mapping_unpin_from(self->map, PIN_CHANNEL, self->open_generation[side]);
 	return rc;
 }

@@ -483,6 +483,44 @@ def test_interrupt_as_the_side_is_taken_does_not_hold_it(m, how, multi):
 
 
 @pytest.mark.parametrize("how", ["reserve", "recv_view"])
+def test_multi_mode_threads_sharing_one_object_wait_for_an_open_side(m, how):
+    """multi_producer/multi_consumer: any number share a side.  Threads
+    sharing one Channel object were refused with RuntimeError ("a reserve()
+    is open on this Channel") while another thread of it had a reserve() or
+    recv_view() open, where another object's thread waits for the side.
+    Now they wait too, and get the side when the block ends."""
+    ch = Channel(m, 0, CAP, multi_producer=True, multi_consumer=True)
+    ch.send(b"viewed")
+    ch.send(b"next")
+    word = 80 if how == "reserve" else 144      # the side's owner word
+    out = []
+
+    def other():
+        try:
+            out.append(ch.send(b"other", timeout=GUARD) if how == "reserve"
+                       else ch.recv(timeout=GUARD))
+        except Exception as exc:                # noqa: BLE001 (reported below)
+            out.append(exc)
+
+    with (ch.reserve(4) if how == "reserve" else ch.recv_view()) as buf:
+        t = threading.Thread(target=other)
+        t.start()
+        # the other thread sleeps on the side (the word's waiters bit), or failed
+        spin_until(lambda: out or m.read_u64(word) & (1 << 31))
+        if how == "reserve":
+            buf[:] = b"abcd"
+        else:
+            assert bytes(buf) == b"viewed"
+    t.join(GUARD)
+    if how == "reserve":
+        assert out == [True]
+        assert ch.recv_many(10, timeout=0) == [b"viewed", b"next", b"abcd", b"other"]
+    else:
+        assert out == [b"next"]
+        assert ch.recv(timeout=0) is None
+
+
+@pytest.mark.parametrize("how", ["reserve", "recv_view"])
 def test_reserve_or_view_ended_in_another_thread_frees_the_side(m, how):
     """In multi mode an open reserve()/recv_view() holds the side in the
     name of the thread that opened it; ending the block in another thread
