@@ -50,6 +50,11 @@ ch_error(ChannelObject *self, int rc, const char *fault_addr, const Py_buffer *s
 			     "the Channel at offset %zd was closed for sending (close_send)",
 			     self->offset);
 		return NULL;
+	case CH_OPEN_ELSEWHERE:
+		PyErr_Format(PyExc_RuntimeError,
+			     "another Channel object of this thread has a reserve() or recv_view() "
+			     "open on the Channel at offset %zd: end it first", self->offset);
+		return NULL;
 	case OWNER_RECURSIVE:
 		PyErr_Format(PyExc_RuntimeError,
 			     "this thread already holds that side of the Channel at offset %zd "

@@ -24,9 +24,12 @@
  *	+72	u64	sent: messages ever committed
  *	+80	u64	producer owner word (owner.h)
  *	+88	u32	closed: close_send() was called
+ *	+96	u64	the thread with a reserve() open (single mode: other
+ *			objects of that thread share its claim, see below)
  *	+128	u64	head: bytes ever consumed (consumer side)
  *	+136	u64	received: messages ever consumed
  *	+144	u64	consumer owner word
+ *	+152	u64	the thread with a recv_view() open
  *	+192	u32	space_seq, u32 producer_waiters  (the consumer and
  *			close_send() wake them)
  *	+256	u32	data_seq, u32 consumer_waiters   (the producer wakes them)
@@ -52,6 +55,12 @@
  * over, so a restarted producer continues); with multi_producer=True a
  * producer takes the word per message, as a lock, and a holder that dies
  * is taken over by the next within a slice (owner.h).  Consumers alike.
+ * Objects of one thread share its single-mode claim (a copy, a pickle
+ * loaded here), so an open reserve() or recv_view() is also named in the
+ * region (+96, +152): another object of the opening thread is refused
+ * while it is open, instead of writing into the reservation or receiving
+ * the viewed message twice.  A name that is not ours is ignored (the
+ * holder died, or it is another process's lock in multi mode).
  *
  * Wake only sleepers.  A side about to sleep adds itself to its waiters
  * count and re-checks (the blocking loop's announce), then sleeps on its
@@ -88,9 +97,11 @@
 #define CH_SENT		72
 #define CH_PRODUCER	80
 #define CH_CLOSED	88
+#define CH_PRODUCER_OPEN 96
 #define CH_HEAD		128
 #define CH_RECEIVED	136
 #define CH_CONSUMER	144
+#define CH_CONSUMER_OPEN 152
 #define CH_SPACE_SEQ	192
 #define CH_PRODUCER_WAITERS 196
 #define CH_DATA_SEQ	256
@@ -115,6 +126,7 @@ enum {
 	CH_FOREIGN = OWNER_FAIL_LAST - 2,
 	CH_MISMATCH = OWNER_FAIL_LAST - 3,	/* another capacity or mode */
 	CH_CLOSED_SEND = OWNER_FAIL_LAST - 4,
+	CH_OPEN_ELSEWHERE = OWNER_FAIL_LAST - 5,	/* another object of ours has it open */
 };
 
 enum side { PRODUCER, CONSUMER };
@@ -151,7 +163,7 @@ typedef struct {
 
 /* the region's words, found once per call */
 struct ch_words {
-	uint64_t *desc, *ns, *tail, *sent, *owner[2], *head, *received;
+	uint64_t *desc, *ns, *tail, *sent, *owner[2], *open[2], *head, *received;
 	uint32_t *closed, *space_seq, *producer_waiters, *data_seq, *consumer_waiters;
 	char *ring;
 	uint64_t cap;

@@ -43,7 +43,7 @@ write_many_body(void *arg)
 		c->len = c->src[i].len;
 		rc = ch_room(c, 0);
 		if (rc != BLOCK_READY) {
-			if (rc == CH_CORRUPT)
+			if (rc != BLOCK_SLEEP)	/* CH_CORRUPT, CH_OPEN_ELSEWHERE */
 				return rc;
 			break;
 		}
@@ -204,7 +204,7 @@ ch_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 		c.first = 0;
 		while (c.first < n) {
 			rc = ch_run(&c, write_many_body, &fault_addr);
-			if (rc < 0) {	/* FAULT_HIT, CH_CLOSED_SEND, CH_CORRUPT */
+			if (rc < 0) {	/* FAULT_HIT, CH_CLOSED_SEND, CH_CORRUPT, ... */
 				PyObject *type, *value, *tb;
 
 				PyErr_Fetch(&type, &value, &tb);	/* a bad item's error yields */

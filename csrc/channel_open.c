@@ -7,11 +7,33 @@
  */
 #include "channel_internal.h"
 
+/* The region names the thread with c->side open, or no one (0): other
+ * objects of the thread look there (channel_internal.h).  The side is
+ * held, so the word is ours to write. */
+static int
+name_open_body(void *arg)
+{
+	struct ch_call *c = arg;
+
+	__atomic_store_n(c->w.open[c->side], c->me, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static int
+unname_open_body(void *arg)
+{
+	struct ch_call *c = arg;
+
+	__atomic_store_n(c->w.open[c->side], 0, __ATOMIC_RELAXED);
+	return 0;
+}
+
 /* Ends an open reserve or view: drops the side and the pin. */
 static int
 close_open(ChannelObject *self, struct ch_call *c, enum side side)
 {
-	int rc;
+	const char *fault_addr;
+	int rc, failed;
 
 	/* The side is held in the name of the thread that opened it: the
 	 * block may end in another one (a context manager handed over), and
@@ -20,9 +42,15 @@ close_open(ChannelObject *self, struct ch_call *c, enum side side)
 	/* no longer open before the side is free: in multi mode another
 	 * thread of this object may take it and open anew at once */
 	self->open[side] = 0;
+	c->side = side;
+	/* a fault still leaves the side: a name left behind refuses only
+	 * this thread's other objects, on a mapping that faults anyway */
+	failed = ch_run(c, unname_open_body, &fault_addr) == FAULT_HIT;
+	if (failed)
+		mapping_raise_fault(self->map, fault_addr, NULL);
 	rc = ch_leave_side(c, side);
 	mapping_unpin_from(self->map, PIN_CHANNEL, self->open_generation[side]);
-	return rc;
+	return failed ? -1 : rc;
 }
 
 /* Ends an open reserve or view unpublished, where nothing can be raised. */
@@ -111,6 +139,23 @@ mark_open(ChannelObject *self, const struct ch_call *c, enum side side, uint64_t
 	self->open_me[side] = c->me;
 }
 
+/* Names this thread in the region as the one with @side open (after
+ * mark_open): -1 with the fault raised, the open ended and the call's
+ * admission left, when the region faults. */
+static int
+name_open(ChannelObject *self, struct ch_call *c, enum side side)
+{
+	const char *fault_addr;
+
+	c->side = side;
+	if (ch_run(c, name_open_body, &fault_addr) != FAULT_HIT)
+		return 0;
+	(void)close_open(self, c, side);
+	mapping_raise_fault(self->map, fault_addr, NULL);
+	gate_leave(&c->gate);
+	return -1;
+}
+
 /* (first, token): the open's result; the token ends it if that is lost. */
 static PyObject *
 open_result(PyObject *first, PyObject *token)
@@ -172,6 +217,10 @@ ch_reserve_begin(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 		return NULL;
 	}
 	mark_open(self, &c, PRODUCER, c.tail);
+	if (name_open(self, &c, PRODUCER) < 0) {
+		Py_DECREF(token);	/* the open has ended: ends nothing */
+		return NULL;
+	}
 	gate_leave(&c.gate);
 	/* where the payload goes, in the mapping's coordinates */
 	return open_result(PyLong_FromUnsignedLongLong(
@@ -263,6 +312,10 @@ ch_view_begin(ChannelObject *self, PyObject *arg)
 		return NULL;
 	}
 	mark_open(self, &c, CONSUMER, c.head);
+	if (name_open(self, &c, CONSUMER) < 0) {
+		Py_DECREF(token);	/* the open has ended: ends nothing */
+		return NULL;
+	}
 	gate_leave(&c.gate);
 	return open_result(Py_BuildValue(
 		"(KK)",

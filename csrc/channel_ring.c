@@ -20,6 +20,8 @@ ch_words(struct ch_words *w, char *base, uint64_t cap)
 	w->sent = (uint64_t *)(base + CH_SENT);
 	w->owner[PRODUCER] = (uint64_t *)(base + CH_PRODUCER);
 	w->closed = (uint32_t *)(base + CH_CLOSED);
+	w->open[PRODUCER] = (uint64_t *)(base + CH_PRODUCER_OPEN);
+	w->open[CONSUMER] = (uint64_t *)(base + CH_CONSUMER_OPEN);
 	w->head = (uint64_t *)(base + CH_HEAD);
 	w->received = (uint64_t *)(base + CH_RECEIVED);
 	w->owner[CONSUMER] = (uint64_t *)(base + CH_CONSUMER);
@@ -49,9 +51,16 @@ ch_run(struct ch_call *c, int (*body)(void *), const char **fault_addr)
 	return fault_run(body, c, spans, n, fault_addr);
 }
 
+/* Another object of this thread has @side open (channel_internal.h)? */
+static int
+open_elsewhere(struct ch_call *c, enum side side)
+{
+	return __atomic_load_n(c->w.open[side], __ATOMIC_RELAXED) == c->me;
+}
+
 /*
  * Room for a record of c->len payload bytes at c->tail?  Fills head, pad
- * and total.  BLOCK_READY, BLOCK_SLEEP (full) or CH_CORRUPT.
+ * and total.  BLOCK_READY, BLOCK_SLEEP (full), CH_CORRUPT or CH_OPEN_ELSEWHERE.
  * The head read last time is tried first; @fresh forces a read (a sleeper
  * that announced itself must see the real head: the Dekker pairing).
  */
@@ -60,6 +69,8 @@ ch_room(struct ch_call *c, int fresh)
 {
 	uint64_t cap = c->w.cap, pos, to_end, need;
 
+	if (open_elsewhere(c, PRODUCER))
+		return CH_OPEN_ELSEWHERE;
 	need = REC_HEADER + round8(c->len);
 	pos = c->tail % cap;
 	to_end = cap - pos;
@@ -173,7 +184,8 @@ ch_record_at(struct ch_call *c, uint64_t at, uint64_t *skip, uint64_t *len)
 /*
  * The message record at the head: skips padding, checks everything.  BLOCK_READY
  * with len, total (record bytes from the head, padding included) and *payload set
- * to the payload; BLOCK_SLEEP when empty; CH_EOF; CH_CORRUPT.  The
+ * to the payload; BLOCK_SLEEP when empty; CH_EOF; CH_CORRUPT;
+ * CH_OPEN_ELSEWHERE.  The
  * tail read last time is tried first, unless @fresh (as in ch_room()).
  */
 int
@@ -181,6 +193,8 @@ ch_peek(struct ch_call *c, const char **payload, int fresh)
 {
 	uint64_t cap = c->w.cap, len, skip;
 
+	if (open_elsewhere(c, CONSUMER))
+		return CH_OPEN_ELSEWHERE;
 	c->head = __atomic_load_n(c->w.head, __ATOMIC_RELAXED);
 	c->tail = c->self->seen_tail;
 	if (fresh || c->tail <= c->head || !indices_ok(c->head, c->tail, cap)) {

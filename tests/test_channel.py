@@ -605,6 +605,38 @@ def _raises(call):
     return None
 
 
+@pytest.mark.parametrize("how", ["reserve", "recv_view"])
+def test_another_object_of_the_thread_is_refused_while_a_side_is_open(m, how):
+    """Objects of one thread share its claim of a single-mode side, but an
+    open reserve() or recv_view() was only known to its own object: another
+    object of the thread (a pickle loaded here, a second open_channel) sent
+    into the reserved space, and the block's bytes then overwrote that
+    published message (the consumer got b"xxxxx" for b"hello"); or it
+    received the viewed message, which came twice.  Each was blamed on a
+    peer (ChannelCorrupt) only as the block ended.  It is refused now."""
+    a, b = Channel(m, 0, CAP), Channel(m, 0, CAP)
+    a.send(b"one")
+    cm = a.reserve(5) if how == "reserve" else a.recv_view()
+    if how == "reserve":
+        calls = [lambda: b.send(b"hello", timeout=0), lambda: b.send_many([b"h"]),
+                 lambda: b.reserve(1).__enter__()]
+    else:
+        calls = [lambda: b.recv(timeout=0), lambda: b.recv_many(5, timeout=0),
+                 lambda: b.recv_view().__enter__()]
+    with cm as buf:
+        for call in calls:
+            with pytest.raises(RuntimeError, match="another Channel object of this thread"):
+                call()
+        if how == "reserve":
+            buf[:] = b"xxxxx"
+        else:
+            assert bytes(buf) == b"one"
+    b.send(b"after")
+    got = b.recv_many(10, timeout=0)
+    assert got == ([b"one", b"xxxxx", b"after"] if how == "reserve" else [b"after"])
+    del a, b
+
+
 def test_forked_child_is_a_second_producer(ch):
     ch.send(b"parent")
     pid = os.fork()
