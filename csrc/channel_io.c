@@ -187,6 +187,19 @@ ch_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 		if (item == NULL && PyErr_Occurred())
 			failed = 1;	/* the iteration raised */
 		done = item == NULL || failed;
+		/* The iteration ran Python code, which may have forked: the
+		 * side (a claim, or the lock) is the parent's, not the
+		 * child's, which must neither write nor release it. */
+		if (c.gate.generation != gate_generation()) {
+			release_chunk(bufs, n);
+			if (!failed)
+				PyErr_SetString(PyExc_RuntimeError,
+						"send_many(): the iterable forked; the child does "
+						"not hold the producer side and sends nothing");
+			gate_leave(&c.gate);
+			Py_DECREF(iter);
+			return NULL;
+		}
 		/* The iteration ran Python code, which may have opened a
 		 * reserve() on this object: single mode lets this thread in
 		 * again, and the chunk would be written over the reserved

@@ -22,6 +22,7 @@ CAP = 4096
 # sleep, so a test can see that another process is asleep in recv() / send().
 PRODUCER_WAITERS = 196
 CONSUMER_WAITERS = 260
+PEER_TID_MASK = (1 << 22) - 1                   # an owner word's thread id (csrc/peer.h)
 
 
 @pytest.fixture
@@ -644,6 +645,46 @@ def test_forked_child_is_a_second_producer(ch):
         os._exit(0 if _raises(lambda: ch.send(b"child")) == "RuntimeError" else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_fork_inside_send_many_iteration_sends_nothing_from_the_child(m, multi):
+    """send_many() holds the producer side while its iterable runs Python
+    code.  A fork() there went on in the child as if it held the side: it
+    wrote the chunk (the messages yielded before the fork too, so they came
+    twice) next to the parent's writes (multi mode: no lock between them),
+    and then released the parent's lock.  The child now raises RuntimeError
+    and sends nothing; the parent's call goes on."""
+    ch = Channel(m, 0, CAP, multi_producer=multi)
+    done_r, done_w = os.pipe()
+
+    def items():
+        yield b"before"
+        pid = os.fork()
+        if pid:
+            os.read(done_r, 1)              # the child's call has ended
+        for i in range(3):
+            yield b"%s%d" % (b"child" if pid == 0 else b"parent", i)
+
+    parent = os.getpid()
+    try:
+        outcome = ch.send_many(items())
+    except BaseException as exc:            # noqa: BLE001 (reported by the child's code)
+        outcome = exc
+    if os.getpid() != parent:
+        ok = isinstance(outcome, RuntimeError) and "fork" in str(outcome)
+        os.write(done_w, b"x")
+        os._exit(0 if ok else 1)
+    _, status = os.wait()
+    os.close(done_r)
+    os.close(done_w)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert outcome == 4
+    assert ch.recv_many(20, timeout=0) == [b"before", b"parent0", b"parent1", b"parent2"]
+    # single mode: the claim stays ours; multi: the lock was let go once
+    assert m.read_u64(80) & PEER_TID_MASK == (0 if multi else threading.get_native_id())
+    if multi:
+        assert ch.send(b"again", timeout=0) and ch.recv(timeout=0) == b"again"
 
 
 def test_another_object_of_the_producer_thread_does_not_hand_its_side_back(m):
