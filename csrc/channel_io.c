@@ -292,8 +292,13 @@ scan_body(void *arg)
 		return rc;
 	pos = c->head;
 	while (b->n < c->want && pos < c->tail) {
-		if (!ch_record_at(c, pos, &skip, &len))
-			return b->n ? BLOCK_READY : CH_CORRUPT;
+		/* a bad record after good ones: take those (b->end is where
+		 * they end), and the next call meets it at the head */
+		if (!ch_record_at(c, pos, &skip, &len)) {
+			if (b->n == 0)
+				return CH_CORRUPT;
+			break;
+		}
 		b->at[b->n] = (pos + skip) % c->w.cap + REC_HEADER;
 		b->len[b->n] = len;
 		b->n++;
@@ -423,8 +428,11 @@ ch_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 		c.want = max_count - PyList_GET_SIZE(list) < BATCH
 			 ? (int)(max_count - PyList_GET_SIZE(list)) : BATCH;
 		rc = ch_run(&c, scan_body, &fault_addr);
-		if (rc == BLOCK_SLEEP || (rc == CH_EOF && PyList_GET_SIZE(list) > 0))
-			break;	/* the end of stream raises at the next call */
+		/* the end of stream, or a record a peer forged, raises at the
+		 * next call: the messages taken so far are freed already */
+		if (rc == BLOCK_SLEEP ||
+		    ((rc == CH_EOF || rc == CH_CORRUPT) && PyList_GET_SIZE(list) > 0))
+			break;
 		if (rc != BLOCK_READY) {
 			ch_error(self, rc, fault_addr, NULL);
 			Py_CLEAR(list);

@@ -985,6 +985,26 @@ def test_record_headers_a_peer_forged_are_refused(m, head, tail, at, header):
             call()
 
 
+@pytest.mark.parametrize("bad", [1, 65])
+def test_recv_many_stopping_at_a_forged_record_consumes_what_it_returned(m, bad):
+    """recv_many() took the good records before one a peer forged, but it
+    freed them up to the end of the previous batch (or an uninitialised
+    one), not of what it took: the head stayed, and the same message filled
+    the whole list (100 copies of it).  And once the head reached the forged
+    record, the call raised and dropped the messages it had already freed.
+    Now it returns exactly what it freed, and the forged record is
+    ChannelCorrupt at the next call."""
+    ch = Channel(m, 0, CAP)
+    sent = [b"msg%05d" % i for i in range(70)]          # 16-byte records
+    assert ch.send_many(sent) == 70
+    m.write_u64(Channel.HEADER + 16 * bad, 8 | 0x1234 << 32)
+    assert ch.recv_many(100, timeout=0) == sent[:bad]
+    assert len(ch) == 70 - bad
+    with pytest.raises(ChannelCorrupt):
+        ch.recv(timeout=0)
+    assert m.read_u64(128) == 16 * bad                  # the head
+
+
 def test_hostile_peer_scribbling_the_region(shm_path, run_child):
     """Random bytes written into header and ring by another process while
     both sides run: every call returns or raises a documented error, in
