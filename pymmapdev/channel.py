@@ -285,7 +285,11 @@ class Channel(_core.Channel):
 def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer=False,
                  mode=0o600):
     """Open (creating if needed) the file *path* holding one channel of
-    *capacity* ring bytes at offset 0; closing the channel closes the file."""
+    *capacity* ring bytes at offset 0; closing the channel closes the file.
+
+    The channel lives in the file: messages an earlier run left unread are
+    still there, and so is its ``close_send()`` (later sends raise
+    BrokenPipeError); remove the file, or use a fresh path, to start anew."""
     m = open_file(path, Channel.size_for(capacity), mode=mode)
     try:
         ch = Channel(m, 0, capacity, multi_producer=multi_producer,
