@@ -72,8 +72,8 @@ class _Backend(Protocol):
 class _Waiter:
     """One await: its watch, its loop and future, and its backend's state."""
 
-    __slots__ = ("watch", "loop", "future", "backend", "thread", "handle", "interval",
-                 "peer_timer", "__weakref__")
+    __slots__ = ("watch", "loop", "future", "backend", "thread", "entry", "handle",
+                 "interval", "peer_timer", "__weakref__")
 
     def __init__(self, watch: _core.Watch, loop: asyncio.AbstractEventLoop) -> None:
         self.watch = watch
@@ -81,6 +81,7 @@ class _Waiter:
         self.future: asyncio.Future[bool] = loop.create_future()
         self.backend: _Backend = _backend(watch, loop)
         self.thread: _FutexThread | None = None
+        self.entry: _Entry | None = None
         self.handle: asyncio.TimerHandle | None = None
         self.interval = POLL_MIN
         self.peer_timer: asyncio.TimerHandle | None = None
@@ -159,6 +160,28 @@ async def wait(watch: _core.Watch, timeout: float | None = None) -> bool:
 
 
 # ---- futexes: the shared waiter threads --------------------------------------
+#
+# The waiter threads hold their waiters only weakly.  A wait left pending in
+# a loop nobody will run again (its thread ended without closing it) is then
+# garbage: its task, coroutine, future and loop refer to one another and to
+# nothing else, and collecting them runs the coroutine's finally, which
+# closes the watch and unpins the mapping.  Held from here, all of it would
+# stay for good, and the mapping pinned.  A loop closed but still referenced
+# is seen by the thread's next look (_plan), within LINGER seconds while it
+# has waiters: that timed look is the only periodic check, one per thread.
+
+class _Entry:
+    """A waiter thread's part of one waiter: the watch to sleep on, and the
+    waiter weakly (see above).  *left*: its wait is over (stop(), which
+    cannot take the lock), to be forgotten at the thread's next look."""
+
+    __slots__ = ("watch", "waiter", "left")
+
+    def __init__(self, waiter: _Waiter) -> None:
+        self.watch = waiter.watch
+        self.waiter = weakref.ref(waiter)
+        self.left = False
+
 
 class _FutexThread:
     """A daemon thread sleeping for up to *capacity* waiters at once."""
@@ -166,10 +189,12 @@ class _FutexThread:
     def __init__(self, pool: _FutexPool, capacity: int) -> None:
         self.pool = pool
         self.capacity = capacity
-        self.waiters: dict[_Waiter, bool] = {}     # waiter -> reported, not re-armed
+        self.waiters: dict[_Entry, bool] = {}     # entry -> reported, not re-armed
         self.turn = 0
         # The control word: a private memfd page, so the loops can wake
-        # this thread with an ordinary futex wake.
+        # this thread with an ordinary futex wake.  Never closed: a waiter
+        # may poke it without the lock (stop()) after the thread left; it
+        # goes with this object.
         fd = os.memfd_create("pymmapdev-aio", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, _core.PAGESIZE)
@@ -181,22 +206,32 @@ class _FutexThread:
         self.thread.start()
 
     def poke(self) -> None:
-        """Make the thread look at its waiters again (pool lock held)."""
+        """Make the thread look at its waiters again."""
         self.control.fetch_add_u32(0, 1)
         self.control.wake(0, 1)
 
-    def _plan(self) -> tuple[list[_core.Watch], list[_Waiter | None], float | None]:
+    def forget(self) -> None:
+        """Drops the entries whose wait is over or can never resume (pool
+        lock held): left, collected (see above), or their loop closed."""
+        for entry in list(self.waiters):
+            if entry.left:
+                del self.waiters[entry]
+                continue
+            waiter = entry.waiter()
+            if waiter is None or waiter.loop.is_closed():
+                self._drop(entry, waiter)
+
+    def _plan(self) -> tuple[list[_core.Watch], list[_Entry | None], float | None]:
         """What to sleep on next (pool lock held): the watches, whose each
         is (None: the control word), and for how long."""
-        for waiter in [w for w in self.waiters if w.loop.is_closed()]:
-            self._drop(waiter)
-        active = [w for w, reported in self.waiters.items() if not reported]
+        self.forget()
+        active = [e for e, reported in self.waiters.items() if not reported]
         control = _core.watch_word(self.control, 0, self.control.load_u32(0))
-        control.arm()           # names the word to sleep on; pokes hold the lock
+        control.arm()           # names the word to sleep on; pokes come after it
         if not active:          # idle: linger, unless the interpreter is ending
             return [control], [None], 0.0 if self.pool.closing else LINGER
         if self.pool.waitv:         # LINGER: to see loops closed meanwhile
-            return [control] + [w.watch for w in active], [None, *active], LINGER
+            return [control] + [e.watch for e in active], [None, *active], LINGER
         # One futex per sleep: a sole waiter in slices, several in turns.
         control.close()
         self.turn = (self.turn + 1) % len(active)
@@ -210,10 +245,13 @@ class _FutexThread:
             with self.pool.lock:
                 if self in self.pool.threads:
                     self.pool.threads.remove(self)
-                stranded = list(self.waiters)
-                self.waiters.clear()
-                for waiter in stranded:
-                    waiter.thread = None
+                stranded = []
+                for entry in list(self.waiters):
+                    waiter = self._drop(entry, entry.waiter(), close=False)
+                    if waiter is None:
+                        entry.watch.close()     # over, or nobody can end it
+                    else:
+                        stranded.append(waiter)     # its fail() ends it
             for waiter in stranded:
                 try:
                     waiter.loop.call_soon_threadsafe(waiter.fail, exc)
@@ -221,6 +259,7 @@ class _FutexThread:
                     pass
 
     def _serve(self) -> None:
+        # No waiter in a local while asleep: it would hold a forgotten loop.
         while True:
             with self.pool.lock:
                 watches, owners, timeout = self._plan()
@@ -238,25 +277,33 @@ class _FutexThread:
             with self.pool.lock:
                 if not self.waiters and not due and timeout in (LINGER, 0.0):
                     self.pool.threads.remove(self)      # idle (for LINGER): leave
-                    self.control.close()
                     return
                 for index, err in due:
-                    waiter = owners[index]
-                    if waiter is None or waiter not in self.waiters:
-                        continue            # the control word, or cancelled meanwhile
-                    self.waiters[waiter] = True
-                    try:
-                        waiter.loop.call_soon_threadsafe(waiter.due, err == 0)
-                    except RuntimeError:    # its loop is closed: nobody waits
-                        self._drop(waiter)
+                    entry = owners[index]
+                    if entry is not None and entry in self.waiters and not entry.left:
+                        self.waiters[entry] = True    # (None: the control word)
+                        self._report(entry, err == 0)
 
-    def _drop(self, waiter: _Waiter) -> None:
-        """Forgets a waiter whose loop is closed (pool lock held).  Its task
-        can never run its finally, and its timeout's timer went with the
-        loop: close its watch here, or the mapping stays pinned for good."""
-        del self.waiters[waiter]
+    def _report(self, entry: _Entry, woken: bool) -> None:
+        waiter = entry.waiter()
+        if waiter is None:
+            return                  # collected: forget() drops it
+        try:
+            waiter.loop.call_soon_threadsafe(waiter.due, woken)
+        except RuntimeError:        # its loop is closed: nobody waits
+            self._drop(entry, waiter)
+
+    def _drop(self, entry: _Entry, waiter: _Waiter | None, close: bool = True) -> _Waiter | None:
+        """Forgets an entry (pool lock held); its waiter if that still waits.
+        A wait whose loop is closed or gone can never run its finally (or
+        did): close its watch here, or the mapping stays pinned for good."""
+        del self.waiters[entry]
+        if close:
+            entry.watch.close()
+        if waiter is None or entry.left:
+            return None
         waiter.thread = None
-        waiter.watch.close()
+        return waiter
 
 
 class _FutexPool:
@@ -279,9 +326,10 @@ class _FutexPool:
             threads = list(self.threads)
             stranded: list[_Waiter] = []
             for thread in threads:
-                stranded += thread.waiters
-                for waiter in list(thread.waiters):
-                    thread._drop(waiter)
+                for entry in list(thread.waiters):
+                    waiter = thread._drop(entry, entry.waiter())
+                    if waiter is not None:
+                        stranded.append(waiter)
                 thread.poke()
         for waiter in stranded:
             try:
@@ -295,39 +343,44 @@ class _FutexPool:
     def prepare(self, waiter: _Waiter) -> None:
         pass
 
+    def _room(self) -> _FutexThread:
+        """The thread for one more waiter (lock held)."""
+        for thread in self.threads:
+            if len(thread.waiters) >= thread.capacity:
+                thread.forget()         # maybe some left meanwhile
+            if len(thread.waiters) < thread.capacity:
+                return thread
+        if self.waitv or len(self.threads) < FALLBACK_THREADS:
+            thread = _FutexThread(self, WAITV_WORDS if self.waitv else 1)
+            self.threads.append(thread)
+            return thread
+        return min(self.threads, key=lambda t: len(t.waiters))
+
     def start(self, waiter: _Waiter) -> None:
-        capacity = WAITV_WORDS if self.waitv else 1
+        entry = _Entry(waiter)
         with self.lock:
-            room = [t for t in self.threads if len(t.waiters) < t.capacity]
-            if room:
-                thread = room[0]
-            elif self.waitv or len(self.threads) < FALLBACK_THREADS:
-                thread = _FutexThread(self, capacity)
-                self.threads.append(thread)
-            else:
-                thread = min(self.threads, key=lambda t: len(t.waiters))
-            thread.waiters[waiter] = False
-            waiter.thread = thread
+            thread = self._room()
+            thread.waiters[entry] = False
+            waiter.thread, waiter.entry = thread, entry
             thread.poke()
 
     def rearm(self, waiter: _Waiter) -> None:
         with self.lock:
-            thread = waiter.thread
-            if thread is not None and waiter in thread.waiters:
-                thread.waiters[waiter] = False
+            thread, entry = waiter.thread, waiter.entry
+            if thread is not None and entry is not None and entry in thread.waiters:
+                thread.waiters[entry] = False
                 thread.poke()
 
     def stop(self, waiter: _Waiter) -> None:
-        # A waiter its thread forgot (waiter.thread None, set under the lock)
-        # ends without the lock: a garbage collection inside any locked
-        # section may finalize its wait and run this in the holding thread.
-        if waiter.thread is None:
-            return
-        with self.lock:
-            thread = waiter.thread
-            waiter.thread = None
-            if thread is not None and thread.waiters.pop(waiter, None) is not None:
-                thread.poke()
+        # Without the lock: a garbage collection inside any locked section
+        # may finalize a wait (its loop gone, see above) and run this in the
+        # thread holding the lock.  The waiter thread forgets the entry at
+        # its next look, which the poke makes now.
+        thread, entry = waiter.thread, waiter.entry
+        waiter.thread = None
+        if thread is not None and entry is not None:
+            entry.left = True
+            thread.poke()
 
 
 # ---- mmapdev devices: the descriptor in the loop -----------------------------
@@ -538,7 +591,10 @@ def _after_fork_in_child() -> None:
     _device_readers.clear()
     _count_readers.clear()
     for thread in old.threads:
-        for waiter in thread.waiters:
+        for entry in thread.waiters:
+            waiter = entry.waiter()
+            if waiter is None or entry.left:
+                continue
             waiter.thread = None
             try:
                 waiter.loop.call_soon(waiter.due, False)

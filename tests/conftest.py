@@ -87,3 +87,25 @@ def as_nobody(fn):
         result = f.read()
     os.waitpid(pid, 0)
     return result
+
+
+@pytest.fixture
+def forgotten_loops(monkeypatch):
+    """For tests that drop an event loop unclosed, to be collected: its
+    __del__ closes it, but may fail doing so when the collector finalized
+    the loop's self-pipe socket first (3.10: "Invalid file descriptor: -1",
+    asyncio's own).  The exception pytest's hook then keeps holds the loop,
+    and its epoll descriptor, until the test ends.  Those failures are
+    recorded here as text (the loop's descriptors go with it); any other
+    goes to the hook as before."""
+    seen = []
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if getattr(unraisable.object, "__qualname__", "") == "BaseEventLoop.__del__":
+            seen.append(f"{unraisable.err_msg}: {unraisable.exc_value!r}")
+        else:
+            previous(unraisable)
+
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    return seen

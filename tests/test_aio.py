@@ -214,6 +214,82 @@ def test_a_loop_closed_under_a_pending_wait_unpins(m, mode):
     del task
 
 
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def until(condition, what):
+    """Polls *condition* (no timing assertion: GUARD is a hang guard)."""
+    deadline = time.monotonic() + GUARD
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def closes(mapping):
+    try:
+        mapping.close()
+    except BufferError:
+        return False
+    return True
+
+
+@pytest.mark.filterwarnings("ignore:unclosed event loop:ResourceWarning")
+@pytest.mark.parametrize("loop_end", ["forgotten", "closed"])
+@pytest.mark.parametrize("what", ["word", "slot", "timeout", "polled"])
+def test_a_wait_left_pending_by_an_ended_thread_unpins(m, shm_path, mode, loop_end, what,
+                                                       forgotten_loops):
+    """A thread runs its own loop until a wait sleeps and ends, the wait
+    pending: its loop dropped unclosed (only garbage now), or closed and
+    kept.  Nothing can ever resume that wait: the waiter thread must not
+    keep it (and its loop) alive, so the mapping closes, the Slot's
+    announced sleeper is withdrawn, and no thread or descriptor is left.
+    The collection runs under the pool's lock, as one in any allocation
+    in its locked sections may: finalizing the wait must not need it."""
+    other = pymmapdev.open_file(shm_path)
+    ro = pymmapdev.open_file(shm_path, readonly=True)
+    threads, fds = threading.active_count(), open_fds()
+    kept = []
+    waits = {"word": lambda: m.wait_async(0, 0),
+             "slot": lambda: pymmapdev.Slot(m, SLOT, 32).wait_newer_async(0),
+             "timeout": lambda: m.wait_async(0, 0, GUARD),
+             "polled": lambda: pymmapdev.Slot(ro, SLOT, 32).wait_newer_async(0)}  # timers
+
+    def abandon():
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(waits[what]())
+        loop.run_until_complete(asyncio.sleep(0.1))
+        assert not task.done()
+        if loop_end == "closed":
+            loop.close()
+            kept.append(loop)
+        else:
+            kept.append(weakref.ref(loop))
+
+    thread = threading.Thread(target=abandon)
+    thread.start()
+    thread.join(GUARD)
+    assert not thread.is_alive() and len(kept) == 1
+    del thread
+    collected = threading.Event()
+
+    def collect():
+        with _aio._pool.lock:
+            gc.collect()
+        collected.set()
+
+    threading.Thread(target=collect, daemon=True).start()
+    assert collected.wait(GUARD), "a finalized wait waited for the lock its thread holds"
+    if loop_end == "forgotten":
+        assert kept[0]() is None, "something of ours keeps the forgotten loop"
+    until(lambda: closes(m) and closes(ro), f"the {loop_end} loop's wait kept its pin")
+    assert other.load_u32(WAITERS_WORD) == 0
+    other.close()
+    until(lambda: not _aio._pool.threads, "the waiter thread stayed")
+    until(lambda: threading.active_count() <= threads, "a thread was left behind")
+    until(lambda: open_fds() <= fds, "a descriptor was left behind")
+
+
 def test_collecting_a_forgotten_wait_under_the_pool_lock(m, mode):
     """The garbage collector may run in any allocation, also one inside the
     pool's locked sections, and finalize a wait the waiter thread forgot
