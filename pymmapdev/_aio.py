@@ -48,7 +48,7 @@ import os
 import sys
 import threading
 import weakref
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from . import _core
 
@@ -60,6 +60,7 @@ POLL_MIN = 50e-6            # the 'poll' backend's first interval
 POLL_MAX = _core.Watch.POLL_NS / 1e9   # ... and its longest: the blocking loop's
 WAITV_WORDS = 127           # futex_waitv takes 128 words: ours + control
 _PEER_SLICE = _core.Watch.SLICE_NS / 1e9
+_R = TypeVar("_R")
 
 
 class _Backend(Protocol):
@@ -401,6 +402,7 @@ class _DeviceReader:
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         self.loop = loop
         self.fd = fd
+        self.registry = _readers(loop)
         self.waiters: set[_Waiter] = set()
         self.events: int | None = None
 
@@ -431,7 +433,7 @@ class _DeviceReader:
         self.waiters.discard(waiter)
         if not self.waiters:
             self.loop.remove_reader(self.fd)
-            _readers(self.loop).pop(self.fd, None)
+            _unregister(self.registry, self.fd, self)
 
     def _readable(self) -> None:
         try:
@@ -444,12 +446,27 @@ class _DeviceReader:
         self._tell_all()
 
 
-_device_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _DeviceReader]] \
+# Each loop's readers by descriptor, weakly: held by the loop (add_reader)
+# and their waiters only.  A reader refers to its loop and its waiters (and
+# so to their futures and tasks); held from here, a loop dropped with a wait
+# pending (its thread ended) could never be collected, and that wait would
+# pin its mapping, and keep the loop's descriptors, for good.
+_device_readers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, weakref.WeakValueDictionary[int, _DeviceReader]] \
     = weakref.WeakKeyDictionary()
 
 
-def _readers(loop: asyncio.AbstractEventLoop) -> dict[int, _DeviceReader]:
-    return _device_readers.setdefault(loop, {})
+def _readers(loop: asyncio.AbstractEventLoop) -> weakref.WeakValueDictionary[int, _DeviceReader]:
+    return _device_readers.setdefault(loop, weakref.WeakValueDictionary())
+
+
+def _unregister(registry: weakref.WeakValueDictionary[int, _R], fd: int, reader: _R) -> None:
+    """A reader left without waiters leaves its loop's registry.  Through the
+    registry itself, not the loop: this may run while the loop is being
+    collected (its wait's finally), when no new weak reference to it should
+    be made."""
+    if registry.get(fd) is reader:
+        del registry[fd]
 
 
 # ---- interrupt counts: UIO -----------------------------------------------------
@@ -466,10 +483,12 @@ class _CountReader:
     the same new count.  *closed* (an eventfd) becomes readable when the
     descriptor's owner closes it: the awaiters then raise CountClosed."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, closed: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, closed: int,
+                 registry: weakref.WeakValueDictionary[int, _CountReader]) -> None:
         self.loop = loop
         self.fd = fd
         self.closed = closed
+        self.registry = registry
         self.futures: set[asyncio.Future[int | None]] = set()
 
     def add(self, future: asyncio.Future[int | None]) -> None:
@@ -483,7 +502,7 @@ class _CountReader:
         if not self.futures:
             self.loop.remove_reader(self.fd)
             self.loop.remove_reader(self.closed)
-            _count_readers.get(self.loop, {}).pop(self.fd, None)
+            _unregister(self.registry, self.fd, self)
 
     def _readable(self) -> None:
         try:
@@ -511,7 +530,8 @@ def short_count(data: bytes) -> str:
     return f"read {len(data)} bytes where a 4-byte event count was due"
 
 
-_count_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _CountReader]] \
+_count_readers: weakref.WeakKeyDictionary[                  # weakly, as _device_readers
+    asyncio.AbstractEventLoop, weakref.WeakValueDictionary[int, _CountReader]] \
     = weakref.WeakKeyDictionary()
 
 
@@ -519,10 +539,10 @@ async def wait_count(fd: int, timeout: float | None, closed: int) -> int | None:
     """The next event count read from *fd* (see _CountReader), or None when
     *timeout* seconds pass first; CountClosed once *closed* is readable."""
     loop = asyncio.get_running_loop()
-    readers = _count_readers.setdefault(loop, {})
+    readers = _count_readers.setdefault(loop, weakref.WeakValueDictionary())
     reader = readers.get(fd)
     if reader is None:
-        reader = readers[fd] = _CountReader(loop, fd, closed)
+        reader = readers[fd] = _CountReader(loop, fd, closed, readers)
     future: asyncio.Future[int | None] = loop.create_future()
     reader.add(future)
     def expire() -> None:

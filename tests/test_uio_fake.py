@@ -9,11 +9,13 @@ count, as /dev/uioN returns it.
 """
 import asyncio
 import errno
+import gc
 import os
 import struct
 import threading
 import time
 import tty
+import weakref
 
 import pytest
 
@@ -248,3 +250,34 @@ def test_close_in_a_child_forked_during_a_wait(irq):
     fire(1)
     t.join(10)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.filterwarnings("ignore:unclosed event loop:ResourceWarning")
+def test_a_wait_irq_async_left_pending_by_an_ended_thread(irq, forgotten_loops):
+    """A thread runs its own loop until wait_irq_async() waits and ends,
+    its loop dropped unclosed: nothing can resume that wait, so once
+    collected it must not keep the loop (and its descriptors) for good,
+    nor the device: close() then closes the descriptor at once."""
+    u, _, _ = irq
+    fd = u.fileno()
+    fds = len(os.listdir("/proc/self/fd"))
+    loops = []
+
+    def abandon():
+        loop = asyncio.new_event_loop()
+        loops.append(weakref.ref(loop))
+        task = loop.create_task(u.wait_irq_async())
+        loop.run_until_complete(asyncio.sleep(0.1))
+        assert not task.done()
+
+    t = threading.Thread(target=abandon)
+    t.start()
+    t.join(10)
+    assert not t.is_alive()
+    gc.collect()
+    assert loops[0]() is None, "something keeps the forgotten loop"
+    u.close()
+    with pytest.raises(OSError) as exc:
+        os.fstat(fd)
+    assert exc.value.errno == errno.EBADF
+    assert len(os.listdir("/proc/self/fd")) <= fds - 2     # and the wakeup eventfd

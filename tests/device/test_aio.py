@@ -4,6 +4,7 @@ event, GET_INFO re-arms), so no thread is started; the wakers are other
 processes; cancellation unregisters and unpins.
 """
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -127,6 +128,27 @@ def test_cancel_unregisters_and_unpins(m):
 
     assert run(main()) == {}
     m.close()
+
+
+@pytest.mark.filterwarnings("ignore:unclosed event loop:ResourceWarning")
+def test_a_wait_left_pending_by_an_ended_thread_unpins(m, forgotten_loops):
+    """A thread runs its own loop until a wait sleeps and ends, the loop
+    dropped unclosed: nothing can resume that wait.  No registry of ours
+    may keep the loop (the descriptor's reader refers to it and to the
+    wait), so collecting it ends the wait, which unpins the mapping."""
+    def abandon():
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(m.wait_async(WORD, 0))
+        loop.run_until_complete(asyncio.sleep(0.1))
+        assert not task.done()
+
+    t = threading.Thread(target=abandon)
+    t.start()
+    t.join(GUARD)
+    assert not t.is_alive()
+    gc.collect()
+    assert not any(_aio._device_readers.values())
+    m.close()                   # no thread involved: unpinned by the collection
 
 
 def test_slot_on_the_device(m):
