@@ -101,7 +101,7 @@ close_body(void *arg)
 {
 	struct ch_call *c = arg;
 
-	__atomic_store_n(c->w.closed, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(c->w.closed, 1, __ATOMIC_SEQ_CST);	/* ch_closed_send() */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	__atomic_fetch_add(c->w.data_seq, 1, __ATOMIC_RELEASE);
 	__atomic_fetch_add(c->w.space_seq, 1, __ATOMIC_RELEASE);

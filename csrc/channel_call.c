@@ -215,6 +215,18 @@ ch_take_side(struct ch_call *c, enum side side, const struct deadline *d, int *t
 	return -1;
 }
 
+/* Closed: bumps data_seq for the consumers' sleep (1: wake them). */
+static int
+closed_wake_body(void *arg)
+{
+	struct ch_call *c = arg;
+
+	if (!ch_closed_send(c))
+		return 0;
+	__atomic_fetch_add(c->w.data_seq, 1, __ATOMIC_RELEASE);
+	return 1;
+}
+
 /* Ends a per-message hold (multi mode); wakes a waiter for the side. */
 int
 ch_leave_side(struct ch_call *c, enum side side)
@@ -230,11 +242,17 @@ ch_leave_side(struct ch_call *c, enum side side)
 		mapping_raise_fault(c->self->map, fault_addr, NULL);
 		return -1;
 	}
-	if (rc == 0 && (c->seen & OWNER_WAITERS))
-		return block_wake(c->self->map,
-				  owner_sleep_offset(c->gate.offset +
-						     (side == PRODUCER ? CH_PRODUCER : CH_CONSUMER)),
-				  1) < 0 ? -1 : 0;
+	if (rc == 0 && (c->seen & OWNER_WAITERS) &&
+	    block_wake(c->self->map,
+		       owner_sleep_offset(c->gate.offset +
+					  (side == PRODUCER ? CH_PRODUCER : CH_CONSUMER)),
+		       1) < 0)
+		return -1;
+	/* after close_send(), a consumer may wait for us to let go before it
+	 * takes the drained ring for the end (ch_peek) */
+	if (rc == 0 && side == PRODUCER && ch_run(c, closed_wake_body, &fault_addr) == 1)
+		return block_wake(c->self->map, c->gate.offset + CH_DATA_SEQ, UINT32_MAX) < 0
+			? -1 : 0;
 	return 0;	/* taken over from us (we looked dead?): nothing to undo */
 }
 

@@ -75,7 +75,12 @@
  * and wakes every sleeper: consumers see EOF once the ring is drained, and
  * producers, whose every check for room looks at closed first (also while
  * they wait for room), fail with BrokenPipeError instead of sending past
- * the end.
+ * the end.  A producer that looked before the close publishes after it:
+ * in multi-producer mode it holds the side from before its look to after
+ * its publish, so a consumer that finds the ring closed and drained takes
+ * it for the end only once no live producer holds the side (the holder
+ * wakes the consumers when it lets go after a close).  In single mode the
+ * producer thread itself is expected to call close_send().
  *
  * Untrusted region: every index, length and kind read from shared memory
  * is checked before use; impossible values raise ChannelCorrupt.  Nothing
@@ -213,6 +218,7 @@ struct ch_call {
 	struct batch *batch;		/* recv_many */
 	int want;			/* records a batch may take */
 	int first;			/* send_many: the first piece not yet sent */
+	int sending;			/* ch_peek: closed, but a producer may publish yet */
 };
 
 /* channel_ring.c: the ring (no Python objects; bodies run under the guard) */

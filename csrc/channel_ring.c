@@ -87,10 +87,34 @@ ch_room(struct ch_call *c, int fresh)
 	return c->total <= cap - (c->tail - c->head) ? BLOCK_READY : BLOCK_SLEEP;
 }
 
+/* seq_cst: with the producer side's seq_cst take and a consumer's
+ * seq_cst loads of closed and of the owner word (producer_sending()) */
 int
 ch_closed_send(struct ch_call *c)
 {
-	return __atomic_load_n(c->w.closed, __ATOMIC_ACQUIRE) != 0;
+	return __atomic_load_n(c->w.closed, __ATOMIC_SEQ_CST) != 0;
+}
+
+/*
+ * Multi-producer mode: may a producer that looked at closed before
+ * close_send() still publish?  It holds the producer side from before its
+ * look until after its tail store, so a live holder (not this thread: a
+ * reserve() of ours is refused at commit) is one.  Called after closed read
+ * 1; all of it seq_cst (a producer's take of the side, then its load of
+ * closed; close_send's store; our load of closed, then of the owner word):
+ * a producer that saw closed == 0 took the side before we look at it.
+ * When the holder lets go, its tail store is seen with the word.
+ */
+static int
+producer_sending(struct ch_call *c)
+{
+	uint64_t holder;
+
+	if (!c->self->multi[PRODUCER])
+		return 0;
+	holder = __atomic_load_n(c->w.owner[PRODUCER], __ATOMIC_SEQ_CST) & ~OWNER_WAITERS;
+	return holder != 0 && holder != c->me && peer_valid(holder) &&
+	       peer_check(holder) == PEER_ALIVE;
 }
 
 int
@@ -204,9 +228,16 @@ ch_peek(struct ch_call *c, const char **payload, int fresh)
 	}
 	if (!indices_ok(c->head, c->tail, cap))
 		return CH_CORRUPT;
-	if (c->head == c->tail)
-		return ch_closed_send(c) && __atomic_load_n(c->w.tail, __ATOMIC_ACQUIRE) == c->head
+	if (c->head == c->tail) {
+		/* Not the end while a producer that may not have seen the close
+		 * still holds the side: it may publish yet.  The wait is sliced
+		 * (ch_data_poll: watch_peer), and the holder wakes us when it
+		 * lets go (ch_leave_side). */
+		c->sending = ch_closed_send(c) && producer_sending(c);
+		return ch_closed_send(c) && !c->sending &&
+		       __atomic_load_n(c->w.tail, __ATOMIC_ACQUIRE) == c->head
 			? CH_EOF : BLOCK_SLEEP;
+	}
 	if (!ch_record_at(c, c->head, &skip, &len))
 		return CH_CORRUPT;
 	c->len = len;
@@ -228,6 +259,7 @@ ch_data_poll(struct block_op *op, int Py_UNUSED(thorough))
 		return rc;
 	op->sleep_offset = c->gate.offset + CH_DATA_SEQ;
 	op->sleep_expected = seq;
+	op->watch_peer = c->sending;	/* its death ends the wait too */
 	return BLOCK_SLEEP;
 }
 

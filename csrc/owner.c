@@ -8,7 +8,9 @@ owner_try(uint64_t *word, uint64_t me, uint64_t *seen)
 {
 	uint64_t expected = 0;
 
-	if (__atomic_compare_exchange_n(word, &expected, me, 0, __ATOMIC_ACQUIRE,
+	/* seq_cst, as every take below: a Channel's producer loads closed
+	 * after it (channel_ring.c, producer_sending()) */
+	if (__atomic_compare_exchange_n(word, &expected, me, 0, __ATOMIC_SEQ_CST,
 					__ATOMIC_RELAXED))
 		return OWNER_TAKEN;
 	*seen = expected;
@@ -25,7 +27,7 @@ take_over(uint64_t *word, uint64_t v, uint64_t me)
 {
 	/* Keep OWNER_WAITERS: others may sleep on the word. */
 	return __atomic_compare_exchange_n(word, &v, me | (v & OWNER_WAITERS), 0,
-					   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+					   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
 }
 
 int
@@ -57,7 +59,7 @@ owner_poll(struct block_op *op, int thorough)
 		/* Taken with OWNER_WAITERS set: we may have been one of several
 		 * sleepers, and the others must still be woken on release. */
 		return __atomic_compare_exchange_n(w->word, &v, w->me | OWNER_WAITERS, 0,
-						   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)
+						   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)
 			? OWNER_TAKEN : BLOCK_SLEEP;	/* lost the race: the word
 							 * differs, the sleep returns
 							 * at once and we poll again */

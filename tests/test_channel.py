@@ -1325,3 +1325,85 @@ def test_a_view_kept_past_its_block_by_a_buffer_holder_loses_no_message():
     assert held.raw().nbytes == 3                   # not released: still mapped memory
     del held, held2, buf, view
     m.close()
+
+
+
+CLOSE_RACE_PRODUCER = """
+import sys, pymmapdev
+from pymmapdev import Channel
+path, cap, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+body = bytes(cap // 4)
+with pymmapdev.open_file(path) as m:
+    for t in range(trials):
+        ch = Channel(m, t * Channel.size_for(cap), cap, multi_producer=True)
+        n = 0
+        try:
+            while True:
+                assert ch.send(b"%d " % n + body, timeout=60)
+                n += 1
+        except BrokenPipeError:
+            print(n, flush=True)
+        del ch
+"""
+
+CLOSE_RACE_CONSUMER = """
+import sys, pymmapdev
+from pymmapdev import Channel
+path, cap, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with pymmapdev.open_file(path) as m:
+    for t in range(trials):
+        ch = Channel(m, t * Channel.size_for(cap), cap, multi_producer=True)
+        n = 0
+        try:
+            while True:
+                with ch.recv_view(timeout=60) as view:
+                    assert int(bytes(view[:12]).split(b" ")[0]) == n
+                n += 1
+        except EOFError:
+            print(n, flush=True)
+        del ch
+"""
+
+
+def test_close_send_racing_a_multi_producer_send_loses_no_sent_message(shm_path, run_child):
+    """A producer of a multi_producer channel looked at close_send() when it
+    found room, then copied and published: a close_send() in between let
+    the consumer take the drained, closed ring for the end (EOFError), and
+    the send then returned True with its message behind the end, the
+    consumer gone.  The producer is stopped (SIGSTOP) while it holds the
+    side sending big messages, so inside that window; close_send() runs;
+    it goes on (SIGCONT).  Every message a send() reported sent must be
+    received before EOFError, and none lie behind it."""
+    cap, trials = 1 << 20, 20
+    size = Channel.size_for(cap)
+    pymmapdev.open_file(shm_path, size * trials).close()
+    consumer = run_child(CLOSE_RACE_CONSUMER, shm_path, cap, trials)
+    producer = run_child(CLOSE_RACE_PRODUCER, shm_path, cap, trials)
+    with pymmapdev.open_file(shm_path) as m:
+        for t in range(trials):
+            ch = Channel(m, t * size, cap, multi_producer=True)
+            spin_until(lambda: m.load_u64(t * size + 72) >= 3)     # sent
+            for _ in range(10000):
+                os.kill(producer.pid, signal.SIGSTOP)
+                if m.load_u64(t * size + 80) != 0:   # stopped holding the side
+                    break
+                os.kill(producer.pid, signal.SIGCONT)
+            else:
+                pytest.fail("the producer was never stopped inside a send")
+            ch.close_send()
+            time.sleep(0.2)         # a consumer that takes this for the end exits now
+            os.kill(producer.pid, signal.SIGCONT)
+            del ch
+        sent = [int(x) for x in producer.communicate(timeout=GUARD * 2)[0].split()]
+        received = [int(x) for x in consumer.communicate(timeout=GUARD * 2)[0].split()]
+        assert producer.returncode == 0 and consumer.returncode == 0
+        behind = 0
+        for t in range(trials):
+            ch = Channel(m, t * size, cap, multi_producer=True)
+            try:
+                while ch.recv(timeout=0) is not None:
+                    behind += 1
+            except EOFError:
+                pass
+            del ch
+        assert (behind, received) == (0, sent), "sent messages behind the end of the stream"
