@@ -105,6 +105,26 @@ release_side_body(void *arg)
 }
 
 /*
+ * Ends a per-message hold.  A producer that lets go after a close_send()
+ * bumps data_seq (and ch_leave_side() wakes the consumers): one may wait
+ * for it before it takes the drained ring for the end (ch_peek).  The
+ * release is seq_cst (owner_release), so the load of closed after it
+ * cannot pass it, and the consumer's loads of closed then of the word
+ * (producer_sending()) see the close or the release.
+ */
+static int
+leave_side_body(void *arg)
+{
+	struct ch_call *c = arg;
+	int rc = owner_release(c->w.owner[c->side], c->me, &c->seen);
+
+	c->wake_consumers = rc == 0 && c->side == PRODUCER && ch_closed_send(c);
+	if (c->wake_consumers)
+		__atomic_fetch_add(c->w.data_seq, 1, __ATOMIC_RELEASE);
+	return rc;
+}
+
+/*
  * Hands a single-mode claim made in the name of @me back, so another
  * thread may claim the side (a no-op when the word no longer names it:
  * taken over meanwhile).  Where nothing can be raised: the result is a
@@ -215,18 +235,6 @@ ch_take_side(struct ch_call *c, enum side side, const struct deadline *d, int *t
 	return -1;
 }
 
-/* Closed: bumps data_seq for the consumers' sleep (1: wake them). */
-static int
-closed_wake_body(void *arg)
-{
-	struct ch_call *c = arg;
-
-	if (!ch_closed_send(c))
-		return 0;
-	__atomic_fetch_add(c->w.data_seq, 1, __ATOMIC_RELEASE);
-	return 1;
-}
-
 /* Ends a per-message hold (multi mode); wakes a waiter for the side. */
 int
 ch_leave_side(struct ch_call *c, enum side side)
@@ -237,7 +245,7 @@ ch_leave_side(struct ch_call *c, enum side side)
 	if (!c->self->multi[side])
 		return 0;
 	c->side = side;
-	rc = ch_run(c, release_side_body, &fault_addr);
+	rc = ch_run(c, leave_side_body, &fault_addr);
 	if (rc == FAULT_HIT) {
 		mapping_raise_fault(c->self->map, fault_addr, NULL);
 		return -1;
@@ -248,9 +256,7 @@ ch_leave_side(struct ch_call *c, enum side side)
 					  (side == PRODUCER ? CH_PRODUCER : CH_CONSUMER)),
 		       1) < 0)
 		return -1;
-	/* after close_send(), a consumer may wait for us to let go before it
-	 * takes the drained ring for the end (ch_peek) */
-	if (rc == 0 && side == PRODUCER && ch_run(c, closed_wake_body, &fault_addr) == 1)
+	if (rc == 0 && c->wake_consumers)
 		return block_wake(c->self->map, c->gate.offset + CH_DATA_SEQ, UINT32_MAX) < 0
 			? -1 : 0;
 	return 0;	/* taken over from us (we looked dead?): nothing to undo */

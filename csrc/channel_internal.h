@@ -219,6 +219,7 @@ struct ch_call {
 	int want;			/* records a batch may take */
 	int first;			/* send_many: the first piece not yet sent */
 	int sending;			/* ch_peek: closed, but a producer may publish yet */
+	int wake_consumers;		/* ch_leave_side: let go after a close_send() */
 };
 
 /* channel_ring.c: the ring (no Python objects; bodies run under the guard) */

@@ -88,6 +88,8 @@ owner_release(uint64_t *word, uint64_t me, uint64_t *seen)
 	*seen = v;
 	if ((v & ~OWNER_WAITERS) != me)
 		return OWNER_NOT_MINE;
-	*seen = __atomic_exchange_n(word, 0, __ATOMIC_RELEASE);
+	/* seq_cst, not only release: a Channel producer loads closed after
+	 * letting go (channel_call.c, leave_side_body); the same xchg on x86 */
+	*seen = __atomic_exchange_n(word, 0, __ATOMIC_SEQ_CST);
 	return 0;
 }
