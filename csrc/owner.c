@@ -54,29 +54,32 @@ owner_poll(struct block_op *op, int thorough)
 	 * parent's thread, which lives on, would make two holders of one
 	 * identity.  After a thread's first call, a thread-local read. */
 	w->me = peer_self();
+	/* Taken with OWNER_WAITERS set: we may have been one of several
+	 * sleepers, and the others must still be woken on release. */
+	if (v == 0 && __atomic_compare_exchange_n(w->word, &v, w->me | OWNER_WAITERS, 0,
+						  __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+		return OWNER_TAKEN;
+	/*
+	 * Held, or we lost the race and @v is now the winner's.  Every
+	 * BLOCK_SLEEP below sleeps on this word as read: the op's sleep word
+	 * may not have been set by an earlier poll (spin 0), and sleeping on
+	 * whatever it held was a sleep nobody ends.  A word that moved on
+	 * since (a lost race for a dead holder's word) ends it at once.
+	 */
 	w->seen = v;
-	if (v == 0) {
-		/* Taken with OWNER_WAITERS set: we may have been one of several
-		 * sleepers, and the others must still be woken on release. */
-		return __atomic_compare_exchange_n(w->word, &v, w->me | OWNER_WAITERS, 0,
-						   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)
-			? OWNER_TAKEN : BLOCK_SLEEP;	/* lost the race: the word
-							 * differs, the sleep returns
-							 * at once and we poll again */
-	}
 	holder = v & ~OWNER_WAITERS;
 	if (!peer_valid(holder))
 		return OWNER_GARBAGE;
 	if (holder == w->me)
 		return OWNER_RECURSIVE;
+	op->sleep_offset = ((char *)w->word - op->gate->map->data) + BLOCK_LOW_HALF;
+	op->sleep_expected = (uint32_t)(holder | OWNER_WAITERS);
+	op->watch_peer = 1;
 	if (thorough && peer_check(holder) == PEER_DEAD)
 		return take_over(w->word, v, w->me | OWNER_WAITERS) ? OWNER_TAKEN_OVER : BLOCK_SLEEP;
 	if (!(v & OWNER_WAITERS))
 		(void)__atomic_compare_exchange_n(w->word, &v, v | OWNER_WAITERS, 0,
 						  __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-	op->sleep_offset = ((char *)w->word - op->gate->map->data) + BLOCK_LOW_HALF;
-	op->sleep_expected = (uint32_t)(holder | OWNER_WAITERS);
-	op->watch_peer = 1;
 	return BLOCK_SLEEP;
 }
 

@@ -111,6 +111,16 @@ def locked_increments(path, lock_offset, counter_offset, n):
                 m.write_u64(counter_offset, v + 1)
 
 
+def lock_churn(path, lock_offset, n, spin):
+    """acquire(); release() n times, with *spin* rounds before each sleep."""
+    pymmapdev.set_spin(spin)
+    with pymmapdev.open_file(path) as m:
+        lock = pymmapdev.Lock(m, lock_offset)
+        for _ in range(n):
+            lock.acquire()
+            lock.release()
+
+
 def lock_init_race(path, lock_offset, start_offset, counter_offset, n):
     """Line up with the others, then construct the Lock at the same instant."""
     with pymmapdev.open_file(path) as m:

@@ -12,7 +12,7 @@ import pytest
 import pymmapdev
 from pymmapdev import _core
 from pymmapdev.sync import OwnerDiedWarning
-from _sync_workers import (GUARD, asleep_on, hold_lock_forever, lock_init_race,  # noqa: F401
+from _sync_workers import (GUARD, asleep_on, hold_lock_forever, lock_churn, lock_init_race,  # noqa: F401
                            locked_increments, run_child, spin_until)
 
 
@@ -312,6 +312,29 @@ def test_mutual_exclusion_across_processes(shm_path, method):
     assert [p.exitcode for p in procs] == [0] * nproc
     with pymmapdev.open_file(shm_path) as m:
         assert m.read_u64(8) == nproc * n
+
+
+def test_contention_without_spinning_never_sleeps_on_the_wrong_word(shm_path):
+    """With set_spin(0), a waiter whose poll found the word free and lost
+    the compare-exchange to another process slept on offset 0 of the
+    mapping (the sleep word was never set) with expected 0: a word nobody
+    wakes, so acquire() without a timeout hung for good.  The lock sits
+    at 64 so that offset 0 is another, zero, word."""
+    nproc, n = 3, 300_000
+    pymmapdev.open_file(shm_path, 4096).close()
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=lock_churn, args=(shm_path, 64, n, 0)) for _ in range(nproc)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + GUARD
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    hung = [p for p in procs if p.exitcode is None]
+    for p in hung:
+        p.kill()
+        p.join()
+    assert not hung, f"{len(hung)} of {nproc} processes hung in acquire()"
+    assert [p.exitcode for p in procs] == [0] * nproc
 
 
 def test_constructed_at_the_same_instant_on_a_fresh_region(shm_path):
