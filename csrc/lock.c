@@ -100,6 +100,21 @@ release_body(void *arg)
 	return owner_release(c->owner, c->me, &c->seen);
 }
 
+/* Hands the word from us to c->seen (a dead holder's identity). */
+static int
+abandon_body(void *arg)
+{
+	struct lock_call *c = arg;
+	uint64_t v = __atomic_load_n(c->owner, __ATOMIC_RELAXED);
+
+	if ((v & ~OWNER_WAITERS) != c->me)
+		return OWNER_NOT_MINE;
+	/* Keep OWNER_WAITERS: the sleepers' word half does not change (same
+	 * thread id), so they take it over when their slice ends. */
+	return __atomic_compare_exchange_n(c->owner, &v, c->seen | (v & OWNER_WAITERS), 0,
+					   __ATOMIC_RELEASE, __ATOMIC_RELAXED) ? 0 : OWNER_NOT_MINE;
+}
+
 static int
 locked_body(void *arg)
 {
@@ -280,6 +295,43 @@ lock_hold(LockObject *self, struct gate *g)
 
 static PyObject *lock_release(LockObject *self, PyObject *Py_UNUSED(ignored));
 
+/*
+ * Gives up a hold taken over from a dead holder without making the lock
+ * look consistent: the OwnerDiedWarning became an error, so the caller
+ * will not repair the state, and the next acquirer must be told in turn.
+ * The word is left to a dead holder: our thread id with another start
+ * time, which peer_check() calls dead.  Where it cannot (no /proc, so no
+ * holder is ever found dead), the lock is released.  Runs with an
+ * exception set; it keeps it.
+ */
+static void
+lock_abandon(LockObject *self)
+{
+	PyObject *type, *value, *tb, *ok;
+	struct lock_call c = {0};
+	const char *fault_addr;
+	struct gate g;
+
+	PyErr_Fetch(&type, &value, &tb);
+	c.me = peer_self();
+	c.seen = c.me ^ (UINT64_C(1) << 32);
+	if (peer_check(c.seen) != PEER_DEAD) {
+		ok = lock_release(self, NULL);
+		Py_XDECREF(ok);
+	} else {
+		/* Whatever the word held, this object holds nothing now (and
+		 * our hold's pin keeps the mapping open for the admission). */
+		if (lock_admit(self, &g, PIN_ACCESS) == 0) {
+			(void)lock_run(&g, abandon_body, &c, &fault_addr);
+			gate_leave(&g);
+		}
+		self->held_generation = 0;
+		mapping_unpin(self->map, PIN_LOCK);
+	}
+	PyErr_Clear();
+	PyErr_Restore(type, value, tb);
+}
+
 static PyObject *
 lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -331,13 +383,7 @@ lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 			     self->offset) < 0) {
 		/* The warning became an error: the caller will not think it
 		 * holds the lock, so it must not. */
-		PyObject *type, *value, *tb, *ok;
-
-		PyErr_Fetch(&type, &value, &tb);
-		ok = lock_release(self, NULL);
-		Py_XDECREF(ok);
-		PyErr_Clear();
-		PyErr_Restore(type, value, tb);
+		lock_abandon(self);
 		return NULL;
 	}
 	Py_RETURN_TRUE;

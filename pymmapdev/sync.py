@@ -13,6 +13,8 @@ their documented home.
     this process crash or write elsewhere.  When a holder dies, the next
     ``acquire`` takes the lock over, sets :attr:`Lock.owner_died` and issues
     :class:`OwnerDiedWarning`: repair the protected state before releasing.
+    (Where that warning is an error, ``acquire`` raises it, holds nothing, and
+    leaves the lock as a dead holder's: the next ``acquire`` is told in turn.)
     The lock is owned by a thread and is not recursive (acquiring it again
     from the owner raises RuntimeError); a fork()ed child does not hold its
     parent's locks.  Works on file, memfd and device mappings; all its users

@@ -120,6 +120,45 @@ def test_thread_exit_while_holding_counts_as_owner_death(m):
     m.close()                   # the dead thread's hold left no pin behind
 
 
+def test_owner_died_warning_as_an_error_leaves_the_lock_to_repair(m, shm_path, run_child):
+    """Under -W error the take-over raises and the caller holds nothing;
+    the lock used to be freed then, so the next acquire() (a retry, another
+    process) took it as if nothing had happened: owner_died False, no
+    warning, and the half-updated state was never repaired.  The next
+    acquirer must be told, as the one that raised was."""
+    lock = pymmapdev.Lock(m, 0)
+    t = threading.Thread(target=lock.acquire)
+    t.start()
+    t.join(GUARD)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(OwnerDiedWarning, match="offset 0"):
+            lock.acquire(timeout=GUARD)
+        with pytest.raises(OwnerDiedWarning):      # a retry is told again
+            with lock:
+                pass
+    assert lock.locked()                           # not free: dead, to repair
+    child = run_child("""
+        import sys, warnings, pymmapdev
+        with pymmapdev.open_file(sys.argv[1]) as m:
+            lock = pymmapdev.Lock(m, 0)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ok = lock.acquire(timeout=60)
+            print(ok, lock.owner_died, [w.category.__name__ for w in caught])
+            lock.release()
+    """, shm_path)
+    out, err = child.communicate(timeout=GUARD)
+    assert child.returncode == 0, err
+    assert out.split() == ["True", "True", "['OwnerDiedWarning']"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # repaired and released: a plain lock
+        assert lock.acquire(timeout=GUARD) is True
+    assert lock.owner_died is False
+    lock.release()
+    m.close()                   # no pin left behind by the refused holds
+
+
 def test_timed_out_acquire_leaves_the_holders_owner_died(m):
     """owner_died describes the hold: another thread's acquire() that times out
     on the same Lock object must not clear it before the holder repairs."""
