@@ -130,6 +130,7 @@ slot_error(SlotObject *self, int rc, const char *fault_addr, const Py_buffer *so
 struct publish_call {
 	struct slot_words w;
 	const void *src;
+	void *stage;		/* NULL, or where src is copied first */
 	uint64_t len;
 	uint64_t seq;		/* out: the new seq */
 	uint32_t waiters;	/* out */
@@ -143,6 +144,13 @@ publish_body(void *arg)
 	 * mid-publish: finish its cycle instead of starting one. */
 	uint64_t seq = __atomic_load_n(c->w.seq, __ATOMIC_RELAXED) | 1;
 
+	/* The source overlaps our header, which changes below: take the
+	 * bytes as they are now.  (An overlap with the value alone is
+	 * memmove's.) */
+	if (c->stage != NULL) {
+		memcpy(c->stage, c->src, c->len);
+		c->src = c->stage;
+	}
 	/* Who writes, before the sequence says someone does. */
 	__atomic_store_n(c->w.writer, peer_self(), __ATOMIC_RELAXED);
 	__atomic_store_n(c->w.ns, peer_namespace(), __ATOMIC_RELAXED);
@@ -200,6 +208,17 @@ slot_publish(SlotObject *self, PyObject *arg)
 	slot_words(&c.w, g.addr);
 	c.src = data.buf;
 	c.len = (uint64_t)data.len;
+	/* a view of this mapping reaching into the header (len <= capacity:
+	 * bounded by the mapping) */
+	if ((const char *)data.buf < g.addr + SLOT_HEADER &&
+	    (const char *)data.buf + data.len > g.addr && data.len > 0) {
+		c.stage = PyMem_Malloc((size_t)data.len);
+		if (c.stage == NULL) {
+			PyErr_NoMemory();
+			gate_leave(&g);
+			goto out;
+		}
+	}
 	spans[0] = (struct fault_span){g.addr, (size_t)g.len};
 	spans[1] = (struct fault_span){data.buf, (size_t)data.len};
 	rc = fault_run(publish_body, &c, spans, 2, &fault_addr);
@@ -215,6 +234,7 @@ slot_publish(SlotObject *self, PyObject *arg)
 		result = PyLong_FromUnsignedLongLong(c.seq >> 1);
 	}
 	gate_leave(&g);
+	PyMem_Free(c.stage);
 out:
 	PyBuffer_Release(&data);
 	return result;

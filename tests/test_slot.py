@@ -96,6 +96,23 @@ def test_publish_from_a_view_of_the_same_mapping(m):
     assert slot.read() == (1, b"inner")
 
 
+def test_publish_of_a_view_overlapping_the_slot_stores_the_bytes_as_given(m):
+    """A source overlapping the slot's own header (or its value) is stored
+    as it was when publish() was called: the header used to be rewritten
+    (writer, seq odd) before the copy read it, so the value held the
+    half-done header instead of the caller's bytes."""
+    slot = pymmapdev.Slot(m, 64, 64)
+    slot.publish(b"0123456789")
+    for lo, hi in [(64, 64 + pymmapdev.Slot.HEADER),      # the header
+                   (40, 100),                             # before, header, value
+                   (64 + 24, 64 + 48),                    # writer, namespace, value
+                   (64 + pymmapdev.Slot.HEADER + 2, 64 + pymmapdev.Slot.HEADER + 30)]:
+        before = m[lo:hi]
+        with memoryview(m) as view:
+            version = slot.publish(view[lo:hi])
+        assert slot.read() == (version, before), (lo, hi)
+
+
 def test_writer_died_mid_publish_is_recovered(m):
     slot = pymmapdev.Slot(m, 0, 16)
     slot.publish(b"one")
