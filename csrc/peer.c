@@ -107,6 +107,13 @@ peer_check(uint64_t ident)
 	if (!peer_valid(ident))
 		return PEER_DEAD;
 	found = thread_stat((unsigned long)(ident & PEER_TID_MASK), &state, &start);
+	/* No /proc entry is not always no thread: /proc mounted hidepid=2
+	 * hides other users' tasks.  tkill(tid, 0) sees every thread of our
+	 * pid namespace; one it finds (EPERM: another user's) is one whose
+	 * start time we cannot compare, so alive. */
+	if (found == 0 && (syscall(SYS_tkill, (pid_t)(ident & PEER_TID_MASK), 0) == 0 ||
+			   errno != ESRCH))
+		found = -1;
 	if (found < 0)
 		return PEER_ALIVE;
 	if (found == 0 || state == 'Z' || state == 'X' || state == 'x')

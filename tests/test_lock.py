@@ -3,6 +3,7 @@ import multiprocessing as mp
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -11,6 +12,7 @@ import pytest
 
 import pymmapdev
 from pymmapdev import _core
+from conftest import child_env
 from pymmapdev.sync import OwnerDiedWarning
 from _sync_workers import (GUARD, asleep_on, hold_lock_forever, lock_churn, lock_init_race,  # noqa: F401
                            locked_increments, run_child, spin_until)
@@ -302,6 +304,72 @@ def test_holder_whose_thread_id_was_reused_is_taken_over(m):
     finally:
         child.kill()
         child.wait()
+
+
+def test_holder_hidden_by_hidepid_is_not_taken_for_dead(shm_path, tmp_path):
+    """With /proc mounted hidepid=2 (a common hardening), another user's
+    threads have no /proc entry: a live holder of another user read as
+    "no such thread", was declared dead, and the waiter took the lock
+    while it was held.  A holder /proc does not show is only dead when
+    the kernel has no such task either."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root to mount /proc hidepid=2 and switch users (CI runs as root)")
+    pymmapdev.open_file(shm_path, 4096).close()
+    os.chmod(shm_path, 0o666)
+    script = tmp_path / "inner.py"
+    script.write_text(f"""
+import os, sys, time, warnings
+sys.path[:0] = {sys.path!r}
+import pymmapdev
+
+def as_user(uid, body):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            with pymmapdev.open_file({shm_path!r}) as m:
+                body(m, pymmapdev.Lock(m, 64))
+        finally:
+            os._exit(0)
+    return pid
+
+def hold(m, lock):
+    lock.acquire()
+    m.store_u32(0, 1)
+    m.wake(0)
+    while m.load_u32(4) == 0:
+        m.wait(4, 0, 60)
+
+def wait(m, lock):
+    while m.load_u32(0) == 0:
+        m.wait(0, 0, 60)
+    print("hidden", not os.path.exists(f"/proc/{{m.load_u64(64) & 0x3fffff}}"), flush=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = lock.acquire(timeout=0.3)
+    print("acquired", got, len(caught), flush=True)
+
+holder = as_user(1, hold)
+os.waitpid(as_user(65534, wait), 0)
+with pymmapdev.open_file({shm_path!r}) as m:
+    m.store_u32(4, 1)
+    m.wake(4)
+os.waitpid(holder, 0)
+""")
+    # A private mount namespace, so the hidepid /proc is gone with the
+    # child (inside a chroot "/" is no mount point: see test_trust_boundary).
+    for propagation in ("private", "unchanged"):
+        proc = subprocess.run(
+            ["unshare", "--mount", f"--propagation={propagation}", "sh", "-c",
+             f"mount -t proc -o hidepid=2 proc /proc && {sys.executable} {script}"],
+            capture_output=True, text=True, timeout=GUARD, env=child_env())
+        if "cannot change root filesystem propagation" not in proc.stderr:
+            break
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["hidden True", "acquired False 0"], \
+        proc.stdout + proc.stderr
 
 
 def test_lock_from_another_namespace_is_refused(m):
