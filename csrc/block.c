@@ -393,6 +393,14 @@ block_until(struct block_op *op, const struct deadline *d)
 	op->announced = 0;
 	op->watch_peer = 0;
 	rc = op->spin > 0 ? spin_phase(op, d, &fault_addr) : BLOCK_SLEEP;
+	if (rc == BLOCK_TIMEOUT) {
+		/* The deadline passed while spinning (a timeout of 0: a
+		 * try): the slow checks still come first, or a dead peer
+		 * reads as a live one at every try, never taken over. */
+		rc = guarded(op, poll_body, &c, &fault_addr);
+		if (rc == BLOCK_SLEEP)
+			rc = BLOCK_TIMEOUT;
+	}
 	if (rc != BLOCK_SLEEP)
 		goto out;
 

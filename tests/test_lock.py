@@ -161,6 +161,23 @@ def test_owner_died_warning_as_an_error_leaves_the_lock_to_repair(m, shm_path, r
     m.close()                   # no pin left behind by the refused holds
 
 
+@pytest.mark.parametrize("timeout", [0, 1e-6])
+def test_a_zero_timeout_still_takes_over_a_dead_holder(m, timeout):
+    """acquire(timeout=0), the try-lock: with the default spin the deadline
+    passed during the spin, before the first slow check (is the holder
+    alive?), so a dead holder's lock was never taken over: every try
+    returned False for good."""
+    assert pymmapdev.get_spin() > 0                     # the default: the case at hand
+    lock = pymmapdev.Lock(m, 0)
+    t = threading.Thread(target=lock.acquire)
+    t.start()
+    t.join(GUARD)
+    with pytest.warns(OwnerDiedWarning):
+        assert lock.acquire(timeout=timeout) is True
+    assert lock.owner_died
+    lock.release()
+
+
 def test_timed_out_acquire_leaves_the_holders_owner_died(m):
     """owner_died describes the hold: another thread's acquire() that times out
     on the same Lock object must not clear it before the holder repairs."""

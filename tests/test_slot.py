@@ -113,6 +113,23 @@ def test_publish_of_a_view_overlapping_the_slot_stores_the_bytes_as_given(m):
         assert slot.read() == (version, before), (lo, hi)
 
 
+@pytest.mark.parametrize("timeout", [0, 1e-6])
+def test_a_zero_timeout_still_reports_a_dead_writer(m, timeout):
+    """read(timeout=0) and wait_newer(v, 0) with the default spin: the
+    deadline passed during the spin, before the first check of the writer,
+    so a publish abandoned by a dead writer read as one in progress (None,
+    False) at every call instead of PeerDied."""
+    assert pymmapdev.get_spin() > 0                     # the default: the case at hand
+    slot = pymmapdev.Slot(m, 0, 16)
+    slot.publish(b"one")
+    m.store_u64(24, 0)                                  # no writer identity: nobody to wait for
+    m.store_u64(0, 3)                                   # seq odd: a publish never finished
+    with pytest.raises(pymmapdev.PeerDied):
+        slot.read(timeout=timeout)
+    with pytest.raises(pymmapdev.PeerDied):
+        slot.wait_newer(1, timeout=timeout)
+
+
 def test_writer_died_mid_publish_is_recovered(m):
     slot = pymmapdev.Slot(m, 0, 16)
     slot.publish(b"one")
