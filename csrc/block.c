@@ -388,7 +388,7 @@ block_until(struct block_op *op, const struct deadline *d)
 	const char *fault_addr = NULL;
 	int rc, err = 0, last, signalled = 0, polled;
 	long long bound, ticks = 0;
-	unsigned long generation = gate_generation();
+	unsigned long generation = gate_generation(), wakes = 0;
 
 	op->announced = 0;
 	op->watch_peer = 0;
@@ -461,7 +461,18 @@ block_until(struct block_op *op, const struct deadline *d)
 			rc = BLOCK_TIMEOUT;
 			break;
 		}
-		if (err == EINTR || err == ETIMEDOUT) {
+		/*
+		 * Woken (or the word differed) and still waiting.  A word that
+		 * keeps changing between our poll and the sleep's compare (a
+		 * busy Lock, a peer churning it) ends every sleep at once,
+		 * before its timeout can (the kernel compares first): so the
+		 * deadline is checked here too, and the signals now and then.
+		 */
+		if (err == 0 && last && deadline_passed(d)) {
+			rc = BLOCK_TIMEOUT;
+			break;
+		}
+		if (err == EINTR || err == ETIMEDOUT || (err == 0 && ++wakes % 64 == 0)) {
 			Py_BLOCK_THREADS
 			signalled = PyErr_CheckSignals();
 			Py_UNBLOCK_THREADS
