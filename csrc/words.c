@@ -89,17 +89,24 @@ arg_width(PyObject *obj, enum width *out)
 	return -1;
 }
 
-/* Runs @body over the admitted span; 0, or -1 with MappingFault. */
+/*
+ * Runs @body over the admitted span; 0, or -1 with MappingFault.  @result,
+ * if not NULL, is the buffer read_words() stores into: the array type is
+ * looked up at call time, so Python code may have made it a view of
+ * another mapping, whose file may be truncated: it is guarded too.
+ */
 static int
-run_guarded(MappingObject *self, struct gate *g, int (*body)(void *), struct words_call *c)
+run_guarded(MappingObject *self, struct gate *g, int (*body)(void *), struct words_call *c,
+	    const Py_buffer *result)
 {
-	struct fault_span span = {g->addr, (size_t)g->len};
+	struct fault_span spans[2] = {{g->addr, (size_t)g->len}, {c->buf, (size_t)g->len}};
 	const char *addr;
 
 	c->addr = g->addr;
-	if (c->count == 0 || fault_run(body, c, &span, 1, &addr) != FAULT_HIT)
+	if (c->count == 0 ||
+	    fault_run(body, c, spans, result != NULL ? 2 : 1, &addr) != FAULT_HIT)
 		return 0;
-	mapping_raise_fault(self, addr, NULL);
+	mapping_raise_copy_fault(self, addr, result, 0);
 	return -1;
 }
 
@@ -155,7 +162,7 @@ words_read(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
 	}
 	c.buf = view.buf;
 	if (gate_enter(&g, self, offset, len, c.width, GATE_READ, PIN_ACCESS) == 0) {
-		int rc = run_guarded(self, &g, load_body, &c);
+		int rc = run_guarded(self, &g, load_body, &c, &view);
 
 		gate_leave(&g);
 		PyBuffer_Release(&view);
@@ -247,7 +254,7 @@ words_write(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
 		return NULL;
 	if (span_len(self, offset, c.count, c.width, GATE_WRITE, &len) == 0 &&
 	    gate_enter(&g, self, offset, len, c.width, GATE_WRITE, PIN_ACCESS) == 0) {
-		rc = run_guarded(self, &g, store_body, &c);
+		rc = run_guarded(self, &g, store_body, &c, NULL);
 		gate_leave(&g);
 	}
 	PyMem_Free(c.buf);

@@ -803,6 +803,32 @@ def test_read_words_does_not_trust_a_replaced_array_type():
     assert line == "SystemError"
 
 
+def test_read_words_into_a_replaced_result_over_a_truncated_file_raises(shm_path):
+    """The words are stored into whatever buffer the (replaceable) array
+    type hands back: a view of another mapping whose file was truncated
+    must be a MappingFault naming the destination, not a SIGBUS outside
+    every guarded span (which killed the interpreter)."""
+    line = outcome("""
+        import array, os, sys, pymmapdev
+        path = sys.argv[1]
+        m = pymmapdev.anonymous(1 << 16)
+        m.write_words(0, range(16), 4)
+        other = pymmapdev.open_file(path, 1 << 16)
+        os.truncate(path, 0)
+        real = array.array
+        class Hostile(real):
+            def __mul__(self, n):
+                return memoryview(other)[: n * self.itemsize]
+        array.array = Hostile
+        try:
+            m.read_words(0, 16, 4)
+            print("no error")
+        except pymmapdev.MappingFault as exc:
+            print(type(exc).__name__, "destination" in str(exc), "offset 0 " in str(exc))
+        """, shm_path)
+    assert line == "MappingFault True True"
+
+
 # (never MADV_HWPOISON or MADV_SOFT_OFFLINE here: if the refusal broke, a
 # root test run would take pages of memory away from the machine)
 @pytest.mark.parametrize("advice", [10, 102, 103, 12345, -1, 2**70])
