@@ -8,13 +8,16 @@ which faults again forever, and ``faulthandler.enable()``'s kills the
 process.  The C core re-arms itself when a Mapping is created and before
 bulk copies; the stdlib calls that install a SIGBUS handler are wrapped here
 so that it is re-armed on top of theirs at once (chaining to them for faults
-that are not ours).  Handlers installed by C code behind Python's back are
-only caught at the next re-arm.
+that are not ours).  Handlers installed by C code behind Python's back, or
+through a faulthandler function bound before this import (``from
+faulthandler import enable``: a builtin, which cannot be wrapped in place),
+are only caught at the next re-arm.
 """
 from __future__ import annotations
 
 import faulthandler
 import functools
+import importlib
 import signal
 from typing import Any, Callable, TypeVar
 
@@ -48,6 +51,11 @@ def _always(*_args: Any, **_kwargs: Any) -> bool:
 
 
 def install() -> None:
-    signal.signal = _rearm_after(signal.signal, _signal_is_sigbus)
+    # signal.signal() is a Python function that looks _signal.signal up at
+    # each call: wrapping that one re-arms after signal.signal() calls, even
+    # through a reference taken before this import (`from signal import
+    # signal`), which a wrapper of signal.signal itself would miss
+    low = importlib.import_module("_signal")     # no stub: typed as a module
+    setattr(low, "signal", _rearm_after(getattr(low, "signal"), _signal_is_sigbus))
     faulthandler.enable = _rearm_after(faulthandler.enable, _always)
     faulthandler.register = _rearm_after(faulthandler.register, _signal_is_sigbus)

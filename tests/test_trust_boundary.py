@@ -589,6 +589,29 @@ def test_python_sigbus_handler_installed_later_does_not_loop(shm_path):
     assert line == "['fault', 'fault', 'fault']"
 
 
+def test_a_signal_function_bound_before_import_still_rearms(shm_path):
+    """`from signal import signal` at the top of a module imported before
+    pymmapdev keeps the unwrapped function: the SIGBUS handler it installed
+    later took SIGBUS from the guard, and a typed access of a truncated page
+    re-ran its faulting load forever (a hang at 100 % CPU)."""
+    line = outcome(f"""
+        from signal import signal
+        import os, pymmapdev
+        from signal import SIGBUS
+        m = pymmapdev.open_file({shm_path!r}, 4 * {PAGE})
+        signal(SIGBUS, lambda *a: print("python handler"))
+        os.truncate({shm_path!r}, {PAGE})
+        seen = []
+        for call in (lambda: m.read_u32(2 * {PAGE}), lambda: m[2 * {PAGE}]):
+            try:
+                call()
+            except pymmapdev.MappingFault:
+                seen.append("fault")
+        print(seen)
+        """, timeout=30)
+    assert line == "['fault', 'fault']"
+
+
 def test_faulthandler_enabled_later_does_not_kill(shm_path):
     line = outcome(f"""
         import os, faulthandler, pymmapdev
