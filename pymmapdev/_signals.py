@@ -19,7 +19,7 @@ import faulthandler
 import functools
 import importlib
 import signal
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from . import _core
 
@@ -42,6 +42,26 @@ def _rearm_after(function: F, installs_sigbus: Callable[..., bool]) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _never_blocking_sigbus(function: F) -> F:
+    """pthread_sigmask() that leaves SIGBUS unblocked.  A fault while SIGBUS
+    is blocked is never delivered: the kernel kills the process (POSIX: the
+    result is undefined), so a thread that blocks every signal (the
+    sigwait() design) would die on a truncated page instead of raising
+    MappingFault.  Only a SIGBUS sent by kill() could be held back by the
+    block; it now reaches the handlers as if the thread had not blocked it."""
+    if getattr(function, "__pymmapdev_rearms__", False):
+        return function                 # the package was imported twice
+
+    @functools.wraps(function)
+    def wrapper(how: int, mask: Iterable[int]) -> Any:
+        if how in (signal.SIG_BLOCK, signal.SIG_SETMASK):
+            mask = [number for number in mask if number != signal.SIGBUS]
+        return function(how, mask)
+
+    setattr(wrapper, "__pymmapdev_rearms__", True)
+    return wrapper  # type: ignore[return-value]
+
+
 def _signal_is_sigbus(signalnum: int, *_args: Any, **_kwargs: Any) -> bool:
     return signalnum == signal.SIGBUS
 
@@ -57,5 +77,7 @@ def install() -> None:
     # signal`), which a wrapper of signal.signal itself would miss
     low = importlib.import_module("_signal")     # no stub: typed as a module
     setattr(low, "signal", _rearm_after(getattr(low, "signal"), _signal_is_sigbus))
+    if hasattr(low, "pthread_sigmask"):         # the same lookup in signal.pthread_sigmask()
+        setattr(low, "pthread_sigmask", _never_blocking_sigbus(getattr(low, "pthread_sigmask")))
     faulthandler.enable = _rearm_after(faulthandler.enable, _always)
     faulthandler.register = _rearm_after(faulthandler.register, _signal_is_sigbus)

@@ -612,6 +612,36 @@ def test_a_signal_function_bound_before_import_still_rearms(shm_path):
     assert line == "['fault', 'fault']"
 
 
+@pytest.mark.parametrize("binding", ["import signal", "from signal import pthread_sigmask"])
+def test_a_thread_that_blocks_every_signal_gets_a_fault_not_death(shm_path, binding):
+    """Blocking every signal in worker threads (the sigwait() design) blocked
+    SIGBUS too, and a fault with SIGBUS blocked is not delivered: the kernel
+    kills the process.  A truncated page read there must still be a
+    MappingFault; signals other than SIGBUS stay blocked."""
+    line = outcome(f"""
+        {binding}
+        import os, signal, threading, pymmapdev
+        m = pymmapdev.open_file({shm_path!r}, 4 * {PAGE})
+        os.truncate({shm_path!r}, {PAGE})
+        seen = []
+        def worker():
+            mask = signal.pthread_sigmask if "{binding}" == "import signal" else pthread_sigmask
+            mask(signal.SIG_BLOCK, signal.valid_signals())
+            for call in (lambda: m.read_u32(2 * {PAGE}), lambda: m.read(2 * {PAGE}, 10)):
+                try:
+                    call()
+                except pymmapdev.MappingFault:
+                    seen.append("fault")
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            seen.append(signal.SIGUSR1 in blocked and signal.SIGBUS not in blocked)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        print(seen)
+        """, timeout=30)
+    assert line == "['fault', 'fault', True]"
+
+
 def test_faulthandler_enabled_later_does_not_kill(shm_path):
     line = outcome(f"""
         import os, faulthandler, pymmapdev
