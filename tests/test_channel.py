@@ -1365,6 +1365,27 @@ with pymmapdev.open_file(path) as m:
 """
 
 
+def _stopped(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] == "T"
+
+
+def _stop_holding_the_side(pid, m, owner_offset):
+    """SIGSTOPs *pid* at a moment it holds the producer side.  kill() only
+    queues the stop: each try waits until the process is stopped before
+    it looks, and the tries are bounded by time, not count (a loaded
+    machine gave 10 000 quick tries that never saw one)."""
+    deadline = time.monotonic() + GUARD
+    while time.monotonic() < deadline:
+        os.kill(pid, signal.SIGSTOP)
+        spin_until(lambda: _stopped(pid))
+        if m.load_u64(owner_offset) != 0:
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(random.random() / 1000)       # another moment of its loop
+    pytest.fail("the producer was never stopped inside a send")
+
+
 def test_close_send_racing_a_multi_producer_send_loses_no_sent_message(shm_path, run_child):
     """A producer of a multi_producer channel looked at close_send() when it
     found room, then copied and published: a close_send() in between let
@@ -1383,13 +1404,7 @@ def test_close_send_racing_a_multi_producer_send_loses_no_sent_message(shm_path,
         for t in range(trials):
             ch = Channel(m, t * size, cap, multi_producer=True)
             spin_until(lambda: m.load_u64(t * size + 72) >= 3)     # sent
-            for _ in range(10000):
-                os.kill(producer.pid, signal.SIGSTOP)
-                if m.load_u64(t * size + 80) != 0:   # stopped holding the side
-                    break
-                os.kill(producer.pid, signal.SIGCONT)
-            else:
-                pytest.fail("the producer was never stopped inside a send")
+            _stop_holding_the_side(producer.pid, m, t * size + 80)
             ch.close_send()
             time.sleep(0.2)         # a consumer that takes this for the end exits now
             os.kill(producer.pid, signal.SIGCONT)
