@@ -5,7 +5,8 @@ Pool and ProcessPoolExecutor.
 A pickle never carries the bytes, only how to map them again:
 
 - a file mapping: its path, size, offset and readonly flag, plus the file's
-  (st_dev, st_ino), so that a path that now names another file fails loudly
+  (st_dev, st_ino) and inode generation (ext4 gives a freed inode number to
+  the next new file: the generation tells them apart), so that a path that now names another file fails loudly
   instead of silently sharing nothing (checked before the path is opened:
   opening a device that took its place is already an action of its driver);
 - a device mapping: its path, size, offset and readonly flag, plus the
@@ -28,8 +29,10 @@ from __future__ import annotations
 
 import copyreg
 import errno
+import fcntl
 import os
 import stat
+import struct
 from multiprocessing.reduction import DupFd, ForkingPickler
 from typing import Any, Callable
 
@@ -37,6 +40,9 @@ from ._open import OPEN_FLAGS, map_device_fd
 from ._core import Mapping
 from .channel import Channel
 from .sync import Lock, Slot
+
+# _IOR('v', 1, long); the kernel writes an int at the start of the long
+FS_IOC_GETVERSION = 0x80007601 | struct.calcsize("l") << 16
 
 # what a reducer returns: a callable and its arguments
 Reduced = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -73,19 +79,33 @@ def _open_if_same(path: str, flags: int, same: Callable[[os.stat_result], None])
     return fd
 
 
+def _generation(fd: int) -> int | None:
+    """The inode's generation (FS_IOC_GETVERSION: ext4, xfs, btrfs draw a
+    new one whenever an inode number is given to a new file), or None where
+    the file system keeps none (tmpfs, whose inode numbers only grow)."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETVERSION, bytes(8))[:4])[0])
+    except OSError:
+        return None
+
+
 def _replaced(path: str) -> OSError:
     return OSError(errno.ESTALE, "the path names another file than the one the mapping was "
                    "pickled from (it was replaced or renamed)", path)
 
 
 def _rebuild_file(path: str, size: int, offset: int, readonly: bool,
-                  ident: tuple[int, int]) -> Mapping:
+                  ident: tuple[int, int, int | None]) -> Mapping:
     def same(st: os.stat_result) -> None:
-        if (st.st_dev, st.st_ino) != ident:
+        # a regular file only: a node made on a reused inode number is not
+        # opened (its driver would act) before the generation can be read
+        if (st.st_dev, st.st_ino) != ident[:2] or not stat.S_ISREG(st.st_mode):
             raise _replaced(path)
 
     fd = _open_if_same(path, os.O_RDONLY if readonly else os.O_RDWR, same)
     try:
+        if _generation(fd) != ident[2]:      # O_PATH descriptors take no ioctl
+            raise _replaced(path)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size < offset + size:
             raise ValueError(f"{path} has {st.st_size} bytes, fewer than offset {offset} + "
@@ -137,7 +157,8 @@ def _reduce_mapping(m: Mapping) -> Reduced:
                         "not pickled for anyone else; map a file to share by path")
     st = os.fstat(m.fileno())
     path = os.path.abspath(m.path)       # a child may run in another directory
-    return _rebuild_file, (path, m.size, m.offset, m.readonly, (st.st_dev, st.st_ino))
+    inode = (st.st_dev, st.st_ino, _generation(m.fileno()))
+    return _rebuild_file, (path, m.size, m.offset, m.readonly, inode)
 
 
 def _reduce_mapping_mp(m: Mapping) -> Reduced:

@@ -77,6 +77,28 @@ def test_replaced_file_is_refused(shm_path):
     assert exc.value.errno == errno.ESTALE and exc.value.filename == shm_path
 
 
+def test_replaced_file_with_the_same_inode_number_is_refused(tmp_path):
+    """ext4 (and most disk file systems) gives a freed inode number to the
+    next file created: (st_dev, st_ino) alone took the new file for the
+    pickled one, and the copy silently mapped bytes nobody shares."""
+    path = tmp_path / "reused"
+    for _ in range(100):
+        with pymmapdev.open_file(path, SIZE) as m:
+            data = pickle.dumps(m)
+            ino = os.fstat(m.fileno()).st_ino
+        path.unlink()
+        path.write_bytes(b"new file" * (SIZE // 8))
+        if os.stat(path).st_ino == ino:
+            break
+        path.unlink()
+    else:
+        pytest.fail(f"the file system of {tmp_path} never reused an inode number in 100 tries: "
+                    f"this test needs one that does (ext4, as CI's)")
+    with pytest.raises(OSError) as exc:
+        pickle.loads(data).close()
+    assert exc.value.errno == errno.ESTALE and exc.value.filename == str(path)
+
+
 def test_path_replaced_by_a_fifo_is_refused_not_waited_on(shm_path):
     """A read-only mapping is reopened O_RDONLY, which on a FIFO waits in
     open(2) for a writer that never comes: the child hung unpickling."""
