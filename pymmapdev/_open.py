@@ -45,10 +45,28 @@ def _read_int(path):
     return int(text) if text.isdigit() else None
 
 
+CGROUP_ROOT = "/sys/fs/cgroup"
+PROC_SELF_CGROUP = "/proc/self/cgroup"
+
+
+def _lowest_limit(directory, path, name):
+    """The lowest limit in file *name* of cgroup *path* and of every cgroup
+    above it (a parent's limit binds its children), or None."""
+    limits = []
+    while True:
+        limits.append(_read_int(f"{directory}{path}/{name}"))
+        if path in ("", "/"):
+            break
+        path = os.path.dirname(path)
+    limits = [limit for limit in limits if limit]
+    return min(limits) if limits else None
+
+
 def _cgroup_memory_limit():
-    """The memory limit of this process's cgroup (v2 or v1), or None."""
+    """The memory limit of this process's cgroup (v2 or v1) and of those
+    above it, or None."""
     try:
-        with open("/proc/self/cgroup") as f:
+        with open(PROC_SELF_CGROUP) as f:
             lines = f.read().splitlines()
     except OSError:
         return None
@@ -56,9 +74,10 @@ def _cgroup_memory_limit():
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":                                   # v2
-            limits.append(_read_int(f"/sys/fs/cgroup{path}/memory.max"))
+            limits.append(_lowest_limit(CGROUP_ROOT, path, "memory.max"))
         elif "memory" in controllers.split(","):                # v1
-            limits.append(_read_int(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"))
+            limits.append(_lowest_limit(f"{CGROUP_ROOT}/memory", path,
+                                        "memory.limit_in_bytes"))
     limits = [limit for limit in limits if limit]
     return min(limits) if limits else None
 

@@ -5,6 +5,8 @@ from ._core import Mapping
 PAGESIZE: int
 MAX_OFFSET: int
 OPEN_FLAGS: int
+CGROUP_ROOT: str
+PROC_SELF_CGROUP: str
 
 def open_file(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], size: int | None = None, *,
               create: bool = True, readonly: bool = False, mode: int = 0o600,

@@ -247,3 +247,30 @@ def test_anonymous_shared_with_fork():
     os.waitpid(pid, 0)
     assert m.read(0, 10) == b"from child"
     m.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_parent_cgroups_memory_limit_is_refused_before_allocating(tmp_path, monkeypatch,
+                                                                     version):
+    """A cgroup's memory limit binds every cgroup below it (a systemd slice
+    over its services, a container over its own sub-groups): only the
+    process's own cgroup was read, "max" there, so a size its parent cannot
+    hold was allocated until the cgroup's OOM killer struck.  A fake
+    hierarchy (the real one belongs to whatever runs the tests): 8 MiB on
+    the parent, none on the child."""
+    from pymmapdev import _open
+    root = tmp_path / "cgroup"
+    base, name, none = (root / "memory", "memory.limit_in_bytes", "9223372036854771712") \
+        if version == 1 else (root, "memory.max", "max")
+    (base / "parent" / "child").mkdir(parents=True)
+    (base / "parent" / name).write_text(f"{8 << 20}\n")
+    (base / "parent" / "child" / name).write_text(f"{none}\n")
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("4:memory:/parent/child\n" if version == 1 else "0::/parent/child\n")
+    monkeypatch.setattr(_open, "CGROUP_ROOT", str(root))
+    monkeypatch.setattr(_open, "PROC_SELF_CGROUP", str(proc))
+    with pytest.raises(OSError, match="cannot back") as info:
+        pymmapdev.anonymous(16 << 20).close()
+    assert info.value.errno == errno.ENOMEM
+    with pymmapdev.anonymous(1 << 20) as m:         # within the limit: allowed
+        assert m.size == 1 << 20
