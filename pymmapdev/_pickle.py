@@ -144,19 +144,27 @@ def _rebuild_anonymous(dupfd: Any, size: int, offset: int, readonly: bool) -> Ma
         os.close(fd)     # the Mapping keeps its own duplicate
 
 
+def _absolute(path: str) -> str:
+    """*path* from the root, for a child that may run in another directory.
+    Not os.path.abspath: it folds "link/.." away as text, where the kernel
+    follows the link first and then goes up from its target."""
+    path = os.path.join(os.getcwd(), path)
+    return path if ".." in path.split("/") else os.path.normpath(path)
+
+
 def _reduce_mapping(m: Mapping) -> Reduced:
     """Pickle by path; anonymous mappings only through multiprocessing."""
     if m.closed:
         raise ValueError("cannot pickle a closed mapping")
     if m.kind == "device" and m.path is not None:
         ident = _device_ident(os.fstat(m.fileno()))
-        return _rebuild_device, (os.path.abspath(m.path), m.size, m.offset, m.readonly, ident)
+        return _rebuild_device, (_absolute(m.path), m.size, m.offset, m.readonly, ident)
     if m.path is None:
         raise TypeError("an anonymous mapping has no path: it can only be passed to "
                         "multiprocessing children (its file descriptor goes with it), "
                         "not pickled for anyone else; map a file to share by path")
     st = os.fstat(m.fileno())
-    path = os.path.abspath(m.path)       # a child may run in another directory
+    path = _absolute(m.path)
     inode = (st.st_dev, st.st_ino, _generation(m.fileno()))
     return _rebuild_file, (path, m.size, m.offset, m.readonly, inode)
 

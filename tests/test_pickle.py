@@ -57,6 +57,24 @@ def test_relative_path_is_resolved_when_pickled(tmp_path, monkeypatch):
             assert copy.read(0, 9) == b"same file"
 
 
+def test_relative_path_through_a_symlinked_directory_and_dotdot(tmp_path, monkeypatch):
+    """os.path.abspath folds "sub/.." away as text, but the kernel resolves
+    ".." after following sub: with sub a symlink to another directory,
+    "sub/../data" names a file beside that directory's target, and the
+    child was sent a path naming another (here no) file."""
+    (tmp_path / "other" / "inner").mkdir(parents=True)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "sub").symlink_to(tmp_path / "other" / "inner")
+    monkeypatch.chdir(tmp_path / "here")
+    with pymmapdev.open_file("sub/../data", SIZE) as m:
+        m.write(0, b"beside inner")
+        data = pickle.dumps(m)
+        monkeypatch.chdir("/")
+        with pickle.loads(data) as copy:
+            assert copy.read(0, 12) == b"beside inner"
+    assert (tmp_path / "other" / "data").exists()
+
+
 def test_removed_file(shm_path):
     with pymmapdev.open_file(shm_path, SIZE) as m:
         data = pickle.dumps(m)
