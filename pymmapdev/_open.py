@@ -199,6 +199,17 @@ def _file_type_error(path, st):
     return ValueError(f"{path} is {kind} and cannot be mapped")
 
 
+def _str_path(path):
+    """A path argument as str (bytes decoded as os does), refused with its
+    name if the kernel could not take it."""
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if "\0" in path:
+        raise ValueError(f"the path contains a NUL byte, which no file name can: {path!r}")
+    return path
+
+
 def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
               populate=False):
     """Map *path* MAP_SHARED and return a :class:`Mapping`.
@@ -207,9 +218,7 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
     extended to *size* bytes with its blocks reserved if shorter; a longer
     file is never shrunk.  ``size=None`` maps the whole existing file.
     """
-    path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
+    path = _str_path(path)
     if size is not None:
         size = _checked_size(size)
         if size > MAX_OFFSET:      # posix_fallocate would raise OverflowError
@@ -351,9 +360,7 @@ def open_device(path="/dev/mmapdev0", size=None, *, offset=0, readonly=False):
     *offset*, ``m[0]`` its first byte).  A driver that refuses the mapping
     raises its errno with the path.
     """
-    path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
+    path = _str_path(path)
     offset = operator.index(offset)
     if offset < 0:
         raise ValueError(f"offset {offset} is negative ({path})")

@@ -274,3 +274,12 @@ def test_a_parent_cgroups_memory_limit_is_refused_before_allocating(tmp_path, mo
     assert info.value.errno == errno.ENOMEM
     with pymmapdev.anonymous(1 << 20) as m:         # within the limit: allowed
         assert m.size == 1 << 20
+
+
+@pytest.mark.parametrize("opener", ["open_file", "open_device"])
+@pytest.mark.parametrize("path", ["/tmp/a\0b", b"/tmp/a\0b"])
+def test_a_path_with_a_nul_byte_is_named_in_the_error(opener, path):
+    """os.open's "embedded null byte" said neither which argument nor
+    which path (a name built from user input, say)."""
+    with pytest.raises(ValueError, match=r"NUL byte.*'/tmp/a\\x00b'"):
+        getattr(pymmapdev, opener)(path, 4096)
