@@ -17,6 +17,7 @@ PAGESIZE = _core.PAGESIZE
 
 _NO_FALLOCATE = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 MAX_OFFSET = 2**63 - 1             # off_t's: mmap() takes no offset past it
+MEMFD_NAME_MAX = 249               # memfd_create(2): 255 for "memfd:" and the name
 # Every open(2) of a path to map (see _open()); _pickle's re-open too.
 OPEN_FLAGS = os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 
@@ -301,6 +302,9 @@ def anonymous(size, *, name="pymmapdev"):
     """Shared memory with no path: a memfd, shared with children by fork or
     by passing ``m.fileno()`` (e.g. over a UNIX socket)."""
     size = _checked_size(size)
+    if isinstance(name, (str, bytes)) and len(os.fsencode(name)) > MEMFD_NAME_MAX:
+        raise ValueError(f"name must be at most {MEMFD_NAME_MAX} bytes (memfd_create's "
+                         f"limit), not {len(os.fsencode(name))}: {name!r}")
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
         _reserve(fd, None, 0, size, memory_backed=True)

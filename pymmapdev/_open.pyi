@@ -4,6 +4,7 @@ from ._core import Mapping
 
 PAGESIZE: int
 MAX_OFFSET: int
+MEMFD_NAME_MAX: int
 OPEN_FLAGS: int
 CGROUP_ROOT: str
 PROC_SELF_CGROUP: str

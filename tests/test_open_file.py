@@ -283,3 +283,13 @@ def test_a_path_with_a_nul_byte_is_named_in_the_error(opener, path):
     which path (a name built from user input, say)."""
     with pytest.raises(ValueError, match=r"NUL byte.*'/tmp/a\\x00b'"):
         getattr(pymmapdev, opener)(path, 4096)
+
+
+@pytest.mark.parametrize("name", ["x" * 250, "\u00e9" * 125])
+def test_an_anonymous_name_too_long_for_memfd_says_so(name):
+    """memfd_create(2) takes at most 249 bytes of name: a longer one was a
+    bare 'Invalid argument' that did not say which argument."""
+    with pytest.raises(ValueError, match="249 bytes"):
+        pymmapdev.anonymous(4096, name=name)
+    with pymmapdev.anonymous(4096, name="x" * 249) as m:        # the longest allowed
+        assert m.size == 4096
