@@ -6,9 +6,12 @@ import concurrent.futures
 import errno
 import multiprocessing
 import os
+import pathlib
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from multiprocessing.reduction import ForkingPickler
 
@@ -95,10 +98,22 @@ def test_replaced_file_is_refused(shm_path):
     assert exc.value.errno == errno.ESTALE and exc.value.filename == shm_path
 
 
-def test_replaced_file_with_the_same_inode_number_is_refused(tmp_path):
+@pytest.fixture
+def disk_dir():
+    """A directory beside the tests, on a disk file system: tmp_path is a
+    tmpfs in the sid chroot's session (tests/debian/chroot.sh), and tmpfs
+    never gives an inode number out twice."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = tempfile.mkdtemp(prefix="pymmapdev-inode-", dir=here)
+    yield pathlib.Path(path)
+    shutil.rmtree(path)
+
+
+def test_replaced_file_with_the_same_inode_number_is_refused(disk_dir):
     """ext4 (and most disk file systems) gives a freed inode number to the
     next file created: (st_dev, st_ino) alone took the new file for the
     pickled one, and the copy silently mapped bytes nobody shares."""
+    tmp_path = disk_dir
     path = tmp_path / "reused"
     for _ in range(100):
         with pymmapdev.open_file(path, SIZE) as m:
