@@ -136,15 +136,18 @@ def _reserve(fd, path, allocated, size, memory_backed=False):
             os.ftruncate(fd, size)
 
 
-def _refuse_planted_symlink(path):
-    """Refuse to follow *path* if it is a symlink that fs.protected_symlinks=1
-    would not follow: one in a sticky world-writable directory (/tmp,
-    /dev/shm) owned neither by us nor by the directory's owner, i.e. planted
-    by another user to make us create or open a file of their choosing."""
-    link = os.lstat(path)
-    if not stat.S_ISLNK(link.st_mode):
-        return
-    directory = os.stat(os.path.dirname(os.path.abspath(path)) or "/")
+_MAX_LINKS = 40                    # the kernel's MAXSYMLINKS
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _refuse_planted_symlink(dirfd, name, path):
+    """Refuse to follow the symlink *name* in the directory open as *dirfd*
+    if fs.protected_symlinks=1 would not follow it: one in a sticky
+    world-writable directory (/tmp, /dev/shm) owned neither by us nor by the
+    directory's owner, i.e. planted by another user to make us create or
+    open a file of their choosing."""
+    link = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    directory = os.fstat(dirfd)
     sticky_world_writable = (directory.st_mode & stat.S_ISVTX and
                              directory.st_mode & stat.S_IWOTH)
     if (sticky_world_writable and link.st_uid != os.geteuid() and
@@ -155,6 +158,72 @@ def _refuse_planted_symlink(path):
             f"another user may have planted it)", path)
 
 
+def _open_walking(path, flags, mode):
+    """_walk_and_open(), its errors named by the path given, not by the
+    component that failed."""
+    try:
+        return _walk_and_open(path, flags, mode)
+    except OSError as exc:
+        if exc.filename == path:
+            raise
+        error = type(exc)(exc.errno, exc.strerror, path)
+    raise error                     # outside the except clause: not chained
+
+
+def _walk_and_open(path, flags, mode):
+    """open(2) of *path*, its walk done here one component at a time so that
+    every symlink on the way is checked, as fs.protected_symlinks checks
+    each (a planted link to a directory, or a link of ours to a planted
+    one, is as dangerous as a planted last component).  Each step is
+    relative to the directory already reached (O_PATH descriptors), so
+    nothing can be swapped between a check and the step it allows."""
+    if not path:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    must_be_dir = path.endswith("/")
+    dirfd = os.open("/" if path.startswith("/") else ".", _PATH_FLAGS | os.O_DIRECTORY)
+    links = 0
+    try:
+        while True:
+            if not parts:           # "/", "dir/", ".": the directory itself
+                if must_be_dir and not stat.S_ISDIR(os.fstat(dirfd).st_mode):
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+                return os.open(".", flags & ~os.O_CREAT, mode, dir_fd=dirfd)
+            name = parts.pop(0)
+            last = not parts and not must_be_dir
+            try:
+                if last:
+                    return os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=dirfd)
+                fd = os.open(name, _PATH_FLAGS, dir_fd=dirfd)
+            except OSError as exc:
+                # a symlink: ELOOP; EACCES for O_CREAT of another user's
+                # link in a sticky directory (the kernel's own refusal)
+                if exc.errno not in (errno.ELOOP, errno.EACCES) or not last:
+                    raise
+                fd = os.open(name, _PATH_FLAGS, dir_fd=dirfd)
+                if not stat.S_ISLNK(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    raise
+            if not stat.S_ISLNK(os.fstat(fd).st_mode):
+                os.close(dirfd)
+                dirfd = fd
+                continue
+            os.close(fd)
+            _refuse_planted_symlink(dirfd, name, path)
+            links += 1
+            if links > _MAX_LINKS:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+            target = os.readlink(name, dir_fd=dirfd)
+            if target.endswith("/") and not parts:       # "link -> dir/", last
+                must_be_dir = True
+            parts[:0] = [part for part in target.split("/") if part not in ("", ".")]
+            if target.startswith("/"):
+                os.close(dirfd)
+                dirfd = os.open("/", _PATH_FLAGS | os.O_DIRECTORY)
+    finally:
+        os.close(dirfd)
+
+
 def _open(path, flags, mode=0o600):
     """os.open without following a planted symlink and without blocking.
 
@@ -163,14 +232,7 @@ def _open(path, flags, mode=0o600):
     again for devices.  O_NOCTTY: a tty opened by a process without a
     controlling terminal would become its controlling terminal.
     """
-    flags |= OPEN_FLAGS
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW, mode)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-    _refuse_planted_symlink(path)
-    return os.open(path, flags, mode)
+    return _open_walking(path, flags | OPEN_FLAGS, mode)
 
 
 def in_dev_filesystem(path):

@@ -689,6 +689,31 @@ def test_symlink_planted_by_another_user_in_a_sticky_dir_is_refused(sticky_dir):
     assert target.read_bytes() == b"precious"
 
 
+@pytest.mark.parametrize("where", ["directory", "chain"])
+def test_a_planted_symlink_anywhere_on_the_path_is_refused(sticky_dir, where):
+    """fs.protected_symlinks checks every symlink the walk follows; only
+    the last component was checked: a planted link to a directory
+    (sticky/app -> elsewhere, then open_file("sticky/app/victim")) and a
+    link of ours leading to a planted one were followed."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root to plant a link owned by another user (CI runs as root)")
+    d, target = sticky_dir
+    planted = d / "planted"
+    if where == "directory":
+        os.symlink(target.parent, planted)
+        path = planted / target.name
+    else:
+        os.symlink(target, planted)
+        path = d / "mine"
+        os.symlink(planted, path)                   # ours, leading to theirs
+    os.lchown(planted, 65534, 65534)
+    for kwargs in ({}, {"create": False}, {"readonly": True}):
+        with pytest.raises(PermissionError, match="symlink") as info:
+            pymmapdev.open_file(path, 4096 if not kwargs else None, **kwargs)
+        assert info.value.filename == str(path)
+    assert target.read_bytes() == b"precious"
+
+
 def test_symlink_owned_by_the_sticky_dirs_owner_is_followed(sticky_dir):
     """As fs.protected_symlinks: the directory's owner could replace the
     link anyway, so a link of theirs is no plant."""
