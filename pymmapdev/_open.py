@@ -158,6 +158,14 @@ def _refuse_planted_symlink(dirfd, name, path):
             f"another user may have planted it)", path)
 
 
+def _in_procfs(dirfd):
+    """Is the directory open as *dirfd* in this process's /proc?"""
+    try:                            # /proc/self: only a mounted procfs has it
+        return os.fstat(dirfd).st_dev == os.lstat("/proc/self").st_dev
+    except OSError:                 # no /proc
+        return False
+
+
 def _open_walking(path, flags, mode):
     """_walk_and_open(), its errors named by the path given, not by the
     component that failed."""
@@ -209,6 +217,16 @@ def _walk_and_open(path, flags, mode):
                 dirfd = fd
                 continue
             os.close(fd)
+            if _in_procfs(dirfd):
+                # A magic link (/proc/PID/fd/N, /proc/PID/cwd): its text is
+                # no path to what it names, the kernel alone follows it.
+                # Nothing is planted in /proc: it has no sticky directory.
+                if last:
+                    return os.open(name, flags, mode, dir_fd=dirfd)
+                fd = os.open(name, _PATH_FLAGS & ~os.O_NOFOLLOW, dir_fd=dirfd)
+                os.close(dirfd)
+                dirfd = fd
+                continue
             _refuse_planted_symlink(dirfd, name, path)
             links += 1
             if links > _MAX_LINKS:

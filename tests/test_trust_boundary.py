@@ -714,6 +714,25 @@ def test_a_planted_symlink_anywhere_on_the_path_is_refused(sticky_dir, where):
     assert target.read_bytes() == b"precious"
 
 
+@pytest.mark.parametrize("create", [True, False])
+def test_a_memfd_opened_by_its_proc_fd_path_is_that_memfd(create):
+    """/proc/PID/fd/N names an open file (a memfd another process shares
+    by path): a magic link, whose readlink() text ("/memfd:x (deleted)")
+    is no path to it.  The walk that checks every symlink followed that
+    text: it mapped a new empty file it created in / instead."""
+    fd = os.memfd_create("pymmapdev-proc-fd")
+    try:
+        os.ftruncate(fd, 4096)
+        os.pwrite(fd, b"shared", 0)
+        with pymmapdev.open_file(f"/proc/self/fd/{fd}", create=create) as m:
+            assert m.read(0, 6) == b"shared"
+            m.write(0, b"SHARED")
+        assert os.pread(fd, 6, 0) == b"SHARED"
+    finally:
+        os.close(fd)
+    assert not os.path.exists("/memfd:pymmapdev-proc-fd (deleted)")
+
+
 def test_symlink_owned_by_the_sticky_dirs_owner_is_followed(sticky_dir):
     """As fs.protected_symlinks: the directory's owner could replace the
     link anyway, so a link of theirs is no plant."""
