@@ -295,9 +295,10 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
               populate=False):
     """Map *path* MAP_SHARED and return a :class:`Mapping`.
 
-    The file is created (with *mode*) if missing and *create* is true, and
-    extended to *size* bytes with its blocks reserved if shorter; a longer
-    file is never shrunk.  ``size=None`` maps the whole existing file.
+    The file is created (with *mode*, less the umask, as by open(2)) if
+    missing and *create* is true, and extended to *size* bytes with its
+    blocks reserved if shorter; a longer file is never shrunk.
+    ``size=None`` maps the whole existing file.
     """
     path = _str_path(path)
     if size is not None:
