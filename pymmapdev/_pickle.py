@@ -6,9 +6,10 @@ A pickle never carries the bytes, only how to map them again:
 
 - a file mapping: its path, size, offset and readonly flag, plus the file's
   (st_dev, st_ino) and inode generation (ext4 gives a freed inode number to
-  the next new file: the generation tells them apart), so that a path that now names another file fails loudly
-  instead of silently sharing nothing (checked before the path is opened:
-  opening a device that took its place is already an action of its driver);
+  the next new file: the generation tells them apart), so that a path that
+  now names another file fails loudly instead of silently sharing nothing
+  (checked before the path is opened: opening a device that took its place
+  is already an action of its driver);
 - a device mapping: its path, size, offset and readonly flag, plus the
   device's number (a PCI resource file's (st_dev, st_ino)), checked the
   same way;
