@@ -193,9 +193,10 @@ class _FutexThread:
         self.waiters: dict[_Entry, bool] = {}     # entry -> reported, not re-armed
         self.turn = 0
         # The control word: a private memfd page, so the loops can wake
-        # this thread with an ordinary futex wake.  Never closed: a waiter
-        # may poke it without the lock (stop()) after the thread left; it
-        # goes with this object.
+        # this thread with an ordinary futex wake.  Closed as the thread
+        # leaves (not left to the collector: this object may live on in
+        # garbage an abandoned wait left); stop() pokes it without the
+        # lock, so a poke may find it closed.
         fd = os.memfd_create("pymmapdev-aio", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, _core.PAGESIZE)
@@ -207,9 +208,12 @@ class _FutexThread:
         self.thread.start()
 
     def poke(self) -> None:
-        """Make the thread look at its waiters again."""
-        self.control.fetch_add_u32(0, 1)
-        self.control.wake(0, 1)
+        """Make the thread look at its waiters again (if it is still there)."""
+        try:
+            self.control.fetch_add_u32(0, 1)
+            self.control.wake(0, 1)
+        except ValueError:          # closed: the thread has left
+            pass
 
     def forget(self) -> None:
         """Drops the entries whose wait is over or can never resume (pool
@@ -278,6 +282,7 @@ class _FutexThread:
             with self.pool.lock:
                 if not self.waiters and not due and timeout in (LINGER, 0.0):
                     self.pool.threads.remove(self)      # idle (for LINGER): leave
+                    self.control.close()
                     return
                 for index, err in due:
                     entry = owners[index]

@@ -192,6 +192,12 @@ def test_open_close_does_not_leak_fds_or_mappings(tmp_path):
         except FileNotFoundError:
             pass
     cycle()
+    # Earlier tests' garbage (an abandoned event loop's descriptors, a
+    # waiter thread's objects) goes first: freed by a collection during
+    # the cycles, it read as fewer descriptors than the baseline.  And
+    # fewer is no leak: only more is.
+    gc.collect()
     before = count()
     assert_no_leak(cycle, calls=20_000)
-    assert count() == before
+    after = count()
+    assert after[0] <= before[0] and after[1] <= before[1], (before, after)
