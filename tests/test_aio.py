@@ -226,6 +226,21 @@ def until(condition, what):
         time.sleep(0.01)
 
 
+def collected_under_pool_lock():
+    """Whether a gc.collect() run by a thread holding the pool's lock ends:
+    the collector may finalize a wait inside any of the pool's locked
+    sections, and the wait's finally must not need the lock then."""
+    collected = threading.Event()
+
+    def collect():
+        with _aio._pool.lock:
+            gc.collect()
+        collected.set()
+
+    threading.Thread(target=collect, daemon=True).start()
+    return collected.wait(GUARD)
+
+
 def closes(mapping):
     try:
         mapping.close()
@@ -271,15 +286,7 @@ def test_a_wait_left_pending_by_an_ended_thread_unpins(m, shm_path, mode, loop_e
     thread.join(GUARD)
     assert not thread.is_alive() and len(kept) == 1
     del thread
-    collected = threading.Event()
-
-    def collect():
-        with _aio._pool.lock:
-            gc.collect()
-        collected.set()
-
-    threading.Thread(target=collect, daemon=True).start()
-    assert collected.wait(GUARD), "a finalized wait waited for the lock its thread holds"
+    assert collected_under_pool_lock(), "a finalized wait waited for the lock its thread holds"
     if loop_end == "forgotten":
         assert kept[0]() is None, "something of ours keeps the forgotten loop"
     until(lambda: closes(m) and closes(ro), f"the {loop_end} loop's wait kept its pin")
@@ -303,15 +310,7 @@ def test_collecting_a_forgotten_wait_under_the_pool_lock(m, mode):
     while any(t.waiters for t in _aio._pool.threads):     # forgotten in LINGER
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    collected = threading.Event()
-
-    def collect():
-        with _aio._pool.lock:
-            gc.collect()
-        collected.set()
-
-    threading.Thread(target=collect, daemon=True).start()
-    assert collected.wait(5), "a finalizer waited for the lock its own thread holds"
+    assert collected_under_pool_lock(), "a finalizer waited for the lock its own thread holds"
     assert task() is None
 
 

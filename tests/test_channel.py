@@ -1336,39 +1336,25 @@ def test_a_view_kept_past_its_block_by_a_buffer_holder_loses_no_message():
     m.close()
 
 
-
-CLOSE_RACE_PRODUCER = """
+CLOSE_RACE_SIDE = """
 import sys, pymmapdev
 from pymmapdev import Channel
-path, cap, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, cap, trials, role = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 body = bytes(cap // 4)
+end = BrokenPipeError if role == "producer" else EOFError
 with pymmapdev.open_file(path) as m:
     for t in range(trials):
         ch = Channel(m, t * Channel.size_for(cap), cap, multi_producer=True)
         n = 0
         try:
             while True:
-                assert ch.send(b"%d " % n + body, timeout=60)
+                if role == "producer":
+                    assert ch.send(b"%d " % n + body, timeout=60)
+                else:
+                    with ch.recv_view(timeout=60) as view:
+                        assert int(bytes(view[:12]).split(b" ")[0]) == n
                 n += 1
-        except BrokenPipeError:
-            print(n, flush=True)
-        del ch
-"""
-
-CLOSE_RACE_CONSUMER = """
-import sys, pymmapdev
-from pymmapdev import Channel
-path, cap, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with pymmapdev.open_file(path) as m:
-    for t in range(trials):
-        ch = Channel(m, t * Channel.size_for(cap), cap, multi_producer=True)
-        n = 0
-        try:
-            while True:
-                with ch.recv_view(timeout=60) as view:
-                    assert int(bytes(view[:12]).split(b" ")[0]) == n
-                n += 1
-        except EOFError:
+        except end:
             print(n, flush=True)
         del ch
 """
@@ -1407,8 +1393,8 @@ def test_close_send_racing_a_multi_producer_send_loses_no_sent_message(shm_path,
     cap, trials = 1 << 20, 20
     size = Channel.size_for(cap)
     pymmapdev.open_file(shm_path, size * trials).close()
-    consumer = run_child(CLOSE_RACE_CONSUMER, shm_path, cap, trials)
-    producer = run_child(CLOSE_RACE_PRODUCER, shm_path, cap, trials)
+    consumer = run_child(CLOSE_RACE_SIDE, shm_path, cap, trials, "consumer")
+    producer = run_child(CLOSE_RACE_SIDE, shm_path, cap, trials, "producer")
     with pymmapdev.open_file(shm_path) as m:
         for t in range(trials):
             ch = Channel(m, t * size, cap, multi_producer=True)

@@ -110,13 +110,19 @@ def test_timeout_then_acquire_after_release_by_other_thread(m):
     assert got == [False, True]
 
 
-def test_thread_exit_while_holding_counts_as_owner_death(m):
-    lock = pymmapdev.Lock(m, 0)
+def take_over_from_a_thread_that_died_holding(lock):
+    """A thread of ours acquires *lock* and ends holding it; this thread's
+    acquire() then takes it over with an OwnerDiedWarning."""
     t = threading.Thread(target=lock.acquire)
     t.start()
     t.join(GUARD)
     with pytest.warns(OwnerDiedWarning):
         assert lock.acquire(timeout=GUARD)
+
+
+def test_thread_exit_while_holding_counts_as_owner_death(m):
+    lock = pymmapdev.Lock(m, 0)
+    take_over_from_a_thread_that_died_holding(lock)
     assert lock.owner_died
     lock.release()
     m.close()                   # the dead thread's hold left no pin behind
@@ -182,11 +188,7 @@ def test_timed_out_acquire_leaves_the_holders_owner_died(m):
     """owner_died describes the hold: another thread's acquire() that times out
     on the same Lock object must not clear it before the holder repairs."""
     lock = pymmapdev.Lock(m, 0)
-    t = threading.Thread(target=lock.acquire)
-    t.start()
-    t.join(GUARD)
-    with pytest.warns(OwnerDiedWarning):
-        assert lock.acquire(timeout=GUARD)
+    take_over_from_a_thread_that_died_holding(lock)
     got = []
     t = threading.Thread(target=lambda: got.append(lock.acquire(timeout=0.01)))
     t.start()
