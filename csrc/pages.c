@@ -9,6 +9,8 @@
 #include "args.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -61,9 +63,20 @@ pages_add_constants(PyObject *module)
 	return 0;
 }
 
-/* advice (an int) -> one of advice_table; ValueError otherwise. */
 static int
-arg_advice(PyObject *obj, int *advice)
+advice_is_free(int advice)
+{
+#ifdef MADV_FREE
+	return advice == MADV_FREE;
+#else
+	(void)advice;
+	return 0;
+#endif
+}
+
+/* advice (an int) -> one of advice_table, and its name; ValueError otherwise. */
+static int
+arg_advice(PyObject *obj, int *advice, const char **name)
 {
 	int overflow;
 	long value = PyLong_AsLongAndOverflow(obj, &overflow);
@@ -73,6 +86,7 @@ arg_advice(PyObject *obj, int *advice)
 	for (size_t i = 0; i < sizeof(advice_table) / sizeof(advice_table[0]); i++) {
 		if (!overflow && value == advice_table[i].value) {
 			*advice = (int)value;
+			*name = advice_table[i].name;
 			return 0;
 		}
 	}
@@ -108,8 +122,34 @@ page_span(const struct gate *g, char **start, size_t *len)
 	*len = g->len > 0 ? hi - lo : 0;
 }
 
+/*
+ * OSError(err, "<strerror>: <what> of offset O + N bytes<why>", path): the
+ * call and the range, which the kernel's bare errno does not name.  The
+ * errno picks the subclass (PermissionError, ...) as the constructor does.
+ */
+static void
+page_error(const struct gate *g, int err, const char *what, const char *why)
+{
+	PyObject *msg, *exc;
+
+	msg = PyUnicode_FromFormat("%s: %s of offset %zd + %zd bytes%s", strerror(err), what,
+				   g->offset, g->len, why);
+	if (msg == NULL)
+		return;
+	exc = PyObject_CallFunction(PyExc_OSError, "iOO", err, msg,
+				    g->map->path ? g->map->path : Py_None);
+	Py_DECREF(msg);
+	if (exc == NULL)
+		return;
+	PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+	Py_DECREF(exc);
+}
+
+/* call(the pages of @g, arg) without the GIL; @what names it in an error,
+ * @einval_why (or "") explains an EINVAL. */
 static PyObject *
-page_call(struct gate *g, int (*call)(void *, size_t, int), int arg)
+page_call(struct gate *g, int (*call)(void *, size_t, int), int arg, const char *what,
+	  const char *einval_why)
 {
 	char *start;
 	size_t len;
@@ -124,8 +164,8 @@ page_call(struct gate *g, int (*call)(void *, size_t, int), int arg)
 	}
 	gate_leave(g);
 	if (rc < 0) {
-		errno = saved_errno;
-		return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, g->map->path);
+		page_error(g, saved_errno, what, saved_errno == EINVAL ? einval_why : "");
+		return NULL;
 	}
 	Py_RETURN_NONE;
 }
@@ -148,7 +188,8 @@ pages_flush(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
 		gate_leave(&g);
 		Py_RETURN_NONE;
 	}
-	return page_call(&g, msync, wait ? MS_SYNC : MS_ASYNC);
+	return page_call(&g, msync, wait ? MS_SYNC : MS_ASYNC,
+			 wait ? "msync(MS_SYNC)" : "msync(MS_ASYNC)", "");
 }
 
 PyObject *
@@ -157,13 +198,15 @@ pages_madvise(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
 	static const char *const names[] = {"advice", "offset", "size"};
 	static const struct arg_spec spec = {"madvise", names, 3, 1, 0, 3};
 	PyObject *argv[3];
+	const char *name;
+	char what[48];
 	struct gate g;
 	char *start;
 	size_t len;
 	int advice;
 
 	if (args_unpack(&spec, args, nargs, kwnames, argv) < 0 ||
-	    arg_advice(argv[0], &advice) < 0 || page_args(self, argv[1], argv[2], &g) < 0)
+	    arg_advice(argv[0], &advice, &name) < 0 || page_args(self, argv[1], argv[2], &g) < 0)
 		return NULL;
 	/* MADV_REMOVE frees the backing store of whole pages: bytes of the
 	 * file beside the mapping's (a mapping need not start or end on a
@@ -178,7 +221,13 @@ pages_madvise(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
 		gate_leave(&g);
 		return NULL;
 	}
-	return page_call(&g, madvise, advice);
+	(void)snprintf(what, sizeof(what), "madvise(%s)", name);
+	/* MADV_FREE is for private memory, and every mapping of ours is
+	 * MAP_SHARED: the kernel always refuses it, EINVAL saying nothing. */
+	return page_call(&g, madvise, advice, what,
+			 advice_is_free(advice) ? " (MADV_FREE frees private memory only, and a "
+			 "pymmapdev mapping is MAP_SHARED: MADV_REMOVE frees a file's or memfd's "
+			 "pages)" : "");
 }
 
 struct touch {

@@ -258,8 +258,11 @@ def test_flush_and_madvise_ranges(m):
     with pytest.raises(ValueError, match="advice 12345"):
         m.madvise(12345)  # unknown advice: never passed on
     with pytest.raises(OSError) as info:
-        m.madvise(pymmapdev.MADV_FREE)  # private memory only: the kernel says EINVAL
+        m.madvise(pymmapdev.MADV_FREE, 100, 10)  # private memory only: EINVAL
     assert info.value.errno == 22 and info.value.filename == m.path
+    # the bare "Invalid argument" named neither the advice nor why
+    assert "madvise(MADV_FREE) of offset 100 + 10 bytes" in info.value.strerror
+    assert "MAP_SHARED" in info.value.strerror and "MADV_REMOVE" in info.value.strerror
 
 
 def test_mapping_constructor_rejects_bad_arguments(shm_path):
