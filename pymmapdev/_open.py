@@ -261,7 +261,9 @@ def in_dev_filesystem(path):
         dev = os.stat("/dev").st_dev
         if dev == os.stat("/").st_dev:
             return False
-        return os.stat(os.path.dirname(os.path.abspath(path))).st_dev == dev
+        # the directory as the kernel reaches it: 'link/..' is link's
+        # target's parent, which abspath() would fold away as text
+        return os.stat(os.path.dirname(path) or ".").st_dev == dev
     except OSError:
         return False
 

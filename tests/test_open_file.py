@@ -176,6 +176,22 @@ def test_an_absent_name_in_dev_is_a_missing_device_not_a_new_file(create):
             os.unlink(path)
 
 
+def test_a_name_reaching_dev_through_a_symlink_and_dotdot_is_no_new_file(tmp_path):
+    """Whether a path is in /dev was judged on os.path.abspath, which folds
+    'link/..' away as text while the kernel follows link first: with link ->
+    /dev/shm, 'link/../name' is /dev/name to the kernel and tmp_path/name to
+    abspath, so a regular file was created in /dev."""
+    (tmp_path / "link").symlink_to("/dev/shm")
+    name = f"mmapdev-dotdot-{os.getpid()}"
+    try:
+        with pytest.raises(FileNotFoundError, match="open_device"):
+            pymmapdev.open_file(tmp_path / "link" / ".." / name, 4096)
+        assert not os.path.lexists(f"/dev/{name}")
+    finally:
+        if os.path.isfile(f"/dev/{name}"):
+            os.unlink(f"/dev/{name}")
+
+
 def test_files_in_dev_shm_are_still_created(tmp_path):
     """/dev/shm is a tmpfs of its own, for files: only /dev itself refuses."""
     path = f"/dev/shm/pymmapdev-created-{os.getpid()}"
