@@ -279,7 +279,11 @@ _open_devices: weakref.WeakSet[UIO] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     """The parent's waits did not come along (and a lock may have been
-    held by one of them): nothing is under way in the child."""
+    held by one of them): nothing is under way in the child.  The wakeup
+    eventfd is one object shared with the parent: a close() on either
+    side would wake the other's waits, which would then find their device
+    open and poll again at once (or, asyncio's, raise 'closed').  The child
+    gets one of its own, under the same number."""
     for device in list(_open_devices):
         device._lock = threading.Lock()
         device._waiters = 0
@@ -287,6 +291,19 @@ def _after_fork_in_child() -> None:
             fd, device._closing = device._closing, -1
             os.close(fd)
             os.close(device._wakeup)
+        elif device._fd >= 0:
+            _replace_wakeup(device._wakeup)
+
+
+def _replace_wakeup(fd: int) -> None:
+    try:
+        fresh = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    except OSError:         # out of descriptors: it stays shared, as it was
+        return
+    try:
+        os.dup2(fresh, fd, inheritable=False)
+    finally:
+        os.close(fresh)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

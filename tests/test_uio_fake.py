@@ -281,3 +281,45 @@ def test_a_wait_irq_async_left_pending_by_an_ended_thread(irq, forgotten_loops):
         os.fstat(fd)
     assert exc.value.errno == errno.EBADF
     assert len(os.listdir("/proc/self/fd")) <= fds - 2     # and the wakeup eventfd
+
+
+def _wait_until(predicate, what, limit=10.0):
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, f"never {what}"
+        time.sleep(0.01)
+
+
+def test_a_forked_childs_close_does_not_end_the_parents_waits(irq):
+    """The wakeup eventfd close() writes to was inherited by a forked child:
+    the child's close() (a thread of its own waiting) then woke the
+    parent's waits on its copy, still open: wait_irq_async() raised 'is
+    closed' and wait_irq() spun through poll() until its timeout."""
+    u, fire, _ = irq
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            t = threading.Thread(target=lambda: pytest.raises(ValueError, u.wait_irq, 5))
+            t.start()
+            _wait_until(lambda: u._waiters == 1, "waited")
+            u.close()
+            t.join(10)
+            status = 0 if not t.is_alive() else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    reads = []
+    read_count = u._read_count
+    u._read_count = lambda fd: reads.append(fd) or read_count(fd)
+    assert not u.closed
+    assert u.wait_irq(0.1) is None
+    assert reads == [], "woken with nothing to read"
+
+    async def main():
+        return await u.wait_irq_async(0.1)
+
+    assert asyncio.run(main()) is None
+    fire(9)
+    assert u.wait_irq(5) == 9
