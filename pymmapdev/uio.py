@@ -60,7 +60,10 @@ class UIO:
 
     def __init__(self, path_or_name: str | os.PathLike[str], *, readonly: bool = False) -> None:
         self._fd = -1
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may close() while this thread holds it
+        # (at any call inside a locked section); nothing done under it is
+        # left half-way by that (see _enter_wait, close)
+        self._lock = threading.RLock()
         self._waiters = 0           # wait_irq()s and wait_irq_async()s under way
         self._closing = -1          # the descriptor close() left to the last of them
         path = _resolve(path_or_name)
@@ -230,9 +233,15 @@ class UIO:
 
     def _enter_wait(self) -> int:
         with self._lock:
-            self._check_open()
+            # counted in before the descriptor is read (no call between):
+            # a close() from a signal handler after this leaves the
+            # descriptors open for _leave_wait to close
             self._waiters += 1
-            return self._fd
+            fd = self._fd
+        if fd < 0:
+            self._leave_wait()
+            self._check_open()
+        return fd
 
     def _leave_wait(self) -> None:
         with self._lock:
@@ -248,9 +257,9 @@ class UIO:
         raise ValueError; the descriptor is closed when the last has left
         (until then its number cannot be reused under them)."""
         with self._lock:
-            if self._fd < 0:
+            fd, self._fd = self._fd, -1    # no call between: a nested close() returns
+            if fd < 0:
                 return
-            fd, self._fd = self._fd, -1
             if self._waiters > 0:
                 self._closing = fd
                 os.eventfd_write(self._wakeup, 1)
@@ -285,7 +294,7 @@ def _after_fork_in_child() -> None:
     open and poll again at once (or, asyncio's, raise 'closed').  The child
     gets one of its own, under the same number."""
     for device in list(_open_devices):
-        device._lock = threading.Lock()
+        device._lock = threading.RLock()
         device._waiters = 0
         if device._closing >= 0:
             fd, device._closing = device._closing, -1

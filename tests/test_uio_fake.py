@@ -11,6 +11,7 @@ import asyncio
 import errno
 import gc
 import os
+import signal
 import struct
 import threading
 import time
@@ -323,3 +324,79 @@ def test_a_forked_childs_close_does_not_end_the_parents_waits(irq):
     assert asyncio.run(main()) is None
     fire(9)
     assert u.wait_irq(5) == 9
+
+
+def _in_child_within(seconds, body):
+    """Run body() in a forked child; fail if it does not exit 0 within
+    *seconds* (it is killed then: a hang fails the test, not the run)."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = body()
+        finally:
+            os._exit(status)
+    deadline = time.monotonic() + seconds
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the child hung for {seconds} s")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+class _SignalWhenHeld:
+    """A UIO's lock that raises SIGUSR1 in the main thread as soon as it
+    holds it for the *nth* time there: a signal arriving inside a locked
+    section (its handler runs at the next call there)."""
+
+    def __init__(self, lock, nth):
+        self.lock, self.nth, self.taken = lock, nth, 0
+
+    def __enter__(self):
+        self.lock.acquire()
+        if threading.current_thread() is threading.main_thread():
+            self.taken += 1
+            if self.taken == self.nth:
+                signal.raise_signal(signal.SIGUSR1)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.lock.release()
+
+
+@pytest.mark.parametrize("where", ["entering a wait", "leaving a wait", "inside close"])
+def test_close_from_a_signal_handler_while_the_lock_is_held(irq, where):
+    """A signal handler that closes the device can run while this thread
+    holds the object's lock (wait_irq() counting itself in or out, close()
+    waking another thread's wait): close() took the same non-reentrant
+    lock in the same thread, and the process hung for good.  In a child
+    given 10 s."""
+    u, fire, _ = irq
+    fd = u.fileno()
+
+    def body():
+        signal.signal(signal.SIGUSR1, lambda *_: u.close())
+        if where == "inside close":
+            t = threading.Thread(target=lambda: pytest.raises(ValueError, u.wait_irq, 5))
+            t.start()
+            _wait_until(lambda: u._waiters == 1, "waited")
+            u._lock = _SignalWhenHeld(u._lock, 1)
+            u.close()
+            t.join(10)
+            assert not t.is_alive()
+        elif where == "entering a wait":
+            u._lock = _SignalWhenHeld(u._lock, 1)
+            with pytest.raises(ValueError, match="closed"):
+                u.wait_irq(5)
+        else:
+            fire(4)
+            u._lock = _SignalWhenHeld(u._lock, 2)
+            assert u.wait_irq(5) == 4
+        assert u.closed
+        with pytest.raises(OSError):
+            os.fstat(fd)
+        return 0
+
+    _in_child_within(10, body)
