@@ -26,6 +26,7 @@ import weakref
 from types import TracebackType
 
 from . import _aio, _core, _sysfs
+from ._open import _open as open_path, _str_path
 
 _UIO_NAME = re.compile(r"^uio\d+$")
 _POLL_MAX_MS = 2**31 - 1
@@ -33,7 +34,7 @@ _POLL_MAX_MS = 2**31 - 1
 
 def _resolve(path_or_name: str | os.PathLike[str]) -> str:
     """/dev/uioN for a path, "uioN", or the name a driver gave its device."""
-    text = os.fspath(path_or_name)
+    text = _str_path(path_or_name)
     if os.sep in text:
         return text
     if _UIO_NAME.match(text):
@@ -68,8 +69,9 @@ class UIO:
         self._closing = -1          # the descriptor close() left to the last of them
         path = _resolve(path_or_name)
         self.path = path
-        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | os.O_NONBLOCK
-        fd = os.open(path, flags)
+        # as open_device() opens: O_NOCTTY, no planted symlink followed; and
+        # O_NONBLOCK, kept: the waits read the count without blocking
+        fd = open_path(path, os.O_RDONLY if readonly else os.O_RDWR)
         try:
             st = os.fstat(fd)
             if _sysfs.char_class(st) != "uio":

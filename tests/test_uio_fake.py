@@ -400,3 +400,50 @@ def test_close_from_a_signal_handler_while_the_lock_is_held(irq, where):
         return 0
 
     _in_child_within(10, body)
+
+
+# ---- opening -------------------------------------------------------------------
+
+def test_a_uio_path_with_a_nul_byte_is_named(fake_sys):
+    """UIO() passed its path to os.open as given: 'embedded null byte',
+    naming neither the argument nor the path (open_device names it)."""
+    fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    with pytest.raises(ValueError, match=r"NUL byte.*/dev/zero\\x00"):
+        pymmapdev.UIO("/dev/zero\0")
+
+
+def test_opening_a_uio_device_takes_no_controlling_terminal(irq):
+    """UIO() opened its node without O_NOCTTY (open_device() has it): a tty
+    listed as a UIO device (a hostile or odd sysfs) became the controlling
+    terminal of a session leader that had none, which then gets its
+    SIGHUP and job-control signals."""
+    u, _, _ = irq
+
+    def body():
+        os.setsid()                             # a session with no terminal
+        with pymmapdev.UIO(u.path):
+            try:
+                os.close(os.open("/dev/tty", os.O_RDWR))
+            except OSError as exc:
+                return 0 if exc.errno == errno.ENXIO else 3
+            return 2                            # it became ours
+
+    _in_child_within(10, body)
+
+
+def test_a_symlink_planted_to_a_uio_device_is_refused(tmp_path, fake_sys):
+    """UIO() followed a symlink another user planted in a sticky
+    world-writable directory (/tmp): open_file/open_device refuse it as
+    fs.protected_symlinks would, even with the sysctl off (the README)."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root to plant a link owned by another user (CI runs as root)")
+    fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    link = sticky / "uio"
+    os.symlink("/dev/zero", link)
+    os.lchown(link, 65534, 65534)
+    with pytest.raises(PermissionError, match="symlink") as info:
+        pymmapdev.UIO(str(link))
+    assert info.value.filename == str(link)
