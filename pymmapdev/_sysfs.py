@@ -155,7 +155,8 @@ def uio_dir(name: str) -> str:
 
 
 def uio_maps(name: str) -> list[UioMap]:
-    """maps/mapN of a UIO device, in index order."""
+    """maps/mapN of a UIO device, in index order; those whose addr, size
+    or offset is not a number are left out."""
     base = f"{uio_dir(name)}/maps"
     try:
         entries = os.listdir(base)
@@ -167,10 +168,13 @@ def uio_maps(name: str) -> list[UioMap]:
             continue
         d = f"{base}/{entry}"
         addr, size = read_int(f"{d}/addr", 16), read_int(f"{d}/size", 16)
-        if addr is None or size is None:
+        # no offset file: a kernel older than the attribute, memory at the
+        # page's start; one that is not a number says nothing
+        offset = read_int(f"{d}/offset", 16) if os.path.lexists(f"{d}/offset") else 0
+        if addr is None or size is None or offset is None:
             continue
         maps.append(UioMap(int(entry[3:]), read_text(f"{d}/name") or None, addr, size,
-                           read_int(f"{d}/offset", 16) or 0))
+                           offset))
     return maps
 
 

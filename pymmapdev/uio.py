@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import math
+import operator
 import os
 import re
 import select
@@ -26,7 +27,7 @@ import weakref
 from types import TracebackType
 
 from . import _aio, _core, _sysfs
-from ._open import _open as open_path, _str_path
+from ._open import MAX_OFFSET, _open as open_path, _str_path
 
 _UIO_NAME = re.compile(r"^uio\d+$")
 _POLL_MAX_MS = 2**31 - 1
@@ -115,17 +116,26 @@ class UIO:
         its first page to its *size* (which counts from the page's start,
         as the kernel does: it refuses an mmap() longer than *size*).  UIO
         selects map i by the mmap offset i * PAGESIZE."""
+        index = operator.index(index)
         self._check_open()
         maps = _sysfs.uio_maps(self.device)
         found = [m for m in maps if m.number == index]
+        entry = f"{_sysfs.uio_dir(self.device)}/maps/map{index}"
         if not found:
+            if index >= 0 and os.path.isdir(entry):
+                raise ValueError(f"{self.path}: map {index} cannot be mapped: sysfs does "
+                                 f"not give its addr, size and offset as numbers ({entry})")
             have = ", ".join(str(m.number) for m in maps) or "none"
             raise IndexError(f"{self.path} has no map {index} (its maps: {have})")
         m = found[0]
         if not 0 <= m.offset < m.size:
             raise ValueError(f"{self.path}: map {index} cannot be mapped: sysfs gives its "
                              f"offset {m.offset} in its first page and its size {m.size} "
-                             f"({_sysfs.uio_dir(self.device)}/maps/map{index})")
+                             f"({entry})")
+        if m.number * _core.PAGESIZE + m.size > MAX_OFFSET:
+            raise ValueError(f"{self.path}: map {index} cannot be mapped: its mmap offset "
+                             f"{index} * {_core.PAGESIZE} + its size {m.size} is past the "
+                             f"largest file offset ({MAX_OFFSET}) ({entry})")
         readonly = self.readonly if readonly is None else readonly
         if self.readonly and not readonly:
             raise ValueError(f"{self.path} is open read-only: map({index}, readonly=True), "

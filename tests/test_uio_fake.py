@@ -113,6 +113,46 @@ def test_sysfs_text_that_is_not_utf8(fake_sys, capsys):
     assert "name:      caf\\xe9 (version 0.1)" in out and "(\\xff; " in out
 
 
+
+@pytest.mark.parametrize("index", ["0", None, 0.0])
+def test_a_map_index_that_is_not_an_int(fake_sys, index):
+    """map() compared the index with == : '0' and None gave 'has no map 0
+    (its maps: 0)', an IndexError that contradicts itself, and 0.0 mapped."""
+    fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    with pymmapdev.UIO("/dev/zero") as u:
+        with pytest.raises(TypeError):
+            u.map(index)
+
+
+@pytest.mark.parametrize("entry, text", [
+    ("size", "0xffffffffffffffff"),                 # past off_t: was OverflowError
+    ("size", "0x1000000000000000000000"),
+    ("size", "garbage"),                            # was 'has no map 0 (its maps: none)'
+    ("offset", "garbage"),                          # was mapped from offset 0
+])
+def test_sysfs_map_entries_that_cannot_be_mapped_name_the_path(fake_sys, entry, text):
+    d = fake_sys("uio0", "/dev/zero", [(0, PAGE, 0x100)])
+    (d / "maps" / "map0" / entry).write_text(text + "\n")
+    with pymmapdev.UIO("/dev/zero") as u:
+        with pytest.raises(ValueError) as info:
+            u.map(0)
+    assert "/dev/zero" in str(info.value) and str(d / "maps" / "map0") in str(info.value)
+
+
+def test_a_map_number_past_the_largest_offset_names_the_path(fake_sys):
+    """Map i is at mmap offset i * PAGESIZE: a number past off_t raised a
+    bare OverflowError from the C layer."""
+    d = fake_sys("uio0", "/dev/zero")
+    m = d / "maps" / "map99999999999999999"
+    m.mkdir()
+    (m / "addr").write_text("0x0\n")
+    (m / "size").write_text("0x1000\n")
+    (m / "offset").write_text("0x0\n")
+    with pymmapdev.UIO("/dev/zero") as u:
+        with pytest.raises(ValueError, match="largest file offset") as info:
+            u.map(99999999999999999)
+    assert "/dev/zero" in str(info.value) and str(m) in str(info.value)
+
 # ---- the interrupt -------------------------------------------------------------
 
 def test_wait_irq_counts_and_times_out(irq):
