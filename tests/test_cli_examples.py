@@ -121,6 +121,24 @@ def test_write_puts_the_bytes_given(shm_path):
         assert m.read(0, 6) == b"caf\xe9\n\0"
 
 
+@pytest.mark.parametrize("offset", [0, 32 << 20])
+def test_write_into_a_long_sparse_file_allocates_only_what_it_writes(tmp_path, offset):
+    """write mapped the whole existing file, and mapping it writable reserved
+    every hole: a few bytes written into a 64 MiB sparse file (a disk image)
+    allocated all 64 MiB, and a file larger than the free space failed."""
+    path = tmp_path / "disk.img"
+    path.write_bytes(b"")
+    os.truncate(path, 64 << 20)
+    proc = cli("write", str(path), "hello", "--offset", str(offset))
+    assert proc.returncode == 0, proc.stderr
+    st = os.stat(path)
+    assert st.st_size == 64 << 20                       # neither grown nor shrunk
+    assert st.st_blocks * 512 <= 1 << 20, st.st_blocks * 512
+    with open(path, "rb") as f:
+        f.seek(offset)
+        assert f.read(8) == b"hello\n\0\0"
+
+
 def test_stdout_closed_is_an_error_not_silence(shm_path):
     """With stdout closed, sys.stdout is None: watch and info printed
     nothing and succeeded, demo died in a traceback and left its file."""
