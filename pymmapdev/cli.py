@@ -98,23 +98,28 @@ def _say(text: str) -> None:
     os.write(sys.stdout.fileno(), (text + "\n").encode())
 
 
-def _quietly(body: Callable[[], None]) -> None:
+def _quietly(who: str, body: Callable[[], None]) -> None:
     """A demo process: Ctrl-C (the terminal sends it to all three) and a
-    closed stdout end it with a status, not a traceback each."""
+    closed stdout end it with a status, not a traceback each; so does what
+    another process mapping the file may cause (a garbage Slot header is a
+    PeerDied), with one line naming *who* failed."""
     try:
         body()
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(141)
+    except (OSError, ValueError) as exc:
+        print(f"pymmapdev demo {who}: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _demo_writer(path: str, count: int, interval: float) -> None:
-    _quietly(lambda: _write_values(path, count, interval))
+    _quietly("writer", lambda: _write_values(path, count, interval))
 
 
 def _demo_reader(path: str, count: int, ready: Event) -> None:
-    _quietly(lambda: _read_values(path, count, ready))
+    _quietly("reader", lambda: _read_values(path, count, ready))
 
 
 def _write_values(path: str, count: int, interval: float) -> None:
@@ -136,7 +141,7 @@ def _read_values(path: str, count: int, ready: Event) -> None:
                 _say("reader: no update for 10 s, giving up")
                 sys.exit(1)
             version, data = slot.read()
-            text = data.decode()
+            text = data.decode("utf-8", "replace")     # any process may publish
             _say(f"reader: saw {text!r} (version {version})")
             if text == f"value = {count}":
                 return

@@ -180,6 +180,48 @@ def test_output_closed_by_its_reader_ends_quietly(shm_path):
     assert not os.path.exists(_demo_path(demo.pid))
 
 
+def _publish_while_demo_reads(path, data=None, garbage=False):
+    """Run the demo on *path* and, once its reader has seen a value, put
+    what another process could into its Slot; the demo's output."""
+    demo = subprocess.Popen([sys.executable, "-m", "pymmapdev", "demo", "--path", path,
+                             "--count", "8", "--interval", "0.2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+    try:
+        for line in demo.stdout:
+            if line.startswith("reader: saw"):
+                break
+        with pymmapdev.open_file(path) as m:
+            if garbage:
+                m[0:pymmapdev.Slot.HEADER] = b"\xff" * pymmapdev.Slot.HEADER
+            else:
+                pymmapdev.Slot(m, 0, 64).publish(data)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    return demo.returncode, out, err
+
+
+def test_demo_reader_prints_a_value_that_is_not_utf8(shm_path):
+    """Any process mapping the demo's file can publish: bytes that are not
+    UTF-8 killed the reader with a UnicodeDecodeError traceback."""
+    status, out, err = _publish_while_demo_reads(shm_path, b"\xff odd")
+    assert "Traceback" not in err and status == 0, err
+    assert out.splitlines()[-1] == "demo: done"
+
+
+def test_demo_reader_ends_in_one_line_on_a_garbage_slot(shm_path):
+    """A Slot header overwritten by another process (PeerDied: an OSError)
+    was a traceback from the reader process."""
+    status, out, err = _publish_while_demo_reads(shm_path, garbage=True)
+    assert "Traceback" not in err, err
+    # (whether the writer's next publish repairs the header is the Slot's
+    # business: here, that a failure is one line naming the process)
+    assert all(line.startswith(("pymmapdev demo reader: ", "pymmapdev demo writer: "))
+               for line in err.splitlines()), err
+    assert out.splitlines()[-1] == ("demo: done" if status == 0 else "demo: FAILED")
+
+
 def test_demo_ends_quietly_on_ctrl_c():
     """Ctrl-C (the terminal signals the whole group): a traceback from each
     of the three processes."""
