@@ -48,9 +48,16 @@ def kernel_dir(given: str | None = None) -> Path:
                 f"or name another kernel with --kernel-dir DIR")
     if not kdir.is_dir():
         raise FileNotFoundError(2, f"no kernel headers at this path: {hint}", str(kdir))
-    if not (kdir / "Makefile").is_file() or release_of(kdir) is None:
+    uts = release_of(kdir) if (kdir / "Makefile").is_file() else None
+    if uts is None:
         raise FileNotFoundError(2, f"not a configured kernel build directory (no Makefile or "
                                 f"include/generated/utsrelease.h): {hint}", str(kdir))
+    # It names directories: ~/.cache/pymmapdev/kmod/<release>, emptied
+    # before a build, and <root>/lib/modules/<release>.  '..' or an
+    # absolute path would put those anywhere.
+    if uts in (".", "..") or "/" in uts:
+        raise ValueError(f"UTS_RELEASE {uts!r} in {kdir}/include/generated/utsrelease.h "
+                         f"is no kernel release (one directory name): {hint}")
     return kdir
 
 

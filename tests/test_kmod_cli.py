@@ -185,3 +185,28 @@ def test_dkms_missing(kernel_build_dir, tmp_path):
                    env=child_env(PATH=str(tmp_path)))
     assert out.returncode == 1 and "dkms not found on PATH" in out.stderr
     assert "apt install dkms" in out.stderr
+
+
+@pytest.mark.parametrize("release", ["../../../victim", "ABSOLUTE", ".."])
+def test_a_release_that_is_no_directory_name_is_refused(tmp_path, release):
+    """The release in the headers' utsrelease.h names directories: the
+    default build directory ~/.cache/pymmapdev/kmod/<release>, emptied
+    before each build, and <root>/lib/modules/<release>.  A --kernel-dir
+    whose release held '..' or was absolute had build empty a directory
+    outside the cache (here tmp_path/victim) and install copy outside root."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.txt").write_text("precious")
+    release = str(victim) if release == "ABSOLUTE" else release
+    kdir = tmp_path / "k"
+    (kdir / "include" / "generated").mkdir(parents=True)
+    (kdir / "Makefile").write_text("all:\n")
+    (kdir / "include" / "generated" / "utsrelease.h").write_text(
+        f'#define UTS_RELEASE "{release}"\n')
+    cache = tmp_path / "cache"          # <cache>/pymmapdev/kmod/../../../victim is victim
+    out = kmod_cli("build", "--kernel-dir", str(kdir),
+                   env=child_env(XDG_CACHE_HOME=str(cache)))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "utsrelease.h" in out.stderr and repr(release) in out.stderr, out.stderr
+    assert (victim / "thesis.txt").read_text() == "precious"
+    assert not cache.exists()
