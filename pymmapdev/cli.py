@@ -253,6 +253,8 @@ def _watch_poll(m: pymmapdev.Mapping, offset: int, length: int,
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    if _is_empty_file(args.path):   # open_file's "pass size=" is no option here
+        raise ValueError(f"{args.path} is empty: nothing to watch yet")
     try:
         with _open(args.path, readonly=True) as m:
             if args.offset >= m.size:
@@ -320,6 +322,19 @@ def _info_char(path: str, st: os.stat_result, cls: str | None) -> None:
     print("size:      unknown to sysfs: pymmapdev.open_device(path, size=...) maps it")
 
 
+def _info_file(st: os.stat_result) -> None:
+    print(f"mode:      {stat.filemode(st.st_mode)}")
+    print(f"allocated: {st.st_blocks * 512} bytes")
+
+
+def _is_empty_file(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:                 # the open that follows names the error
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     try:
         st = os.stat(args.path)
@@ -345,6 +360,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     if stat.S_ISCHR(st.st_mode) and not _sysfs.is_mmapdev(st):
         _info_char(args.path, st, cls)
         return 0
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:    # nothing to map, nor any text
+        print(f"path:      {args.path}")
+        print("kind:      file")
+        print("size:      0 bytes")
+        _info_file(st)
+        return 0
     with _open(args.path, readonly=True) as m:
         print(f"path:      {m.path}")
         print(f"kind:      {m.kind}")
@@ -361,9 +382,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 label, meaning = labels[key]
                 print(f"{label + ':':<10} {value} ({meaning}, sysfs)")
         elif m.kind == "file":
-            st = os.fstat(m.fileno())
-            print(f"mode:      {stat.filemode(st.st_mode)}")
-            print(f"allocated: {st.st_blocks * 512} bytes")
+            _info_file(os.fstat(m.fileno()))
         print(f"text:      {_text_at(m, 0, 64)!r}")
     return 0
 

@@ -41,6 +41,18 @@ def test_write_then_info(shm_path):
     assert "'hello there'" in info.stdout
 
 
+def test_info_and_watch_of_an_empty_file(shm_path):
+    """info failed on an empty file, and both said 'pass size= to give it a
+    size', an argument of open_file() that the command line has not."""
+    open(shm_path, "w").close()
+    info = cli("info", shm_path)
+    assert info.returncode == 0, info.stderr
+    assert "kind:      file" in info.stdout and "size:      0 bytes" in info.stdout
+    watch = cli("watch", shm_path)
+    assert watch.returncode == 1 and "size=" not in watch.stderr, watch.stderr
+    assert watch.stderr == f"pymmapdev: {shm_path} is empty: nothing to watch yet\n"
+
+
 def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     proc = cli("info", str(tmp_path / "missing"))
     assert proc.returncode == 1
