@@ -36,5 +36,6 @@ class Channel(_core.Channel):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None: ...
 
-def open_channel(path: str | os.PathLike[str], capacity: int = ..., *, multi_producer: bool = False,
+def open_channel(path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+                 capacity: int = 1048576, *, multi_producer: bool = False,
                  multi_consumer: bool = False, mode: int = 0o600) -> Channel: ...

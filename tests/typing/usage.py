@@ -58,3 +58,10 @@ async def check_async(m: pymmapdev.Mapping, slot: pymmapdev.Slot) -> None:
 async def check_channel_async(ch: pymmapdev.Channel) -> None:
     assert_type(await ch.recv_async(), bytes)
     assert_type(await ch.recv_async(timeout=1), bytes | None)
+
+
+def check_paths() -> None:
+    # open_channel takes what open_file takes (bytes and bytes paths too)
+    with pymmapdev.open_channel(b"/dev/shm/x") as raw:
+        assert_type(raw, pymmapdev.Channel)
+    pymmapdev.open_channel(Path("/dev/shm/x"), 1 << 20, multi_producer=True, mode=0o640).close()
