@@ -124,16 +124,48 @@ def _reserve(fd, path, allocated, size, memory_backed=False):
     different sizes at once.
     """
     _check_memory(fd, path, allocated, size, memory_backed)
+    # The file system cannot reserve blocks: extend sparsely, and only if
+    # nobody has grown the file past size in the meantime.
+    if not _fallocate(fd, path, 0, size) and os.fstat(fd).st_size < size:
+        os.ftruncate(fd, size)
+
+
+def _fallocate(fd, path, offset, length):
+    """posix_fallocate(); False where the file system cannot reserve blocks,
+    OSError (ENOSPC...) naming *path* where it refuses."""
     try:
-        os.posix_fallocate(fd, 0, size)
+        os.posix_fallocate(fd, offset, length)
     except OSError as exc:
         if exc.errno not in _NO_FALLOCATE:
-            raise OSError(exc.errno, f"cannot reserve {size} bytes: {exc.strerror}",
+            raise OSError(exc.errno, f"cannot reserve {length} bytes: {exc.strerror}",
                           path) from None
-        # The file system cannot reserve blocks: extend sparsely, and only
-        # if nobody has grown the file past size in the meantime.
-        if os.fstat(fd).st_size < size:
-            os.ftruncate(fd, size)
+        return False
+    return True
+
+
+def map_file_range(path, offset, length):
+    """[offset, offset + length) of the regular file *path*, blocks reserved,
+    if the file already holds those bytes; else None (open_file() then
+    creates or extends it).
+
+    Not open_file(path): a writable mapping of a whole file reserves every
+    hole in it, so a few bytes written into a sparse disk image would
+    allocate all of it (or fail on a disk with less free)."""
+    path = _str_path(path)
+    try:
+        fd = _open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _file_type_error(path, st)
+        if st.st_size < offset + length:
+            return None
+        _fallocate(fd, path, offset, length)    # a hole on a full disk: ENOSPC, no SIGBUS
+        return _core.Mapping(fd, length, offset, kind="file", path=path)
+    finally:
+        os.close(fd)
 
 
 _MAX_LINKS = 40                    # the kernel's MAXSYMLINKS

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn
 
 import pymmapdev
 from pymmapdev import _core, _sysfs
-from pymmapdev._open import MAX_OFFSET, in_dev_filesystem
-from pymmapdev._open import _file_type_error, _open as _open_path
+from pymmapdev._open import MAX_OFFSET, in_dev_filesystem, map_file_range
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
@@ -193,7 +192,7 @@ def cmd_write(args: argparse.Namespace) -> int:
         if needed > MAX_OFFSET:
             raise ValueError(f"offset {args.offset} + {len(data)} bytes is past the largest "
                              f"file offset ({MAX_OFFSET}) ({args.path})")
-        m = _file_range(args.path, args.offset, len(data)) or \
+        m = map_file_range(args.path, args.offset, len(data)) or \
             pymmapdev.open_file(args.path, needed)
     with m:
         if needed > m.offset + m.size:
@@ -202,28 +201,6 @@ def cmd_write(args: argparse.Namespace) -> int:
         m.write(args.offset - m.offset, data)     # m.offset: where m starts in the file
         m.flush()
     return 0
-
-
-def _file_range(path: str, offset: int, length: int) -> pymmapdev.Mapping | None:
-    """[offset, offset + length) of the file *path* if it already holds
-    those bytes, else None (open_file() then creates or extends it).
-
-    Not open_file(path): a writable mapping of a whole file reserves every
-    hole in it, so a few bytes written into a sparse disk image would
-    allocate all of it (or fail on a disk with less free)."""
-    try:
-        fd = _open_path(path, os.O_RDWR)
-    except FileNotFoundError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _file_type_error(path, st)
-        if st.st_size < offset + length:
-            return None
-        return _core.Mapping(fd, length, offset, kind="file", path=path)
-    finally:
-        os.close(fd)
 
 
 def _watch_heartbeat(m: pymmapdev.Mapping) -> NoReturn:

@@ -151,6 +151,30 @@ def test_write_into_a_long_sparse_file_allocates_only_what_it_writes(tmp_path, o
         assert f.read(8) == b"hello\n\0\0"
 
 
+def test_write_into_a_hole_of_a_full_file_system_is_enospc_not_a_bus_error(tmp_path):
+    """Mapping only the bytes written (previous test) must still reserve
+    them: a hole written on a full file system is a SIGBUS, which the CLI
+    reported as 'bus error ... was the file truncated?' instead of ENOSPC."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)]).returncode:
+        pytest.fail("cannot mount a tmpfs to test ENOSPC (tests run as root)")
+    try:
+        (mnt / "sparse").write_bytes(b"")
+        os.truncate(mnt / "sparse", 8 << 20)
+        with open(mnt / "filler", "wb") as f:
+            with pytest.raises(OSError, match="No space"):
+                while True:
+                    f.write(bytes(64 << 10))
+                    f.flush()
+        proc = cli("write", str(mnt / "sparse"), "hello", "--offset", str(4 << 20))
+        assert proc.returncode == 1
+        assert "No space left on device" in proc.stderr and "bus error" not in proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
 def test_stdout_closed_is_an_error_not_silence(shm_path):
     """With stdout closed, sys.stdout is None: watch and info printed
     nothing and succeeded, demo died in a traceback and left its file."""
