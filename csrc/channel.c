@@ -15,6 +15,21 @@
 
 /* ---- asyncio: announce a sleeper, hand the word to an event loop --------- */
 
+static uint32_t *
+waiters_word(struct ch_call *c)
+{
+	return c->side == PRODUCER ? c->w.producer_waiters : c->w.consumer_waiters;
+}
+
+static int
+withdraw_body(void *arg)
+{
+	struct ch_call *c = arg;
+
+	__atomic_fetch_add(waiters_word(c), (uint32_t)-1, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
 static int
 announce_body(void *arg)
 {
@@ -33,10 +48,31 @@ announce_body(void *arg)
 		rc = ch_peek(c, &payload, 1);
 	}
 	if (rc != BLOCK_SLEEP)
-		__atomic_fetch_add(c->side == PRODUCER ? c->w.producer_waiters
-						       : c->w.consumer_waiters,
-				   (uint32_t)-1, __ATOMIC_SEQ_CST);
+		withdraw_body(c);
 	return rc;
+}
+
+/* Notes an announcement made on @side; the ones a forked child inherited
+ * are not its own (see announced[] in ChannelObject). */
+static void
+note_announced(ChannelObject *self, enum side side)
+{
+	if (self->announced_generation[side] != gate_generation()) {
+		self->announced_generation[side] = gate_generation();
+		self->announced[side] = 0;
+	}
+	self->announced[side]++;
+}
+
+/* Takes one announcement of ours off @side's notes: 0 when there is none
+ * (a forked child's inherited one, or a withdrawal too many). */
+static int
+take_announced(ChannelObject *self, enum side side)
+{
+	if (self->announced_generation[side] != gate_generation() || self->announced[side] == 0)
+		return 0;
+	self->announced[side]--;
+	return 1;
 }
 
 /* _announce(side, nbytes) -> (offset, expected) to await, or None when the
@@ -45,6 +81,7 @@ static PyObject *
 ch_announce(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
 	const char *fault_addr;
+	PyObject *result = NULL;
 	struct ch_call c;
 	Py_ssize_t side, nbytes;
 	int rc;
@@ -57,23 +94,21 @@ ch_announce(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 	c.side = side == PRODUCER ? PRODUCER : CONSUMER;
 	c.len = (uint64_t)nbytes;	/* the room a sender needs */
 	rc = ch_run(&c, announce_body, &fault_addr);
+	if (rc == BLOCK_SLEEP) {
+		result = Py_BuildValue("(nk)",
+				       self->offset + (side == PRODUCER ? CH_SPACE_SEQ : CH_DATA_SEQ),
+				       (unsigned long)c.seq);
+		if (result == NULL)	/* nobody will withdraw it: now */
+			(void)ch_run(&c, withdraw_body, &fault_addr);
+		else
+			note_announced(self, c.side);
+	}
 	gate_leave(&c.gate);
 	if (rc == FAULT_HIT)
 		return mapping_raise_fault(self->map, fault_addr, NULL);
 	if (rc != BLOCK_SLEEP)
 		Py_RETURN_NONE;
-	return Py_BuildValue("(nk)", self->offset + (side == PRODUCER ? CH_SPACE_SEQ : CH_DATA_SEQ),
-			     (unsigned long)c.seq);
-}
-
-static int
-withdraw_body(void *arg)
-{
-	struct ch_call *c = arg;
-
-	__atomic_fetch_add(c->side == PRODUCER ? c->w.producer_waiters : c->w.consumer_waiters,
-			   (uint32_t)-1, __ATOMIC_SEQ_CST);
-	return 0;
+	return result;
 }
 
 static PyObject *
@@ -83,7 +118,11 @@ ch_withdraw(ChannelObject *self, PyObject *arg)
 	struct ch_call c;
 	Py_ssize_t side;
 
-	if (arg_length(arg, "side", &side) < 0 || ch_admit(self, &c, PIN_ACCESS) < 0)
+	if (arg_length(arg, "side", &side) < 0)
+		return NULL;
+	if (!take_announced(self, side == PRODUCER ? PRODUCER : CONSUMER))
+		Py_RETURN_NONE;
+	if (ch_admit(self, &c, PIN_ACCESS) < 0)
 		return NULL;
 	c.side = side == PRODUCER ? PRODUCER : CONSUMER;
 	if (ch_run(&c, withdraw_body, &fault_addr) == FAULT_HIT) {
@@ -478,7 +517,8 @@ static PyMethodDef ch_methods[] = {
 	 "Announce a sleeper on side (0 send, 1 recv); (offset, expected) of the\n"
 	 "word to await, or None to retry now (then nothing is announced)."},
 	{"_withdraw", (PyCFunction)ch_withdraw, METH_O,
-	 "_withdraw($self, side, /)\n--\n\nWithdraw an announcement."},
+	 "_withdraw($self, side, /)\n--\n\nWithdraw an announcement of this object in this\n"
+	 "process (a forked child's inherited one stays the parent's)."},
 	{NULL},
 };
 

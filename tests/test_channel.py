@@ -1194,6 +1194,55 @@ def test_async_recv_does_not_spin_while_another_consumer_holds_the_side(m):
     assert retries < 2 * quiet / _aio.POLL_MAX, f"recv_async spun: {retries} retries"
 
 
+def fill(ch):
+    """Sends until not even an empty message fits."""
+    while ch.send(bytes(1000), timeout=0):
+        pass
+    while ch.send(b"", timeout=0):
+        pass
+
+
+@pytest.mark.parametrize("side", ["recv", "send"])
+def test_a_forked_child_ending_an_inherited_async_wait_keeps_the_parents_sleeper(ch, m, side):
+    """send_async/recv_async count themselves into the header's waiters
+    word before they sleep and out after.  A child forked with one pending
+    inherits the coroutine, and ending it there (its loop ending, asyncio.run
+    cancelling it, the collector) counted the parent's sleeper out: the
+    parent's own withdrawal then took the word below zero, to 2**32 - 1,
+    and every later send (recv) bumped the sequence word and made a wake
+    syscall for good.  The child's copy withdraws nothing."""
+    import asyncio
+    word = CONSUMER_WAITERS if side == "recv" else PRODUCER_WAITERS
+    if side == "send":
+        fill(ch)
+    loop = asyncio.new_event_loop()
+    coro = ch.recv_async(timeout=GUARD) if side == "recv" else ch.send_async(b"x", timeout=GUARD)
+    task = loop.create_task(coro)
+    try:
+        loop.run_until_complete(asyncio.sleep(0.1))
+        assert m.load_u32(word) == 1
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                coro.close()        # as the child's loop ending, or the collector, does
+                status = 0
+            finally:
+                os._exit(status)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert m.load_u32(word) == 1, "the child counted the parent's sleeper out"
+        if side == "recv":
+            ch.send(b"x")
+        else:
+            ch.recv()
+        assert loop.run_until_complete(asyncio.wait_for(task, GUARD)) in (b"x", True)
+    finally:
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()
+    assert m.load_u32(word) == 0
+
+
 ASYNC_PRODUCER = """
 import sys, time, pymmapdev
 from pymmapdev import Channel
