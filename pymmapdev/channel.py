@@ -242,13 +242,16 @@ class Channel(_core.Channel):
         """send() for asyncio: never blocks the event loop; same results."""
         timeout = _core.timeout_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        size = len(memoryview(data).cast("B"))
         delay = 0.0
         while True:
+            # send() first: it refuses what it cannot send (not a buffer,
+            # not contiguous) with its own errors, before anything measures it
             if self.send(data, timeout=0):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+            with memoryview(data) as view:
+                size = view.nbytes
             delay = await self._await_side(_SEND, size, deadline, delay)
 
     async def recv_async(self, *, timeout=None):

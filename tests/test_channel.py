@@ -1087,6 +1087,29 @@ def test_async_timeouts_follow_the_blocking_calls_rules(ch):
     assert len(ch) == 0
 
 
+def outcome_of(call):
+    """(exception type, message) of *call*, or its result."""
+    try:
+        return call()
+    except Exception as exc:        # noqa: BLE001 (compared, not hidden)
+        return type(exc), str(exc)
+
+
+@pytest.mark.parametrize("data", [memoryview(bytes(range(20)))[::2], "text", 5, None],
+                         ids=["strided memoryview", "str", "int", "None"])
+def test_send_async_refuses_what_send_refuses_the_same_way(ch, data):
+    """send_async() measured the data with memoryview(data).cast("B")
+    before its first send(): a strided memoryview (which send() refuses
+    with BufferError) was a TypeError about casts, and a str or int a
+    TypeError worded by memoryview."""
+    import asyncio
+    expected = outcome_of(lambda: ch.send(data, timeout=0))
+    assert isinstance(expected, tuple)
+    assert outcome_of(lambda: asyncio.run(ch.send_async(data, timeout=0))) == expected
+    assert outcome_of(lambda: asyncio.run(ch.send_async(data))) == expected
+    assert len(ch) == 0
+
+
 def test_async_round_trip_timeout_and_cancel(ch, m):
     import asyncio
 
