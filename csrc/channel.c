@@ -52,36 +52,99 @@ announce_body(void *arg)
 	return rc;
 }
 
-/* Notes an announcement made on @side; the ones a forked child inherited
- * are not its own (see announced[] in ChannelObject). */
-static void
-note_announced(ChannelObject *self, enum side side)
-{
-	if (self->announced_generation[side] != gate_generation()) {
-		self->announced_generation[side] = gate_generation();
-		self->announced[side] = 0;
-	}
-	self->announced[side]++;
-}
+/*
+ * The token of an announcement, returned with the word to await.
+ * channel.py withdraws it in a finally (_withdraw), but an exception can
+ * come between our return and its try (a signal's KeyboardInterrupt is
+ * raised as the call returns, its result dropped): the token goes with
+ * it and withdraws then, instead of leaving the waiters word one high
+ * for good (every publish of every peer a needless wake syscall).  A
+ * forked child's copy (a pending send_async/recv_async it inherited and
+ * ends) withdraws nothing: the sleeper is the parent's, which withdraws
+ * it itself (twice took the word below zero, to 2**32 - 1).
+ */
+struct announce_token {
+	ChannelObject *self;	/* a strong reference */
+	enum side side;
+	unsigned long generation;	/* the fork generation it was made in */
+	int announced;		/* not withdrawn yet */
+};
 
-/* Takes one announcement of ours off @side's notes: 0 when there is none
- * (a forked child's inherited one, or a withdrawal too many). */
+#define ANNOUNCE_TOKEN "pymmapdev.Channel.announcement"
+
+/* Withdraws @t's sleeper if it is still this process's to withdraw. */
 static int
-take_announced(ChannelObject *self, enum side side)
+token_withdraw(struct announce_token *t)
 {
-	if (self->announced_generation[side] != gate_generation() || self->announced[side] == 0)
+	const char *fault_addr;
+	struct ch_call c;
+	int rc;
+
+	if (!t->announced || t->generation != gate_generation())
 		return 0;
-	self->announced[side]--;
-	return 1;
+	t->announced = 0;
+	if (ch_admit(t->self, &c, PIN_ACCESS) < 0)
+		return -1;
+	c.side = t->side;
+	rc = ch_run(&c, withdraw_body, &fault_addr);
+	gate_leave(&c.gate);
+	if (rc == FAULT_HIT) {
+		mapping_raise_fault(t->self->map, fault_addr, NULL);
+		return -1;
+	}
+	return 0;
 }
 
-/* _announce(side, nbytes) -> (offset, expected) to await, or None when the
- * call should be retried now (data or room appeared, or the end). */
+static void
+announce_token_drop(PyObject *capsule)
+{
+	struct announce_token *t;
+	PyObject *type, *value, *tb;
+
+	PyErr_Fetch(&type, &value, &tb);	/* dropped while one propagates */
+	t = PyCapsule_GetPointer(capsule, ANNOUNCE_TOKEN);
+	if (t == NULL) {
+		PyErr_Clear();
+	} else {
+		if (token_withdraw(t) < 0)
+			PyErr_Clear();	/* closed, or a fault: nothing to undo */
+		Py_DECREF(t->self);
+		PyMem_Free(t);
+	}
+	PyErr_Restore(type, value, tb);
+}
+
+/* The token of the sleeper @c announced, or NULL (then withdrawn). */
+static PyObject *
+announce_token_new(ChannelObject *self, struct ch_call *c)
+{
+	struct announce_token *t = PyMem_Malloc(sizeof(*t));
+	const char *fault_addr;
+	PyObject *capsule = NULL;
+
+	if (t == NULL) {
+		PyErr_NoMemory();
+	} else {
+		*t = (struct announce_token){(ChannelObject *)Py_NewRef(self), c->side,
+					     gate_generation(), 1};
+		capsule = PyCapsule_New(t, ANNOUNCE_TOKEN, announce_token_drop);
+		if (capsule == NULL) {
+			Py_DECREF(self);
+			PyMem_Free(t);
+		}
+	}
+	if (capsule == NULL)		/* nobody else can withdraw it: now */
+		(void)ch_run(c, withdraw_body, &fault_addr);
+	return capsule;
+}
+
+/* _announce(side, nbytes) -> ((offset, expected) to await, token), or None
+ * when the call should be retried now (data or room appeared, or the end). */
 static PyObject *
 ch_announce(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
 	const char *fault_addr;
-	PyObject *result = NULL;
+	PyObject *result = NULL, *token = NULL;
 	struct ch_call c;
 	Py_ssize_t side, nbytes;
 	int rc;
@@ -94,42 +157,30 @@ ch_announce(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 	c.side = side == PRODUCER ? PRODUCER : CONSUMER;
 	c.len = (uint64_t)nbytes;	/* the room a sender needs */
 	rc = ch_run(&c, announce_body, &fault_addr);
-	if (rc == BLOCK_SLEEP) {
-		result = Py_BuildValue("(nk)",
-				       self->offset + (side == PRODUCER ? CH_SPACE_SEQ : CH_DATA_SEQ),
-				       (unsigned long)c.seq);
-		if (result == NULL)	/* nobody will withdraw it: now */
-			(void)ch_run(&c, withdraw_body, &fault_addr);
-		else
-			note_announced(self, c.side);
-	}
+	if (rc == BLOCK_SLEEP)
+		token = announce_token_new(self, &c);
 	gate_leave(&c.gate);
 	if (rc == FAULT_HIT)
 		return mapping_raise_fault(self->map, fault_addr, NULL);
 	if (rc != BLOCK_SLEEP)
 		Py_RETURN_NONE;
+	if (token == NULL)
+		return NULL;
+	/* N: the token goes with the result, or (on failure) withdraws now */
+	result = Py_BuildValue("((nk)N)",
+			       self->offset + (c.side == PRODUCER ? CH_SPACE_SEQ : CH_DATA_SEQ),
+			       (unsigned long)c.seq, token);
 	return result;
 }
 
+/* _withdraw(token): the sleeper _announce() counted in goes (once). */
 static PyObject *
-ch_withdraw(ChannelObject *self, PyObject *arg)
+ch_withdraw(ChannelObject *Py_UNUSED(self), PyObject *arg)
 {
-	const char *fault_addr;
-	struct ch_call c;
-	Py_ssize_t side;
+	struct announce_token *t = PyCapsule_GetPointer(arg, ANNOUNCE_TOKEN);
 
-	if (arg_length(arg, "side", &side) < 0)
+	if (t == NULL || token_withdraw(t) < 0)
 		return NULL;
-	if (!take_announced(self, side == PRODUCER ? PRODUCER : CONSUMER))
-		Py_RETURN_NONE;
-	if (ch_admit(self, &c, PIN_ACCESS) < 0)
-		return NULL;
-	c.side = side == PRODUCER ? PRODUCER : CONSUMER;
-	if (ch_run(&c, withdraw_body, &fault_addr) == FAULT_HIT) {
-		gate_leave(&c.gate);
-		return mapping_raise_fault(self->map, fault_addr, NULL);
-	}
-	gate_leave(&c.gate);
 	Py_RETURN_NONE;
 }
 
@@ -514,11 +565,12 @@ static PyMethodDef ch_methods[] = {
 	 "_view_end($self, /)\n--\n\nConsume the viewed message."},
 	{"_announce", (PyCFunction)(void (*)(void))ch_announce, METH_FASTCALL,
 	 "_announce($self, side, nbytes, /)\n--\n\n"
-	 "Announce a sleeper on side (0 send, 1 recv); (offset, expected) of the\n"
-	 "word to await, or None to retry now (then nothing is announced)."},
+	 "Announce a sleeper on side (0 send, 1 recv): ((offset, expected) of the\n"
+	 "word to await, token), or None to retry now (then nothing is announced).\n"
+	 "_withdraw(token) withdraws it; so does dropping the token."},
 	{"_withdraw", (PyCFunction)ch_withdraw, METH_O,
-	 "_withdraw($self, side, /)\n--\n\nWithdraw an announcement of this object in this\n"
-	 "process (a forked child's inherited one stays the parent's)."},
+	 "_withdraw($self, token, /)\n--\n\nWithdraw the announcement of _announce()'s token\n"
+	 "(once; a forked child's inherited one stays the parent's)."},
 	{NULL},
 };
 

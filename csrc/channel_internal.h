@@ -156,15 +156,6 @@ typedef struct {
 	uint64_t open_me[2];		/* the thread that took the side for it */
 	uint64_t open_serial[2];	/* counts the opens: a token names one */
 	/*
-	 * _announce()s not yet withdrawn, per side, and the fork generation
-	 * they were made in: a forked child's copy of a pending send_async /
-	 * recv_async must not count the parent's sleeper out of the shared
-	 * waiters word (the parent does; twice is below zero, and a word
-	 * left non-zero makes every peer's publish a wake syscall).
-	 */
-	uint32_t announced[2];
-	unsigned long announced_generation[2];
-	/*
 	 * The other side's index as last read: head for a producer, tail for
 	 * a consumer.  Both only grow, so an old value is a safe bound (less
 	 * room, less data than there is); re-reading the other side's line

@@ -223,19 +223,22 @@ class Channel(_core.Channel):
     async def _await_side(self, side, nbytes, deadline, delay):
         """Sleep (without blocking the loop) until the side may make progress.
         Returns the *delay* for the next call."""
-        word = self._announce(side, nbytes)
-        if word is None:
+        announced = self._announce(side, nbytes)
+        if announced is None:
             # progress is possible now, unless another thread or process
             # holds the side (multi mode) for as long as it likes (a
             # recv_view): retry at once, then back off as _aio's timers do
             # instead of spinning the loop
             await asyncio.sleep(delay)
             return min(max(2 * delay, _aio.POLL_MIN), _aio.POLL_MAX)
+        # the token withdraws the sleeper if dropped before the try (an
+        # exception raised as _announce returns: Ctrl-C)
+        (offset, expected), token = announced
         try:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            await self.mapping.wait_async(word[0], word[1], timeout=remaining)
+            await self.mapping.wait_async(offset, expected, timeout=remaining)
         finally:
-            self._withdraw(side)
+            self._withdraw(token)
         return 0.0
 
     async def send_async(self, data, *, timeout=None):

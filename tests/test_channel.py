@@ -1266,6 +1266,26 @@ def test_a_forked_child_ending_an_inherited_async_wait_keeps_the_parents_sleeper
     assert m.load_u32(word) == 0
 
 
+@pytest.mark.parametrize("side", ["recv", "send"])
+def test_interrupt_as_the_sleeper_is_announced_does_not_leave_it_counted(ch, m, side):
+    """send_async/recv_async count themselves into the header's waiters
+    word (_announce) and out in a finally; a KeyboardInterrupt raised as
+    _announce returned, before that try, left the word one high for good:
+    every later send (recv) of every process bumped the sequence word and
+    made a wake syscall for a sleeper that was not there."""
+    import asyncio
+    word = CONSUMER_WAITERS if side == "recv" else PRODUCER_WAITERS
+    if side == "send":
+        fill(ch)
+    _interrupt_as_it_returns("_announce")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(ch.recv_async() if side == "recv" else ch.send_async(b"x"))
+    finally:
+        sys.setprofile(None)
+    assert m.load_u32(word) == 0, "the interrupted call's sleeper stayed counted"
+
+
 ASYNC_PRODUCER = """
 import sys, time, pymmapdev
 from pymmapdev import Channel
