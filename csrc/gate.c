@@ -225,7 +225,7 @@ mapping_seal(MappingObject *map)
 		/* acquire() admits as the hold it may become: keeping the
 		 * pin then cannot fail with the word already taken */
 		[PIN_LOCK] = "pymmapdev.Lock held or being acquired",
-		[PIN_WAIT] = "blocking call (wait, a Slot wait, flush, ...)",
+		[PIN_WAIT] = "blocking call or asyncio wait (wait, wait_async, a Slot wait, flush, ...)",
 		[PIN_CHANNEL] = "open Channel reserve() or recv_view()",
 	};
 	uint64_t expected = 0;
