@@ -234,11 +234,21 @@ class Channel(_core.Channel):
         # the token withdraws the sleeper if dropped before the try (an
         # exception raised as _announce returns: Ctrl-C)
         (offset, expected), token = announced
+        # run by the loop's next turn: whether the wait gave the loop one
+        turned = []
+        turn = asyncio.get_running_loop().call_soon(turned.append, True)
         try:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             await self.mapping.wait_async(offset, expected, timeout=remaining)
         finally:
+            turn.cancel()
             self._withdraw(token)
+        if not turned:
+            # the word had moved already (a peer's progress another thread
+            # or process took first, in a busy multi mode): the wait did
+            # not suspend, and while the word keeps moving no round would;
+            # let the loop run once before the next
+            await asyncio.sleep(0)
         return 0.0
 
     async def send_async(self, data, *, timeout=None):

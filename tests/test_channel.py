@@ -22,6 +22,7 @@ CAP = 4096
 # sleep, so a test can see that another process is asleep in recv() / send().
 PRODUCER_WAITERS = 196
 CONSUMER_WAITERS = 260
+CH_SPACE_SEQ, CH_DATA_SEQ = 192, 256            # the words those sleepers sleep on
 PEER_TID_MASK = (1 << 22) - 1                   # an owner word's thread id (csrc/peer.h)
 
 
@@ -1215,6 +1216,51 @@ def test_async_recv_does_not_spin_while_another_consumer_holds_the_side(m):
     # backing off to POLL_MAX: at most ~quiet / POLL_MAX retries (a loaded
     # machine makes fewer); spinning made one per loop turn, 10**5 and more
     assert retries < 2 * quiet / _aio.POLL_MAX, f"recv_async spun: {retries} retries"
+
+
+@pytest.mark.parametrize("side", ["recv", "send"])
+def test_async_call_whose_word_keeps_moving_lets_the_loop_run(m, side):
+    """A round of send_async/recv_async that finds the sequence word moved
+    since its announcement (a peer published, and another consumer took
+    the message first: a busy multi-consumer channel) did not suspend, and
+    the call retried at once: while the word kept moving, the task never
+    gave the event loop back (no other task ran, a cancel() could not be
+    delivered; with no timeout, for as long as the peers went on).  Here
+    every announcement finds the word moved; the loop must still run."""
+    import asyncio
+    word = CH_DATA_SEQ if side == "recv" else CH_SPACE_SEQ
+
+    class Busy(Channel):            # a peer moves the word after each look
+        __slots__ = ()
+
+        def _announce(self, side, nbytes):
+            announced = super()._announce(side, nbytes)
+            m.fetch_add_u32(word, 1)
+            return announced
+
+    ch = Busy(m, 0, CAP, multi_producer=True, multi_consumer=True)
+    if side == "send":
+        fill(ch)
+
+    async def main():
+        ticks = 0
+
+        async def tick():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        call = ch.recv_async(timeout=0.3) if side == "recv" else ch.send_async(b"x", timeout=0.3)
+        result = await call
+        ticker.cancel()
+        return result, ticks
+
+    result, ticks = asyncio.run(main())
+    assert result in (None, False)
+    assert ticks > 0, "the event loop never ran while the call retried"
+    assert m.load_u32(PRODUCER_WAITERS) == m.load_u32(CONSUMER_WAITERS) == 0
 
 
 def fill(ch):
