@@ -53,36 +53,28 @@ announce_body(void *arg)
 }
 
 /*
- * The token of an announcement, returned with the word to await.
- * channel.py withdraws it in a finally (_withdraw), but an exception can
- * come between our return and its try (a signal's KeyboardInterrupt is
- * raised as the call returns, its result dropped): the token goes with
- * it and withdraws then, instead of leaving the waiters word one high
- * for good (every publish of every peer a needless wake syscall).  A
- * forked child's copy (a pending send_async/recv_async it inherited and
- * ends) withdraws nothing: the sleeper is the parent's, which withdraws
- * it itself (twice took the word below zero, to 2**32 - 1).
+ * The token of an announcement (a ch_token), returned with the word to
+ * await: dropped before channel.py's finally withdraws it (_withdraw), it
+ * withdraws then, instead of leaving the waiters word one high for good
+ * (every publish of every peer a needless wake syscall).  A forked child's
+ * copy (a pending send_async/recv_async it inherited and ends) withdraws
+ * nothing: the sleeper is the parent's, which withdraws it itself (twice
+ * took the word below zero, to 2**32 - 1).  Its tag is the fork generation
+ * it was made in.
  */
-struct announce_token {
-	ChannelObject *self;	/* a strong reference */
-	enum side side;
-	unsigned long generation;	/* the fork generation it was made in */
-	int announced;		/* not withdrawn yet */
-};
-
 #define ANNOUNCE_TOKEN "pymmapdev.Channel.announcement"
 
 /* Withdraws @t's sleeper if it is still this process's to withdraw. */
 static int
-token_withdraw(struct announce_token *t)
+token_withdraw(struct ch_token *t)
 {
 	const char *fault_addr;
 	struct ch_call c;
 	int rc;
 
-	if (!t->announced || t->generation != gate_generation())
+	if (!t->live || t->tag != gate_generation())
 		return 0;
-	t->announced = 0;
+	t->live = 0;
 	if (ch_admit(t->self, &c, PIN_ACCESS) < 0)
 		return -1;
 	c.side = t->side;
@@ -96,46 +88,23 @@ token_withdraw(struct announce_token *t)
 }
 
 static void
-announce_token_drop(PyObject *capsule)
+announce_token_end(struct ch_token *t)
 {
-	struct announce_token *t;
-	PyObject *type, *value, *tb;
-
-	PyErr_Fetch(&type, &value, &tb);	/* dropped while one propagates */
-	t = PyCapsule_GetPointer(capsule, ANNOUNCE_TOKEN);
-	if (t == NULL) {
-		PyErr_Clear();
-	} else {
-		if (token_withdraw(t) < 0)
-			PyErr_Clear();	/* closed, or a fault: nothing to undo */
-		Py_DECREF(t->self);
-		PyMem_Free(t);
-	}
-	PyErr_Restore(type, value, tb);
+	if (token_withdraw(t) < 0)
+		PyErr_Clear();	/* closed, or a fault: nothing to undo */
 }
 
 /* The token of the sleeper @c announced, or NULL (then withdrawn). */
 static PyObject *
 announce_token_new(ChannelObject *self, struct ch_call *c)
 {
-	struct announce_token *t = PyMem_Malloc(sizeof(*t));
+	PyObject *token = ch_token_new(self, c->side, gate_generation(), ANNOUNCE_TOKEN,
+				       announce_token_end);
 	const char *fault_addr;
-	PyObject *capsule = NULL;
 
-	if (t == NULL) {
-		PyErr_NoMemory();
-	} else {
-		*t = (struct announce_token){(ChannelObject *)Py_NewRef(self), c->side,
-					     gate_generation(), 1};
-		capsule = PyCapsule_New(t, ANNOUNCE_TOKEN, announce_token_drop);
-		if (capsule == NULL) {
-			Py_DECREF(self);
-			PyMem_Free(t);
-		}
-	}
-	if (capsule == NULL)		/* nobody else can withdraw it: now */
+	if (token == NULL)		/* nobody else can withdraw it: now */
 		(void)ch_run(c, withdraw_body, &fault_addr);
-	return capsule;
+	return token;
 }
 
 /* _announce(side, nbytes) -> ((offset, expected) to await, token), or None
@@ -177,7 +146,7 @@ ch_announce(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 ch_withdraw(ChannelObject *Py_UNUSED(self), PyObject *arg)
 {
-	struct announce_token *t = PyCapsule_GetPointer(arg, ANNOUNCE_TOKEN);
+	struct ch_token *t = ch_token_of(arg, ANNOUNCE_TOKEN);
 
 	if (t == NULL || token_withdraw(t) < 0)
 		return NULL;

@@ -387,3 +387,48 @@ ch_wake_producers(struct ch_call *c)
 		return 0;
 	return block_wake(c->self->map, c->gate.offset + CH_SPACE_SEQ, 1) < 0 ? -1 : 0;
 }
+
+/* ---- tokens -------------------------------------------------------------- */
+
+static void
+token_drop(PyObject *capsule)
+{
+	struct ch_token *t;
+	PyObject *type, *value, *tb;
+
+	PyErr_Fetch(&type, &value, &tb);	/* dropped while one propagates */
+	t = PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule));
+	if (t == NULL) {
+		PyErr_Clear();
+	} else {
+		t->end(t);
+		Py_DECREF(t->self);
+		PyMem_Free(t);
+	}
+	PyErr_Restore(type, value, tb);
+}
+
+PyObject *
+ch_token_new(ChannelObject *self, enum side side, uint64_t tag, const char *kind,
+	     void (*end)(struct ch_token *t))
+{
+	struct ch_token *t = PyMem_Malloc(sizeof(*t));
+	PyObject *capsule;
+
+	if (t == NULL)
+		return PyErr_NoMemory();
+	*t = (struct ch_token){(ChannelObject *)Py_NewRef(self), side, tag, 1, end};
+	/* @kind is a string literal: the capsule keeps the pointer */
+	capsule = PyCapsule_New(t, kind, token_drop);
+	if (capsule == NULL) {
+		Py_DECREF(self);
+		PyMem_Free(t);
+	}
+	return capsule;
+}
+
+struct ch_token *
+ch_token_of(PyObject *capsule, const char *kind)
+{
+	return PyCapsule_GetPointer(capsule, kind);
+}

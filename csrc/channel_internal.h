@@ -253,6 +253,26 @@ int ch_wait_data(struct ch_call *c, const struct deadline *d);
 int ch_wake_consumers(struct ch_call *c, uint32_t count);
 int ch_wake_producers(struct ch_call *c);
 
+/*
+ * What a call leaves for its Python caller to end (an open reserve() or
+ * recv_view(), an announced asyncio sleeper), as a capsule returned with
+ * its result.  The caller ends it in a finally, but an exception can come
+ * between our return and its try (a signal's KeyboardInterrupt is raised
+ * as the call returns, its result dropped): the capsule goes with the
+ * result, and dropping it runs @end, which must leave no exception set.
+ */
+struct ch_token {
+	ChannelObject *self;	/* a strong reference */
+	enum side side;
+	uint64_t tag;		/* @end's: which open, or the fork generation */
+	int live;		/* @end's: not ended yet */
+	void (*end)(struct ch_token *t);
+};
+PyObject *ch_token_new(ChannelObject *self, enum side side, uint64_t tag, const char *kind,
+		       void (*end)(struct ch_token *t));
+/* The token in @capsule, a ch_token_new() capsule of @kind; NULL + error if not. */
+struct ch_token *ch_token_of(PyObject *capsule, const char *kind);
+
 /* channel_io.c and channel_open.c: methods of the type */
 PyObject *ch_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *ch_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,

@@ -69,60 +69,27 @@ ch_drop_open(ChannelObject *self, enum side side)
 }
 
 /*
- * The token of an open reserve() or recv_view(), returned with its offset.
- * The Python context manager ends the operation in a finally, but an
- * exception can come between our return and its try: a signal's
- * KeyboardInterrupt is raised as the call returns, its result dropped.
- * The token goes with it and ends the operation unpublished (the
- * reservation dropped, the viewed message left in the ring) instead of
- * leaving the side held for good (in multi mode, for every process).
+ * The token of an open reserve() or recv_view() (a ch_token), returned
+ * with its offset: dropped before the Python context manager's finally
+ * ends the operation, it ends it unpublished (the reservation dropped, the
+ * viewed message left in the ring) instead of leaving the side held for
+ * good (in multi mode, for every process).  Its tag is the open's serial:
+ * a later open is not this token's.
  */
-struct open_token {
-	ChannelObject *self;	/* a strong reference */
-	enum side side;
-	uint64_t serial;	/* which open: a later one is not this token's */
-};
-
 #define OPEN_TOKEN "pymmapdev.Channel.open"
 
 static void
-open_token_drop(PyObject *capsule)
+open_token_end(struct ch_token *t)
 {
-	struct open_token *token;
-	PyObject *type, *value, *tb;
-
-	PyErr_Fetch(&type, &value, &tb);	/* dropped while one propagates */
-	token = PyCapsule_GetPointer(capsule, OPEN_TOKEN);
-	if (token == NULL) {
-		PyErr_Clear();
-	} else {
-		if (ch_is_open(token->self, token->side) &&
-		    token->self->open_serial[token->side] == token->serial)
-			ch_drop_open(token->self, token->side);
-		Py_DECREF(token->self);
-		PyMem_Free(token);
-	}
-	PyErr_Restore(type, value, tb);
+	if (ch_is_open(t->self, t->side) && t->self->open_serial[t->side] == t->tag)
+		ch_drop_open(t->self, t->side);
 }
 
 /* A token for the open about to be made on @side (the next serial). */
 static PyObject *
 open_token_new(ChannelObject *self, enum side side)
 {
-	struct open_token *token = PyMem_Malloc(sizeof(*token));
-	PyObject *capsule;
-
-	if (token == NULL)
-		return PyErr_NoMemory();
-	token->self = (ChannelObject *)Py_NewRef(self);
-	token->side = side;
-	token->serial = self->open_serial[side] + 1;
-	capsule = PyCapsule_New(token, OPEN_TOKEN, open_token_drop);
-	if (capsule == NULL) {
-		Py_DECREF(self);
-		PyMem_Free(token);
-	}
-	return capsule;
+	return ch_token_new(self, side, self->open_serial[side] + 1, OPEN_TOKEN, open_token_end);
 }
 
 /* Marks @side open with what @c found; the token made for it names it. */

@@ -4,6 +4,7 @@ They live in an importable module (not in the test files' closures) so that
 multiprocessing's spawn start method can find them.  Each opens the mapping
 itself by path, as an unrelated process would.
 """
+import asyncio
 import os
 import subprocess
 import sys
@@ -30,6 +31,24 @@ def spin_until(pred, guard=GUARD):
         if time.monotonic() > deadline:
             raise TimeoutError("hang guard expired")
         time.sleep(0.001)
+
+
+async def ticking(coro, interval=0.005):
+    """(what *coro* returns, how many times a task sleeping *interval* s got
+    to run meanwhile): whether the call let the event loop run."""
+    ticks = 0
+
+    async def tick():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(interval)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        return await coro, ticks
+    finally:
+        ticker.cancel()
 
 
 def asleep_on(m, offset, thread):

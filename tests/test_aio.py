@@ -21,7 +21,7 @@ import pytest
 
 import pymmapdev
 from pymmapdev import _aio, _core
-from _sync_workers import GUARD, run_child  # noqa: F401
+from _sync_workers import GUARD, run_child, ticking  # noqa: F401
 
 WAITERS = "pymmapdev-aio-waiter"
 SLOT = 64                                   # a Slot's offset in the test mapping
@@ -72,23 +72,6 @@ def child_waker(run_child, path, code):
         {code}
         m.store_u32(1016, 1)
     """, path)
-
-
-async def ticking(coro, period=0.005):
-    """Runs *coro* while another task ticks; returns (result, ticks)."""
-    ticks = 0
-
-    async def tick():
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(period)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    try:
-        return await coro, ticks
-    finally:
-        ticker.cancel()
 
 
 # ---- the results are wait()'s --------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 
 import pymmapdev
 from pymmapdev import Channel, ChannelCorrupt, _core
-from _sync_workers import GUARD, run_child, spin_until  # noqa: F401
+from _sync_workers import GUARD, run_child, spin_until, ticking  # noqa: F401
 from conftest import scaled
 
 CAP = 4096
@@ -1242,22 +1242,8 @@ def test_async_call_whose_word_keeps_moving_lets_the_loop_run(m, side):
     if side == "send":
         fill(ch)
 
-    async def main():
-        ticks = 0
-
-        async def tick():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
-        call = ch.recv_async(timeout=0.3) if side == "recv" else ch.send_async(b"x", timeout=0.3)
-        result = await call
-        ticker.cancel()
-        return result, ticks
-
-    result, ticks = asyncio.run(main())
+    call = ch.recv_async(timeout=0.3) if side == "recv" else ch.send_async(b"x", timeout=0.3)
+    result, ticks = asyncio.run(ticking(call, 0))
     assert result in (None, False)
     assert ticks > 0, "the event loop never ran while the call retried"
     assert m.load_u32(PRODUCER_WAITERS) == m.load_u32(CONSUMER_WAITERS) == 0

@@ -15,6 +15,7 @@ import pymmapdev
 from pymmapdev import _aio, _core
 
 from . import devlib
+from _sync_workers import ticking
 
 pytestmark = pytest.mark.device
 
@@ -49,20 +50,6 @@ def no_waiter_threads():
     return not [t for t in threading.enumerate() if t.name == "pymmapdev-aio-waiter"]
 
 
-async def ticking(coro):
-    ticks = 0
-
-    async def tick():
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    try:
-        return await coro, ticks
-    finally:
-        ticker.cancel()
 
 
 def run(coro):
