@@ -34,6 +34,20 @@
 
 /* ---- deadlines ----------------------------------------------------- */
 
+/* Whether the int @obj is below 0 (0 on error, with the error set). */
+static int
+int_is_negative(PyObject *obj)
+{
+	PyObject *zero = PyLong_FromLong(0);
+	int negative;
+
+	if (zero == NULL)
+		return 0;
+	negative = PyObject_RichCompareBool(obj, zero, Py_LT);
+	Py_DECREF(zero);
+	return negative > 0;
+}
+
 int
 arg_timeout(PyObject *timeout, double *secs)
 {
@@ -49,13 +63,22 @@ arg_timeout(PyObject *timeout, double *secs)
 	}
 	*secs = PyFloat_AsDouble(timeout);
 	if (*secs == -1.0 && PyErr_Occurred()) {
-		if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+		if (PyErr_ExceptionMatches(PyExc_OverflowError) && PyLong_Check(timeout)) {
+			/* an int past a float's range (10**400): forever, as inf
+			 * is, or refused below as any negative one */
 			PyErr_Clear();
-			PyErr_Format(PyExc_TypeError,
-				     "timeout must be a number of seconds or None, not %.200s",
-				     Py_TYPE(timeout)->tp_name);
+			*secs = int_is_negative(timeout) ? -1.0 : INFINITY;
+			if (PyErr_Occurred())
+				return -1;
+		} else {
+			if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+				PyErr_Clear();
+				PyErr_Format(PyExc_TypeError,
+					     "timeout must be a number of seconds or None, not %.200s",
+					     Py_TYPE(timeout)->tp_name);
+			}
+			return -1;
 		}
-		return -1;
 	}
 	if (isnan(*secs) || *secs < 0) {
 		PyErr_Format(PyExc_ValueError,

@@ -293,3 +293,15 @@ def test_timeouts_are_seconds_never_bools(m):
         with pytest.raises(ValueError, match=r"timeout .*not -1$"):
             call(-1)
     assert not lock.locked() and len(ch) == 0 and slot.version == 0, name
+
+
+def test_a_timeout_too_large_for_a_float_is_forever(m):
+    """Timeouts past 1e9 s (inf included) are taken as forever, but an int
+    too large for a float (10**400) raised a bare OverflowError naming no
+    argument; a negative one is refused like -1."""
+    assert m.wait(128, 1, 10**400) is True                 # differs: at once
+    assert asyncio.run(m.wait_async(128, 1, 10**400)) is True
+    assert _core.timeout_seconds(10**400) is None
+    for call in (lambda: m.wait(128, 0, -10**400), lambda: _core.timeout_seconds(-10**400)):
+        with pytest.raises(ValueError, match="timeout must be a non-negative number"):
+            call()
