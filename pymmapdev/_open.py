@@ -332,7 +332,8 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
     The file is created (with *mode*, less the umask, as by open(2)) if
     missing and *create* is true, and extended to *size* bytes with its
     blocks reserved if shorter; a longer file is never shrunk.
-    ``size=None`` maps the whole existing file.
+    ``size=None`` maps the whole existing file and creates none (a missing
+    file is FileNotFoundError, an empty one ValueError).
     """
     path = _str_path(path)
     if size is not None:
@@ -341,8 +342,19 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
             raise ValueError(f"size {size} is past the largest file offset ({MAX_OFFSET}) "
                              f"({path})")
     mode = _checked_mode(mode)
+    # size=None maps what is there: a file this call created would be
+    # empty, refused, and unlinked again -- by then perhaps the file of a
+    # writer that opened it meanwhile.  So nothing is created.
+    may_create = create and size is not None
     try:
-        fd, created = _open_for_mapping(path, readonly, create, mode)
+        fd, created = _open_for_mapping(path, readonly, may_create, mode)
+    except FileNotFoundError as exc:
+        if not create or size is not None or exc.strerror != os.strerror(errno.ENOENT) \
+                or not os.path.isdir(os.path.dirname(path) or "."):
+            raise
+        error = FileNotFoundError(exc.errno, f"{exc.strerror}: size=None maps an existing "
+                                  f"file: pass size= to create it", path)
+        raise error from None
     except OSError as exc:
         if readonly or not _readable_only(exc, path):
             raise

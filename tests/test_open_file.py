@@ -82,6 +82,16 @@ def test_empty_file_without_size(shm_path):
         pymmapdev.open_file(shm_path)
 
 
+def test_missing_file_without_size_is_file_not_found(shm_path):
+    """A reader started before its writer: the file is not there yet.  It
+    was a ValueError saying the file 'is empty', which it never was (it did
+    not exist), and no FileNotFoundError to retry on."""
+    with pytest.raises(FileNotFoundError, match="pass size= to create it") as info:
+        pymmapdev.open_file(shm_path)
+    assert info.value.errno == errno.ENOENT and info.value.filename == shm_path
+    assert not os.path.exists(shm_path)
+
+
 def test_readonly_beyond_file(shm_path):
     with open(shm_path, "wb") as f:
         f.write(b"abc")
