@@ -238,21 +238,69 @@ check_capacity(Py_ssize_t capacity)
 	return 0;
 }
 
-/* Creation or check of the descriptor and the namespace. */
+/* The descriptor word of a channel of @capacity and these modes. */
+static uint64_t
+descriptor(uint64_t capacity, int multi_producer, int multi_consumer)
+{
+	return DESC_MAGIC << 48 | DESC_LAYOUT << DESC_HEAD_SHIFT |
+	       (uint64_t)(multi_producer ? DESC_MULTI_PRODUCER : 0) << DESC_MODES_SHIFT |
+	       (uint64_t)(multi_consumer ? DESC_MULTI_CONSUMER : 0) << DESC_MODES_SHIFT |
+	       capacity / 8;
+}
+
+/* "capacity N[, multi_producer=True][, multi_consumer=True]" of a descriptor */
+static PyObject *
+describe_descriptor(uint64_t desc)
+{
+	uint64_t modes = desc >> DESC_MODES_SHIFT;
+
+	return PyUnicode_FromFormat("capacity %llu%s%s",
+				    (unsigned long long)((desc & ((UINT64_C(1) << DESC_CAPACITY_BITS) - 1)) * 8),
+				    modes & DESC_MULTI_PRODUCER ? ", multi_producer=True" : "",
+				    modes & DESC_MULTI_CONSUMER ? ", multi_consumer=True" : "");
+}
+
+/* The ValueError of a region whose descriptor is @found: what it holds
+ * against what this object asks for, so that the processes can agree. */
+static void
+mismatch_error(ChannelObject *self, uint64_t found)
+{
+	uint64_t want = descriptor(self->capacity, self->multi[PRODUCER], self->multi[CONSUMER]);
+	PyObject *theirs, *ours;
+	char word[19];		/* PyErr_Format has no %016llx before 3.12 */
+
+	if (found >> DESC_HEAD_SHIFT != want >> DESC_HEAD_SHIFT) {
+		PyOS_snprintf(word, sizeof(word), "0x%016llx", (unsigned long long)found);
+		PyErr_Format(PyExc_ValueError,
+			     "the region at offset %zd holds no Channel (its first word is "
+			     "%s, not zero): a new channel needs zeroed bytes", self->offset, word);
+		return;
+	}
+	theirs = describe_descriptor(found);
+	ours = theirs == NULL ? NULL : describe_descriptor(want);
+	if (ours != NULL)
+		PyErr_Format(PyExc_ValueError,
+			     "the region at offset %zd holds a Channel of %U, not %U: every "
+			     "process must construct it alike", self->offset, theirs, ours);
+	Py_XDECREF(theirs);
+	Py_XDECREF(ours);
+}
+
+/* Creation or check of the descriptor and the namespace; a descriptor
+ * of another channel is left in c->seen. */
 static int
 attach_body(void *arg)
 {
 	struct ch_call *c = arg;
 	ChannelObject *self = c->self;
-	uint64_t want = DESC_MAGIC << 48 | DESC_LAYOUT << 44 |
-			(uint64_t)(self->multi[PRODUCER] ? DESC_MULTI_PRODUCER : 0) << 42 |
-			(uint64_t)(self->multi[CONSUMER] ? DESC_MULTI_CONSUMER : 0) << 42 |
-			self->capacity / 8;
+	uint64_t want = descriptor(self->capacity, self->multi[PRODUCER], self->multi[CONSUMER]);
 	uint64_t desc = 0, ns = 0, mine = peer_namespace();
 
 	if (!__atomic_compare_exchange_n(c->w.desc, &desc, want, 0, __ATOMIC_ACQ_REL,
-					 __ATOMIC_ACQUIRE) && desc != want)
+					 __ATOMIC_ACQUIRE) && desc != want) {
+		c->seen = desc;
 		return CH_MISMATCH;
+	}
 	if (!__atomic_compare_exchange_n(c->w.ns, &ns, mine, 0, __ATOMIC_ACQ_REL,
 					 __ATOMIC_ACQUIRE) && ns != mine)
 		return CH_FOREIGN;
@@ -364,7 +412,10 @@ ch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 		ch_prefault(&c.gate);
 	gate_leave(&c.gate);
 	if (rc != 0) {
-		ch_error(self, rc, fault_addr, NULL);
+		if (rc == CH_MISMATCH)
+			mismatch_error(self, c.seen);
+		else
+			ch_error(self, rc, fault_addr, NULL);
 		Py_DECREF(self);
 		return NULL;
 	}

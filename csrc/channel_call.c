@@ -36,12 +36,6 @@ ch_error(ChannelObject *self, int rc, const char *fault_addr, const Py_buffer *s
 			     "machine: a dead peer could not be told from a live one",
 			     self->offset);
 		return NULL;
-	case CH_MISMATCH:
-		PyErr_Format(PyExc_ValueError,
-			     "the region at offset %zd holds a Channel of another capacity or "
-			     "mode (or is not zeroed): every process must construct it alike",
-			     self->offset);
-		return NULL;
 	case CH_EOF:
 		PyErr_SetString(PyExc_EOFError, "the channel was closed for sending and is empty");
 		return NULL;

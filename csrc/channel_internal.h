@@ -119,6 +119,8 @@
 #define DESC_MULTI_PRODUCER	UINT64_C(1)
 #define DESC_MULTI_CONSUMER	UINT64_C(2)
 #define DESC_CAPACITY_BITS	40
+#define DESC_MODES_SHIFT	42
+#define DESC_HEAD_SHIFT		44	/* magic and layout from here up */
 
 #define REC_HEADER	8
 #define REC_MESSAGE	UINT64_C(0x4d53)	/* "SM" */
@@ -213,7 +215,7 @@ struct ch_call {
 	uint32_t seq;
 	/* consuming */
 	char *dst;
-	uint64_t seen;			/* an owner word, for errors */
+	uint64_t seen;			/* an owner word or descriptor, for errors */
 	enum side side;			/* of the owner-word bodies */
 	struct batch *batch;		/* recv_many */
 	int want;			/* records a batch may take */

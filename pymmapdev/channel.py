@@ -310,6 +310,14 @@ def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer
     try:
         ch = Channel(m, 0, capacity, multi_producer=multi_producer,
                      multi_consumer=multi_consumer)
+    except ValueError as exc:
+        m.close()
+        if "must construct it alike" not in str(exc):
+            raise
+        # the other side is most often the file an earlier run left
+        error = ValueError(f"{exc}: {path} was made so by an earlier open_channel(): "
+                           f"remove it to start anew, or pass what it holds")
+        raise error from None
     except BaseException:
         m.close()
         raise

@@ -58,13 +58,40 @@ def test_bad_construction(m, shm_path):
     with pytest.raises(TypeError, match="Mapping"):
         Channel(bytearray(100), 0, CAP)
     Channel(m, 0, CAP)
-    with pytest.raises(ValueError, match="another capacity or mode"):
+    with pytest.raises(ValueError, match="holds a Channel of capacity"):
         Channel(m, 0, CAP - 8)
-    with pytest.raises(ValueError, match="another capacity or mode"):
+    with pytest.raises(ValueError, match="holds a Channel of capacity"):
         Channel(m, 0, CAP, multi_producer=True)
     with pymmapdev.open_file(shm_path, readonly=True) as r:
         with pytest.raises(TypeError, match="read-only"):
             Channel(r, 0, CAP)
+
+
+def test_another_capacity_or_mode_names_both(m):
+    """Two processes constructing one channel with different capacities (or
+    modes) were told 'a Channel of another capacity or mode (or is not
+    zeroed)': not which capacity the region holds, so not how to agree."""
+    Channel(m, 0, CAP, multi_consumer=True)
+    with pytest.raises(ValueError, match=rf"holds a Channel of capacity {CAP}, "
+                       rf"multi_consumer=True, not capacity {CAP - 8}: every process"):
+        Channel(m, 0, CAP - 8)
+    with pytest.raises(ValueError, match=rf"holds a Channel of capacity {CAP}, "
+                       rf"multi_consumer=True, not capacity {CAP}, multi_producer=True"):
+        Channel(m, 0, CAP, multi_producer=True)
+
+
+def test_a_region_holding_no_channel_says_so(m):
+    m.write_u64(0, 0x1234)
+    with pytest.raises(ValueError, match=r"holds no Channel \(its first word is "
+                       r"0x0000000000001234, not zero\)"):
+        Channel(m, 0, CAP)
+
+
+def test_open_channel_of_another_capacity_names_the_file(shm_path):
+    pymmapdev.open_channel(shm_path, 4096).close()
+    with pytest.raises(ValueError, match=rf"capacity 4096, not capacity 8192.*{shm_path} "
+                       r"was made so by an earlier open_channel\(\): remove it"):
+        pymmapdev.open_channel(shm_path, 8192)
 
 
 def _resident_bytes(m):
