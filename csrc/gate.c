@@ -221,7 +221,7 @@ mapping_seal(MappingObject *map)
 {
 	static const char *const names[PIN_KINDS] = {
 		[PIN_ACCESS] = "call in another thread",
-		[PIN_VIEW] = "exported buffer (memoryview, numpy array, ...)",
+		[PIN_VIEW] = "exported buffer (memoryview, numpy array, ...: del it or release() it)",
 		/* acquire() admits as the hold it may become: keeping the
 		 * pin then cannot fail with the word already taken */
 		[PIN_LOCK] = "pymmapdev.Lock held or being acquired",
@@ -260,7 +260,8 @@ mapping_seal(MappingObject *map)
 	Py_DECREF(parts);
 	if (text == NULL)
 		return -1;
-	PyErr_Format(PyExc_BufferError, "cannot close the mapping while it is in use: %U", text);
+	PyErr_Format(PyExc_BufferError, "cannot close the mapping while it is in use: %U; "
+		     "close() again once they have ended", text);
 	Py_DECREF(text);
 	return -1;
 }

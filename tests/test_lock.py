@@ -250,7 +250,7 @@ def test_close_names_a_thread_waiting_for_the_lock_as_waiting(shm_path):
     waiter.start()
     deadline = time.monotonic() + GUARD
     alone = ("cannot close the mapping while it is in use: "
-             "1 pymmapdev.Lock held or being acquired")
+             "1 pymmapdev.Lock held or being acquired; close() again once they have ended")
     message = alone
     while message == alone and time.monotonic() < deadline:      # until it is asleep
         try:
@@ -258,7 +258,8 @@ def test_close_names_a_thread_waiting_for_the_lock_as_waiting(shm_path):
         except BufferError as exc:
             message = str(exc)
         time.sleep(0.01)
-    assert message.endswith(": 2 pymmapdev.Lock held or being acquired"), message
+    assert message.endswith(": 2 pymmapdev.Lock held or being acquired; "
+                            "close() again once they have ended"), message
     lock.release()
     waiter.join(GUARD)
     assert not waiter.is_alive() and not lock.locked()

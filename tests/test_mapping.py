@@ -187,6 +187,18 @@ def test_buffer_protocol_zero_copy(m):
     m.close()
 
 
+def test_close_refused_says_how_to_end_the_exports(m):
+    """The first close() a numpy user sees refused (a with block ending while
+    an array of it lives) named the export but not what ends it."""
+    array = m.ndarray("u1", shape=(4,))
+    with pytest.raises(BufferError, match=r"1 exported buffer \(memoryview, numpy array, "
+                       r"\.\.\.: del it or release\(\) it\); close\(\) again once "
+                       r"they have ended$"):
+        m.close()
+    del array
+    m.close()
+
+
 def test_close_with_exports_then_after_release(m):
     view = memoryview(m)
     with pytest.raises(BufferError, match="1 exported"):
