@@ -445,8 +445,9 @@ def _device_open_error(exc, path):
     mmapdev = os.path.basename(path).startswith("mmapdev")
     if isinstance(exc, FileNotFoundError) and mmapdev:
         return FileNotFoundError(
-            exc.errno, f"{exc.strerror} (is the mmapdev module loaded? "
-            f"sudo modprobe mmapdev, or insmod kmod/mmapdev.ko)", path)
+            exc.errno, f"{exc.strerror} (is the mmapdev module loaded? sudo modprobe "
+            f"mmapdev, once python -m pymmapdev kmod build and kmod install made it; "
+            f"in a source tree: insmod kmod/mmapdev.ko)", path)
     if isinstance(exc, PermissionError):
         hint = ("the node's permissions come from the module's mode= parameter or the udev "
                 "rule kmod/99-mmapdev.rules; join its group" if mmapdev else
