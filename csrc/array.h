@@ -13,6 +13,7 @@ PyObject *array_ndarray(MappingObject *self, PyObject *const *args, Py_ssize_t n
 	{"ndarray", (PyCFunction)(void (*)(void))array_ndarray,		\
 	 METH_FASTCALL | METH_KEYWORDS,						\
 	 "ndarray($self, /, dtype, shape=None, offset=0)\n--\n\n"		\
-	 "A numpy array viewing the mapping (no copy)."},
+	 "A numpy array viewing the mapping (no copy): *shape* items of *dtype*\n"	\
+	 "from *offset*; shape=None: as many as fit before the end."},
 
 #endif

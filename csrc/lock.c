@@ -533,7 +533,7 @@ static PyMethodDef lock_methods[] = {
 
 static PyType_Slot lock_slots[] = {
 	{Py_tp_doc, "Lock(mapping, offset, /)\n--\n\n"
-		    "A process-shared lock in LOCK.SIZE (64) bytes at offset (a multiple of\n"
+		    "A process-shared lock in Lock.SIZE (64) bytes at offset (a multiple of\n"
 		    "Lock.ALIGN, 64) of a writable mapping; zero bytes are a free lock.\n"
 		    "Owned by a thread, not recursive; survives a holder that dies."},
 	{Py_tp_new, lock_new},

@@ -436,7 +436,7 @@ static PyGetSetDef mapping_getset[] = {
 	 "sleeper, so it looks again every millisecond).", NULL},
 	{"closed", (getter)mapping_get_closed, NULL, "True after close().", NULL},
 	{"path", (getter)mapping_get_path, NULL, "Path the mapping was opened from, or None.", NULL},
-	{"kind", (getter)mapping_get_kind, NULL, "'file' or 'device'.", NULL},
+	{"kind", (getter)mapping_get_kind, NULL, "'file' (files and anonymous() memfds) or 'device'.", NULL},
 	{"readonly", (getter)mapping_get_readonly, NULL, "True if mapped without write access.",
 	 NULL},
 	{NULL},
@@ -471,7 +471,7 @@ static PyType_Slot mapping_slots[] = {
 		    "pages holding it are mapped).  waker: how wait() sleeps, 'futex',\n"
 		    "'mmapdev' (the module's ioctls) or 'poll' (nothing can wake it);\n"
 		    "None: futex for files, mmapdev for devices.\n"
-		    "Use pymmapdev.open_file() or open_device()."},
+		    "Use pymmapdev.open_file(), open_device() or anonymous()."},
 	{Py_tp_new, mapping_new},
 	{Py_tp_dealloc, mapping_dealloc},
 	{Py_tp_traverse, mapping_traverse},

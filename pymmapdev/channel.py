@@ -118,7 +118,10 @@ def _release(view, whole):
 
 
 class Channel(_core.Channel):
-    """A message channel; see the module documentation and issue-level API:
+    """A message channel of *capacity* ring bytes in ``size_for(capacity)``
+    bytes of *mapping* at *offset* (a multiple of 64); zero bytes are an
+    empty channel, and every process constructs it alike.  How it works:
+    ``help(pymmapdev.channel)``.  The calls:
 
     ``send(data, *, timeout=None) -> bool``, ``recv(*, timeout=None) -> bytes | None``,
     ``send_many``, ``recv_many``, ``reserve``, ``recv_view``, ``send_array``,
