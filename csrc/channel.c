@@ -94,14 +94,21 @@ announce_token_end(struct ch_token *t)
 		PyErr_Clear();	/* closed, or a fault: nothing to undo */
 }
 
-/* The token of the sleeper @c announced, or NULL (then withdrawn). */
+/*
+ * The token of the sleeper @c announced, or NULL (then withdrawn).  The
+ * token is an allocation, which a PIN_ACCESS admission may not make
+ * (mapping.h: a collection there could close the mapping under us): the
+ * admission takes a real pin first.
+ */
 static PyObject *
 announce_token_new(ChannelObject *self, struct ch_call *c)
 {
-	PyObject *token = ch_token_new(self, c->side, gate_generation(), ANNOUNCE_TOKEN,
-				       announce_token_end);
+	PyObject *token = NULL;
 	const char *fault_addr;
 
+	if (gate_upgrade(&c->gate, PIN_WAIT) == 0)
+		token = ch_token_new(self, c->side, gate_generation(), ANNOUNCE_TOKEN,
+				     announce_token_end);
 	if (token == NULL)		/* nobody else can withdraw it: now */
 		(void)ch_run(c, withdraw_body, &fault_addr);
 	return token;

@@ -123,6 +123,40 @@ name_open(ChannelObject *self, struct ch_call *c, enum side side)
 	return -1;
 }
 
+/*
+ * Opens @side with what @c found (the side taken, room or a message ready
+ * at @pos): the admission's pin becomes the open's PIN_CHANNEL first, as
+ * the token is an allocation, which a PIN_ACCESS admission may not make
+ * (mapping.h: a collection there could close the mapping under us); then
+ * the open is marked and named, and the admission left.  The token, or
+ * NULL with the error raised, nothing open and nothing held.
+ */
+static PyObject *
+open_begin(ChannelObject *self, struct ch_call *c, enum side side, uint64_t pos)
+{
+	unsigned long generation = gate_generation();
+	PyObject *token;
+
+	if (gate_keep_pin(&c->gate, PIN_CHANNEL) < 0) {
+		(void)ch_leave_side(c, side);
+		gate_leave(&c->gate);
+		return NULL;
+	}
+	token = open_token_new(self, side);
+	if (token == NULL) {
+		(void)ch_leave_side(c, side);
+		mapping_unpin_from(self->map, PIN_CHANNEL, generation);
+		return NULL;
+	}
+	mark_open(self, c, side, pos);
+	if (name_open(self, c, side) < 0) {
+		Py_DECREF(token);	/* the open has ended: ends nothing */
+		return NULL;
+	}
+	gate_leave(&c->gate);
+	return token;
+}
+
 /* (first, token): the open's result; the token ends it if that is lost. */
 static PyObject *
 open_result(PyObject *first, PyObject *token)
@@ -176,19 +210,9 @@ ch_reserve_begin(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 		gate_leave(&c.gate);
 		return result;
 	}
-	token = open_token_new(self, PRODUCER);
-	if (token == NULL || gate_keep_pin(&c.gate, PIN_CHANNEL) < 0) {
-		Py_XDECREF(token);	/* not open yet: ends nothing */
-		(void)ch_leave_side(&c, PRODUCER);
-		gate_leave(&c.gate);
+	token = open_begin(self, &c, PRODUCER, c.tail);
+	if (token == NULL)
 		return NULL;
-	}
-	mark_open(self, &c, PRODUCER, c.tail);
-	if (name_open(self, &c, PRODUCER) < 0) {
-		Py_DECREF(token);	/* the open has ended: ends nothing */
-		return NULL;
-	}
-	gate_leave(&c.gate);
 	/* where the payload goes, in the mapping's coordinates */
 	return open_result(PyLong_FromUnsignedLongLong(
 		(unsigned long long)(self->offset + CH_HEADER +
@@ -271,19 +295,9 @@ ch_view_begin(ChannelObject *self, PyObject *arg)
 		gate_leave(&c.gate);
 		return result;
 	}
-	token = open_token_new(self, CONSUMER);
-	if (token == NULL || gate_keep_pin(&c.gate, PIN_CHANNEL) < 0) {
-		Py_XDECREF(token);	/* not open yet: ends nothing */
-		(void)ch_leave_side(&c, CONSUMER);
-		gate_leave(&c.gate);
+	token = open_begin(self, &c, CONSUMER, c.head);
+	if (token == NULL)
 		return NULL;
-	}
-	mark_open(self, &c, CONSUMER, c.head);
-	if (name_open(self, &c, CONSUMER) < 0) {
-		Py_DECREF(token);	/* the open has ended: ends nothing */
-		return NULL;
-	}
-	gate_leave(&c.gate);
 	return open_result(Py_BuildValue(
 		"(KK)",
 		(unsigned long long)(self->offset + CH_HEADER +
