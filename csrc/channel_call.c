@@ -74,6 +74,27 @@ busy_error(ChannelObject *self, enum side side, uint64_t holder)
 
 /* ---- taking and leaving a side ------------------------------------------- */
 
+/*
+ * Before a call with a side held per message (multi mode) raises: the
+ * raise may allocate (the exception instance, made at once inside an
+ * except block; MappingFault's arguments), a collection there may run a
+ * finalizer that closes the mapping, and ch_leave_side() still stores into
+ * the region afterwards.  send() and _reserve() admit as PIN_ACCESS, which
+ * holds no pin in builds with a GIL (mapping.h): take a real one first.
+ * Only on the way to an error or a wake-up syscall: a free call pins
+ * nothing.
+ */
+void
+ch_pin_held_side(struct ch_call *c)
+{
+	if (!c->self->multi[c->side])
+		return;		/* single mode: nothing is left after the raise */
+	/* A full field is thousands of holders that keep close() out: the
+	 * call goes on with the mapping pinned by them. */
+	if (gate_upgrade(&c->gate, PIN_WAIT) < 0)
+		PyErr_Clear();
+}
+
 static int
 claim_body(void *arg)
 {
@@ -312,6 +333,7 @@ ch_wait_room(struct ch_call *c, const struct deadline *d)
 	}
 	if (rc == BLOCK_READY)
 		return rc;
+	ch_pin_held_side(c);
 	ch_error(c->self, rc, fault_addr, NULL);
 	return BLOCK_ERROR;
 }
@@ -322,6 +344,7 @@ ch_wake_consumers(struct ch_call *c, uint32_t count)
 {
 	if (c->waiters == 0)
 		return 0;
+	ch_pin_held_side(c);	/* a failed wake raises */
 	return block_wake(c->self->map, c->gate.offset + CH_DATA_SEQ, count) < 0 ? -1 : 0;
 }
 

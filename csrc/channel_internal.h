@@ -249,6 +249,7 @@ int ch_is_open(ChannelObject *self, enum side side);
 int ch_refuse_open(ChannelObject *self, enum side side);
 int ch_take_side(struct ch_call *c, enum side side, const struct deadline *d, int *timed_out);
 int ch_leave_side(struct ch_call *c, enum side side);
+void ch_pin_held_side(struct ch_call *c);
 int ch_hand_back(struct ch_call *c, enum side side, uint64_t me);
 int ch_wait_room(struct ch_call *c, const struct deadline *d);
 int ch_wait_data(struct ch_call *c, const struct deadline *d);

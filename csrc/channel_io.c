@@ -89,6 +89,7 @@ send_one(struct ch_call *c, const struct fault_span *src, int nsrc, uint64_t len
 	c->src = NULL;
 	c->nsrc = 0;
 	if (rc == FAULT_HIT) {
+		ch_pin_held_side(c);
 		mapping_raise_fault(c->self->map, fault_addr, source);
 		return -1;
 	}

@@ -15,7 +15,7 @@ import pytest
 import pymmapdev
 from pymmapdev import Channel, ChannelCorrupt, _core
 from _sync_workers import GUARD, run_child, spin_until, ticking  # noqa: F401
-from conftest import scaled
+from conftest import run_python, scaled
 
 CAP = 4096
 # Header words (csrc/channel.c): sleepers count themselves there before they
@@ -383,6 +383,73 @@ def test_end_of_stream_wakes_a_producer_waiting_for_room(ch, how):
     assert received and all(msg == bytes(1000) for msg in received)
     with pytest.raises(EOFError):
         ch.recv(timeout=0)
+
+
+# A call that fails with a multi-mode side held raises, then leaves the side
+# (a store into the region).  Raised inside an except block, CPython 3.11
+# builds the exception instance at once: an allocation, and a collection
+# there runs finalizers; this one closes the mapping.  Armed right before
+# the call, with gen0 past a threshold of 1, so the first allocation of a
+# GC object collects.
+FAILING_CALL_WITH_THE_SIDE_HELD = """
+import gc, os, sys, pymmapdev
+from pymmapdev import Channel
+path, how, cause = sys.argv[1:]
+cap = 8192
+m = pymmapdev.open_file(path, Channel.size_for(cap))
+ch = Channel(m, 0, cap, multi_producer=True)
+if cause == "closed":
+    ch.close_send()
+    expected, data = BrokenPipeError, b"x"
+else:
+    os.truncate(path, 4096)                 # the ring past its first page is gone
+    expected, data = pymmapdev.MappingFault, bytes(4000)    # a record into the second
+close_refused = []
+
+class Closer:
+    def __del__(self):
+        try:
+            m.close()
+        except BufferError:
+            close_refused.append(True)
+
+def arm():
+    closer = Closer()
+    closer.cycle = closer                   # garbage only a collection frees
+    [[] for _ in range(10)]                 # gen0's count past the threshold
+
+call = {"send": lambda: ch.send(data), "reserve": lambda: ch._reserve(len(data), None)}[how]
+try:
+    raise KeyError("an exception being handled")
+except KeyError:
+    gc.disable()
+    arm()
+    gc.set_threshold(1)
+    gc.enable()
+    try:
+        call()
+    except expected:
+        pass
+    gc.set_threshold(700)
+print(m.closed, close_refused, m.load_u64(80) if not m.closed else None)
+"""
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12),
+                    reason="3.12+ collect only at the eval breaker, never inside the call")
+@pytest.mark.parametrize("how,cause", [("send", "closed"), ("reserve", "closed"),
+                                       ("send", "fault")])
+def test_finalizer_closing_the_mapping_as_a_held_side_fails_is_refused(shm_path, how, cause):
+    """send() and _reserve() admit the region without a pin (a short
+    access, mapping.h).  With multi_producer=True, a failure after the side
+    was taken (the end of the stream, a fault writing the record) raised,
+    and a collection in that raise ran a finalizer that closed the mapping:
+    the side was then left in unmapped memory, a SIGSEGV (or a store into
+    whatever was mapped there next).  The failing call now holds a pin
+    before it raises: that close() is refused, and the side is left."""
+    child = run_python(FAILING_CALL_WITH_THE_SIDE_HELD, shm_path, how, cause, check=False)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split() == ["False", "[True]", "0"], child.stderr
 
 
 def test_reserve_open_across_close_send_is_not_committed_after_the_end(ch, m):
