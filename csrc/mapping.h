@@ -131,8 +131,11 @@ int gate_enter(struct gate *g, MappingObject *map, Py_ssize_t offset,
  * With PIN_ACCESS, nothing between gate_enter() and gate_leave() may call
  * into Python or allocate Python objects (a collection can run finalizers,
  * which can close the mapping): in builds with a GIL that admission takes
- * no pin.  Allocate results before the gate.  Longer admissions (PIN_WAIT)
- * hold a real pin and may do anything.
+ * no pin.  Allocate results before the gate.  Raising allocates too: inside
+ * an except block, CPython 3.10/3.11 build even PyErr_SetString()'s
+ * exception instance at once, so a raise followed by another touch of the
+ * span (leaving a Channel side) takes a real pin first (gate_upgrade()).
+ * Longer admissions (PIN_WAIT) hold a real pin and may do anything.
  */
 void gate_leave(struct gate *g);
 
