@@ -75,7 +75,7 @@ def test_one_version_everywhere():
     assert re.search(r'MODULE_VERSION\("([^"]+)"\)', main_c).group(1) == pymmapdev.__version__
 
 
-def test_build(kernel_build_dir, tmp_path):
+def test_build_and_rebuild(kernel_build_dir, tmp_path):
     out = kmod_cli("build", "--kernel-dir", kernel_build_dir, "--build-dir", str(tmp_path / "b"))
     assert out.returncode == 0, out.stdout + out.stderr
     ko = tmp_path / "b" / "mmapdev.ko"
