@@ -177,27 +177,40 @@ def test_thread_cannot_close_under_a_blocked_slot_read():
 
 
 def test_thread_cannot_close_under_a_sleeping_lock_acquire():
+    # Ordered by events, not sleeps: the holder has the lock before this
+    # thread's acquire() starts, and keeps it until the closer has tried;
+    # the closer tries once the refusal counts that acquire() too (2).
+    # (A holder started 0.05 s late, or a closer 0.15 s late, on a loaded
+    # machine gave [True, 'BufferError'] or [True, 'closed'].)
     line = outcome("""
         import os, pymmapdev, threading, time
         m = pymmapdev.anonymous(4096)
         lock = pymmapdev.Lock(m, 0)
         seen = []
+        held, tried = threading.Event(), threading.Event()
         def holder():
             with pymmapdev.Lock(m, 0):
-                time.sleep(0.3)
+                held.set()
+                tried.wait(30)
         h = threading.Thread(target=holder)
         h.start()
-        time.sleep(0.05)
+        held.wait(30)
         def closer():
-            time.sleep(0.1)
-            try:
-                m.close()
-                seen.append("closed")
-            except BufferError:
-                seen.append("BufferError")
+            deadline = time.monotonic() + 20        # then seen lacks 'BufferError'
+            while time.monotonic() < deadline:
+                try:
+                    m.close()
+                    seen.append("closed")
+                    break
+                except BufferError as exc:
+                    if ": 2 pymmapdev.Lock held or being acquired" in str(exc):
+                        seen.append("BufferError")
+                        break
+                time.sleep(0.01)
+            tried.set()
         t = threading.Thread(target=closer)
         t.start()
-        seen.append(lock.acquire(timeout=5))
+        seen.append(lock.acquire(timeout=30))
         lock.release()
         t.join(); h.join()
         print(seen)
