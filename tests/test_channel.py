@@ -418,7 +418,7 @@ def arm():
     closer.cycle = closer                   # garbage only a collection frees
     [[] for _ in range(10)]                 # gen0's count past the threshold
 
-call = {"send": lambda: ch.send(data), "reserve": lambda: ch._reserve(len(data), None)}[how]
+nbytes = len(data)
 try:
     raise KeyError("an exception being handled")
 except KeyError:
@@ -426,8 +426,14 @@ except KeyError:
     arm()
     gc.set_threshold(1)
     gc.enable()
+    # From here to the call's raise, nothing may allocate a GC object (3.10
+    # makes a frame object for a Python function: no lambda), or the
+    # collection runs before the call
     try:
-        call()
+        if how == "send":
+            ch.send(data)
+        else:
+            ch._reserve(nbytes, None)
     except expected:
         pass
     gc.set_threshold(700)
