@@ -67,6 +67,11 @@ main() {
 			sub(/ +$/, "", line); print line } }' | tee "$REPO/tests/vm/out/matrix.txt"
 	debian_log "kernel matrix: $((SECONDS - start)) s"
 	if ((${#failed[@]})); then
+		# Last, so that a log cut to its tail still names the failing tests.
+		for suite in "${failed[@]}"; do
+			grep -E '^(FAILED|ERROR) ' "$REPO/tests/vm/out/$suite/results/pytest.log" 2>/dev/null |
+				sed "s/^/$suite: /" | cut -c1-300 || true
+		done
 		debian_log "FAIL: ${failed[*]}"
 		exit 1
 	fi

@@ -280,6 +280,10 @@ verdict() {
 	fi
 	grep -E '^=+ .*(passed|failed|error).* in ' "$RES/pytest.log" >&2 || true
 	if ((STATUS)); then
+		# CI keeps only the out directory of a fresh machine for a while:
+		# what failed, and how, goes to the log that outlives it.
+		sed -n '/^=* FAILURES =*$/,/^=* short test summary info =*$/p' \
+			"$RES/pytest.log" | head -n 300 >&2 || true
 		log "FAIL (status $STATUS): $RES/pytest.log, $RES/junit.xml, $RES/dmesg.txt"
 	else
 		log "OK: device suite passed in the VM (kernel $KVER, runner $RUNNER)"
