@@ -300,19 +300,21 @@ def blocked_in_wait(pid):
         tids = os.listdir(f"/proc/{pid}/task")
     except FileNotFoundError:
         return False
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
-                fields = f.read().split()
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        # "16 0x3 0x4018b701 ...": the syscall number, then its arguments
-        if (len(fields) > 2 and fields[0] == _IOCTL_NR and int(fields[2], 16) == IOC_WAIT
-                and state == "S"):
-            return True
-    return False
+    return any(thread_blocked_in_wait(pid, tid) for tid in tids)
+
+
+def thread_blocked_in_wait(pid, tid):
+    """True while thread *tid* of *pid* sleeps in ioctl(MMAPDEV_IOC_WAIT)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            fields = f.read().split()
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # "16 0x3 0x4018b701 ...": the syscall number, then its arguments
+    return (len(fields) > 2 and fields[0] == _IOCTL_NR and int(fields[2], 16) == IOC_WAIT
+            and state == "S")
 
 
 def wait_until(predicate, timeout=30.0, what="condition"):
