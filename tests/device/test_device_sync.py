@@ -134,7 +134,9 @@ def test_ctrl_c_interrupts_device_wait(m):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=GUARD)
         assert "KeyboardInterrupt" in err
-        assert time.monotonic() - t0 < 5
+        # Well before GUARD: at once, not at some later timeout of the
+        # wait; but the child still has to unwind and exit under TCG.
+        assert time.monotonic() - t0 < 30
     finally:
         proc.kill()
         proc.wait()
