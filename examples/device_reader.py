@@ -26,7 +26,12 @@ def main(path: str = "/dev/mmapdev0") -> None:
                     print(f"no heartbeat for 5 s (was {path} loaded with heartbeat_ms=?)",
                           file=sys.stderr, flush=True)
                     continue
-                seq = m.read_u32(SEQ)
+                new_seq = m.read_u32(SEQ)
+                if new_seq == seq:
+                    # Woken for a beat printed already: this loop read seq
+                    # after that beat bumped it and before its wake came.
+                    continue
+                seq = new_seq
                 text = m.read(TEXT, TEXT_SIZE).split(b"\0", 1)[0].decode(errors="replace")
                 print(text, end="" if text.endswith("\n") else "\n", flush=True)
         except KeyboardInterrupt:

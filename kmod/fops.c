@@ -229,7 +229,6 @@ static long mmapdev_ioc_wait(struct mmapdev_dev *md, void __user *uarg,
 static long mmapdev_ioc_wake(struct mmapdev_dev *md, void __user *uarg)
 {
 	struct mmapdev_wake w;
-	int woken;
 
 	if (copy_from_user(&w, uarg, sizeof(w)))
 		return -EFAULT;
@@ -237,9 +236,9 @@ static long mmapdev_ioc_wake(struct mmapdev_dev *md, void __user *uarg)
 		return -EINVAL;
 	if (!mmapdev_word_ok(md, w.offset))
 		return -EINVAL;
-	woken = mmapdev_wake(md, w.offset, w.count);
+	/* Counted before waking: a woken waiter finds its wake counted. */
 	mmapdev_event(md);
-	return woken;
+	return mmapdev_wake(md, w.offset, w.count);
 }
 
 /**

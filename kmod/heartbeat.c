@@ -48,8 +48,9 @@ static void mmapdev_heartbeat_fn(struct work_struct *work)
 	 */
 	smp_wmb();
 	WRITE_ONCE(hb->seq, READ_ONCE(hb->seq) + 1);
-	mmapdev_wake(hb_dev, MMAPDEV_HEARTBEAT_WAIT_OFFSET, UINT_MAX);
+	/* Counted before waking: a woken reader finds its beat counted. */
 	mmapdev_event(hb_dev);
+	mmapdev_wake(hb_dev, MMAPDEV_HEARTBEAT_WAIT_OFFSET, UINT_MAX);
 	mmapdev_uio_interrupt();
 
 	schedule_delayed_work(&hb_work, hb_period);

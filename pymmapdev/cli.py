@@ -212,7 +212,10 @@ def _watch_heartbeat(m: pymmapdev.Mapping) -> NoReturn:
             if _reader_gone():
                 raise _ReaderGone
             continue
-        seq = m.load_u32(0)
+        new_seq = m.load_u32(0)
+        if new_seq == seq:      # the wake of a beat printed already (see device_reader.py)
+            continue
+        seq = new_seq
         print(_text_at(m, 16, 48), flush=True)
 
 
