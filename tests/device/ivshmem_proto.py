@@ -25,9 +25,10 @@ SLOT_GUEST = 32768               # the guest publishes here (READ)
 SLOT_CAPACITY = 1024
 
 ECHO = 1       # ARG bytes at DATA_IN -> reversed at DATA_OUT; RESULT = their crc32
-PUBLISH = 2    # publish into SLOT_HOST for ARG ms; RESULT = how many
+PUBLISH = 2    # publish into SLOT_HOST until STOP (at most ARG ms); RESULT = how many
 READ = 3       # read SLOT_GUEST until STOP; RESULT = torn reads, RESULT2 = good ones
 READ_ENOUGH = 20   # good reads the guest waits for before it says STOP
+PUBLISH_ENOUGH = 10   # reads of a publication the guest makes before it says STOP
 
 
 def payload(version, size=SLOT_CAPACITY):

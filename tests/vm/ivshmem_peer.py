@@ -30,7 +30,7 @@ def publish(m, millis):
     slot = pymmapdev.Slot(m, p.SLOT_HOST, p.SLOT_CAPACITY)
     count = 0
     end = time.monotonic() + millis / 1000
-    while time.monotonic() < end:
+    while m.load_u32(p.STOP) == 0 and time.monotonic() < end:
         version = slot.version + 1
         slot.publish(p.payload(version))
         count += 1
