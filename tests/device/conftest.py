@@ -35,6 +35,23 @@ class KernelLog:
         self.oom_after = None
 
 
+def kernel_trouble(messages, oom_after=None):
+    """The messages that show trouble, but for the OOM reports that begin
+    after a message containing *oom_after* (see KernelLog)."""
+    bad = []
+    marker_seen = in_oom_report = False
+    for message in messages:
+        marker_seen = marker_seen or bool(oom_after and oom_after in message)
+        if marker_seen and "invoked oom-killer" in message:
+            in_oom_report = True
+        if in_oom_report:
+            in_oom_report = "Killed process" not in message
+            continue
+        if _KERNEL_TROUBLE.search(message):
+            bad.append(message.rstrip())
+    return bad
+
+
 @pytest.fixture(autouse=True)
 def kernel_log_clean():
     """Fails the test whose run left an oops, BUG or WARNING in the log."""
@@ -47,8 +64,7 @@ def kernel_log_clean():
         os.lseek(fd, 0, os.SEEK_END)
         log = KernelLog()
         yield log
-        bad = []
-        marker_seen = in_oom_report = False
+        messages = []
         while True:
             try:
                 record = os.read(fd, 8192).decode(errors="replace")
@@ -58,15 +74,8 @@ def kernel_log_clean():
                 if exc.errno == errno.EPIPE:     # overwritten while we read: go on
                     continue
                 raise
-            message = record.split(";", 1)[-1]
-            marker_seen = marker_seen or bool(log.oom_after and log.oom_after in message)
-            if marker_seen and "invoked oom-killer" in message:
-                in_oom_report = True
-            if in_oom_report:
-                in_oom_report = "Killed process" not in message
-                continue
-            if _KERNEL_TROUBLE.search(message):
-                bad.append(message.rstrip())
+            messages.append(record.split(";", 1)[-1])
+        bad = kernel_trouble(messages, log.oom_after)
         if bad:
             pytest.fail("kernel log:\n" + "\n".join(bad), pytrace=False)
     finally:
