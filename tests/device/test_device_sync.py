@@ -130,13 +130,10 @@ def test_ctrl_c_interrupts_device_wait(m):
     proc = devlib.python(WAIT_FOREVER, BASE)
     try:
         devlib.wait_until(lambda: devlib.blocked_in_wait(proc.pid), what="waiter asleep")
-        t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
+        # The wait has no timeout: only the SIGINT can end it before GUARD.
         out, err = proc.communicate(timeout=GUARD)
         assert "KeyboardInterrupt" in err
-        # Well before GUARD: at once, not at some later timeout of the
-        # wait; but the child still has to unwind and exit under TCG.
-        assert time.monotonic() - t0 < 30
     finally:
         proc.kill()
         proc.wait()
