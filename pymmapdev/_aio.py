@@ -517,10 +517,11 @@ class _CountReader:
         except OSError as exc:
             self._fail(exc)
             return
-        if len(data) != 4:
-            self._fail(OSError(errno.EIO, short_count(data)))
+        try:
+            count = event_count(data)
+        except OSError as exc:
+            self._fail(exc)
             return
-        count = int.from_bytes(data, sys.byteorder, signed=True)
         for future in self.futures:
             if not future.done():
                 future.set_result(count)
@@ -531,8 +532,16 @@ class _CountReader:
                 future.set_exception(exc)
 
 
-def short_count(data: bytes) -> str:
-    return f"read {len(data)} bytes where a 4-byte event count was due"
+def event_count(data: bytes, path: str | None = None) -> int:
+    """The count a read() of 4 bytes returned.  The kernel keeps it in a
+    signed 32-bit int (UIO's atomic_t event) that goes on counting past
+    2**31 - 1 by wrapping: unsigned, it is the 32-bit counter it is, from
+    2**32 - 1 back to 0, never negative.  A read of another length is an
+    OSError (EIO) naming *path*."""
+    if len(data) != 4:
+        raise OSError(errno.EIO, f"read {len(data)} bytes where a 4-byte event count was due",
+                      path)
+    return int.from_bytes(data, sys.byteorder, signed=False)
 
 
 _count_readers: weakref.WeakKeyDictionary[                  # weakly, as _device_readers

@@ -10,6 +10,7 @@ sysfs (``/sys/class/uio/uioN``) names the device and its maps.
 ...     regs = u.map(0)                          # a Mapping of map 0
 ...     u.enable_irq()
 ...     count = u.wait_irq(timeout=1.0)          # the new count, or None
+...     # (the kernel's 32-bit counter: it wraps from 2**32 - 1 to 0)
 """
 from __future__ import annotations
 
@@ -183,15 +184,15 @@ class UIO:
             return None
         except OSError as exc:
             raise self._read_error(exc) from None
-        if len(data) != 4:
-            raise OSError(errno.EIO, _aio.short_count(data), self.path)
-        return int(struct.unpack("=i", data)[0])
+        return _aio.event_count(data, self.path)
 
     def wait_irq(self, timeout: float | None = None) -> int | None:
         """Sleep until an interrupt this open device has not reported yet
         (one that came since the last wait returns at once); its count
         (interrupts since the device appeared), or None when *timeout*
-        seconds pass first.  Signal handlers run meanwhile (Ctrl-C raises
+        seconds pass first.  The count is the kernel's 32-bit counter,
+        unsigned: it wraps from 2**32 - 1 to 0 (compare counts modulo
+        2**32).  Signal handlers run meanwhile (Ctrl-C raises
         KeyboardInterrupt)."""
         timeout = _core.timeout_seconds(timeout)
         fd = self._enter_wait()

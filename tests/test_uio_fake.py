@@ -13,6 +13,7 @@ import gc
 import os
 import signal
 import struct
+import sys
 import threading
 import time
 import tty
@@ -162,6 +163,22 @@ def test_wait_irq_counts_and_times_out(irq):
     assert time.monotonic() - t0 >= 0.1
     fire(7)
     assert u.wait_irq(0) == 7
+
+
+@pytest.mark.parametrize("count", [2**31 - 1, 2**31, 2**32 - 1])
+def test_an_interrupt_count_past_2_31_is_unsigned(irq, count):
+    """The kernel's count is a 32-bit counter that user space sees wrap
+    from 2**32 - 1 to 0: both waits unpacked it as a signed int, so after
+    2**31 interrupts it went negative (-1 for 0xffffffff)."""
+    u, _, master = irq
+    os.write(master, count.to_bytes(4, sys.byteorder))
+    assert u.wait_irq(5) == count
+
+    async def main():
+        os.write(master, count.to_bytes(4, sys.byteorder))
+        return await u.wait_irq_async(5)
+
+    assert asyncio.run(main()) == count
 
 
 @pytest.mark.parametrize("timeout", [float("inf"), 1e8, 1e300])
