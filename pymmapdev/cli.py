@@ -264,7 +264,8 @@ def _sysfs_attrs(fd: int) -> dict[str, str]:
 
 def _info_uio(path: str) -> None:
     """A UIO device, from sysfs: nothing is mapped or read."""
-    with pymmapdev.UIO(path, readonly=True) as u:
+    # a path, as info takes it: UIO() would take "uio0" or "x" for a name
+    with pymmapdev.UIO(os.path.join(os.curdir, path), readonly=True) as u:
         base = _sysfs.uio_dir(u.device)
         print(f"path:      {u.path}")
         print(f"kind:      UIO device {u.device}")

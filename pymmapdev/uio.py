@@ -32,28 +32,56 @@ from ._open import MAX_OFFSET, _open as open_path, _str_path
 
 _UIO_NAME = re.compile(r"^uio\d+$")
 _POLL_MAX_MS = 2**31 - 1
+DEV = "/dev"                    # where the uioN nodes are (tests point it elsewhere)
+
+_AnyPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
-def _resolve(path_or_name: str | os.PathLike[str]) -> str:
-    """/dev/uioN for a path, "uioN", or the name a driver gave its device."""
+def _resolve(path_or_name: _AnyPath) -> str:
+    """The node to open for UIO()'s argument (str, bytes or os.PathLike,
+    decoded as os does), by one rule:
+
+    - ``uioN``: the device's node, /dev/uioN;
+    - text with a ``/`` in it that names an existing file: that path;
+    - else the name a driver gave its device (/sys/class/uio/uioN/name;
+      any text, a ``/`` included): that device's /dev/uioN;
+    - else FileNotFoundError naming the argument and the UIO devices there
+      are.  A relative path without a ``/`` is a name: write ``./x``."""
     text = _str_path(path_or_name)
-    if os.sep in text:
-        return text
     if _UIO_NAME.match(text):
-        return f"/dev/{text}"
+        return f"{DEV}/{text}"
+    if os.sep in text and os.path.lexists(text):
+        return text
     known = _sysfs.uio_names()
     for device in known:
         if _sysfs.read_text(f"{_sysfs.uio_dir(device)}/name") == text:
-            return f"/dev/{device}"
+            return f"{DEV}/{device}"
     listed = ", ".join(f"{d} ({_sysfs.read_text(f'{_sysfs.uio_dir(d)}/name')})"
                        for d in known) or "none"
-    raise FileNotFoundError(errno.ENOENT, f"no UIO device is named {text!r} (UIO devices: "
+    what = "no such path, and no UIO device" if os.sep in text else "no UIO device"
+    raise FileNotFoundError(errno.ENOENT, f"{what} is named {text!r} (UIO devices: "
                             f"{listed}; is the driver loaded?)", text)
+
+
+def _sysfs_device(st: os.stat_result, path: str) -> str:
+    """The /sys/class/uio entry (uioN) whose dev is the node's device
+    number: its maps are the ones this node maps.  The minor is not always
+    N of uioN, so none is guessed: a node sysfs does not list is refused."""
+    number = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    for entry in _sysfs.uio_names():
+        if _sysfs.read_text(f"{_sysfs.uio_dir(entry)}/dev") == number:
+            return entry
+    raise OSError(errno.ENODEV, f"no entry in {_sysfs.SYS}/class/uio has this UIO node's "
+                  f"device number {number} (its dev file): its maps and name are unknown "
+                  f"(a stale node, or another /sys?)", path)
 
 
 class UIO:
     """A UIO device, by path (``/dev/uio0``), device name (``uio0``) or the
-    name its driver gave it (``/sys/class/uio/uioN/name``).
+    name its driver gave it (``/sys/class/uio/uioN/name``): str, bytes or
+    os.PathLike.  ``uioN`` is a device name; text with a ``/`` is a path if
+    one exists there, else, as any other text, a driver's name (see
+    _resolve); a node sysfs does not list is refused (OSError ENODEV).
 
     Holds the device open (``fileno()``) until :meth:`close`; mappings made
     with :meth:`map` stay usable after it.  close() ends waits in other
@@ -61,7 +89,7 @@ class UIO:
     they have left.
     """
 
-    def __init__(self, path_or_name: str | os.PathLike[str], *, readonly: bool = False) -> None:
+    def __init__(self, path_or_name: _AnyPath, *, readonly: bool = False) -> None:
         self._fd = -1
         # Reentrant: a signal handler may close() while this thread holds it
         # (at any call inside a locked section); nothing done under it is
@@ -80,6 +108,7 @@ class UIO:
                 kind = "a character device of class " + repr(_sysfs.char_class(st)) \
                     if stat.S_ISCHR(st.st_mode) else "not a character device"
                 raise ValueError(f"{path} is not a UIO device ({kind})")
+            device = _sysfs_device(st, path)
         except BaseException:
             os.close(fd)
             raise
@@ -92,12 +121,7 @@ class UIO:
         self._fd = fd
         _open_devices.add(self)
         self.readonly = readonly
-        self.device = f"uio{os.minor(st.st_rdev)}"
-        for entry in _sysfs.uio_names():        # the minor is not always N of uioN
-            d = _sysfs.uio_dir(entry)
-            if _sysfs.read_text(f"{d}/dev") == f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}":
-                self.device = entry
-                break
+        self.device = device
         base = _sysfs.uio_dir(self.device)
         self.name: str = _sysfs.read_text(f"{base}/name") or ""
         self.version: str = _sysfs.read_text(f"{base}/version") or ""

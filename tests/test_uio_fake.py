@@ -11,6 +11,7 @@ import asyncio
 import errno
 import gc
 import os
+import pathlib
 import signal
 import struct
 import sys
@@ -22,7 +23,7 @@ import weakref
 import pytest
 
 import pymmapdev
-from pymmapdev import _sysfs
+from pymmapdev import _sysfs, uio
 
 PAGE = pymmapdev.PAGESIZE
 
@@ -504,3 +505,73 @@ def test_a_symlink_planted_to_a_uio_device_is_refused(tmp_path, fake_sys):
     with pytest.raises(PermissionError, match="symlink") as info:
         pymmapdev.UIO(str(link))
     assert info.value.filename == str(link)
+
+
+class _BytesPath:
+    def __init__(self, path):
+        self.path = path
+
+    def __fspath__(self):
+        return self.path
+
+
+@pytest.mark.parametrize("kind", [str, os.fsencode, pathlib.Path,
+                                  lambda p: _BytesPath(os.fsencode(p))])
+def test_a_uio_path_may_be_str_bytes_or_pathlike(fake_sys, kind):
+    """As os APIs and open_device() take them (the annotation said str or
+    os.PathLike[str] only, so mypy refused UIO(b"/dev/uio0"))."""
+    fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    with pymmapdev.UIO(kind("/dev/zero")) as u:
+        assert (u.path, u.device) == ("/dev/zero", "uio0")
+
+
+def test_a_driver_name_with_a_slash_is_looked_up(fake_sys, tmp_path, monkeypatch):
+    """Any argument with a '/' was taken for a path: a driver whose name has
+    one (any text is a name) could not be found by it.  A path is tried
+    first, then the drivers' names."""
+    d = fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    (d / "name").write_text("fpga/regs\n")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    os.symlink("/dev/zero", dev / "uio0")
+    monkeypatch.setattr(uio, "DEV", str(dev))
+    with pymmapdev.UIO("fpga/regs") as u:
+        assert (u.path, u.device, u.name) == (f"{dev}/uio0", "uio0", "fpga/regs")
+
+
+@pytest.mark.parametrize("text", ["/nonexistent-pymmapdev/uio", "no-such-driver",
+                                  "bad/name\nline"])
+def test_neither_a_path_nor_a_driver_name_is_named(fake_sys, text):
+    fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    with pytest.raises(FileNotFoundError) as info:
+        pymmapdev.UIO(text)
+    message = str(info.value)
+    assert repr(text) in message and "no UIO device is named" in message, message
+    assert "uio0 (fake)" in message and "\n" not in message, message
+
+
+def test_a_node_sysfs_does_not_list_is_refused_not_guessed(fake_sys):
+    """With no /sys/class/uio entry whose dev is the node's, UIO took
+    uio<minor> for its sysfs name: another device's maps (or none), and
+    map() mapped them through this node."""
+    d = fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    (d / "dev").write_text("1:99\n")
+    fake_sys("uio5", "/dev/null", [(0, 2 * PAGE, 0)])       # /dev/zero's minor is 5
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError) as info:
+        pymmapdev.UIO("/dev/zero")
+    assert info.value.errno == errno.ENODEV and info.value.filename == "/dev/zero"
+    assert "1:5" in str(info.value) and "/class/uio" in str(info.value), str(info.value)
+    assert len(os.listdir("/proc/self/fd")) == fds                # nothing left open
+
+
+def test_info_of_a_relative_uio_path_without_a_slash(fake_sys, tmp_path, monkeypatch, capsys):
+    """info stat()s its argument as a path, then handed it to UIO(), which
+    takes text without a '/' for a driver's name: 'info zero' in the
+    directory holding a UIO node 'zero' said no UIO device is named so."""
+    fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    os.symlink("/dev/zero", tmp_path / "zero")
+    monkeypatch.chdir(tmp_path)
+    from pymmapdev import cli
+    assert cli.main(["info", "zero"]) == 0, capsys.readouterr().err
+    assert "kind:      UIO device uio0" in capsys.readouterr().out

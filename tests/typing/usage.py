@@ -65,3 +65,15 @@ def check_paths() -> None:
     with pymmapdev.open_channel(b"/dev/shm/x") as raw:
         assert_type(raw, pymmapdev.Channel)
     pymmapdev.open_channel(Path("/dev/shm/x"), 1 << 20, multi_producer=True, mode=0o640).close()
+
+
+def check_uio_paths() -> None:
+    # UIO takes what open_device takes: str, bytes and both kinds of PathLike
+    for path in ("/dev/uio0", b"/dev/uio0", Path("/dev/uio0"), PurePosixBytesPath()):
+        with pymmapdev.UIO(path) as u:
+            assert_type(u.device, str)
+
+
+class PurePosixBytesPath:
+    def __fspath__(self) -> bytes:
+        return b"/dev/uio0"
