@@ -31,7 +31,12 @@ SIZE = 1 << 20
 
 def find_ivshmem(base: str = "/sys/bus/pci/devices") -> str:
     """BAR 2 of the first ivshmem device (vendor 0x1af4, device 0x1110)."""
-    for name in sorted(os.listdir(base)):
+    try:
+        names = os.listdir(base)
+    except OSError as exc:                  # no PCI bus, or no /sys (a container)
+        sys.exit(f"vm_share: cannot list the PCI devices in {base!r}: {exc.strerror} "
+                 f"(is this a VM with an ivshmem device, /sys mounted?)")
+    for name in sorted(names):
         try:
             with open(f"{base}/{name}/vendor") as v, open(f"{base}/{name}/device") as d:
                 ids = (v.read().strip(), d.read().strip())
@@ -39,7 +44,7 @@ def find_ivshmem(base: str = "/sys/bus/pci/devices") -> str:
             continue                        # unplugged while we looked
         if ids == ("0x1af4", "0x1110"):
             return f"{base}/{name}/resource2"
-    sys.exit("no ivshmem device (was QEMU started with -device ivshmem-plain?)")
+    sys.exit("vm_share: no ivshmem device (was QEMU started with -device ivshmem-plain?)")
 
 
 def open_shared(path: str) -> pymmapdev.Mapping:
@@ -84,4 +89,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 3 and not sys.argv[3].isdigit():
         sys.exit(__doc__)
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-    actions[action](target, n)
+    try:
+        actions[action](target, n)
+    except (OSError, ValueError) as exc:    # no such file, not a BAR, no permission
+        sys.exit(f"vm_share: {exc}")

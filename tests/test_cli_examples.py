@@ -405,16 +405,45 @@ def test_vm_share_follower_prints_bytes_that_are_not_utf8(shm_path):
 def test_vm_share_scan_skips_a_device_removed_while_it_scans(tmp_path):
     """find_ivshmem() read every PCI device's vendor/device files: a device
     unplugged between listdir() and open() was a FileNotFoundError traceback."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("vm_share", f"{REPO}/examples/vm_share.py")
-    vm_share = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vm_share)
+    vm_share = _vm_share_module()
     (tmp_path / "0000:00:01.0").mkdir()                 # gone: its files went first
     dev = tmp_path / "0000:00:02.0"
     dev.mkdir()
     (dev / "vendor").write_text("0x1af4\n")
     (dev / "device").write_text("0x1110\n")
     assert vm_share.find_ivshmem(str(tmp_path)) == f"{dev}/resource2"
+
+
+def _vm_share_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("vm_share", f"{REPO}/examples/vm_share.py")
+    vm_share = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vm_share)
+    return vm_share
+
+
+def test_vm_share_without_pci_sysfs_says_so_in_one_line(tmp_path):
+    """find_ivshmem() listed /sys/bus/pci/devices unguarded: where it is
+    missing (no PCI bus, a container without /sys) a FileNotFoundError
+    traceback."""
+    base = str(tmp_path / "devices")
+    with pytest.raises(SystemExit) as info:
+        _vm_share_module().find_ivshmem(base)
+    message = info.value.code
+    assert isinstance(message, str) and message.startswith("vm_share: "), message
+    assert repr(base) in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("target", ["/nonexistent-pymmapdev-dir/x", "/dev/null",
+                                    "/sys/nonexistent-pymmapdev"])
+def test_vm_share_on_a_target_it_cannot_open_says_so_in_one_line(target):
+    """Each was a traceback (FileNotFoundError, ValueError 'is a character
+    device'), where the other examples print one line and exit 1."""
+    proc = subprocess.run([sys.executable, "examples/vm_share.py", "follow", target, "1"],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("vm_share: ") and target in proc.stderr, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
 
 
 @pytest.mark.parametrize("exists", [True, False])
