@@ -85,6 +85,13 @@ def _reader_gone() -> bool:
     return bool(poller.poll(0))
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line: a path in it may hold a newline or
+    a terminal escape (the command's own messages quote paths with repr();
+    the library's may not), escaped here as repr() escapes them."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(exc))
+
+
 class _ReaderGone(Exception):
     """stdout's reader has gone: end quietly, as a SIGPIPE would."""
 
@@ -109,7 +116,7 @@ def _quietly(who: str, body: Callable[[], None]) -> None:
     except BrokenPipeError:
         sys.exit(141)
     except (OSError, ValueError) as exc:
-        print(f"pymmapdev demo {who}: {exc}", file=sys.stderr)
+        print(f"pymmapdev demo {who}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(1)
 
 
@@ -191,13 +198,13 @@ def cmd_write(args: argparse.Namespace) -> int:
     else:
         if needed > MAX_OFFSET:
             raise ValueError(f"offset {args.offset} + {len(data)} bytes is past the largest "
-                             f"file offset ({MAX_OFFSET}) ({args.path})")
+                             f"file offset ({MAX_OFFSET}) ({args.path!r})")
         m = map_file_range(args.path, args.offset, len(data)) or \
             pymmapdev.open_file(args.path, needed)
     with m:
         if needed > m.offset + m.size:
             raise ValueError(f"offset {args.offset} + {len(data)} bytes is past the end of "
-                             f"{args.path} ({m.size} bytes)")
+                             f"{args.path!r} ({m.size} bytes)")
         m.write(args.offset - m.offset, data)     # m.offset: where m starts in the file
         m.flush()
     return 0
@@ -234,11 +241,11 @@ def _watch_poll(m: pymmapdev.Mapping, offset: int, length: int,
 
 def cmd_watch(args: argparse.Namespace) -> int:
     if _is_empty_file(args.path):   # open_file's "pass size=" is no option here
-        raise ValueError(f"{args.path} is empty: nothing to watch yet")
+        raise ValueError(f"{args.path!r} is empty: nothing to watch yet")
     try:
         with _open(args.path, readonly=True) as m:
             if args.offset >= m.size:
-                raise ValueError(f"offset {args.offset} is past the end of {args.path} "
+                raise ValueError(f"offset {args.offset} is past the end of {args.path!r} "
                                  f"({m.size} bytes)")
             if m.waker == "mmapdev" and args.offset == 0 and \
                     _core.device_info(m.fileno())["heartbeat_ms"] > 0:
@@ -388,7 +395,7 @@ def cmd_kmod(args: argparse.Namespace) -> int:
             name = _kmod.dkms(kdir)
             print(f"registered {name} with DKMS and installed it for kernel {release}")
     except _kmod.KmodError as exc:
-        print(f"pymmapdev kmod: {exc}", file=sys.stderr)
+        print(f"pymmapdev kmod: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 
@@ -488,6 +495,6 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 141
     except (OSError, ValueError) as exc:
-        print(f"pymmapdev: {exc}", file=sys.stderr)
+        print(f"pymmapdev: {_one_line(exc)}", file=sys.stderr)
         return 1
 

@@ -50,7 +50,7 @@ def test_info_and_watch_of_an_empty_file(shm_path):
     assert "kind:      file" in info.stdout and "size:      0 bytes" in info.stdout
     watch = cli("watch", shm_path)
     assert watch.returncode == 1 and "size=" not in watch.stderr, watch.stderr
-    assert watch.stderr == f"pymmapdev: {shm_path} is empty: nothing to watch yet\n"
+    assert watch.stderr == f"pymmapdev: {shm_path!r} is empty: nothing to watch yet\n"
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path):
@@ -110,13 +110,33 @@ def test_bad_numbers_are_usage_errors(shm_path):
     assert "offset 100000" in proc.stderr and shm_path in proc.stderr, proc.stderr
 
 
+def test_error_messages_are_one_line_with_paths_escaped(tmp_path):
+    """A path with a newline in it gave a two-line message: the command's
+    own messages put the path in as it is, and so do the library's
+    ValueErrors the command prints.  Paths are quoted as repr() does."""
+    empty = tmp_path / "empty\nfile"
+    empty.touch()
+    fifo = tmp_path / "fifo\nhere"
+    os.mkfifo(fifo)
+    for args in (("watch", str(empty)),
+                 ("write", str(empty), "x", "--offset", str(2**70)),
+                 ("write", str(fifo), "x")):
+        proc = cli(*args, timeout=30)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
+        # the command's own messages quote it; the library's (the FIFO) escape it
+        assert repr(args[1])[1:-1] in proc.stderr, (args, proc.stderr)
+        if args[0] == "watch" or "--offset" in args:
+            assert repr(args[1]) in proc.stderr, (args, proc.stderr)
+
+
 def test_offsets_past_off_t_are_messages(shm_path):
     """posix_fallocate raised OverflowError (a traceback) for a size past
     off_t: write --offset 2**70, or open_file(path, 2**64)."""
     proc = cli("write", shm_path, "x", "--offset", str(2**70))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr == f"pymmapdev: offset {2**70} + 3 bytes is past the largest file " \
-        f"offset ({2**63 - 1}) ({shm_path})\n"
+        f"offset ({2**63 - 1}) ({shm_path!r})\n"
     with pytest.raises(ValueError, match=rf"size {2**64} is past the largest file offset"):
         pymmapdev.open_file(shm_path, 2**64)
     assert not os.path.exists(shm_path)

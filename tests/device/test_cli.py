@@ -90,7 +90,7 @@ def test_write_past_the_buffer_is_a_message(kmod):
         proc = cli("write", devlib.DEV, "x", "--offset", str(offset))
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr == f"pymmapdev: offset {offset} + 3 bytes is past the end of " \
-            f"{devlib.DEV} (65536 bytes)\n", proc.stderr
+            f"{devlib.DEV!r} (65536 bytes)\n", proc.stderr
 
 
 def test_watch_of_a_quiet_heartbeat_ends_when_its_reader_does(kmod):
