@@ -67,6 +67,16 @@ def _seconds(text: str) -> float:
 _seconds.__name__ = f"seconds in (0, {threading.TIMEOUT_MAX:.0f}]"
 
 
+def _nonempty(text: str) -> str:
+    """An argparse type for a path option: an empty one (an unset shell
+    variable, --root "$DEST") is refused, never taken as the default or
+    the current directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path (leave the option out for its "
+                                         "default)")
+    return text
+
+
 def _text_at(m: pymmapdev.Mapping, offset: int, length: int) -> str:
     raw = m.read(offset, min(length, m.size - offset))
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace").rstrip("\n")
@@ -408,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="a writer and a reader process share one file")
-    demo.add_argument("--path", help="file to share (default: a fresh one in /dev/shm)")
+    demo.add_argument("--path", type=_nonempty, help="file to share (default: a fresh one in /dev/shm)")
     demo.add_argument("--count", type=_int_from(1), default=10, help="updates to make (default 10)")
     demo.add_argument("--interval", type=_seconds, default=0.2, help="seconds between updates")
     demo.set_defaults(func=cmd_demo)
@@ -437,13 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "/lib/modules/<release>/extra and run depmod (root); dkms: register "
                           "the sources with DKMS, rebuilt for every new kernel (root)")
     kmod.add_argument("action", choices=["build", "install", "dkms"])
-    kmod.add_argument("--kernel-dir", metavar="DIR",
+    kmod.add_argument("--kernel-dir", type=_nonempty, metavar="DIR",
                       help="kernel build directory (default: /lib/modules/$(uname -r)/build)")
-    kmod.add_argument("--build-dir", metavar="DIR",
+    kmod.add_argument("--build-dir", type=_nonempty, metavar="DIR",
                       help="where to build: a new or empty directory, or one an earlier build "
                       "filled (default: ~/.cache/pymmapdev/kmod/<release>; install: a private "
                       "temporary directory)")
-    kmod.add_argument("--root", default="/", metavar="DIR",
+    kmod.add_argument("--root", type=_nonempty, default="/", metavar="DIR",
                       help="install: stage under DIR instead of / (like INSTALL_MOD_PATH)")
     kmod.set_defaults(func=cmd_kmod)
     return parser

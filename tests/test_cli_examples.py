@@ -130,6 +130,21 @@ def test_error_messages_are_one_line_with_paths_escaped(tmp_path):
             assert repr(args[1]) in proc.stderr, (args, proc.stderr)
 
 
+@pytest.mark.parametrize("args", [
+    ("kmod", "build", "--kernel-dir", "/nonexistent-pymmapdev", "--build-dir", ""),
+    ("kmod", "install", "--kernel-dir", "/nonexistent-pymmapdev", "--root", ""),
+    ("kmod", "build", "--kernel-dir", ""),
+    ("demo", "--count", "1", "--path", ""),
+])
+def test_empty_directory_options_are_usage_errors(args):
+    """--build-dir "" built in the default directory, --root "" staged into
+    the current directory, --kernel-dir "" looked in it, and demo --path ""
+    shared a fresh file: an empty option (an unset shell variable) did
+    something nobody asked for, silently."""
+    proc = cli(*args, timeout=30)
+    assert proc.returncode == 2 and "empty" in proc.stderr, (args, proc.stderr)
+
+
 def test_offsets_past_off_t_are_messages(shm_path):
     """posix_fallocate raised OverflowError (a traceback) for a size past
     off_t: write --offset 2**70, or open_file(path, 2**64)."""
