@@ -38,10 +38,36 @@ def _is_device(path: str) -> bool:
         return False
 
 
-def _open(path: str, size: int | None = None, readonly: bool = False) -> pymmapdev.Mapping:
+def _open(path: str, readonly: bool = False,
+          device_size: int | None = None) -> pymmapdev.Mapping:
+    """A file, or a device (--size bytes of it from its start, if given)."""
     if _is_device(path):
-        return pymmapdev.open_device(path, readonly=readonly)
-    return pymmapdev.open_file(path, size, create=not readonly, readonly=readonly)
+        return _open_device(path, device_size, readonly)
+    _no_size_for_a_file(path, device_size)
+    return pymmapdev.open_file(path, create=not readonly, readonly=readonly)
+
+
+def _size_unknown(path: str) -> bool:
+    """A character device that cannot tell its size (only our module's
+    devices can): open_device() needs one, which --size gives."""
+    try:
+        st = os.stat(path)
+    except OSError:                 # the open that follows names the error
+        return False
+    return stat.S_ISCHR(st.st_mode) and not _sysfs.is_mmapdev(st)
+
+
+def _open_device(path: str, size: int | None, readonly: bool = False) -> pymmapdev.Mapping:
+    if size is None and _size_unknown(path):    # not open_device's "pass size=": an API hint
+        raise ValueError(f"{path!r} cannot tell its size: give --size BYTES, how much of the "
+                         f"device to map from its start")
+    return pymmapdev.open_device(path, size, readonly=readonly)
+
+
+def _no_size_for_a_file(path: str, size: int | None) -> None:
+    if size is not None:
+        raise ValueError(f"--size is for a device that cannot tell its size; {path!r} is "
+                         f"not a character device")
 
 
 def _int_from(low: int) -> Callable[[str], int]:
@@ -204,8 +230,9 @@ def cmd_write(args: argparse.Namespace) -> int:
     data += b"\0"  # so readers of the text see where it ends
     needed = args.offset + len(data)
     if _is_device(args.path):
-        m = pymmapdev.open_device(args.path)
+        m = _open_device(args.path, args.size)
     else:
+        _no_size_for_a_file(args.path, args.size)
         if needed > MAX_OFFSET:
             raise ValueError(f"offset {args.offset} + {len(data)} bytes is past the largest "
                              f"file offset ({MAX_OFFSET}) ({args.path!r})")
@@ -253,7 +280,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if _is_empty_file(args.path):   # open_file's "pass size=" is no option here
         raise ValueError(f"{args.path!r} is empty: nothing to watch yet")
     try:
-        with _open(args.path, readonly=True) as m:
+        with _open(args.path, readonly=True, device_size=args.size) as m:
             if args.offset >= m.size:
                 raise ValueError(f"offset {args.offset} is past the end of {args.path!r} "
                                  f"({m.size} bytes)")
@@ -317,7 +344,8 @@ def _info_char(path: str, st: os.stat_result, cls: str | None) -> None:
     print(f"path:      {path}")
     print(f"kind:      character device {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
           f" of class {cls or 'unknown'}")
-    print("size:      unknown to sysfs: pymmapdev.open_device(path, size=...) maps it")
+    print("size:      unknown to sysfs: pymmapdev.open_device(path, size=...) maps it "
+          "(write and watch: --size)")
 
 
 def _info_file(st: os.stat_result) -> None:
@@ -410,6 +438,10 @@ def cmd_kmod(args: argparse.Namespace) -> int:
     return 0
 
 
+_SIZE_HELP = ("bytes of a character device to map, from its start, for one that cannot tell "
+              "its size (/dev/mem, a UIO node); mmapdev devices tell theirs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pymmapdev",
                                      description="Shared memory from the command line.")
@@ -428,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     write.add_argument("text")
     write.add_argument("--offset", type=_int_from(0), default=0)
     write.add_argument("-n", "--no-newline", action="store_true")
+    write.add_argument("--size", type=_int_from(1), metavar="BYTES", help=_SIZE_HELP)
     write.set_defaults(func=cmd_write)
 
     watch = sub.add_parser("watch", help="print the text at the start of PATH when it changes")
@@ -435,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--offset", type=_int_from(0), default=0)
     watch.add_argument("--length", type=_int_from(1), default=256)
     watch.add_argument("--interval", type=_seconds, default=0.05, help="poll interval for files")
+    watch.add_argument("--size", type=_int_from(1), metavar="BYTES", help=_SIZE_HELP)
     watch.set_defaults(func=cmd_watch)
 
     info = sub.add_parser("info", help="describe a file, an mmapdev device (sysfs counters), "

@@ -145,6 +145,29 @@ def test_empty_directory_options_are_usage_errors(args):
     assert proc.returncode == 2 and "empty" in proc.stderr, (args, proc.stderr)
 
 
+def test_devices_of_unknown_size_take_size_from_the_command_line(capfd):
+    """write and watch of a character device that cannot tell its size said
+    'pass size=', open_device()'s argument, which the command had no way
+    to give.  --size gives it; without it the message names --size."""
+    for args in (("write", "/dev/zero", "x"), ("watch", "/dev/zero")):
+        proc = cli(*args, timeout=30)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert "size=" not in proc.stderr and "--size" in proc.stderr, (args, proc.stderr)
+    # /dev/zero's shared mapping is private to this open: it only has to map
+    assert cli("write", "/dev/zero", "x", "--size", "4096", "--offset", "8").returncode == 0
+    proc = cli("write", "/dev/zero", "x", "--size", "4096", "--offset", "4096", timeout=30)
+    assert proc.returncode == 1 and "past the end of '/dev/zero'" in proc.stderr, proc.stderr
+    with subprocess.Popen([sys.executable, "-m", "pymmapdev", "watch", "/dev/zero", "--size",
+                           "4096"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=ENV) as watch:
+        first = watch.stdout.readline()
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=30)
+    assert first == "\n" and watch.returncode == 0, (first, err)
+    proc = cli("write", "/tmp", "x", "--size", "10", timeout=30)
+    assert proc.returncode == 1 and "--size" in proc.stderr, proc.stderr
+
+
 def test_offsets_past_off_t_are_messages(shm_path):
     """posix_fallocate raised OverflowError (a traceback) for a size past
     off_t: write --offset 2**70, or open_file(path, 2**64)."""
