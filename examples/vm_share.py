@@ -59,10 +59,13 @@ def publish(path: str, count: int = 0, interval: float = 0.5) -> None:
     with open_shared(path) as m:
         slot = pymmapdev.Slot(m, OFFSET, CAPACITY)
         n = 0
-        while count == 0 or n < count:
-            n += 1
-            slot.publish(f"message {n} from pid {os.getpid()}".encode())
-            time.sleep(interval)
+        try:
+            while count == 0 or n < count:
+                n += 1
+                slot.publish(f"message {n} from pid {os.getpid()}".encode())
+                time.sleep(interval)
+        except KeyboardInterrupt:           # how one without a COUNT ends
+            pass
 
 
 def follow(path: str, count: int = 0) -> None:

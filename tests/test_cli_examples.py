@@ -460,6 +460,27 @@ def test_vm_share_follower_prints_bytes_that_are_not_utf8(shm_path):
     assert out == "version 1: caf\ufffd \ufffd\n", out
 
 
+def test_vm_share_publisher_ends_quietly_on_ctrl_c(shm_path):
+    """publish without a COUNT runs 'until Ctrl-C' (the docstring): its
+    Ctrl-C was a KeyboardInterrupt traceback (follow's was quiet)."""
+    publisher = subprocess.Popen([sys.executable, "examples/vm_share.py", "publish", shm_path],
+                                 cwd=REPO, env=ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(shm_path) or os.path.getsize(shm_path) == 0:
+            assert time.monotonic() < deadline and publisher.poll() is None, "never published"
+            time.sleep(0.05)
+        with pymmapdev.open_file(shm_path, create=False) as m:
+            slot = pymmapdev.Slot(m, 65536, 256)
+            while slot.version == 0:            # in its loop: sleeping between publishes
+                assert time.monotonic() < deadline, "never published"
+                time.sleep(0.05)
+    finally:
+        publisher.send_signal(signal.SIGINT)
+        _, err = publisher.communicate(timeout=30)
+    assert "Traceback" not in err and publisher.returncode == 0, err
+
+
 def test_vm_share_scan_skips_a_device_removed_while_it_scans(tmp_path):
     """find_ivshmem() read every PCI device's vendor/device files: a device
     unplugged between listdir() and open() was a FileNotFoundError traceback."""
