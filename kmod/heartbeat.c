@@ -2,8 +2,9 @@
 /*
  * The heartbeat: a kernel-side producer for the driver-writes /
  * script-waits pattern.  Every heartbeat_ms it fills struct
- * mmapdev_heartbeat at offset 0 of device 0, bumps @seq last and wakes the
- * waiters on that word, so readers sleep in WAIT instead of polling.
+ * mmapdev_heartbeat at offset 0 of device 0 under its @write_seq, bumps
+ * @seq last and wakes the waiters on that word, so readers sleep in WAIT
+ * instead of polling.
  *
  * Delayed work (process context) rather than a timer: it may take
  * wait_lock with plain spin_lock() like the ioctls do.
@@ -38,15 +39,25 @@ static void mmapdev_heartbeat_fn(struct work_struct *work)
 	u64 n = ++hb_counter;
 
 	snprintf(text, sizeof(text), "value = %llu\n", n);
+	/*
+	 * A seqlock around the payload, for readers slower than a beat:
+	 * @write_seq is odd while the payload changes.  A reader that finds
+	 * the same even value before and after its reads got one beat.
+	 * Written from the count, not from the buffer: user space cannot
+	 * leave it odd past the next beat.
+	 */
+	WRITE_ONCE(hb->write_seq, (u32)(2 * n - 1));
+	smp_wmb();	/* "odd" is visible before any payload store */
 	WRITE_ONCE(hb->counter, n);
 	memcpy(hb->text, text, sizeof(text));
+	smp_wmb();	/* the payload is visible before "even" and @seq */
+	WRITE_ONCE(hb->write_seq, (u32)(2 * n));
 	/*
 	 * The payload is visible before @seq moves (readers wait on @seq,
-	 * then read the payload).  Incrementing what is in the buffer, not
-	 * a private copy, guarantees the word changes even if user space
-	 * wrote to it.
+	 * then read the payload): the second barrier orders it.  Incrementing
+	 * what is in the buffer, not a private copy, guarantees the word
+	 * changes even if user space wrote to it.
 	 */
-	smp_wmb();
 	WRITE_ONCE(hb->seq, READ_ONCE(hb->seq) + 1);
 	/* Counted before waking: a woken reader finds its beat counted. */
 	mmapdev_event(hb_dev);
@@ -69,6 +80,8 @@ void mmapdev_heartbeat_start(struct mmapdev_dev *md, unsigned int period_ms)
 	BUILD_BUG_ON(sizeof(struct mmapdev_heartbeat) != 64);
 	BUILD_BUG_ON(offsetof(struct mmapdev_heartbeat, seq) !=
 		     MMAPDEV_HEARTBEAT_WAIT_OFFSET);
+	BUILD_BUG_ON(offsetof(struct mmapdev_heartbeat, write_seq) !=
+		     MMAPDEV_HEARTBEAT_WRITE_SEQ_OFFSET);
 	BUILD_BUG_ON(offsetof(struct mmapdev_heartbeat, text) !=
 		     MMAPDEV_HEARTBEAT_TEXT_OFFSET);
 

@@ -247,20 +247,52 @@ def cmd_write(args: argparse.Namespace) -> int:
     return 0
 
 
+# struct mmapdev_heartbeat (kmod/uapi/mmapdev.h)
+HB_SEQ, HB_WRITE_SEQ, HB_TEXT, HB_TEXT_SIZE = 0, 4, 16, 48
+HB_READ_TRIES = 100
+
+
+def _heartbeat_read(m: pymmapdev.Mapping) -> tuple[int, str]:
+    """(write_seq, text) of the heartbeat, read inside the module's seqlock:
+    the same even write_seq before and after means no beat was written
+    meanwhile, and names the beat read (2 * its counter).  A beat being
+    written takes microseconds; a peer that writes write_seq itself can
+    only corrupt the data, so after HB_READ_TRIES the text is taken as read
+    (a bounded wait, as everywhere)."""
+    for attempt in range(HB_READ_TRIES):
+        if attempt:
+            time.sleep(0.001)   # the writer may be preempted mid-beat
+        before = m.load_u32(HB_WRITE_SEQ)
+        text = _text_at(m, HB_TEXT, HB_TEXT_SIZE)
+        # load_u32 is sequentially consistent, ordered with the reads
+        # around it: the text's bytes are read between the two loads.
+        if before % 2 == 0 and m.load_u32(HB_WRITE_SEQ) == before:
+            break
+    return before, text
+
+
 def _watch_heartbeat(m: pymmapdev.Mapping) -> NoReturn:
     """Device with a kernel-side producer: sleep until it bumps its counter."""
-    seq = m.load_u32(0)
-    print(_text_at(m, 16, 48), flush=True)
+    seq = m.load_u32(HB_SEQ)
+    shown, text = _heartbeat_read(m)
+    print(text, flush=True)
     while True:
-        if not m.wait(0, seq, timeout=1.0):     # a second: notice a reader gone
+        if not m.wait(HB_SEQ, seq, timeout=1.0):    # a second: notice a reader gone
             if _reader_gone():
                 raise _ReaderGone
             continue
-        new_seq = m.load_u32(0)
+        new_seq = m.load_u32(HB_SEQ)
         if new_seq == seq:      # the wake of a beat printed already (see device_reader.py)
             continue
         seq = new_seq
-        print(_text_at(m, 16, 48), flush=True)
+        beat, text = _heartbeat_read(m)
+        # A beat written after seq was read, whose own bump of seq is still
+        # to come, is read (and shown) now: its bump then finds it shown.
+        # 0: a module older than write_seq, which names no beat.
+        if beat == shown and beat:
+            continue
+        shown = beat
+        print(text, flush=True)
 
 
 def _watch_poll(m: pymmapdev.Mapping, offset: int, length: int,

@@ -668,3 +668,75 @@ def test_numpy_example_producer_death_is_an_error_not_a_hang(shm_path):
     assert proc.returncode == 1 and "Traceback" not in err, err
     assert err.startswith("numpy_shared_array: ") and "producer" in err, err
     assert not os.path.exists(shm_path)
+
+
+def test_watch_reads_a_heartbeat_left_mid_write_in_bounded_time(monkeypatch):
+    """`watch` of a heartbeat reads its text inside the module's seqlock
+    (write_seq even and unchanged around the read).  A write_seq that stays
+    odd, written by any process that can write the device, ends the retries
+    after a bounded number of tries with the text as read."""
+    from pymmapdev import cli
+    pauses = []
+    monkeypatch.setattr(cli.time, "sleep", pauses.append)
+    with pymmapdev.anonymous(4096) as m:
+        m.write(cli.HB_TEXT, b"value = 5\n")
+        assert cli._heartbeat_read(m) == (0, "value = 5") and pauses == []    # settled
+        m.store_u32(cli.HB_WRITE_SEQ, 7)
+        assert cli._heartbeat_read(m) == (7, "value = 5")                 # as read
+        assert len(pauses) == cli.HB_READ_TRIES - 1
+
+
+class _ScriptedHeartbeat:
+    """A mapping whose peer is a script: the module's beats are written by
+    hand at set points of the reader's calls, for an interleaving the real
+    module makes only now and then."""
+
+    def __init__(self, m, cli):
+        self.m, self.cli, self.waits = m, cli, 0
+        self.beat(1)
+
+    def beat(self, n, whole=True):
+        """Beat *n* as kmod/heartbeat.c writes it; *whole*=False stops after
+        the payload, with write_seq odd."""
+        self.m.store_u32(self.cli.HB_WRITE_SEQ, 2 * n - 1)
+        self.m.write(self.cli.HB_TEXT, f"value = {n}\n".encode().ljust(48, b"\0"))
+        if whole:
+            self.finish(n)
+
+    def finish(self, n):
+        self.m.store_u32(self.cli.HB_WRITE_SEQ, 2 * n)
+        self.m.store_u32(self.cli.HB_SEQ, n)
+
+    def load_u32(self, offset):
+        return self.m.load_u32(offset)
+
+    def read(self, offset, length):
+        return self.m.read(offset, length)
+
+    @property
+    def size(self):
+        return self.m.size
+
+    def wait(self, offset, expected, timeout):
+        self.waits += 1
+        if self.waits == 1:         # beat 2 lands, beat 3 is caught mid-write
+            self.beat(2)
+            self.beat(3, whole=False)
+        elif self.waits > 2:        # no more beats: the watch ends
+            return False
+        return self.m.wait(offset, expected, timeout=timeout)
+
+
+def test_watch_shows_a_beat_read_before_its_seq_moved_once(monkeypatch, capsys):
+    """Woken by beat 2, `watch` finds beat 3 being written, waits for it and
+    shows it; beat 3's own bump of seq then wakes it for a beat it has
+    shown already, which it must not show again."""
+    from pymmapdev import cli
+    with pymmapdev.anonymous(4096) as m:
+        peer = _ScriptedHeartbeat(m, cli)
+        monkeypatch.setattr(cli.time, "sleep", lambda _: peer.finish(3))
+        monkeypatch.setattr(cli, "_reader_gone", lambda: True)
+        with pytest.raises(cli._ReaderGone):
+            cli._watch_heartbeat(peer)
+    assert capsys.readouterr().out == "value = 1\nvalue = 3\n"
+    assert peer.waits == 3

@@ -61,18 +61,24 @@ struct mmapdev_wake {
 
 /*
  * With heartbeat_ms > 0 the module writes this header at offset 0 of
- * device 0 every heartbeat_ms: it stores @counter and @text ("value = N\n",
- * NUL-padded), then increments @seq and wakes waiters on offset 0
- * (MMAPDEV_HEARTBEAT_WAIT_OFFSET).  A reader waits on @seq.
+ * device 0 every heartbeat_ms: it makes @write_seq odd, stores @counter and
+ * @text ("value = N\n", NUL-padded), makes @write_seq even again, then
+ * increments @seq and wakes waiters on offset 0
+ * (MMAPDEV_HEARTBEAT_WAIT_OFFSET).  A reader waits on @seq, then reads the
+ * payload between two reads of @write_seq: equal and even, the payload is
+ * one beat's; else a beat was being written, read again.  Once a beat is
+ * whole, @write_seq is 2 * @counter (modulo 2^32).  (It was a reserved zero word before:
+ * a module that leaves it 0 gives no such guarantee.)
  */
 struct mmapdev_heartbeat {
 	__u32 seq;		/* u32 word to WAIT on; bumped last */
-	__u32 reserved;
+	__u32 write_seq;	/* odd while the payload is being written */
 	__u64 counter;		/* N */
 	char text[48];		/* "value = N\n" */
 };
 
 #define MMAPDEV_HEARTBEAT_WAIT_OFFSET	0
+#define MMAPDEV_HEARTBEAT_WRITE_SEQ_OFFSET	4
 #define MMAPDEV_HEARTBEAT_TEXT_OFFSET	16
 
 #endif /* _UAPI_MMAPDEV_H */

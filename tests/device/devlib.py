@@ -42,6 +42,7 @@ MAGIC = 0xB7
 ABI_VERSION = 1
 WAIT_ABSTIME = 1 << 0
 HEARTBEAT_WAIT_OFFSET = 0
+HEARTBEAT_WRITE_SEQ_OFFSET = 4
 HEARTBEAT_TEXT_OFFSET = 16
 
 
@@ -62,7 +63,7 @@ class Wake(ctypes.Structure):
 
 
 class Heartbeat(ctypes.Structure):
-    _fields_ = [("seq", ctypes.c_uint32), ("reserved", ctypes.c_uint32),
+    _fields_ = [("seq", ctypes.c_uint32), ("write_seq", ctypes.c_uint32),
                 ("counter", ctypes.c_uint64), ("text", ctypes.c_char * 48)]
 
 

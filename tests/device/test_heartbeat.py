@@ -18,20 +18,22 @@ def _text(counter):
 
 
 def _snapshot(m):
-    """(seq, counter, text) of one heartbeat.  Read again if a beat lands
-    mid-read: seq moves, or (seq moves only after the payload is written)
-    the text is not its counter's, the next beat half-written; a few times
-    at most, then returned as read for the caller to fail on."""
-    for _ in range(4):
-        seq = m.read_u32(0)
+    """(write_seq, counter, text) of one beat, read inside the module's
+    seqlock: write_seq even and unchanged around the read.  A few tries at
+    most, then returned as read for the caller to fail on."""
+    for _ in range(100):
+        before = m.load_u32(devlib.HEARTBEAT_WRITE_SEQ_OFFSET)
         counter = m.read_u64(8)
         text = m.read(16, 48)
-        if m.read_u32(0) != seq:
-            continue
-        if text == _text(counter):
+        if before % 2 == 0 and m.load_u32(devlib.HEARTBEAT_WRITE_SEQ_OFFSET) == before:
             break
-        m.wait(0, seq, timeout=5)       # until that next beat is whole
-    return seq, counter, text
+        time.sleep(0.001)
+    return before, counter, text
+
+
+def _settled(write_seq, counter):
+    """The write_seq of a whole beat number *counter* (uapi header)."""
+    return write_seq == (2 * counter) % 2**32
 
 
 def _wait_for_a_new_beat(m, seq):
@@ -53,12 +55,56 @@ def test_heartbeat_wakes_reader(kmod):
         for _ in range(3):
             _wait_for_a_new_beat(m, m.read_u32(0))
             seen.append(_snapshot(m))
-        for seq, counter, text in seen:
+        for write_seq, counter, text in seen:
             assert text == _text(counter)
-            assert counter > 0
+            assert counter > 0 and _settled(write_seq, counter)
         counters = [c for _, c, _ in seen]
         assert counters == sorted(counters) and len(set(counters)) == 3
         assert devlib.sysfs("events") >= counters[-1]
+
+
+def test_a_reader_slower_than_the_beat_detects_every_beat_written_meanwhile(kmod):
+    """The seqlock: a reader that reads the counter, sleeps about a beat and
+    then reads the text finds write_seq moved whenever a beat landed in
+    between.  Each read it finds settled is one beat's (the text is its
+    counter's); without write_seq (a reserved 0 before) those reads were
+    torn.  Reads go on until both kinds were seen, within a bound."""
+    kmod.reload("heartbeat_ms=1")
+    settled = moved = 0
+    deadline = time.monotonic() + 20
+    with pymmapdev.open_device(readonly=True) as m:
+        assert m.wait(0, 0, timeout=5) is True          # beating
+        while (settled < 20 or moved < 3) and time.monotonic() < deadline:
+            before = m.load_u32(devlib.HEARTBEAT_WRITE_SEQ_OFFSET)
+            counter = m.read_u64(8)
+            time.sleep((settled + moved) % 5 / 1000)    # 0 to 4 ms: some span a beat
+            text = m.read(16, 48)
+            if before % 2 or m.load_u32(devlib.HEARTBEAT_WRITE_SEQ_OFFSET) != before:
+                moved += 1
+                continue
+            assert text == _text(counter), (before, counter, text)
+            assert _settled(before, counter), (before, counter)
+            settled += 1
+    assert settled >= 20 and moved >= 3, (settled, moved)
+
+
+def test_a_header_written_by_user_space_keeps_no_reader_waiting(kmod):
+    """write_seq left odd by a process writing into the header (the device
+    is shared memory): the readers give up after a bounded number of tries,
+    and the module's next beat settles it again."""
+    kmod.reload("heartbeat_ms=0")
+    from pymmapdev import cli
+    with pymmapdev.open_device() as m:
+        m.store_u32(devlib.HEARTBEAT_WRITE_SEQ_OFFSET, 7)
+        m.write(16, _text(5))
+        assert cli._heartbeat_read(m) == (7, "value = 5")      # as read, in bounded time
+    kmod.reload("heartbeat_ms=20")
+    with pymmapdev.open_device() as m:
+        _wait_for_a_new_beat(m, m.read_u32(0))
+        m.store_u32(devlib.HEARTBEAT_WRITE_SEQ_OFFSET, 7)
+        _wait_for_a_new_beat(m, m.read_u32(0))
+        write_seq, counter, text = _snapshot(m)
+        assert _settled(write_seq, counter) and text == _text(counter)
 
 
 def test_heartbeat_only_on_device0(kmod):

@@ -20,6 +20,8 @@ def test_mirror_matches_header():
     assert int(devlib.define("MMAPDEV_ABI_VERSION", text), 0) == devlib.ABI_VERSION
     assert devlib.define("MMAPDEV_WAIT_ABSTIME", text) == "(1U"  # (1U << 0)
     assert int(devlib.define("MMAPDEV_HEARTBEAT_WAIT_OFFSET", text)) == devlib.HEARTBEAT_WAIT_OFFSET
+    assert int(devlib.define("MMAPDEV_HEARTBEAT_WRITE_SEQ_OFFSET", text)) == \
+        devlib.HEARTBEAT_WRITE_SEQ_OFFSET
     assert int(devlib.define("MMAPDEV_HEARTBEAT_TEXT_OFFSET", text)) == devlib.HEARTBEAT_TEXT_OFFSET
     for name, direction, nr, struct in (("GET_INFO", "_IOR", 0, "mmapdev_info"),
                                         ("WAIT", "_IOW", 1, "mmapdev_wait"),
@@ -31,6 +33,7 @@ def test_mirror_matches_header():
     sizes = {devlib.Info: 32, devlib.Wait: 24, devlib.Wake: 16, devlib.Heartbeat: 64}
     for cls, size in sizes.items():
         assert ctypes.sizeof(cls) == size
+    assert devlib.Heartbeat.write_seq.offset == devlib.HEARTBEAT_WRITE_SEQ_OFFSET
     assert devlib.Heartbeat.text.offset == devlib.HEARTBEAT_TEXT_OFFSET
 
 
