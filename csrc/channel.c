@@ -9,6 +9,7 @@
 #include "channel_internal.h"
 #include "pages.h"
 
+#include <string.h>
 #include <unistd.h>
 
 #include "structmember.h"
@@ -267,12 +268,12 @@ describe_descriptor(uint64_t desc)
 				    modes & DESC_MULTI_CONSUMER ? ", multi_consumer=True" : "");
 }
 
-/* The ValueError of a region whose descriptor is @found: what it holds
- * against what this object asks for, so that the processes can agree. */
+/* The ValueError of a region at @offset whose descriptor is @found, not
+ * @want: what it holds against what this object asks for, so that the
+ * processes can agree. */
 static void
-mismatch_error(ChannelObject *self, uint64_t found)
+mismatch_error(Py_ssize_t offset, uint64_t want, uint64_t found)
 {
-	uint64_t want = descriptor(self->capacity, self->multi[PRODUCER], self->multi[CONSUMER]);
 	PyObject *theirs, *ours;
 	char word[19];		/* PyErr_Format has no %016llx before 3.12 */
 
@@ -280,7 +281,7 @@ mismatch_error(ChannelObject *self, uint64_t found)
 		PyOS_snprintf(word, sizeof(word), "0x%016llx", (unsigned long long)found);
 		PyErr_Format(PyExc_ValueError,
 			     "the region at offset %zd holds no Channel (its first word is "
-			     "%s, not zero): a new channel needs zeroed bytes", self->offset, word);
+			     "%s, not zero): a new channel needs zeroed bytes", offset, word);
 		return;
 	}
 	theirs = describe_descriptor(found);
@@ -288,30 +289,92 @@ mismatch_error(ChannelObject *self, uint64_t found)
 	if (ours != NULL)
 		PyErr_Format(PyExc_ValueError,
 			     "the region at offset %zd holds a Channel of %U, not %U: every "
-			     "process must construct it alike", self->offset, theirs, ours);
+			     "process must construct it alike", offset, theirs, ours);
 	Py_XDECREF(theirs);
 	Py_XDECREF(ours);
 }
 
-/* Creation or check of the descriptor and the namespace; a descriptor
- * of another channel is left in c->seen. */
+/* The error of attach_verdict()'s @rc for a region at @offset whose
+ * descriptor is @found. */
+static void
+attach_error(int rc, Py_ssize_t offset, uint64_t want, uint64_t found)
+{
+	if (rc == CH_MISMATCH)
+		mismatch_error(offset, want, found);
+	else
+		(void)ch_foreign_error(offset);
+}
+
+/* Whether a region whose descriptor and namespace words are @desc and @ns
+ * may become or be the channel of descriptor @want: 0, CH_MISMATCH or
+ * CH_FOREIGN.  A zero word is one attach_body() fills in. */
+static int
+attach_verdict(uint64_t desc, uint64_t ns, uint64_t want)
+{
+	if (desc != 0 && desc != want)
+		return CH_MISMATCH;
+	if (ns != 0 && ns != peer_namespace())
+		return CH_FOREIGN;
+	return 0;
+}
+
+/* Creation or check of the descriptor and the namespace; the descriptor
+ * found is left in c->seen.  Both words are judged before either is
+ * written: a region refused is left as it was (one whose namespace word
+ * was another's used to get our descriptor first). */
 static int
 attach_body(void *arg)
 {
 	struct ch_call *c = arg;
 	ChannelObject *self = c->self;
 	uint64_t want = descriptor(self->capacity, self->multi[PRODUCER], self->multi[CONSUMER]);
-	uint64_t desc = 0, ns = 0, mine = peer_namespace();
+	uint64_t desc = __atomic_load_n(c->w.desc, __ATOMIC_ACQUIRE);
+	uint64_t ns = __atomic_load_n(c->w.ns, __ATOMIC_ACQUIRE);
+	int rc = attach_verdict(desc, ns, want);
 
-	if (!__atomic_compare_exchange_n(c->w.desc, &desc, want, 0, __ATOMIC_ACQ_REL,
-					 __ATOMIC_ACQUIRE) && desc != want) {
-		c->seen = desc;
-		return CH_MISMATCH;
+	/* a peer may fill either word in meanwhile: then it is judged again */
+	if (rc == 0 && desc == 0 &&
+	    !__atomic_compare_exchange_n(c->w.desc, &desc, want, 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE))
+		rc = attach_verdict(desc, ns, want);
+	if (rc == 0 && ns == 0 &&
+	    !__atomic_compare_exchange_n(c->w.ns, &ns, peer_namespace(), 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE))
+		rc = attach_verdict(desc, ns, want);
+	c->seen = desc;
+	return rc;
+}
+
+/*
+ * _check_head(head, offset, capacity, multi_producer, multi_consumer):
+ * None if a region at @offset whose first bytes are @head (fewer are
+ * followed by zeros, as a file grown to hold the channel would be) may
+ * become or be that channel; the constructor's ValueError if not.
+ * open_channel() asks before it grows an existing file, so that a file it
+ * refuses is left as it was.
+ */
+static PyObject *
+ch_check_head(PyObject *Py_UNUSED(type), PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t words[2] = {0, 0}, want;
+	int multi_producer, multi_consumer, rc;
+	Py_ssize_t offset, capacity;
+	Py_buffer head;
+
+	if (args_exact("_check_head", nargs, 5) < 0 || arg_offset(args[1], &offset) < 0 ||
+	    arg_length(args[2], "capacity", &capacity) < 0 || check_capacity(capacity) < 0 ||
+	    arg_flag(args[3], &multi_producer) < 0 || arg_flag(args[4], &multi_consumer) < 0 ||
+	    PyObject_GetBuffer(args[0], &head, PyBUF_SIMPLE) < 0)
+		return NULL;
+	memcpy(words, head.buf, (size_t)head.len < sizeof(words) ? (size_t)head.len : sizeof(words));
+	PyBuffer_Release(&head);
+	want = descriptor((uint64_t)capacity, multi_producer, multi_consumer);
+	rc = attach_verdict(words[CH_DESC / 8], words[CH_NS / 8], want);
+	if (rc != 0) {
+		attach_error(rc, offset, want, words[CH_DESC / 8]);
+		return NULL;
 	}
-	if (!__atomic_compare_exchange_n(c->w.ns, &ns, mine, 0, __ATOMIC_ACQ_REL,
-					 __ATOMIC_ACQUIRE) && ns != mine)
-		return CH_FOREIGN;
-	return 0;
+	Py_RETURN_NONE;
 }
 
 /*
@@ -419,8 +482,9 @@ ch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 		ch_prefault(&c.gate);
 	gate_leave(&c.gate);
 	if (rc != 0) {
-		if (rc == CH_MISMATCH)
-			mismatch_error(self, c.seen);
+		if (rc == CH_MISMATCH || rc == CH_FOREIGN)
+			attach_error(rc, self->offset, descriptor(self->capacity,
+				     self->multi[PRODUCER], self->multi[CONSUMER]), c.seen);
 		else
 			ch_error(self, rc, fault_addr, NULL);
 		Py_DECREF(self);
@@ -576,6 +640,10 @@ static PyMethodDef ch_methods[] = {
 	 "sends raise BrokenPipeError."},
 	{"size_for", (PyCFunction)ch_size_for, METH_O | METH_STATIC,
 	 "size_for(capacity, /)\n--\n\nBytes the region of a channel of capacity needs."},
+	{"_check_head", (PyCFunction)(void (*)(void))ch_check_head, METH_FASTCALL | METH_STATIC,
+	 "_check_head(head, offset, capacity, multi_producer, multi_consumer, /)\n--\n\n"
+	 "None if a region starting with the bytes head (then zeros) may become or\n"
+	 "be that channel; the constructor's ValueError if not (nothing written)."},
 	{"_reserve", (PyCFunction)(void (*)(void))ch_reserve_begin, METH_FASTCALL,
 	 "_reserve($self, nbytes, timeout, /)\n--\n\n"
 	 "Room for nbytes: (its offset in the mapping, token), or None on\n"

@@ -16,6 +16,16 @@ ch_state(ChannelObject *self)
 	return module_state_of_type(Py_TYPE(self));
 }
 
+/* The ValueError of a region whose namespace word is another's (CH_FOREIGN). */
+PyObject *
+ch_foreign_error(Py_ssize_t offset)
+{
+	PyErr_Format(PyExc_ValueError,
+		     "the Channel at offset %zd is used from another pid namespace or "
+		     "machine: a dead peer could not be told from a live one", offset);
+	return NULL;
+}
+
 PyObject *
 ch_error(ChannelObject *self, int rc, const char *fault_addr, const Py_buffer *source)
 {
@@ -31,11 +41,7 @@ ch_error(ChannelObject *self, int rc, const char *fault_addr, const Py_buffer *s
 			     "overwrote its header or ring)", self->offset);
 		return NULL;
 	case CH_FOREIGN:
-		PyErr_Format(PyExc_ValueError,
-			     "the Channel at offset %zd is used from another pid namespace or "
-			     "machine: a dead peer could not be told from a live one",
-			     self->offset);
-		return NULL;
+		return ch_foreign_error(self->offset);
 	case CH_EOF:
 		PyErr_SetString(PyExc_EOFError, "the channel was closed for sending and is empty");
 		return NULL;

@@ -244,6 +244,7 @@ void ch_data_announce(struct block_op *op, int sleeping);
 /* channel_call.c: one call */
 int ch_admit(ChannelObject *self, struct ch_call *c, enum pin_kind pin);
 PyObject *ch_error(ChannelObject *self, int rc, const char *fault_addr, const Py_buffer *source);
+PyObject *ch_foreign_error(Py_ssize_t offset);
 int ch_check_length(ChannelObject *self, Py_ssize_t len);
 int ch_is_open(ChannelObject *self, enum side side);
 int ch_refuse_open(ChannelObject *self, enum side side);

@@ -1,4 +1,5 @@
 import os
+from collections.abc import Callable
 
 from ._core import Mapping
 
@@ -12,6 +13,11 @@ PROC_SELF_CGROUP: str
 def open_file(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], size: int | None = None, *,
               create: bool = True, readonly: bool = False, mode: int = 0o600,
               populate: bool = False) -> Mapping: ...
+def open_file_checked(path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+                      size: int | None = None, *, create: bool = True,
+                      readonly: bool = False, mode: int = 0o600, populate: bool = False,
+                      check_head: Callable[[bytes], object] | None = None,
+                      head_size: int = 0) -> Mapping: ...
 def open_device(path: str | bytes | os.PathLike[str] | os.PathLike[bytes] = "/dev/mmapdev0",
                 size: int | None = None, *, offset: int = 0, readonly: bool = False) -> Mapping: ...
 def map_device_fd(fd: int, path: str, size: int | None, offset: int,

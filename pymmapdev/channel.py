@@ -29,7 +29,7 @@ import struct
 import time
 
 from . import _aio, _core
-from ._open import open_file
+from ._open import open_file_checked
 
 __all__ = ["Channel", "ChannelCorrupt", "open_channel"]
 
@@ -309,20 +309,27 @@ def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer
     The channel lives in the file: messages an earlier run left unread are
     still there, and so is its ``close_send()`` (later sends raise
     BrokenPipeError); remove the file, or use a fresh path, to start anew."""
-    m = open_file(path, Channel.size_for(capacity), mode=mode)
+    def check_head(head):
+        Channel._check_head(head, 0, capacity, multi_producer, multi_consumer)
+
+    size = Channel.size_for(capacity)
+    m = None
     try:
+        # an existing file's header is judged before the file is grown to
+        # size: a file refused is left as it was
+        m = open_file_checked(path, size, mode=mode, check_head=check_head,
+                              head_size=Channel.HEADER)
         ch = Channel(m, 0, capacity, multi_producer=multi_producer,
                      multi_consumer=multi_consumer)
-    except ValueError as exc:
-        m.close()
-        if "must construct it alike" not in str(exc):
+    except BaseException as exc:
+        if m is not None:
+            m.close()
+        if not isinstance(exc, ValueError) or "must construct it alike" not in str(exc):
             raise
         # the other side is most often the file an earlier run left
         error = ValueError(f"{exc}: {path} was made so by an earlier open_channel(): "
                            f"remove it to start anew, or pass what it holds")
-        raise error from None
-    except BaseException:
-        m.close()
-        raise
-    ch._owned = m
-    return ch
+    else:
+        ch._owned = m
+        return ch
+    raise error                     # outside the except clause: not chained

@@ -1532,6 +1532,48 @@ def test_open_channel_refuses_a_bad_capacity_before_creating_the_file(shm_path, 
     assert not os.path.exists(shm_path)
 
 
+def _file_of(path, content):
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+def _channel_file(path, capacity, **modes):
+    pymmapdev.open_channel(path, capacity, **modes).close()
+
+
+FOREIGN_NAMESPACE = struct.pack("=QQ", 0, 0x1234)      # no descriptor, another tag
+
+
+@pytest.mark.parametrize("made, error", [
+    (lambda path: _channel_file(path, 4096), "holds a Channel of capacity 4096, not"),
+    (lambda path: _channel_file(path, 4096, multi_producer=True), "multi_producer=True, not"),
+    (lambda path: _file_of(path, b"\xa5" * 100), "holds no Channel"),
+    (lambda path: _file_of(path, b"abc"), "holds no Channel"),
+    (lambda path: _file_of(path, FOREIGN_NAMESPACE), "another pid namespace"),
+], ids=["smaller capacity", "another mode", "garbage", "3 bytes", "foreign namespace"])
+def test_open_channel_refusing_an_existing_file_leaves_it_as_it_was(shm_path, made, error):
+    """open_channel() grew an existing file to size_for(capacity) before
+    the Channel constructor looked at what it held: the call was refused,
+    but the file of an earlier run (or a peer's) had changed size."""
+    made(shm_path)
+    with open(shm_path, "rb") as f:
+        before = f.read()
+    with pytest.raises(ValueError, match=error):
+        pymmapdev.open_channel(shm_path, 8192)
+    with open(shm_path, "rb") as f:
+        assert f.read() == before
+
+
+def test_a_region_of_another_namespace_is_refused_before_anything_is_written(m):
+    """The constructor wrote its descriptor into a region whose namespace
+    word was another's, and only then refused it: the region (zero bytes
+    but that word) held a Channel afterwards."""
+    m.write(0, FOREIGN_NAMESPACE)
+    with pytest.raises(ValueError, match="another pid namespace"):
+        Channel(m, 0, CAP)
+    assert m.read(0, 16) == FOREIGN_NAMESPACE
+
+
 def test_a_view_kept_past_its_block_by_a_buffer_holder_loses_no_message():
     """A consumer that holds a buffer *of the view itself* (a PickleBuffer,
     a C extension's Py_buffer) makes memoryview.release() raise BufferError
