@@ -270,9 +270,9 @@ describe_descriptor(uint64_t desc)
 
 /* The ValueError of a region at @offset whose descriptor is @found, not
  * @want: what it holds against what this object asks for, so that the
- * processes can agree. */
+ * processes can agree; _ChannelMismatch when it holds another Channel. */
 static void
-mismatch_error(Py_ssize_t offset, uint64_t want, uint64_t found)
+mismatch_error(module_state *st, Py_ssize_t offset, uint64_t want, uint64_t found)
 {
 	PyObject *theirs, *ours;
 	char word[19];		/* PyErr_Format has no %016llx before 3.12 */
@@ -287,7 +287,7 @@ mismatch_error(Py_ssize_t offset, uint64_t want, uint64_t found)
 	theirs = describe_descriptor(found);
 	ours = theirs == NULL ? NULL : describe_descriptor(want);
 	if (ours != NULL)
-		PyErr_Format(PyExc_ValueError,
+		PyErr_Format(st->channel_mismatch,
 			     "the region at offset %zd holds a Channel of %U, not %U: every "
 			     "process must construct it alike", offset, theirs, ours);
 	Py_XDECREF(theirs);
@@ -297,10 +297,10 @@ mismatch_error(Py_ssize_t offset, uint64_t want, uint64_t found)
 /* The error of attach_verdict()'s @rc for a region at @offset whose
  * descriptor is @found. */
 static void
-attach_error(int rc, Py_ssize_t offset, uint64_t want, uint64_t found)
+attach_error(module_state *st, int rc, Py_ssize_t offset, uint64_t want, uint64_t found)
 {
 	if (rc == CH_MISMATCH)
-		mismatch_error(offset, want, found);
+		mismatch_error(st, offset, want, found);
 	else
 		(void)ch_foreign_error(offset);
 }
@@ -354,14 +354,15 @@ attach_body(void *arg)
  * refuses is left as it was.
  */
 static PyObject *
-ch_check_head(PyObject *Py_UNUSED(type), PyObject *const *args, Py_ssize_t nargs)
+ch_check_head(PyTypeObject *type, PyObject *const *args, Py_ssize_t nargs)
 {
+	module_state *st = module_state_of_type(type);
 	uint64_t words[2] = {0, 0}, want;
 	int multi_producer, multi_consumer, rc;
 	Py_ssize_t offset, capacity;
 	Py_buffer head;
 
-	if (args_exact("_check_head", nargs, 5) < 0 || arg_offset(args[1], &offset) < 0 ||
+	if (st == NULL || args_exact("_check_head", nargs, 5) < 0 || arg_offset(args[1], &offset) < 0 ||
 	    arg_length(args[2], "capacity", &capacity) < 0 || check_capacity(capacity) < 0 ||
 	    arg_flag(args[3], &multi_producer) < 0 || arg_flag(args[4], &multi_consumer) < 0 ||
 	    PyObject_GetBuffer(args[0], &head, PyBUF_SIMPLE) < 0)
@@ -371,7 +372,7 @@ ch_check_head(PyObject *Py_UNUSED(type), PyObject *const *args, Py_ssize_t nargs
 	want = descriptor((uint64_t)capacity, multi_producer, multi_consumer);
 	rc = attach_verdict(words[CH_DESC / 8], words[CH_NS / 8], want);
 	if (rc != 0) {
-		attach_error(rc, offset, want, words[CH_DESC / 8]);
+		attach_error(st, rc, offset, want, words[CH_DESC / 8]);
 		return NULL;
 	}
 	Py_RETURN_NONE;
@@ -483,7 +484,7 @@ ch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 	gate_leave(&c.gate);
 	if (rc != 0) {
 		if (rc == CH_MISMATCH || rc == CH_FOREIGN)
-			attach_error(rc, self->offset, descriptor(self->capacity,
+			attach_error(st, rc, self->offset, descriptor(self->capacity,
 				     self->multi[PRODUCER], self->multi[CONSUMER]), c.seen);
 		else
 			ch_error(self, rc, fault_addr, NULL);
@@ -640,8 +641,8 @@ static PyMethodDef ch_methods[] = {
 	 "sends raise BrokenPipeError."},
 	{"size_for", (PyCFunction)ch_size_for, METH_O | METH_STATIC,
 	 "size_for(capacity, /)\n--\n\nBytes the region of a channel of capacity needs."},
-	{"_check_head", (PyCFunction)(void (*)(void))ch_check_head, METH_FASTCALL | METH_STATIC,
-	 "_check_head(head, offset, capacity, multi_producer, multi_consumer, /)\n--\n\n"
+	{"_check_head", (PyCFunction)(void (*)(void))ch_check_head, METH_FASTCALL | METH_CLASS,
+	 "_check_head($type, head, offset, capacity, multi_producer, multi_consumer, /)\n--\n\n"
 	 "None if a region starting with the bytes head (then zeros) may become or\n"
 	 "be that channel; the constructor's ValueError if not (nothing written)."},
 	{"_reserve", (PyCFunction)(void (*)(void))ch_reserve_begin, METH_FASTCALL,

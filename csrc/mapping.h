@@ -90,6 +90,7 @@ typedef struct {
 	PyTypeObject *watch_type;
 	PyObject *fault_error;		/* pymmapdev.MappingFault (OSError) */
 	PyObject *channel_corrupt;	/* pymmapdev.ChannelCorrupt (ValueError) */
+	PyObject *channel_mismatch;	/* _core._ChannelMismatch (ValueError) */
 	PyObject *peer_died_error;	/* pymmapdev.PeerDied (OSError) */
 	PyObject *owner_died_warning;	/* pymmapdev.OwnerDiedWarning */
 } module_state;

@@ -157,8 +157,15 @@ core_exec(PyObject *module)
 		"A Channel's header or ring holds impossible values: a peer overwrote\n"
 		"them.  Nothing outside the channel's region was read or written.",
 		PyExc_ValueError);
+	/* private: users see a ValueError; open_channel() tells this one from
+	 * the others by its class, not by its words */
+	st->channel_mismatch = add_exception(
+		module, "pymmapdev._core._ChannelMismatch",
+		"A region holds a Channel of another capacity or mode than asked for.",
+		PyExc_ValueError);
 	if (st->fault_error == NULL || st->peer_died_error == NULL ||
-	    st->owner_died_warning == NULL || st->channel_corrupt == NULL)
+	    st->owner_died_warning == NULL || st->channel_corrupt == NULL ||
+	    st->channel_mismatch == NULL)
 		return -1;
 
 	st->mapping_type = add_type(module, &mapping_type_spec, NULL);
@@ -196,6 +203,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
 	Py_VISIT(st->watch_type);
 	Py_VISIT(st->fault_error);
 	Py_VISIT(st->channel_corrupt);
+	Py_VISIT(st->channel_mismatch);
 	Py_VISIT(st->peer_died_error);
 	Py_VISIT(st->owner_died_warning);
 	return 0;
@@ -213,6 +221,7 @@ core_clear(PyObject *module)
 	Py_CLEAR(st->watch_type);
 	Py_CLEAR(st->fault_error);
 	Py_CLEAR(st->channel_corrupt);
+	Py_CLEAR(st->channel_mismatch);
 	Py_CLEAR(st->peer_died_error);
 	Py_CLEAR(st->owner_died_warning);
 	return 0;

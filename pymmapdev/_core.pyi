@@ -34,6 +34,9 @@ class PeerDied(OSError):
 class ChannelCorrupt(ValueError):
     """A Channel's header or ring holds impossible values (a peer wrote them)."""
 
+class _ChannelMismatch(ValueError):
+    """A region holds a Channel of another capacity or mode than asked for."""
+
 class OwnerDiedWarning(RuntimeWarning):
     """A Lock was acquired from a holder that died inside its critical section."""
 
@@ -176,8 +179,8 @@ class Channel:
                 multi_producer: bool = False, multi_consumer: bool = False) -> Self: ...
     @staticmethod
     def size_for(capacity: int, /) -> int: ...
-    @staticmethod
-    def _check_head(head: Buffer, offset: int, capacity: int, multi_producer: bool,
+    @classmethod
+    def _check_head(cls, head: Buffer, offset: int, capacity: int, multi_producer: bool,
                     multi_consumer: bool, /) -> None: ...
     @property
     def mapping(self) -> Mapping: ...

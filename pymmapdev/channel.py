@@ -324,7 +324,7 @@ def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer
     except BaseException as exc:
         if m is not None:
             m.close()
-        if not isinstance(exc, ValueError) or "must construct it alike" not in str(exc):
+        if not isinstance(exc, _core._ChannelMismatch):
             raise
         # the other side is most often the file an earlier run left
         error = ValueError(f"{exc}: {path} was made so by an earlier open_channel(): "
@@ -332,4 +332,4 @@ def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer
     else:
         ch._owned = m
         return ch
-    raise error                     # outside the except clause: not chained
+    raise error                     # a ValueError, as ever; not chained

@@ -94,6 +94,34 @@ def test_open_channel_of_another_capacity_names_the_file(shm_path):
         pymmapdev.open_channel(shm_path, 8192)
 
 
+def test_a_channel_of_another_layout_is_refused_with_its_own_class(m):
+    """open_channel() told the mismatch of an earlier run's file from other
+    ValueErrors by the C core's wording ("must construct it alike"): a FIFO
+    whose path held those words was said to be an earlier open_channel()'s
+    channel.  The core raises a private ValueError subclass for it."""
+    Channel(m, 0, CAP)
+    with pytest.raises(_core._ChannelMismatch, match="holds a Channel of capacity"):
+        Channel(m, 0, CAP - 8)
+    assert issubclass(_core._ChannelMismatch, ValueError)
+    m.write_u64(0, 0x1234)
+    with pytest.raises(ValueError, match="holds no Channel") as no_channel:
+        Channel(m, 0, CAP)
+    assert type(no_channel.value) is ValueError
+
+
+def test_open_channel_says_earlier_run_only_of_a_mismatch(tmp_path):
+    fifo = tmp_path / "must construct it alike"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is a FIFO and cannot be mapped$") as refused:
+        pymmapdev.open_channel(fifo, 4096)
+    assert type(refused.value) is ValueError
+    path = tmp_path / "channel"
+    pymmapdev.open_channel(path, 4096).close()
+    with pytest.raises(ValueError, match="was made so by an earlier open_channel") as other:
+        pymmapdev.open_channel(path, 4096, multi_consumer=True)
+    assert type(other.value) is ValueError      # what users caught before
+
+
 def _resident_bytes(m):
     """Rss of the VMA holding m's first byte, from /proc/self/smaps."""
     import ctypes
