@@ -254,7 +254,7 @@ class Channel(_core.Channel):
             await asyncio.sleep(0)
         return 0.0
 
-    async def send_async(self, data, *, timeout=None):
+    async def send_async(self, data, /, *, timeout=None):
         """send() for asyncio: never blocks the event loop; same results."""
         timeout = _core.timeout_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout

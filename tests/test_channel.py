@@ -1239,6 +1239,27 @@ def test_send_async_refuses_what_send_refuses_the_same_way(ch, data):
     assert len(ch) == 0
 
 
+def test_async_calls_take_their_arguments_as_the_blocking_ones_do(ch):
+    """send_async(data=b"x") was accepted (and sent) while send() takes
+    data positionally only: code written against one could not call the
+    other.  Every *_async method has its blocking twin's parameters."""
+    import asyncio
+    import inspect
+    twins = [name for name in dir(Channel) if name.endswith("_async")]
+    assert twins == ["recv_async", "send_async"]
+    for name in twins:
+        blocking = inspect.signature(getattr(Channel, name[:-len("_async")]))
+        asynchronous = inspect.signature(getattr(Channel, name))
+        # but self: the C methods' is positional-only, a Python method's not
+        assert [(p.name, p.kind, p.default) for p in asynchronous.parameters.values()][1:] == \
+            [(p.name, p.kind, p.default) for p in blocking.parameters.values()][1:], name
+    with pytest.raises(TypeError, match="data"):
+        ch.send(data=b"x")
+    with pytest.raises(TypeError, match="data"):
+        asyncio.run(ch.send_async(data=b"x"))
+    assert len(ch) == 0
+
+
 def test_async_round_trip_timeout_and_cancel(ch, m):
     import asyncio
 
