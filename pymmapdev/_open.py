@@ -342,9 +342,9 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
 def open_file_checked(path, size=None, *, create=True, readonly=False, mode=0o600,
                       populate=False, check_head=None, head_size=0):
     """open_file(), calling *check_head* with the first *head_size* bytes of
-    the file before it is extended: what it raises refuses the file, which
-    is then left as it was (open_channel: an earlier run's channel of
-    another capacity must not grow before it is refused)."""
+    an existing file before it is extended: what it raises refuses the
+    file, which is then left as it was (open_channel: an earlier run's
+    channel of another capacity must not grow before it is refused)."""
     path = _str_path(path)
     if size is not None:
         size = _checked_size(size)
@@ -382,7 +382,9 @@ def open_file_checked(path, size=None, *, create=True, readonly=False, mode=0o60
             raise ValueError(
                 f"{path} has {st.st_size} bytes, fewer than size={size}: a read-only "
                 f"mapping cannot extend it (open it writable or pass a smaller size)")
-        if check_head is not None and st.st_size < size:
+        # not a file this call created: what is in it is a concurrent
+        # creator's, whose file a refusal here would unlink (below)
+        if check_head is not None and not created and st.st_size < size:
             check_head(os.pread(fd, head_size, 0))
         if not readonly:
             _reserve(fd, path, st.st_blocks * 512, size)

@@ -1613,6 +1613,27 @@ def test_open_channel_refusing_an_existing_file_leaves_it_as_it_was(shm_path, ma
         assert f.read() == before
 
 
+def test_open_channel_racing_another_creator_does_not_remove_its_file(shm_path, monkeypatch):
+    """A creator whose new file another open_channel() (of another
+    capacity) grew and made its channel in before this one read the header
+    was refused by that header, and open_file's clean-up of a file it
+    created unlinked the file the other process was using."""
+    import stat
+    fstat = os.fstat
+
+    def raced(fd):
+        st = fstat(fd)
+        if stat.S_ISREG(st.st_mode):            # the file, created: now the other comes
+            monkeypatch.undo()
+            with pymmapdev.open_channel(shm_path, 8192):
+                pass
+        return st
+    monkeypatch.setattr(os, "fstat", raced)
+    with pytest.raises(ValueError, match="holds a Channel of capacity 8192"):
+        pymmapdev.open_channel(shm_path, 4096)
+    assert os.path.getsize(shm_path) == Channel.size_for(8192)     # the other's, still there
+
+
 def test_a_region_of_another_namespace_is_refused_before_anything_is_written(m):
     """The constructor wrote its descriptor into a region whose namespace
     word was another's, and only then refused it: the region (zero bytes
