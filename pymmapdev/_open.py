@@ -325,6 +325,9 @@ def _str_path(path):
     return path
 
 
+READ_ONLY_ADVICE = "pass readonly=True to map it read-only"
+
+
 def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
               populate=False):
     """Map *path* MAP_SHARED and return a :class:`Mapping`.
@@ -340,11 +343,14 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
 
 
 def open_file_checked(path, size=None, *, create=True, readonly=False, mode=0o600,
-                      populate=False, check_head=None, head_size=0):
+                      populate=False, check_head=None, head_size=0,
+                      read_only_advice=READ_ONLY_ADVICE):
     """open_file(), calling *check_head* with the first *head_size* bytes of
     an existing file before it is extended: what it raises refuses the
     file, which is then left as it was (open_channel: an earlier run's
-    channel of another capacity must not grow before it is refused)."""
+    channel of another capacity must not grow before it is refused).
+    *read_only_advice* ends the PermissionError of a file that may be
+    read, not written, opened writable."""
     path = _str_path(path)
     if size is not None:
         size = _checked_size(size)
@@ -369,7 +375,7 @@ def open_file_checked(path, size=None, *, create=True, readonly=False, mode=0o60
         if readonly or not _readable_only(exc, path):
             raise
         raise type(exc)(exc.errno, f"{exc.strerror}: it may be read, not written: "
-                        f"pass readonly=True to map it read-only", path) from None
+                        f"{read_only_advice}", path) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -9,6 +9,7 @@ MEMFD_NAME_MAX: int
 OPEN_FLAGS: int
 CGROUP_ROOT: str
 PROC_SELF_CGROUP: str
+READ_ONLY_ADVICE: str
 
 def open_file(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], size: int | None = None, *,
               create: bool = True, readonly: bool = False, mode: int = 0o600,
@@ -17,7 +18,8 @@ def open_file_checked(path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
                       size: int | None = None, *, create: bool = True,
                       readonly: bool = False, mode: int = 0o600, populate: bool = False,
                       check_head: Callable[[bytes], object] | None = None,
-                      head_size: int = 0) -> Mapping: ...
+                      head_size: int = 0,
+                      read_only_advice: str = ...) -> Mapping: ...
 def open_device(path: str | bytes | os.PathLike[str] | os.PathLike[bytes] = "/dev/mmapdev0",
                 size: int | None = None, *, offset: int = 0, readonly: bool = False) -> Mapping: ...
 def map_device_fd(fd: int, path: str, size: int | None, offset: int,

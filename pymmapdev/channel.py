@@ -301,6 +301,11 @@ class Channel(_core.Channel):
         self.close()
 
 
+# open_file's advice (pass readonly=True) is no option of open_channel()
+_READ_ONLY_ADVICE = ("a Channel writes its file, the receiving side too (it moves the "
+                     "head): open it as a user who may write it")
+
+
 def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer=False,
                  mode=0o600):
     """Open (creating if needed) the file *path* holding one channel of
@@ -318,7 +323,7 @@ def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer
         # an existing file's header is judged before the file is grown to
         # size: a file refused is left as it was
         m = open_file_checked(path, size, mode=mode, check_head=check_head,
-                              head_size=Channel.HEADER)
+                              head_size=Channel.HEADER, read_only_advice=_READ_ONLY_ADVICE)
         ch = Channel(m, 0, capacity, multi_producer=multi_producer,
                      multi_consumer=multi_consumer)
     except BaseException as exc:

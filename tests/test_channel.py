@@ -1634,6 +1634,25 @@ def test_open_channel_racing_another_creator_does_not_remove_its_file(shm_path, 
     assert os.path.getsize(shm_path) == Channel.size_for(8192)     # the other's, still there
 
 
+def test_open_channel_of_a_file_it_may_only_read_does_not_point_to_readonly(shm_path):
+    """open_channel() of a file the user may read but not write passed on
+    open_file's advice, "pass readonly=True to map it read-only": a
+    parameter open_channel() has not, for a mapping a Channel refuses."""
+    from conftest import as_nobody
+    pymmapdev.open_channel(shm_path, 4096).close()
+    os.chmod(shm_path, 0o444)
+
+    def try_open():
+        try:
+            pymmapdev.open_channel(shm_path, 4096)
+        except PermissionError as e:
+            return (e.errno, e.filename, e.strerror)
+        return "opened"
+    result = as_nobody(try_open) if os.geteuid() == 0 else repr(try_open())
+    assert "readonly" not in result and "may be read, not written" in result, result
+    assert "a Channel writes its file" in result, result
+
+
 def test_a_region_of_another_namespace_is_refused_before_anything_is_written(m):
     """The constructor wrote its descriptor into a region whose namespace
     word was another's, and only then refused it: the region (zero bytes
