@@ -532,15 +532,20 @@ class _CountReader:
                 future.set_exception(exc)
 
 
-def event_count(data: bytes, path: str | None = None) -> int:
+class ShortCount(OSError):
+    """A read() of an event count returned another length than 4 bytes: an
+    EIO whose words are its own, not a driver's EIO (its class says so to
+    who translates those)."""
+
+
+def event_count(data: bytes) -> int:
     """The count a read() of 4 bytes returned.  The kernel keeps it in a
     signed 32-bit int (UIO's atomic_t event) that goes on counting past
     2**31 - 1 by wrapping: unsigned, it is the 32-bit counter it is, from
-    2**32 - 1 back to 0, never negative.  A read of another length is an
-    OSError (EIO) naming *path*."""
+    2**32 - 1 back to 0, never negative.  A read of another length is
+    ShortCount (EIO)."""
     if len(data) != 4:
-        raise OSError(errno.EIO, f"read {len(data)} bytes where a 4-byte event count was due",
-                      path)
+        raise ShortCount(errno.EIO, f"read {len(data)} bytes where a 4-byte event count was due")
     return int.from_bytes(data, sys.byteorder, signed=False)
 
 

@@ -197,18 +197,19 @@ class UIO:
         self._irqcontrol(0)
 
     def _read_error(self, exc: OSError) -> OSError:
+        """The OSError, naming the path, of a read of the count (both waits)."""
         why = "the device has no interrupt, or its driver went away" \
-            if exc.errno == errno.EIO else exc.strerror
+            if exc.errno == errno.EIO and not isinstance(exc, _aio.ShortCount) \
+            else exc.strerror
         return OSError(exc.errno, why, self.path)
 
     def _read_count(self, fd: int) -> int | None:
         try:
-            data = os.read(fd, 4)
+            return _aio.event_count(os.read(fd, 4))
         except BlockingIOError:
             return None
         except OSError as exc:
             raise self._read_error(exc) from None
-        return _aio.event_count(data, self.path)
 
     def wait_irq(self, timeout: float | None = None) -> int | None:
         """Sleep until an interrupt this open device has not reported yet

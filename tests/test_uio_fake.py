@@ -182,6 +182,24 @@ def test_an_interrupt_count_past_2_31_is_unsigned(irq, count):
     assert asyncio.run(main()) == count
 
 
+def test_a_short_count_read_is_named_as_such_by_both_waits(irq):
+    """A read() of fewer than 4 bytes: wait_irq() said so, while
+    wait_irq_async() put UIO's words for a driver's EIO ('the device has no
+    interrupt, or its driver went away') in its place, as if it had failed."""
+    u, _, master = irq
+
+    async def wait_async():
+        return await u.wait_irq_async(5)
+
+    for wait in (lambda: u.wait_irq(5), lambda: asyncio.run(wait_async())):
+        os.write(master, b"ab")
+        with pytest.raises(OSError) as info:
+            wait()
+        assert (info.value.errno, info.value.filename) == (errno.EIO, u.path)
+        assert info.value.strerror == "read 2 bytes where a 4-byte event count was due"
+        assert type(info.value) is OSError
+
+
 @pytest.mark.parametrize("timeout", [float("inf"), 1e8, 1e300])
 def test_wait_irq_any_long_timeout(irq, timeout):
     """A timeout beyond poll()'s int milliseconds (~24.8 days) or infinite
