@@ -47,20 +47,28 @@ def _open(path: str, readonly: bool = False,
     return pymmapdev.open_file(path, create=not readonly, readonly=readonly)
 
 
-def _size_unknown(path: str) -> bool:
-    """A character device that cannot tell its size (only our module's
-    devices can): open_device() needs one, which --size gives."""
+def _tells_its_size(path: str) -> bool | None:
+    """Whether a character device can tell its size (only our module's
+    devices can; open_device() needs one for any other, which --size
+    gives); None if there is none to ask (the open that follows names the
+    error)."""
     try:
         st = os.stat(path)
-    except OSError:                 # the open that follows names the error
-        return False
-    return stat.S_ISCHR(st.st_mode) and not _sysfs.is_mmapdev(st)
+    except OSError:
+        return None
+    if not stat.S_ISCHR(st.st_mode):
+        return None
+    return _sysfs.is_mmapdev(st)
 
 
 def _open_device(path: str, size: int | None, readonly: bool = False) -> pymmapdev.Mapping:
-    if size is None and _size_unknown(path):    # not open_device's "pass size=": an API hint
+    tells = _tells_its_size(path)
+    if size is None and tells is False:     # not open_device's "pass size=": an API hint
         raise ValueError(f"{path!r} cannot tell its size: give --size BYTES, how much of the "
                          f"device to map from its start")
+    if size is not None and tells:          # less of it: the heartbeat's header cut short
+        raise ValueError(f"--size is for a device that cannot tell its size; {path!r} tells "
+                         f"its own")
     return pymmapdev.open_device(path, size, readonly=readonly)
 
 

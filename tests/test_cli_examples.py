@@ -168,6 +168,22 @@ def test_devices_of_unknown_size_take_size_from_the_command_line(capfd):
     assert proc.returncode == 1 and "--size" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("command", ["write", "watch"])
+def test_size_of_a_device_that_tells_its_own_is_refused(monkeypatch, capsys, command):
+    """--size for an mmapdev device (which tells its size) was passed on:
+    watch of the heartbeat with --size 8 said 'size must be >= 0, not -8'
+    (the text at 16 lay past the mapping), with --size 4 'offset 4 + 4 bytes
+    is outside the mapping of 4 bytes', neither naming the path or --size.
+    Refused as --size of a file is.  (/dev/zero stands for the module's
+    device: is_mmapdev() vouches for it, and nothing is opened.)"""
+    from pymmapdev import cli
+    monkeypatch.setattr(cli._sysfs, "is_mmapdev", lambda st: True)
+    argv = [command, "/dev/zero"] + (["x"] if command == "write" else []) + ["--size", "8"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "--size" in err and "'/dev/zero' tells its own" in err, err
+
+
 def test_offsets_past_off_t_are_messages(shm_path):
     """posix_fallocate raised OverflowError (a traceback) for a size past
     off_t: write --offset 2**70, or open_file(path, 2**64)."""
