@@ -351,7 +351,9 @@ attach_body(void *arg)
  * followed by zeros, as a file grown to hold the channel would be) may
  * become or be that channel; the constructor's ValueError if not.
  * open_channel() asks before it grows an existing file, so that a file it
- * refuses is left as it was.
+ * refuses is left as it was.  @head is bytes (what it read from the
+ * file): any buffer could be a Mapping of a truncated file, and this
+ * copy is not fault-guarded.
  */
 static PyObject *
 ch_check_head(PyTypeObject *type, PyObject *const *args, Py_ssize_t nargs)
@@ -359,16 +361,23 @@ ch_check_head(PyTypeObject *type, PyObject *const *args, Py_ssize_t nargs)
 	module_state *st = module_state_of_type(type);
 	uint64_t words[2] = {0, 0}, want;
 	int multi_producer, multi_consumer, rc;
-	Py_ssize_t offset, capacity;
-	Py_buffer head;
+	Py_ssize_t offset, capacity, len;
 
-	if (st == NULL || args_exact("_check_head", nargs, 5) < 0 || arg_offset(args[1], &offset) < 0 ||
-	    arg_length(args[2], "capacity", &capacity) < 0 || check_capacity(capacity) < 0 ||
-	    arg_flag(args[3], &multi_producer) < 0 || arg_flag(args[4], &multi_consumer) < 0 ||
-	    PyObject_GetBuffer(args[0], &head, PyBUF_SIMPLE) < 0)
+	if (st == NULL || args_exact("_check_head", nargs, 5) < 0)
 		return NULL;
-	memcpy(words, head.buf, (size_t)head.len < sizeof(words) ? (size_t)head.len : sizeof(words));
-	PyBuffer_Release(&head);
+	if (!PyBytes_Check(args[0])) {
+		PyErr_Format(PyExc_TypeError, "_check_head() takes the head as bytes, not %.200s",
+			     Py_TYPE(args[0])->tp_name);
+		return NULL;
+	}
+	if (arg_offset(args[1], &offset) < 0 || arg_length(args[2], "capacity", &capacity) < 0 ||
+	    check_capacity(capacity) < 0 || arg_flag(args[3], &multi_producer) < 0 ||
+	    arg_flag(args[4], &multi_consumer) < 0)
+		return NULL;
+	/* bytes are immutable: what __index__ above ran cannot have changed them */
+	len = PyBytes_GET_SIZE(args[0]);
+	memcpy(words, PyBytes_AS_STRING(args[0]),
+	       (size_t)len < sizeof(words) ? (size_t)len : sizeof(words));
 	want = descriptor((uint64_t)capacity, multi_producer, multi_consumer);
 	rc = attach_verdict(words[CH_DESC / 8], words[CH_NS / 8], want);
 	if (rc != 0) {

@@ -1653,6 +1653,24 @@ def test_open_channel_of_a_file_it_may_only_read_does_not_point_to_readonly(shm_
     assert "a Channel writes its file" in result, result
 
 
+def test_check_head_of_a_truncated_mapping_is_an_error_not_a_crash(shm_path):
+    """Channel._check_head() copied its head argument with a plain memcpy
+    from any buffer: a Mapping of a file a peer truncated is one, and the
+    copy died of SIGBUS.  It takes the bytes open_channel() reads."""
+    child = run_python("""
+        import os, sys, pymmapdev
+        path = sys.argv[1]
+        m = pymmapdev.open_file(path, 8192)
+        os.truncate(path, 0)
+        try:
+            pymmapdev.Channel._check_head(m, 0, 4096, False, False)
+        except TypeError as exc:
+            print("refused:", exc)
+        """, shm_path, check=False)
+    assert child.returncode == 0 and "refused: " in child.stdout, child
+    assert "bytes" in child.stdout, child.stdout
+
+
 def test_a_region_of_another_namespace_is_refused_before_anything_is_written(m):
     """The constructor wrote its descriptor into a region whose namespace
     word was another's, and only then refused it: the region (zero bytes
