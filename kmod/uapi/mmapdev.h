@@ -66,9 +66,12 @@ struct mmapdev_wake {
  * increments @seq and wakes waiters on offset 0
  * (MMAPDEV_HEARTBEAT_WAIT_OFFSET).  A reader waits on @seq, then reads the
  * payload between two reads of @write_seq: equal and even, the payload is
- * one beat's; else a beat was being written, read again.  Once a beat is
- * whole, @write_seq is 2 * @counter (modulo 2^32).  (It was a reserved zero word before:
- * a module that leaves it 0 gives no such guarantee.)
+ * one beat's; else a beat was being written, read again.  A C reader needs
+ * a read barrier (smp_rmb(), an acquire fence) before the second read, as
+ * for any seqlock.  Once a beat is whole, @write_seq is 2 * @counter
+ * (modulo 2^32).  It was a reserved zero word before: a module that shows
+ * @counter > 0 with @write_seq 0 (@counter not a multiple of 2^31) has no
+ * seqlock, and its payload may be read torn.
  */
 struct mmapdev_heartbeat {
 	__u32 seq;		/* u32 word to WAIT on; bumped last */
