@@ -16,6 +16,9 @@ from . import _core, _sysfs
 PAGESIZE = _core.PAGESIZE
 
 _NO_FALLOCATE = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+# open(2) of an O_TMPFILE where the file system has none (EOPNOTSUPP), or
+# where the kernel knows no O_TMPFILE (EISDIR: its O_DIRECTORY part alone)
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 MAX_OFFSET = 2**63 - 1             # off_t's: mmap() takes no offset past it
 MEMFD_NAME_MAX = 249               # memfd_create(2): 255 for "memfd:" and the name
 # Every open(2) of a path to map (see _open()); _pickle's re-open too.
@@ -190,6 +193,36 @@ def _refuse_planted_symlink(dirfd, name, path):
             f"another user may have planted it)", path)
 
 
+PROTECTED_REGULAR = "/proc/sys/fs/protected_regular"
+
+
+def _refuse_planted_file(dirfd, fd, path):
+    """The existing file open as *fd* in the directory open as *dirfd*,
+    unless fs.protected_regular refuses it (and *fd* is closed): a regular
+    file in a sticky directory others may write (world; group too at 2),
+    owned neither by us nor by the directory's owner -- planted by another
+    user for us to write into.  The kernel judges open(O_CREAT) only, which
+    open_file() no longer passes for an existing file (it makes a new one
+    unnamed), so it is judged here, as the sysctl says."""
+    try:
+        level = _read_int(PROTECTED_REGULAR) or 0
+        st, directory = os.fstat(fd), os.fstat(dirfd)
+        others_write = stat.S_IWOTH | (stat.S_IWGRP if level >= 2 else 0)
+        planted = (level and stat.S_ISREG(st.st_mode) and directory.st_mode & stat.S_ISVTX
+                   and directory.st_mode & others_write
+                   and st.st_uid not in (os.geteuid(), directory.st_uid))
+    except BaseException:
+        os.close(fd)
+        raise
+    if not planted:
+        return fd
+    os.close(fd)
+    raise PermissionError(
+        errno.EACCES, f"refusing to write a file owned by uid {st.st_uid} in a sticky "
+        f"directory others may write (what fs.protected_regular={level} refuses: another "
+        f"user may have planted it)", path)
+
+
 def _in_procfs(dirfd):
     """Is the directory open as *dirfd* in this process's /proc?"""
     try:                            # /proc/self: only a mounted procfs has it
@@ -198,11 +231,11 @@ def _in_procfs(dirfd):
         return False
 
 
-def _open_walking(path, flags, mode):
+def _open_walking(path, flags, mode, complete=None):
     """_walk_and_open(), its errors named by the path given, not by the
     component that failed."""
     try:
-        return _walk_and_open(path, flags, mode)
+        return _walk_and_open(path, flags, mode, complete)
     except OSError as exc:
         if exc.filename == path:
             raise
@@ -210,13 +243,16 @@ def _open_walking(path, flags, mode):
     raise error                     # outside the except clause: not chained
 
 
-def _walk_and_open(path, flags, mode):
+def _walk_and_open(path, flags, mode, complete=None):
     """open(2) of *path*, its walk done here one component at a time so that
     every symlink on the way is checked, as fs.protected_symlinks checks
     each (a planted link to a directory, or a link of ours to a planted
     one, is as dangerous as a planted last component).  Each step is
     relative to the directory already reached (O_PATH descriptors), so
-    nothing can be swapped between a check and the step it allows."""
+    nothing can be swapped between a check and the step it allows.
+
+    With *complete*, a missing file is made in the directory reached (see
+    _make_at()) and what complete() made of it is returned, or _LOST."""
     if not path:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
     parts = [part for part in path.split("/") if part not in ("", ".")]
@@ -233,8 +269,15 @@ def _walk_and_open(path, flags, mode):
             last = not parts and not must_be_dir
             try:
                 if last:
-                    return os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=dirfd)
+                    fd = os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=dirfd)
+                    if complete is None:
+                        return fd
+                    return _refuse_planted_file(dirfd, fd, path)
                 fd = os.open(name, _PATH_FLAGS, dir_fd=dirfd)
+            except FileNotFoundError:
+                if not last or complete is None:
+                    raise
+                fd = None           # to be made, below: its errors not chained to this
             except OSError as exc:
                 # a symlink: ELOOP; EACCES for O_CREAT of another user's
                 # link in a sticky directory (the kernel's own refusal)
@@ -244,6 +287,8 @@ def _walk_and_open(path, flags, mode):
                 if not stat.S_ISLNK(os.fstat(fd).st_mode):
                     os.close(fd)
                     raise
+            if fd is None:
+                return _make_at(dirfd, name, flags, mode, complete)
             if not stat.S_ISLNK(os.fstat(fd).st_mode):
                 os.close(dirfd)
                 dirfd = fd
@@ -272,6 +317,111 @@ def _walk_and_open(path, flags, mode):
                 dirfd = os.open("/", _PATH_FLAGS | os.O_DIRECTORY)
     finally:
         os.close(dirfd)
+
+
+_LOST = object()                   # _make_at(): another creator linked its file first
+
+
+def _make_at(dirfd, name, flags, mode, complete):
+    """Make the file *name* in the directory open as *dirfd*: complete(fd)
+    makes it whole (sized, blocks reserved, mapped) while it has no name
+    there, and only then is it linked at *name*.  Returns what complete()
+    returned, or _LOST if another creator linked a file there first.
+
+    A concurrent opener of the path thus finds either no file or the whole
+    file: never an empty or partly grown one, and never one a failure here
+    (ENOSPC, a KeyboardInterrupt) removes from under it, leaving it mapping
+    an orphan while the next opener creates another file at the path."""
+    temp = None
+    try:
+        fd = _open_unnamed(dirfd, flags, mode)
+        if fd is None:              # no O_TMPFILE: a name nobody else can know
+            temp = f".pymmapdev-{os.urandom(16).hex()}"
+            fd = os.open(temp, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode,
+                         dir_fd=dirfd)
+        try:
+            made = complete(fd)
+            try:
+                linked = _link_at(fd, dirfd, temp, name)
+            except BaseException:
+                made.close()
+                raise
+        finally:
+            os.close(fd)
+    finally:
+        if temp is not None:        # whatever happened: linked, lost or failed
+            _unlink_quietly(temp, dirfd)
+    if linked:
+        return made
+    made.close()
+    return _LOST
+
+
+def _open_unnamed(dirfd, flags, mode):
+    """An unnamed new file (O_TMPFILE) in the directory open as *dirfd*, or
+    None where there is none to be had: the file system or kernel has no
+    O_TMPFILE, or no /proc is there to link one by."""
+    if not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        fd = os.open(".", flags | os.O_TMPFILE, mode, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno not in _NO_TMPFILE:
+            raise
+        return None
+    try:
+        exact = _umask_applied(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not exact:                   # a named file is made as open(2) makes it
+        os.close(fd)
+        return None
+    return fd
+
+
+def _umask_applied(fd, mode):
+    """Whether the new file open as *fd* has no permission bit open(2)'s
+    umask would have cleared from *mode*: kernels before 6.0 (and ZFS)
+    left the umask out of an O_TMPFILE on file systems without POSIX ACLs."""
+    umask = _umask()
+    return umask is not None and not os.fstat(fd).st_mode & 0o777 & ~(mode & ~umask)
+
+
+_PROC_SELF_STATUS = "/proc/self/status"
+
+
+def _umask():
+    """This process's umask (read, not set: os.umask() would change it for
+    every thread meanwhile), or None if /proc does not say it."""
+    try:
+        with open(_PROC_SELF_STATUS) as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _link_at(fd, dirfd, temp, name):
+    """Link the new file open as *fd* (an O_TMPFILE, or named *temp* in the
+    directory open as *dirfd*) at *name* there: False if a file is there."""
+    try:
+        if temp is None:            # linkat(AT_EMPTY_PATH) needs privilege: /proc's does not
+            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dirfd, follow_symlinks=True)
+        else:
+            os.link(temp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _unlink_quietly(name, dirfd):
+    try:
+        os.unlink(name, dir_fd=dirfd)
+    except OSError:
+        pass
 
 
 def _open(path, flags, mode=0o600):
@@ -334,7 +484,9 @@ def open_file(path, size=None, *, create=True, readonly=False, mode=0o600,
 
     The file is created (with *mode*, less the umask, as by open(2)) if
     missing and *create* is true, and extended to *size* bytes with its
-    blocks reserved if shorter; a longer file is never shrunk.
+    blocks reserved if shorter; a longer file is never shrunk.  A new file
+    appears at *path* only once whole: a concurrent opener finds none, or
+    all of it, and a call that fails leaves none.
     ``size=None`` maps the whole existing file and creates none (a missing
     file is FileNotFoundError, an empty one ValueError).
     """
@@ -359,11 +511,13 @@ def open_file_checked(path, size=None, *, create=True, readonly=False, mode=0o60
                              f"({path})")
     mode = _checked_mode(mode)
     # size=None maps what is there: a file this call created would be
-    # empty, refused, and unlinked again -- by then perhaps the file of a
-    # writer that opened it meanwhile.  So nothing is created.
+    # empty, and refused.  So nothing is created.
     may_create = create and size is not None
+
+    def complete(fd):               # a new file, before it is linked at path
+        return _map_opened(fd, path, size, readonly, populate)
     try:
-        fd, created = _open_for_mapping(path, readonly, may_create, mode)
+        fd, made = _open_for_mapping(path, readonly, may_create, mode, complete)
     except FileNotFoundError as exc:
         if not create or size is not None or exc.strerror != os.strerror(errno.ENOENT) \
                 or not os.path.isdir(os.path.dirname(path) or "."):
@@ -376,53 +530,63 @@ def open_file_checked(path, size=None, *, create=True, readonly=False, mode=0o60
             raise
         raise type(exc)(exc.errno, f"{exc.strerror}: it may be read, not written: "
                         f"{read_only_advice}", path) from None
+    if made is not None:
+        return made
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _file_type_error(path, st)
-        if size is None:
-            if st.st_size == 0:
-                raise ValueError(f"{path} is empty: pass size= to give it a size")
-            size = st.st_size
-        elif st.st_size < size and readonly:
-            raise ValueError(
-                f"{path} has {st.st_size} bytes, fewer than size={size}: a read-only "
-                f"mapping cannot extend it (open it writable or pass a smaller size)")
-        # not a file this call created: what is in it is a concurrent
-        # creator's, whose file a refusal here would unlink (below)
-        if check_head is not None and not created and st.st_size < size:
-            check_head(os.pread(fd, head_size, 0))
-        if not readonly:
-            _reserve(fd, path, st.st_blocks * 512, size)
-        return _core.Mapping(fd, size, 0, readonly=readonly, kind="file", path=path,
-                             populate=populate)
-    except BaseException:
-        if created:                 # a refused size leaves no empty file behind
-            _unlink_if_same(path, fd)
-        raise
+        return _map_opened(fd, path, size, readonly, populate, check_head, head_size)
     finally:
         os.close(fd)
 
 
-def _open_for_mapping(path, readonly, create, mode):
-    """(fd, whether this call created the file) for open_file()."""
+def _map_opened(fd, path, size, readonly, populate, check_head=None, head_size=0):
+    """Map the file open as *fd* for open_file_checked(), reserving its
+    blocks first; *check_head* judges an existing file before it grows."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise _file_type_error(path, st)
+    if size is None:
+        if st.st_size == 0:
+            raise ValueError(f"{path} is empty: pass size= to give it a size")
+        size = st.st_size
+    elif st.st_size < size and readonly:
+        raise ValueError(
+            f"{path} has {st.st_size} bytes, fewer than size={size}: a read-only "
+            f"mapping cannot extend it (open it writable or pass a smaller size)")
+    if check_head is not None and st.st_size < size:
+        check_head(os.pread(fd, head_size, 0))
+    if not readonly:
+        _reserve(fd, path, st.st_blocks * 512, size)
+    return _core.Mapping(fd, size, 0, readonly=readonly, kind="file", path=path,
+                         populate=populate)
+
+
+_CREATE_ATTEMPTS = 8                # creators and removers of the path racing ours
+
+
+def _open_for_mapping(path, readonly, create, mode, complete):
+    """(fd, None) of the existing file *path* for open_file(), or with
+    *create* and no file there, (None, what complete(fd) made of a new file
+    before it was linked at *path*)."""
     flags = os.O_RDONLY if readonly else os.O_RDWR
     if in_dev_filesystem(path):     # devices only: never create a file there
         try:
-            return _open(path, flags, mode), False
+            return _open(path, flags, mode), None
         except FileNotFoundError as exc:
             raise FileNotFoundError(
                 exc.errno, f"{exc.strerror}: /dev holds devices, and open_file() does not "
                 f"create files there (a device whose driver is not loaded? map devices "
                 f"with open_device())", path) from None
     if not create or readonly:
-        return _open(path, flags, mode), False
-    try:                            # O_EXCL: did this call create it?
-        return _open(path, flags | os.O_CREAT | os.O_EXCL, mode), True
-    except FileExistsError:         # (or a symlink: the usual checks)
-        pass
-    # outside the except clause: an error here is not chained to that one
-    return _open(path, flags | os.O_CREAT, mode), False
+        return _open(path, flags, mode), None
+    for _ in range(_CREATE_ATTEMPTS):
+        opened = _open_walking(path, flags | OPEN_FLAGS, mode, complete)
+        if isinstance(opened, int):
+            return opened, None
+        if opened is not _LOST:
+            return None, opened
+        # another creator linked its file first: open that one
+    raise OSError(errno.EAGAIN, f"the file was created and removed again by others "
+                  f"{_CREATE_ATTEMPTS} times while this call opened it", path)
 
 
 def _readable_only(exc, path):
@@ -433,16 +597,6 @@ def _readable_only(exc, path):
         return False
     effective = os.access in os.supports_effective_ids
     return os.path.isfile(path) and os.access(path, os.R_OK, effective_ids=effective)
-
-
-def _unlink_if_same(path, fd):
-    """Remove *path* if it still names the file open as *fd*."""
-    try:
-        st, now = os.fstat(fd), os.lstat(path)
-        if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
-            os.unlink(path)
-    except OSError:
-        pass
 
 
 def anonymous(size, *, name="pymmapdev"):

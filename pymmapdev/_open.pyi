@@ -9,6 +9,7 @@ MEMFD_NAME_MAX: int
 OPEN_FLAGS: int
 CGROUP_ROOT: str
 PROC_SELF_CGROUP: str
+PROTECTED_REGULAR: str
 READ_ONLY_ADVICE: str
 
 def open_file(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], size: int | None = None, *,

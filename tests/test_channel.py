@@ -1634,6 +1634,32 @@ def test_open_channel_racing_another_creator_does_not_remove_its_file(shm_path, 
     assert os.path.getsize(shm_path) == Channel.size_for(8192)     # the other's, still there
 
 
+def test_open_channel_failing_while_another_process_opens_it_keeps_that_ones_channel(
+        shm_path, monkeypatch):
+    """open_channel() created its file at the path at once and unlinked it
+    when interrupted before it was done: another process's open_channel()
+    of the same path in between made its channel in that file and sent into
+    it, and the message was gone with the file (the next opener made a new,
+    empty one)."""
+    from pymmapdev import _open
+    sent = []
+
+    def reserve_then_interrupt(*args, **kwargs):
+        sent.append(run_python(f"""
+            import pymmapdev
+            with pymmapdev.open_channel({shm_path!r}, 4096) as ch:
+                ch.send(b"from the other process")
+            """))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(_open, "_reserve", reserve_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pymmapdev.open_channel(shm_path, 4096)
+    monkeypatch.undo()
+    assert len(sent) == 1
+    with pymmapdev.open_channel(shm_path, 4096) as ch:
+        assert ch.recv(timeout=0) == b"from the other process"
+
+
 def test_open_channel_of_a_file_it_may_only_read_does_not_point_to_readonly(shm_path):
     """open_channel() of a file the user may read but not write passed on
     open_file's advice, "pass readonly=True to map it read-only": a

@@ -3,12 +3,14 @@ import errno
 import os
 import stat
 import subprocess
+import sys
 
 import pytest
 
 import pymmapdev
+from pymmapdev import _open
 
-from conftest import as_nobody
+from conftest import as_nobody, child_env
 
 
 
@@ -213,7 +215,23 @@ def test_files_in_dev_shm_are_still_created(tmp_path):
         os.unlink(path)
 
 
-def test_full_tmpfs_fails_at_open_not_with_sigbus(tmp_path):
+@pytest.fixture(params=["O_TMPFILE", "temp name"])
+def creation(request, monkeypatch):
+    """How open_file() makes a new file: unnamed (O_TMPFILE), or under a
+    temporary name where the file system has no O_TMPFILE (here made so by
+    refusing it as such file systems do)."""
+    if request.param == "temp name":
+        real_open = os.open
+
+        def no_tmpfile(path, flags, *args, **kwargs):
+            if flags & os.O_TMPFILE == os.O_TMPFILE:
+                raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), path)
+            return real_open(path, flags, *args, **kwargs)
+        monkeypatch.setattr(os, "open", no_tmpfile)
+    return request.param
+
+
+def test_full_tmpfs_fails_at_open_not_with_sigbus(tmp_path, creation):
     # A 1 MiB tmpfs: asking for 4 MiB must be ENOSPC now, never SIGBUS later.
     mnt = tmp_path / "tiny"
     mnt.mkdir()
@@ -223,6 +241,7 @@ def test_full_tmpfs_fails_at_open_not_with_sigbus(tmp_path):
         with pytest.raises(OSError) as info:
             pymmapdev.open_file(mnt / "big", 4 << 20)
         assert info.value.errno == errno.ENOSPC and info.value.filename == str(mnt / "big")
+        assert os.listdir(mnt) == []                # no file, no temporary name
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
 
@@ -319,3 +338,215 @@ def test_an_anonymous_name_too_long_for_memfd_says_so(name):
         pymmapdev.anonymous(4096, name=name)
     with pymmapdev.anonymous(4096, name="x" * 249) as m:        # the longest allowed
         assert m.size == 4096
+
+
+# ---- creation: a file appears at its path only once complete ----------------
+
+RACING_OPENER = """
+import sys, pymmapdev
+m = pymmapdev.open_file(sys.argv[1], 4096)
+m.write(0, b"theirs")
+print("mapped", flush=True)
+sys.stdin.readline()                # until the test's later opener has written
+print(m.read(100, 5).decode(), flush=True)
+"""
+
+
+def _racing_opener(path):
+    """Another process that open_file()s *path* and keeps it mapped; it
+    has written b"theirs" at 0 when this returns."""
+    proc = subprocess.Popen([sys.executable, "-c", RACING_OPENER, path], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=child_env())
+    line = proc.stdout.readline()
+    if line != "mapped\n":
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the racing opener did not map {path}: {line!r}")
+    return proc
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
+                                     KeyboardInterrupt()], ids=["ENOSPC", "interrupt"])
+def test_a_failed_creation_does_not_unlink_a_file_a_concurrent_opener_maps(
+        shm_path, monkeypatch, creation, failure):
+    """open_file() created the file with O_EXCL, at its path at once, and
+    unlinked it when anything failed afterwards (ENOSPC reserving it, a
+    KeyboardInterrupt): another process that had opened it in between kept
+    an orphan, and the next opener created a new file under the same
+    path, so the two believed they shared memory and did not."""
+    racing = []
+
+    def reserve_then_fail(*args, **kwargs):
+        racing.append(_racing_opener(shm_path))     # it opens while ours is being made
+        raise failure
+    monkeypatch.setattr(_open, "_reserve", reserve_then_fail)
+    with pytest.raises(type(failure)):
+        pymmapdev.open_file(shm_path, 4096)
+    monkeypatch.undo()
+    [proc] = racing
+    try:
+        with pymmapdev.open_file(shm_path, 4096) as m:
+            assert m.read(0, 6) == b"theirs"        # the file the other process maps
+            m.write(100, b"later")
+        out, _ = proc.communicate("go\n", timeout=30)
+        assert out == "later\n"                     # and it sees what we wrote
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_new_file_is_at_its_path_only_once_complete(shm_path, monkeypatch, creation):
+    """While its blocks were being reserved, the new file was already at
+    its path, empty or partly grown: an opener of size=None then found it
+    "empty", and one on a full disk saw a file that was then removed."""
+    seen = []
+    reserve = _open._reserve
+
+    def watched(*args, **kwargs):
+        seen.append(os.path.lexists(shm_path))
+        return reserve(*args, **kwargs)
+    monkeypatch.setattr(_open, "_reserve", watched)
+    with pymmapdev.open_file(shm_path, 4096, mode=0o640) as m:
+        m[4095] = 1
+    assert seen == [False]
+    st = os.stat(shm_path)
+    assert st.st_size == 4096 and stat.S_IMODE(st.st_mode) == 0o640
+    assert st.st_blocks * 512 >= 4096               # reserved
+
+
+def test_a_creator_that_loses_the_race_maps_the_winners_file(tmp_path, monkeypatch, creation):
+    """Another process creates the file while ours is being made: ours is
+    dropped and theirs mapped, so the two share memory."""
+    path = str(tmp_path / "f")
+    racing = []
+    reserve = _open._reserve
+
+    def race(*args, **kwargs):
+        if not racing:
+            racing.append(_racing_opener(path))
+        return reserve(*args, **kwargs)
+    monkeypatch.setattr(_open, "_reserve", race)
+    proc = None
+    try:
+        with pymmapdev.open_file(path, 4096) as m:
+            [proc] = racing
+            assert m.read(0, 6) == b"theirs"
+            m.write(100, b"loser")
+        out, _ = proc.communicate("go\n", timeout=30)
+        assert out == "loser\n"
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert os.listdir(tmp_path) == ["f"]            # no temporary name left
+
+
+def _interrupt(monkeypatch, where):
+    """Make open_file() raise KeyboardInterrupt at step *where* of making a
+    new file."""
+    if where == "reserving":
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(_open, "_reserve", interrupted)
+        return
+    link = os.link
+
+    def interrupted_link(*args, **kwargs):
+        if where == "after linking":
+            link(*args, **kwargs)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "link", interrupted_link)
+
+
+@pytest.mark.parametrize("where", ["reserving", "linking"])
+def test_a_creation_interrupted_before_linking_leaves_nothing(tmp_path, monkeypatch, creation,
+                                                              where):
+    """Nothing at the path and no temporary name in its directory."""
+    directory = tmp_path / "d"
+    directory.mkdir()
+    _interrupt(monkeypatch, where)
+    with pytest.raises(KeyboardInterrupt):
+        pymmapdev.open_file(directory / "f", 4096)
+    assert os.listdir(directory) == []
+
+
+def test_a_creation_interrupted_after_linking_leaves_the_whole_file(tmp_path, monkeypatch,
+                                                                    creation):
+    """Linked, the file may be another process's already: it stays, whole,
+    and only it (no temporary name)."""
+    directory = tmp_path / "d"
+    directory.mkdir()
+    _interrupt(monkeypatch, "after linking")
+    with pytest.raises(KeyboardInterrupt):
+        pymmapdev.open_file(directory / "f", 4096, mode=0o640)
+    assert os.listdir(directory) == ["f"]
+    st = os.stat(directory / "f")
+    assert st.st_size == 4096 and stat.S_IMODE(st.st_mode) == 0o640
+
+
+def test_an_o_tmpfile_made_without_the_umask_is_not_used(tmp_path, monkeypatch):
+    """Kernels before 6.0 made an O_TMPFILE with *mode* unmasked on file
+    systems without POSIX ACLs: a 0o666 file under umask 0o022 would have
+    been world-writable, where open(2) makes it 0o644."""
+    real_open = os.open
+
+    def unmasked_tmpfile(path, flags, mode=0o777, *args, **kwargs):
+        fd = real_open(path, flags, mode, *args, **kwargs)
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            os.fchmod(fd, mode)                     # as those kernels left it
+        return fd
+    monkeypatch.setattr(os, "open", unmasked_tmpfile)
+    old = os.umask(0o022)
+    try:
+        with pymmapdev.open_file(tmp_path / "f", 4096, mode=0o666):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == 0o644
+    assert os.listdir(tmp_path) == ["f"]
+
+
+def test_a_name_dangling_symlink_creates_its_target(tmp_path, creation):
+    """As open(O_CREAT) does: a symlink of ours to a missing file makes
+    that file (in the link's target directory), whole."""
+    (tmp_path / "target-dir").mkdir()
+    os.symlink("target-dir/file", tmp_path / "link")
+    with pymmapdev.open_file(tmp_path / "link", 4096) as m:
+        m[0] = 7
+    assert os.path.getsize(tmp_path / "target-dir" / "file") == 4096
+    assert os.listdir(tmp_path / "target-dir") == ["file"]
+
+
+def test_a_path_made_and_removed_by_others_without_end_is_an_error_not_a_loop(
+        tmp_path, monkeypatch, creation):
+    """Each lost race opens the winner's file; one removed again before
+    that is made anew: others doing so forever get a bounded error."""
+    def always_taken(*args, **kwargs):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
+    monkeypatch.setattr(os, "link", always_taken)
+    path = str(tmp_path / "f")
+    with pytest.raises(OSError, match="created and removed again") as info:
+        pymmapdev.open_file(path, 4096)
+    assert info.value.filename == path
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_directory_it_may_not_write_is_named_in_the_error(tmp_path, creation):
+    """The unnamed file is made in the directory: its refusal (EACCES) is
+    the path's, as open(O_CREAT)'s was."""
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    os.chmod(directory, 0o555)
+    os.chmod(tmp_path, 0o755)
+    path = str(directory / "f")
+
+    def try_create():
+        try:
+            pymmapdev.open_file(path, 4096)
+        except PermissionError as e:
+            return (e.errno, e.filename, e.strerror, e.__context__ is None)
+        return "created"
+    result = as_nobody(try_create) if os.geteuid() == 0 else repr(try_create())
+    assert result == repr((errno.EACCES, path, os.strerror(errno.EACCES), True)), result
+    assert os.listdir(directory) == []

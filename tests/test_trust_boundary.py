@@ -20,6 +20,7 @@ import textwrap
 import pytest
 
 import pymmapdev
+from pymmapdev import _open
 from conftest import child_env, run_python
 from _sync_workers import asleep_on, spin_until
 
@@ -1282,3 +1283,38 @@ def test_a_child_forked_with_asyncio_waits_pending_ends_them():
         assert line == "child forked"
     else:
         assert line.startswith("child ValueError: watch is closed: it was inherited across fork()")
+
+
+@pytest.mark.parametrize("level, dir_mode, refused", [
+    (1, 0o1777, True), (0, 0o1777, False), (1, 0o1770, False), (2, 0o1770, True),
+    (1, 0o0777, False)])
+def test_a_file_planted_in_a_sticky_dir_is_refused_as_protected_regular_says(
+        tmp_path, monkeypatch, level, dir_mode, refused):
+    """fs.protected_regular makes the kernel refuse open(O_CREAT) of
+    another user's file in a sticky directory others may write: open_file()
+    relied on it while it opened with O_CREAT; now that it makes a new file
+    unnamed and opens an existing one without O_CREAT, it judges this
+    itself.  (A fake sysctl file: the real one belongs to the machine.)"""
+    if os.geteuid() != 0:
+        pytest.fail("needs root to plant a file owned by another user (CI runs as root)")
+    sysctl = tmp_path / "protected_regular"
+    sysctl.write_text(f"{level}\n")
+    monkeypatch.setattr(_open, "PROTECTED_REGULAR", str(sysctl))
+    d = tmp_path / "sticky"
+    d.mkdir()
+    os.chmod(d, dir_mode)
+    planted = d / "chan"
+    planted.write_bytes(b"planted")
+    os.chown(planted, 65534, 65534)
+    if refused:
+        with pytest.raises(PermissionError, match="protected_regular") as info:
+            pymmapdev.open_file(planted, 4096)
+        assert info.value.filename == str(planted)
+        assert planted.read_bytes() == b"planted"
+    else:
+        pymmapdev.open_file(planted, 4096).close()
+    # as the kernel: only a creating open is judged
+    with pymmapdev.open_file(planted, create=False) as m:
+        assert m[:7] == b"planted"
+    os.chown(planted, 0, 0)                         # ours: never refused
+    pymmapdev.open_file(planted, 4096).close()
