@@ -19,6 +19,8 @@ _NO_FALLOCATE = {errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 # open(2) of an O_TMPFILE where the file system has none (EOPNOTSUPP), or
 # where the kernel knows no O_TMPFILE (EISDIR: its O_DIRECTORY part alone)
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+# link(2) where the file system has no hard links (vfat: EPERM; FUSE ones)
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS}
 MAX_OFFSET = 2**63 - 1             # off_t's: mmap() takes no offset past it
 MEMFD_NAME_MAX = 249               # memfd_create(2): 255 for "memfd:" and the name
 # Every open(2) of a path to map (see _open()); _pickle's re-open too.
@@ -411,10 +413,29 @@ def _link_at(fd, dirfd, temp, name):
         if temp is None:            # linkat(AT_EMPTY_PATH) needs privilege: /proc's does not
             os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dirfd, follow_symlinks=True)
         else:
-            os.link(temp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=False)
+            try:
+                os.link(temp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                return _rename_if_absent(dirfd, temp, name)
     except FileExistsError:
         return False
     return True
+
+
+def _rename_if_absent(dirfd, temp, name):
+    """link(2)'s stand-in where the file system has no hard links (vfat,
+    some FUSE ones): rename(2) would replace a file that is there, so one is
+    looked for first.  A creator whose file appears between the look and
+    the rename loses it to ours: the window link(2) closes stays open
+    here, a few microseconds wide."""
+    try:
+        os.lstat(name, dir_fd=dirfd)
+    except FileNotFoundError:
+        os.rename(temp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        return True
+    return False
 
 
 def _unlink_quietly(name, dirfd):

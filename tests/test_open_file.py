@@ -550,3 +550,30 @@ def test_a_directory_it_may_not_write_is_named_in_the_error(tmp_path, creation):
     result = as_nobody(try_create) if os.geteuid() == 0 else repr(try_create())
     assert result == repr((errno.EACCES, path, os.strerror(errno.EACCES), True)), result
     assert os.listdir(directory) == []
+
+
+def test_a_file_system_without_hard_links_still_gets_its_file(tmp_path, monkeypatch):
+    """vfat and some FUSE file systems have neither O_TMPFILE nor link(2)
+    (EPERM): the file made under a temporary name is renamed to its path,
+    and no temporary name is left; an existing file is not replaced."""
+    real_open = os.open
+
+    def no_tmpfile(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    def no_link(*args, **kwargs):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+    monkeypatch.setattr(os, "open", no_tmpfile)
+    monkeypatch.setattr(os, "link", no_link)
+    directory = tmp_path / "d"
+    directory.mkdir()
+    with pymmapdev.open_file(directory / "f", 8192, mode=0o640) as m:
+        m[0:5] = b"first"
+    assert os.listdir(directory) == ["f"]
+    st = os.stat(directory / "f")
+    assert st.st_size == 8192 and stat.S_IMODE(st.st_mode) == 0o640
+    with pymmapdev.open_file(directory / "f", 4096) as m:      # there: opened, not replaced
+        assert m[0:5] == b"first"
+    assert os.listdir(directory) == ["f"]
