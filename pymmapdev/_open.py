@@ -266,7 +266,7 @@ def _walk_and_open(path, flags, mode, complete=None):
             if not parts:           # "/", "dir/", ".": the directory itself
                 if must_be_dir and not stat.S_ISDIR(os.fstat(dirfd).st_mode):
                     raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-                return os.open(".", flags & ~os.O_CREAT, mode, dir_fd=dirfd)
+                return os.open(".", flags, mode, dir_fd=dirfd)
             name = parts.pop(0)
             last = not parts and not must_be_dir
             try:
@@ -281,9 +281,7 @@ def _walk_and_open(path, flags, mode, complete=None):
                     raise
                 fd = None           # to be made, below: its errors not chained to this
             except OSError as exc:
-                # a symlink: ELOOP; EACCES for O_CREAT of another user's
-                # link in a sticky directory (the kernel's own refusal)
-                if exc.errno not in (errno.ELOOP, errno.EACCES) or not last:
+                if exc.errno != errno.ELOOP or not last:     # O_NOFOLLOW of a symlink
                     raise
                 fd = os.open(name, _PATH_FLAGS, dir_fd=dirfd)
                 if not stat.S_ISLNK(os.fstat(fd).st_mode):
