@@ -33,6 +33,20 @@ def spin_until(pred, guard=GUARD):
         time.sleep(0.001)
 
 
+def run_thread_to_its_end(target):
+    """Runs *target* in a thread of ours and returns once the kernel has
+    ended that thread.  Thread.join() returns when the thread's Python code
+    is done, a moment before the OS thread exits: a liveness check made in
+    that moment (a zero-timeout Lock.acquire() has only one) still finds it
+    alive."""
+    import threading
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(GUARD)
+    assert not t.is_alive(), "hang guard expired"
+    spin_until(lambda: not os.path.exists(f"/proc/self/task/{t.native_id}"))
+
+
 async def ticking(coro, interval=0.005):
     """(what *coro* returns, how many times a task sleeping *interval* s got
     to run meanwhile): whether the call let the event loop run."""

@@ -15,7 +15,7 @@ from pymmapdev import _core
 from conftest import child_env
 from pymmapdev.sync import OwnerDiedWarning
 from _sync_workers import (GUARD, asleep_on, hold_lock_forever, lock_churn, lock_init_race,  # noqa: F401
-                           locked_increments, run_child, spin_until)
+                           locked_increments, run_child, run_thread_to_its_end, spin_until)
 
 
 # The owner word's "someone waits" bit: a waiter sets it before it sleeps,
@@ -175,9 +175,8 @@ def test_a_zero_timeout_still_takes_over_a_dead_holder(m, timeout):
     returned False for good."""
     assert pymmapdev.get_spin() > 0                     # the default: the case at hand
     lock = pymmapdev.Lock(m, 0)
-    t = threading.Thread(target=lock.acquire)
-    t.start()
-    t.join(GUARD)
+    # gone for the kernel too: one check, made while the thread exits, finds it alive
+    run_thread_to_its_end(lock.acquire)
     with pytest.warns(OwnerDiedWarning):
         assert lock.acquire(timeout=timeout) is True
     assert lock.owner_died
