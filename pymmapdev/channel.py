@@ -29,7 +29,7 @@ import struct
 import time
 
 from . import _aio, _core
-from ._open import open_file_checked
+from ._open import _str_path, open_file_checked
 
 __all__ = ["Channel", "ChannelCorrupt", "open_channel"]
 
@@ -306,6 +306,25 @@ _READ_ONLY_ADVICE = ("a Channel writes its file, the receiving side too (it move
                      "head): open it as a user who may write it")
 
 
+@contextlib.contextmanager
+def _naming_the_file(path):
+    """The ValueErrors of the channel in the file *path* (the core names
+    only "the region at offset 0"), naming it as repr() shows it, as an
+    OSError's message shows its filename: a newline in it stays on one line."""
+    try:
+        yield
+    except _core._ChannelMismatch as exc:
+        # the other side is most often the file an earlier run left; a
+        # ValueError, as ever
+        error = ValueError(f"{exc}: {path!r} was made so by an earlier open_channel(): "
+                           f"remove it to start anew, or pass what it holds")
+    except ValueError as exc:       # no Channel, another namespace, ChannelCorrupt
+        error = type(exc)(f"{exc} ({path!r})")
+    else:
+        return
+    raise error from None           # its message says all: not chained
+
+
 def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer=False,
                  mode=0o600):
     """Open (creating if needed) the file *path* holding one channel of
@@ -314,8 +333,11 @@ def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer
     The channel lives in the file: messages an earlier run left unread are
     still there, and so is its ``close_send()`` (later sends raise
     BrokenPipeError); remove the file, or use a fresh path, to start anew."""
+    path = _str_path(path)          # named as given, a PathLike or bytes too
+
     def check_head(head):
-        Channel._check_head(head, 0, capacity, multi_producer, multi_consumer)
+        with _naming_the_file(path):
+            Channel._check_head(head, 0, capacity, multi_producer, multi_consumer)
 
     size = Channel.size_for(capacity)
     m = None
@@ -324,17 +346,12 @@ def open_channel(path, capacity=1 << 20, *, multi_producer=False, multi_consumer
         # size: a file refused is left as it was
         m = open_file_checked(path, size, mode=mode, check_head=check_head,
                               head_size=Channel.HEADER, read_only_advice=_READ_ONLY_ADVICE)
-        ch = Channel(m, 0, capacity, multi_producer=multi_producer,
-                     multi_consumer=multi_consumer)
-    except BaseException as exc:
+        with _naming_the_file(path):
+            ch = Channel(m, 0, capacity, multi_producer=multi_producer,
+                         multi_consumer=multi_consumer)
+    except BaseException:
         if m is not None:
             m.close()
-        if not isinstance(exc, _core._ChannelMismatch):
-            raise
-        # the other side is most often the file an earlier run left
-        error = ValueError(f"{exc}: {path} was made so by an earlier open_channel(): "
-                           f"remove it to start anew, or pass what it holds")
-    else:
-        ch._owned = m
-        return ch
-    raise error                     # a ValueError, as ever; not chained
+        raise
+    ch._owned = m
+    return ch

@@ -89,7 +89,7 @@ def test_a_region_holding_no_channel_says_so(m):
 
 def test_open_channel_of_another_capacity_names_the_file(shm_path):
     pymmapdev.open_channel(shm_path, 4096).close()
-    with pytest.raises(ValueError, match=rf"capacity 4096, not capacity 8192.*{shm_path} "
+    with pytest.raises(ValueError, match=rf"capacity 4096, not capacity 8192.*'{shm_path}' "
                        r"was made so by an earlier open_channel\(\): remove it"):
         pymmapdev.open_channel(shm_path, 8192)
 
@@ -1611,6 +1611,39 @@ def test_open_channel_refusing_an_existing_file_leaves_it_as_it_was(shm_path, ma
         pymmapdev.open_channel(shm_path, 8192)
     with open(shm_path, "rb") as f:
         assert f.read() == before
+
+
+def _garbage_file(path, size=100):
+    _file_of(path, b"\xa5" * size)
+
+
+def _foreign_file(path, size=0):
+    _file_of(path, FOREIGN_NAMESPACE.ljust(size, b"\0"))
+
+
+@pytest.mark.parametrize("made, error", [
+    (_garbage_file, "holds no Channel"),
+    (lambda path: _garbage_file(path, Channel.size_for(8192)), "holds no Channel"),
+    (_foreign_file, "another pid namespace"),
+    (lambda path: _foreign_file(path, Channel.size_for(8192)), "another pid namespace"),
+    (lambda path: _channel_file(path, 4096), "holds a Channel of capacity 4096, not"),
+], ids=["garbage", "garbage of full size", "foreign namespace",
+        "foreign namespace of full size", "another capacity"])
+def test_open_channel_refusing_a_file_names_its_path_escaped(tmp_path, made, error):
+    """open_channel() refusing what a file holds said "the region at
+    offset 0" and no more (only another capacity or mode named the file,
+    and that one unescaped: a newline in the path broke the message in
+    two).  Every refusal names the path as repr() shows it, the exception's
+    type unchanged; a short file is judged before it grows (check_head),
+    one of full size by the Channel constructor."""
+    path = str(tmp_path / "a\nchannel")
+    made(path)
+    with pytest.raises(ValueError) as refused:
+        pymmapdev.open_channel(path, 8192)
+    message = str(refused.value)
+    assert error in message and repr(path) in message, message
+    assert "\n" not in message, message
+    assert type(refused.value) is ValueError
 
 
 def test_open_channel_racing_another_creator_does_not_remove_its_file(shm_path, monkeypatch):
