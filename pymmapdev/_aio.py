@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import copy
 import errno
 import os
 import sys
@@ -527,9 +528,18 @@ class _CountReader:
                 future.set_result(count)
 
     def _fail(self, exc: Exception) -> None:
+        """Every awaiter raises its own copy of *exc* (type and words): one
+        object raised in several tasks would gather all their tracebacks in
+        its __traceback__, and each raise would make what that task was
+        handling its __context__, seen by the others.  An *exc* that was
+        raised (the read that failed) is each copy's cause: where it came
+        from stays visible."""
         for future in self.futures:
             if not future.done():
-                future.set_exception(exc)
+                own = copy.copy(exc)
+                if exc.__traceback__ is not None:
+                    own.__cause__ = exc
+                future.set_exception(own)
 
 
 class ShortCount(OSError):

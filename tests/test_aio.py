@@ -8,6 +8,7 @@ modes run: futex_waitv (one thread for many waiters) and the pool kernels
 without it (5.10) get.  No timing assertions beyond generous hang guards.
 """
 import asyncio
+import errno
 import gc
 import math
 import os
@@ -529,3 +530,47 @@ def test_a_waiter_thread_that_leaves_gives_its_control_word_back(m):
         del kept
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("failure", ["short read", "closed"])
+def test_awaiters_of_a_failed_count_each_raise_their_own_exception(failure):
+    """_CountReader gave every awaiter of a descriptor the same exception
+    object: raised in each task, it gathered all their tracebacks in one
+    __traceback__, and its __context__ was whatever the last task was
+    handling, another task's exception.  Each awaiter now raises its own
+    (same type and words), caused by the one the read raised."""
+    counts, feed = os.pipe()
+    closed = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    os.set_blocking(counts, False)
+
+    async def awaiter(tag):
+        try:
+            raise LookupError(tag)          # what this task is handling
+        except LookupError:
+            try:
+                await _aio.wait_count(counts, GUARD, closed)
+            except (OSError, _aio.CountClosed) as exc:
+                return exc
+        return None
+
+    async def main():
+        waits = [asyncio.create_task(awaiter(tag)) for tag in ("a", "b")]
+        await asyncio.sleep(0)              # both wait now
+        if failure == "short read":
+            os.write(feed, b"ab")
+        else:
+            os.eventfd_write(closed, 1)
+        return await asyncio.wait_for(asyncio.gather(*waits), GUARD)
+
+    try:
+        a, b = asyncio.run(main())
+    finally:
+        for fd in (counts, feed, closed):
+            os.close(fd)
+    expected = _aio.ShortCount if failure == "short read" else _aio.CountClosed
+    assert type(a) is type(b) is expected and a is not b
+    assert a.args == b.args and str(a) == str(b)
+    assert a.__context__.args == ("a",) and b.__context__.args == ("b",)
+    if failure == "short read":
+        assert a.errno == errno.EIO
+        assert a.__cause__ is b.__cause__ and type(a.__cause__) is _aio.ShortCount
