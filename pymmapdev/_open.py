@@ -477,10 +477,10 @@ def _file_type_error(path, st):
     if stat.S_ISDIR(st.st_mode):
         return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
     if stat.S_ISCHR(st.st_mode):
-        return ValueError(f"{path} is a character device: use open_device()")
+        return ValueError(f"{path!r} is a character device: use open_device()")
     kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
         "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
-    return ValueError(f"{path} is {kind} and cannot be mapped")
+    return ValueError(f"{path!r} is {kind} and cannot be mapped")
 
 
 def _str_path(path):
@@ -527,7 +527,7 @@ def open_file_checked(path, size=None, *, create=True, readonly=False, mode=0o60
         size = _checked_size(size)
         if size > MAX_OFFSET:      # posix_fallocate would raise OverflowError
             raise ValueError(f"size {size} is past the largest file offset ({MAX_OFFSET}) "
-                             f"({path})")
+                             f"({path!r})")
     mode = _checked_mode(mode)
     # size=None maps what is there: a file this call created would be
     # empty, and refused.  So nothing is created.
@@ -565,11 +565,11 @@ def _map_opened(fd, path, size, readonly, populate, check_head=None, head_size=0
         raise _file_type_error(path, st)
     if size is None:
         if st.st_size == 0:
-            raise ValueError(f"{path} is empty: pass size= to give it a size")
+            raise ValueError(f"{path!r} is empty: pass size= to give it a size")
         size = st.st_size
     elif st.st_size < size and readonly:
         raise ValueError(
-            f"{path} has {st.st_size} bytes, fewer than size={size}: a read-only "
+            f"{path!r} has {st.st_size} bytes, fewer than size={size}: a read-only "
             f"mapping cannot extend it (open it writable or pass a smaller size)")
     if check_head is not None and st.st_size < size:
         check_head(os.pread(fd, head_size, 0))
@@ -655,7 +655,7 @@ def _device_limits(fd, path, st):
     if stat.S_ISREG(st.st_mode):
         resource = _sysfs.pci_resource_file(path)
         if resource is None:
-            raise ValueError(f"{path} is a regular file, not a device: use open_file()")
+            raise ValueError(f"{path!r} is a regular file, not a device: use open_file()")
         # sysfs sizes a resource file as its BAR (its device's resource
         # listing is not needed, nor read: it may be gone already)
         device, number = resource
@@ -688,7 +688,7 @@ def open_device(path="/dev/mmapdev0", size=None, *, offset=0, readonly=False):
     path = _str_path(path)
     offset = operator.index(offset)
     if offset < 0:
-        raise ValueError(f"offset {offset} is negative ({path})")
+        raise ValueError(f"offset {offset} is negative ({path!r})")
     if size is not None:
         size = _checked_size(size)
     try:
@@ -710,21 +710,21 @@ def map_device_fd(fd, path, size, offset, readonly):
     limit, waker, what = _device_limits(fd, path, st)
     if limit is not None:
         if offset >= limit:
-            raise ValueError(f"offset {offset} is outside {what} of {limit} bytes ({path})")
+            raise ValueError(f"offset {offset} is outside {what} of {limit} bytes ({path!r})")
         if size is None:
             size = limit - offset
         elif size > limit - offset:
             raise ValueError(f"offset {offset} + size {size} is outside {what} of "
-                             f"{limit} bytes ({path})")
+                             f"{limit} bytes ({path!r})")
     elif size is None:
         hint = " (for a UIO device, pymmapdev.UIO(path).map(i) knows)" if what == "uio" \
             else ""
-        raise ValueError(f"{path}: pass size=: the size of a mapping of this device cannot "
+        raise ValueError(f"{path!r}: pass size=: the size of a mapping of this device cannot "
                          f"be discovered (mmapdev devices and PCI resource files tell "
                          f"theirs){hint}")
     if offset + size > MAX_OFFSET:
         raise ValueError(f"offset {offset} + size {size} is past the largest file offset "
-                         f"({MAX_OFFSET}) ({path})")
+                         f"({MAX_OFFSET}) ({path!r})")
     _blocking(fd)
     try:
         return _core.Mapping(fd, size, offset, readonly=readonly, kind="device", path=path,

@@ -109,7 +109,7 @@ def _rebuild_file(path: str, size: int, offset: int, readonly: bool,
             raise _replaced(path)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size < offset + size:
-            raise ValueError(f"{path} has {st.st_size} bytes, fewer than offset {offset} + "
+            raise ValueError(f"{path!r} has {st.st_size} bytes, fewer than offset {offset} + "
                              f"size {size} of the pickled mapping (was it truncated?)")
         return Mapping(fd, size, offset, readonly=readonly, kind="file", path=path)
     finally:

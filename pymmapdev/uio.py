@@ -107,7 +107,7 @@ class UIO:
             if _sysfs.char_class(st) != "uio":
                 kind = "a character device of class " + repr(_sysfs.char_class(st)) \
                     if stat.S_ISCHR(st.st_mode) else "not a character device"
-                raise ValueError(f"{path} is not a UIO device ({kind})")
+                raise ValueError(f"{path!r} is not a UIO device ({kind})")
             device = _sysfs_device(st, path)
         except BaseException:
             os.close(fd)
@@ -148,22 +148,22 @@ class UIO:
         entry = f"{_sysfs.uio_dir(self.device)}/maps/map{index}"
         if not found:
             if index >= 0 and os.path.isdir(entry):
-                raise ValueError(f"{self.path}: map {index} cannot be mapped: sysfs does "
+                raise ValueError(f"{self.path!r}: map {index} cannot be mapped: sysfs does "
                                  f"not give its addr, size and offset as numbers ({entry})")
             have = ", ".join(str(m.number) for m in maps) or "none"
-            raise IndexError(f"{self.path} has no map {index} (its maps: {have})")
+            raise IndexError(f"{self.path!r} has no map {index} (its maps: {have})")
         m = found[0]
         if not 0 <= m.offset < m.size:
-            raise ValueError(f"{self.path}: map {index} cannot be mapped: sysfs gives its "
+            raise ValueError(f"{self.path!r}: map {index} cannot be mapped: sysfs gives its "
                              f"offset {m.offset} in its first page and its size {m.size} "
                              f"({entry})")
         if m.number * _core.PAGESIZE + m.size > MAX_OFFSET:
-            raise ValueError(f"{self.path}: map {index} cannot be mapped: its mmap offset "
+            raise ValueError(f"{self.path!r}: map {index} cannot be mapped: its mmap offset "
                              f"{index} * {_core.PAGESIZE} + its size {m.size} is past the "
                              f"largest file offset ({MAX_OFFSET}) ({entry})")
         readonly = self.readonly if readonly is None else readonly
         if self.readonly and not readonly:
-            raise ValueError(f"{self.path} is open read-only: map({index}, readonly=True), "
+            raise ValueError(f"{self.path!r} is open read-only: map({index}, readonly=True), "
                              f"or open it writable")
         offset = m.number * _core.PAGESIZE + m.offset
         try:
@@ -178,7 +178,7 @@ class UIO:
     def _irqcontrol(self, on: int) -> None:
         self._check_open()
         if self.readonly:
-            raise ValueError(f"{self.path} is open read-only: masking and unmasking its "
+            raise ValueError(f"{self.path!r} is open read-only: masking and unmasking its "
                              f"interrupt writes to it (open it writable)")
         try:
             os.write(self._fd, struct.pack("=i", on))
@@ -251,7 +251,7 @@ class UIO:
         except OSError as exc:
             raise self._read_error(exc) from None
         except _aio.CountClosed:
-            raise ValueError(f"UIO device {self.path} is closed") from None
+            raise ValueError(f"UIO device {self.path!r} is closed") from None
         finally:
             self._leave_wait()
 
@@ -267,7 +267,7 @@ class UIO:
 
     def _check_open(self) -> None:
         if self._fd < 0:
-            raise ValueError(f"UIO device {self.path} is closed")
+            raise ValueError(f"UIO device {self.path!r} is closed")
 
     def _enter_wait(self) -> int:
         with self._lock:
@@ -318,7 +318,7 @@ class UIO:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"maps={len(self.maps)}"
-        return f"<pymmapdev.UIO {self.path} name={self.name!r} {state}>"
+        return f"<pymmapdev.UIO {self.path!r} name={self.name!r} {state}>"
 
 
 _open_devices: weakref.WeakSet[UIO] = weakref.WeakSet()

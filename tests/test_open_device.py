@@ -50,20 +50,20 @@ def test_dev_zero_at_any_offset():
 
 
 def test_device_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"/dev/zero: pass size="):
+    with pytest.raises(ValueError, match=r"'/dev/zero': pass size="):
         pymmapdev.open_device("/dev/zero")
     with pytest.raises(OSError, match="refused") as exc:
         pymmapdev.open_device("/dev/null", size=PAGE)           # null has no mmap
     assert exc.value.errno == errno.ENODEV and exc.value.filename == "/dev/null"
     regular = tmp_path / "plain"
     regular.write_bytes(bytes(PAGE))
-    with pytest.raises(ValueError, match=f"{regular} is a regular file, not a device"):
+    with pytest.raises(ValueError, match=f"'{regular}' is a regular file, not a device"):
         pymmapdev.open_device(regular, size=PAGE)
     with pytest.raises(IsADirectoryError):
         pymmapdev.open_device(tmp_path, size=PAGE)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    with pytest.raises(ValueError, match=f"{fifo} is a FIFO"):
+    with pytest.raises(ValueError, match=f"'{fifo}' is a FIFO"):
         pymmapdev.open_device(fifo, size=PAGE)
     with pytest.raises(FileNotFoundError) as exc:
         pymmapdev.open_device(tmp_path / "missing", size=PAGE)
@@ -80,7 +80,7 @@ def test_device_errors(tmp_path):
     # past off_t: a ValueError naming the device, never an OverflowError
     for size, offset in [(PAGE, 2**63), (2**63, 0), (2**64, 0), (PAGE, 2**63 - 1)]:
         with pytest.raises(ValueError, match=rf"offset {offset} \+ size {size} is past the "
-                                             rf"largest file offset .*\(/dev/zero\)"):
+                                             rf"largest file offset .*\('/dev/zero'\)"):
             pymmapdev.open_device("/dev/zero", size=size, offset=offset)
 
 
@@ -118,7 +118,7 @@ def test_no_ioctl_to_a_tty_sysfs_does_not_know(ioctls):
     try:
         path = os.ttyname(slave)
         assert _sysfs.char_class(os.stat(path)) is None
-        with pytest.raises(ValueError, match=f"{path}: pass size="):
+        with pytest.raises(ValueError, match=f"'{path}': pass size="):
             pymmapdev.open_device(path)
         with pytest.raises(OSError, match="refused"):   # a tty has no mmap
             pymmapdev.open_device(path, size=PAGE)
@@ -160,7 +160,7 @@ def test_no_ioctl_without_sysfs(no_sysfs, ioctls, capsys):
     driver of each major number (1: mem)."""
     with pymmapdev.open_device("/dev/zero", size=PAGE) as m:
         assert (m.waker, m.size) == ("poll", PAGE)
-    with pytest.raises(ValueError, match="/dev/zero: pass size="):
+    with pytest.raises(ValueError, match="'/dev/zero': pass size="):
         pymmapdev.open_device("/dev/zero")
     from pymmapdev import cli
     assert cli.main(["info", "/dev/zero"]) == 0
@@ -213,7 +213,7 @@ def test_pci_resource_file_sized_by_the_bar(fake_bar):
 
 def test_pci_resource_file_bounds(fake_bar):
     with pytest.raises(ValueError, match=r"offset 65536 is outside PCI BAR 2 of "
-                                         r"0000:00:04.0 of 65536 bytes \(.*resource2\)"):
+                                         r"0000:00:04.0 of 65536 bytes \('.*resource2'\)"):
         pymmapdev.open_device(fake_bar, offset=0x10000)
     with pytest.raises(ValueError, match=r"offset 4096 \+ size 65536 is outside PCI BAR 2"):
         pymmapdev.open_device(fake_bar, offset=0x1000, size=0x10000)

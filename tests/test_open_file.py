@@ -577,3 +577,49 @@ def test_a_file_system_without_hard_links_still_gets_its_file(tmp_path, monkeypa
     with pymmapdev.open_file(directory / "f", 4096) as m:      # there: opened, not replaced
         assert m[0:5] == b"first"
     assert os.listdir(directory) == ["f"]
+
+
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _link_to(target):
+    return lambda path: os.symlink(target, path)
+
+
+def _file_of(size):
+    def make(path):
+        with open(path, "wb") as f:
+            f.write(b"x" * size)
+    return make
+
+
+@pytest.mark.parametrize("make, call, words", [
+    (lambda path: None, lambda path: pymmapdev.open_file(path, _open.MAX_OFFSET + 1),
+     "past the largest file offset"),
+    (_fifo, lambda path: pymmapdev.open_file(path, 4096), "is a FIFO and cannot be mapped"),
+    (_link_to("/dev/null"), lambda path: pymmapdev.open_file(path, 4096),
+     "is a character device: use open_device()"),
+    (_file_of(0), lambda path: pymmapdev.open_file(path), "is empty"),
+    (_file_of(10), lambda path: pymmapdev.open_file(path, 4096, readonly=True),
+     "has 10 bytes, fewer than size=4096"),
+    (_link_to("/dev/zero"), lambda path: pymmapdev.open_device(path, offset=-1),
+     "offset -1 is negative"),
+    (_file_of(10), lambda path: pymmapdev.open_device(path), "is a regular file, not a device"),
+    (_link_to("/dev/zero"), lambda path: pymmapdev.open_device(path), "pass size="),
+    (_link_to("/dev/zero"),
+     lambda path: pymmapdev.open_device(path, 4096, offset=_open.MAX_OFFSET - 100),
+     "past the largest file offset"),
+], ids=["size too large", "fifo", "character device", "empty", "short read-only",
+        "negative offset", "regular file to open_device", "no size", "offset too large"])
+def test_value_errors_name_a_path_escaped(tmp_path, make, call, words):
+    """open_file's and open_device's ValueErrors put the path in their
+    words as given: a newline in it broke the message onto two lines (a
+    terminal escape went to the terminal), where their OSErrors, naming it
+    as filename, show it as repr() does.  Now they show it so too."""
+    path = str(tmp_path / "a\nb")
+    make(path)
+    with pytest.raises(ValueError) as refused:
+        call(path)
+    message = str(refused.value)
+    assert words in message and repr(path) in message and "\n" not in message, message

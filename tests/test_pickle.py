@@ -238,7 +238,7 @@ def test_truncated_file_is_refused(shm_path):
     with pymmapdev.open_file(shm_path, SIZE) as m:
         data = pickle.dumps(m)
     os.truncate(shm_path, 4096)
-    with pytest.raises(ValueError, match=f"{shm_path} has 4096 bytes, fewer than offset 0 "
+    with pytest.raises(ValueError, match=f"'{shm_path}' has 4096 bytes, fewer than offset 0 "
                                          f"\\+ size {SIZE}"):
         pickle.loads(data)
 
@@ -347,3 +347,17 @@ def test_children_write_and_exclude(shm_path, method, launcher):
         version, value = slot.read()
         assert version == PARTIES and value in {b"worker 0", b"worker 1"}
         del lock, slot
+
+
+def test_truncated_file_is_named_escaped(tmp_path):
+    """The refusal put the path in its words as given: a newline in it
+    broke the message onto two lines (open_file's errors show it as repr()
+    does)."""
+    path = str(tmp_path / "a\nb")
+    with pymmapdev.open_file(path, SIZE) as m:
+        data = pickle.dumps(m)
+    os.truncate(path, 4096)
+    with pytest.raises(ValueError) as refused:
+        pickle.loads(data)
+    message = str(refused.value)
+    assert repr(path) in message and "\n" not in message, message

@@ -97,7 +97,7 @@ def test_map_not_at_a_page_start(fake_sys):
 def test_map_with_an_offset_past_its_size(fake_sys):
     fake_sys("uio0", "/dev/zero", [(0xFE000000, PAGE, PAGE)])
     with pymmapdev.UIO("/dev/zero") as u:
-        with pytest.raises(ValueError, match=r"/dev/zero: map 0 .*offset 4096.* size 4096"):
+        with pytest.raises(ValueError, match=r"'/dev/zero': map 0 .*offset 4096.* size 4096"):
             u.map(0)
 
 
@@ -296,10 +296,10 @@ def test_read_only(fake_sys):
     with pymmapdev.UIO("/dev/zero", readonly=True) as u:
         with u.map(0) as m:
             assert m.readonly and m[0] == 0
-        with pytest.raises(ValueError, match="/dev/zero is open read-only: map"):
+        with pytest.raises(ValueError, match="'/dev/zero' is open read-only: map"):
             u.map(0, readonly=False)
         for switch in (u.enable_irq, u.disable_irq):
-            with pytest.raises(ValueError, match="/dev/zero is open read-only: masking"):
+            with pytest.raises(ValueError, match="'/dev/zero' is open read-only: masking"):
                 switch()
 
 
@@ -593,3 +593,30 @@ def test_info_of_a_relative_uio_path_without_a_slash(fake_sys, tmp_path, monkeyp
     from pymmapdev import cli
     assert cli.main(["info", "zero"]) == 0, capsys.readouterr().err
     assert "kind:      UIO device uio0" in capsys.readouterr().out
+
+
+def test_uio_errors_name_a_path_escaped(fake_sys, tmp_path):
+    """UIO's ValueErrors (and the IndexError of a map it has not) put the
+    path in their words as given: a newline in it broke the message onto
+    two lines, where its OSErrors, naming it as filename, show it as repr()
+    does.  Now they show it so too, and so does repr(UIO)."""
+    fake_sys("uio0", "/dev/zero", [(0, PAGE, PAGE)])
+    path = str(tmp_path / "a\nzero")
+    os.symlink("/dev/zero", path)
+    other = str(tmp_path / "a\nnull")
+    os.symlink("/dev/null", other)
+    refused = []
+    with pymmapdev.UIO(path, readonly=True) as u:
+        for call in (lambda: u.map(0), lambda: u.map(1), lambda: u.map(0, readonly=False),
+                     u.enable_irq):
+            with pytest.raises((ValueError, IndexError)) as info:
+                call()
+            refused.append(info.value)
+        shown = repr(u)
+    with pytest.raises(ValueError) as closed:
+        u.wait_irq(0)
+    with pytest.raises(ValueError) as not_uio:
+        pymmapdev.UIO(other)
+    for exc, p in [*((e, path) for e in refused), (closed.value, path), (not_uio.value, other)]:
+        assert repr(p) in str(exc) and "\n" not in str(exc), exc
+    assert repr(path) in shown and "\n" not in shown, shown

@@ -36,7 +36,7 @@ def test_covers_exactly_the_range(whole):
             part.load_u64(0)
         with pytest.raises(ValueError, match="outside the mapping of 60 bytes"):
             part.read(56, 8)
-    with pytest.raises(ValueError, match=r"outside the device buffer of \d+ bytes \(/dev/mmapdev0\)"):
+    with pytest.raises(ValueError, match=r"outside the device buffer of \d+ bytes \('/dev/mmapdev0'\)"):
         pymmapdev.open_device(offset=devlib.DEFAULT_SIZE)
 
 

@@ -138,7 +138,7 @@ def test_bounds_and_shared_only_through_uio(uio):
         assert exc.value.errno == errno.EINVAL, what
     addr = devlib.raw_mmap(fd, devlib.DEFAULT_SIZE, rw, mmap.MAP_SHARED)   # exactly fits
     devlib.raw_munmap(addr, devlib.DEFAULT_SIZE)
-    with pytest.raises(IndexError, match=f"{uio.path} has no map 1 \\(its maps: 0\\)"):
+    with pytest.raises(IndexError, match=f"'{uio.path}' has no map 1 \\(its maps: 0\\)"):
         uio.map(1)
 
 
@@ -160,7 +160,7 @@ def test_errors(kmod):
     kmod.reload("")
     with pytest.raises(FileNotFoundError, match="no UIO device is named 'mmapdev'"):
         pymmapdev.UIO("mmapdev")
-    with pytest.raises(ValueError, match="/dev/mmapdev0 is not a UIO device"):
+    with pytest.raises(ValueError, match="'/dev/mmapdev0' is not a UIO device"):
         pymmapdev.UIO("/dev/mmapdev0")
     kmod.reload("uio=1")
     u = pymmapdev.UIO("mmapdev")
