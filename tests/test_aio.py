@@ -513,15 +513,20 @@ def test_a_waiter_thread_that_leaves_gives_its_control_word_back(m):
 
         async def woken():
             task = asyncio.ensure_future(m.wait_async(0, 0, timeout=GUARD))
-            await asyncio.sleep(0.05)
+            deadline = time.monotonic() + GUARD
+            while not any(t.waiters for t in _aio._pool.threads):    # a thread has it
+                assert time.monotonic() < deadline, "no waiter thread for the wait"
+                await asyncio.sleep(0.001)
+            # as garbage does (an abandoned wait's waiter names its thread);
+            # taken while it serves the wait: once idle it leaves after
+            # LINGER (2 s), which asyncio.run()'s teardown may outlast
+            kept.extend(_aio._pool.threads)
             m.store_u32(0, 1)
             m.wake(0)
             return await task
 
+        kept = []
         assert asyncio.run(woken()) is True
-        # as garbage does (an abandoned wait's waiter names its thread)
-        kept = list(_aio._pool.threads)
-        assert kept
         deadline = time.monotonic() + 4 * _aio.LINGER + GUARD
         while _aio._pool.threads and time.monotonic() < deadline:
             time.sleep(0.05)
