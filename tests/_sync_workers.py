@@ -83,6 +83,22 @@ def asleep_on(m, offset, thread):
     return len(fields) > 1 and int(fields[1], 16) == addr
 
 
+def process_asleep_on(pid, path, offset):
+    """True when the main thread of process *pid* is blocked in a syscall on
+    the word at *offset* of its mapping of the file *path* (as asleep_on():
+    a futex wait has the word's address first)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            starts = [int(line.split("-", 1)[0], 16) for line in f
+                      if line.split(maxsplit=5)[5:] == [path + "\n"]
+                      and int(line.split()[2], 16) == 0]
+        with open(f"/proc/{pid}/task/{pid}/syscall") as f:
+            fields = f.read().split()
+    except FileNotFoundError:                   # process already gone
+        return False
+    return len(fields) > 1 and int(fields[1], 16) in [start + offset for start in starts]
+
+
 def fetch_add_worker(path, offset, bits, n, delta=1):
     with pymmapdev.open_file(path) as m:
         add = m.fetch_add_u32 if bits == 32 else m.fetch_add_u64
