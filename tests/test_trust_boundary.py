@@ -152,29 +152,37 @@ def test_signal_handler_cannot_close_a_spinning_wait():
 
 def test_thread_cannot_close_under_a_blocked_slot_read():
     # A publish "in progress" by a live writer (this thread): read() waits
-    # until its timeout, and a close() meanwhile is refused, not allowed to
-    # unmap the slot under it.
+    # until the writer ends it, and a close() meanwhile is refused, not
+    # allowed to unmap the slot under it.  Ordered by events, not sleeps:
+    # the closer tries once the read sleeps on the slot's word, and ends
+    # the publish after.  (A closer 0.05 s after its start raced a read
+    # with a 0.5 s timeout: one that ran late found it over and closed.)
     line = outcome("""
-        import pymmapdev, threading, time
+        import sys, threading, pymmapdev
+        sys.path.insert(0, sys.argv[1])
+        from _sync_workers import asleep_on, spin_until
         m = pymmapdev.anonymous(4096)
         slot = pymmapdev.Slot(m, 0, 64)
-        slot.publish(b"x")
-        m.store_u64(0, m.load_u64(0) | 1)
-        seen = []
+        slot.publish(b"x")                 # records this thread as the writer
+        seq = m.load_u64(0)
+        m.store_u64(0, seq | 1)
+        reader, seen = threading.current_thread(), []
         def closer():
-            time.sleep(0.05)
+            spin_until(lambda: asleep_on(m, 0, reader))     # the read sleeps
             try:
                 m.close()
                 seen.append("closed")
-            except BufferError:
-                seen.append("BufferError")
+            except BufferError as exc:
+                seen.append("BufferError" if "1 blocking call" in str(exc) else str(exc))
+            m.store_u64(0, seq + 2)        # the writer's publish ends
+            m.wake(0)
         t = threading.Thread(target=closer)
         t.start()
-        seen.append(slot.read(timeout=0.5))
+        seen.append(slot.read(timeout=30))
         t.join()
         print(seen)
-        """)
-    assert line == "['BufferError', None]"
+        """, os.path.dirname(os.path.abspath(__file__)))
+    assert line == "['BufferError', (2, b'x')]"
 
 
 def test_thread_cannot_close_under_a_sleeping_lock_acquire():
