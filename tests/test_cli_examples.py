@@ -660,14 +660,52 @@ def _start_numpy_example(path):
     pytest.fail("the numpy example never started its producer")
 
 
+def _wchan(pid):
+    """Where in the kernel process *pid* sleeps ("do_wait": wait4/waitid)."""
+    with open(f"/proc/{pid}/wchan") as f:
+        return f.read()
+
+
+def _numpy_example_with_its_producer_stopped(path, tries=5):
+    """(the example's Popen, its producer's pid), the producer stopped
+    (SIGSTOP) before it set READY: the parent waits for it until it goes on.
+    A producer that got that far before it was stopped (its start was seen
+    late) makes a try that is run to its end, and another one."""
+    for _ in range(tries):
+        proc, producer = _start_numpy_example(path)
+        try:
+            os.kill(producer, signal.SIGSTOP)
+            with pymmapdev.open_file(path, create=False) as m:
+                if m.load_u32(0) == 0:
+                    return proc, producer
+            os.kill(producer, signal.SIGCONT)
+        except (ProcessLookupError, FileNotFoundError):     # done already
+            pass
+        proc.communicate(timeout=60)
+    pytest.fail(f"the numpy example's producer set READY before it was stopped, {tries} times")
+
+
 def test_numpy_example_ctrl_c_removes_its_file(shm_path):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) while
     the parent waits for the producer: the 8 MB file stayed in /dev/shm
-    (the unlink came after the with block, skipped by the exception)."""
-    proc, _ = _start_numpy_example(shm_path)
-    os.killpg(proc.pid, signal.SIGINT)
+    (the unlink came after the with block, skipped by the exception).
+    The producer is held stopped until the parent has handled the Ctrl-C:
+    one that finished first (a Ctrl-C sent late on a loaded machine) let
+    the parent print the sum instead."""
+    proc, _ = _numpy_example_with_its_producer_stopped(shm_path)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        # until the parent has handled it: it waits (do_wait) to join the
+        # producer at exit, past the finally that unlinks the file
+        deadline = time.monotonic() + 60
+        while _wchan(proc.pid) != "do_wait" and os.path.exists(shm_path):
+            assert time.monotonic() < deadline and proc.poll() is None, "Ctrl-C not handled"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)      # the producer sees its Ctrl-C now
     out, err = proc.communicate(timeout=60)
     assert "sum of the shared array" not in out, "the producer finished before the Ctrl-C"
+    assert "KeyboardInterrupt" in err, err
     assert not os.path.exists(shm_path), err
 
 
