@@ -1275,8 +1275,13 @@ def test_async_round_trip_timeout_and_cancel(ch, m):
 
         tick = asyncio.create_task(ticker())
         waiter = asyncio.create_task(ch.recv_async(timeout=GUARD))
-        await asyncio.sleep(0.2)
-        assert ticks >= 5, "the event loop was blocked"
+        # 5 ticks while the receive waits (counted, not timed: a loaded
+        # machine may give the loop fewer than 5 in 0.2 s)
+        deadline = time.monotonic() + GUARD
+        while ticks < 5:
+            assert time.monotonic() < deadline, "the event loop was blocked"
+            await asyncio.sleep(0.01)
+        assert not waiter.done(), "the event loop was blocked until the receive ended"
         assert await ch.send_async(b"async hello") is True
         assert await asyncio.wait_for(waiter, GUARD) == b"async hello"
         # cancelled while asleep: no sleeper stays announced
