@@ -25,6 +25,7 @@ from conftest import child_env, run_python
 from _sync_workers import asleep_on, spin_until
 
 PAGE = pymmapdev.PAGESIZE
+TESTS = os.path.dirname(os.path.abspath(__file__))     # children import _sync_workers from here
 
 
 def outcome(code, *args, timeout=60):
@@ -181,7 +182,7 @@ def test_thread_cannot_close_under_a_blocked_slot_read():
         seen.append(slot.read(timeout=30))
         t.join()
         print(seen)
-        """, os.path.dirname(os.path.abspath(__file__)))
+        """, TESTS)
     assert line == "['BufferError', (2, b'x')]"
 
 
@@ -1041,8 +1042,10 @@ def test_a_call_that_forks_mid_way_keeps_its_pin_in_the_child(body):
 # by that wait forks: the parent leaves the wait (Forked), the child goes on
 # with it as another thread.
 BLOCKED_THEN_FORK = """
-import os, signal, threading, pymmapdev
+import os, signal, sys, threading, pymmapdev
 from pymmapdev import Channel
+sys.path.insert(0, sys.argv[1])
+from _sync_workers import asleep_on, spin_until
 held, go = threading.Event(), threading.Event()
 class Forked(Exception):
     pass
@@ -1060,8 +1063,12 @@ def handler(*_):
     if pid:                       # the parent leaves its wait,
         raise Forked(pid)         # the child goes on with it
 signal.signal(signal.SIGUSR1, handler)
-def fork_soon():
-    threading.Timer(0.2, signal.pthread_kill, (threading.get_ident(), signal.SIGUSR1)).start()
+def fork_once_asleep(m, offset):  # the fork, once this thread sleeps on the word
+    me = threading.current_thread()
+    def signal_it():
+        spin_until(lambda: asleep_on(m, offset, me))
+        signal.pthread_kill(me.ident, signal.SIGUSR1)
+    threading.Thread(target=signal_it).start()
 def child_status(forked, t):      # in the parent: let the child have it
     go.set()
     t.join()
@@ -1082,7 +1089,7 @@ def test_a_child_forked_inside_a_blocked_acquire_takes_the_lock_as_itself():
         m = pymmapdev.anonymous(4096)
         lock = pymmapdev.Lock(m, 0)
         t = hold(lock)
-        fork_soon()
+        fork_once_asleep(m, 0)
         try:
             got = lock.acquire(timeout=20)
         except Forked as exc:
@@ -1095,7 +1102,7 @@ def test_a_child_forked_inside_a_blocked_acquire_takes_the_lock_as_itself():
             except RuntimeError as exc:
                 line = f"child {got} {mine} {exc}"
             child_says(line, line == "child True True released")
-        """))
+        """), TESTS)
     assert line == "child status 0"
 
 
@@ -1113,7 +1120,7 @@ def test_a_child_forked_inside_a_blocked_multi_producer_send_takes_the_side_as_i
                 yield
         import contextlib
         t = hold(contextlib.contextmanager(reserved)())
-        fork_soon()
+        fork_once_asleep(m, 80)              # on the side's word
         try:
             other = Channel(m, 0, 4096, multi_producer=True)   # ch's reserve is open
             with other.reserve(8, timeout=20) as buf:
@@ -1125,7 +1132,7 @@ def test_a_child_forked_inside_a_blocked_multi_producer_send_takes_the_side_as_i
         else:
             mine = owner == threading.get_native_id()
             child_says(f"child owner is me: {mine}", mine)
-        """))
+        """), TESTS)
     assert line == "child status 0 [b'holder..', b'child...']"
 
 
