@@ -83,6 +83,20 @@ def asleep_on(m, offset, thread):
     return len(fields) > 1 and int(fields[1], 16) == addr
 
 
+def signal_once_asleep(m, offset, signum):
+    """Sends *signum* to the calling thread once it sleeps on the word at
+    *offset* of *m* (asleep_on), from another thread: a handler that must
+    run inside a wait, however late the wait begins."""
+    import signal
+    import threading
+    me = threading.current_thread()
+
+    def send():
+        spin_until(lambda: asleep_on(m, offset, me))
+        signal.pthread_kill(me.ident, signum)
+    threading.Thread(target=send, daemon=True).start()
+
+
 def process_asleep_on(pid, path, offset):
     """True when the main thread of process *pid* is blocked in a syscall on
     the word at *offset* of its mapping of the file *path* (as asleep_on():

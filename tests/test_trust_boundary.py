@@ -970,6 +970,8 @@ def test_madvise_remove_never_frees_bytes_outside_the_mapping(shm_path):
 
 FORK_THEN_CLOSE = """
 import os, pymmapdev, signal, sys
+sys.path.insert(0, sys.argv[1])
+from _sync_workers import signal_once_asleep
 m = pymmapdev.anonymous(4096)
 who, child_status = ["parent"], []
 def fork_and_close():
@@ -1019,7 +1021,7 @@ print(who[0], woken)
 """,
     """
 signal.signal(signal.SIGALRM, fork_then_end_the_wait)
-signal.setitimer(signal.ITIMER_REAL, 0.05)
+signal_once_asleep(m, 0, signal.SIGALRM)
 woken = m.wait(0, 0, timeout=60, spin=0)
 print(who[0], woken)
 """,
@@ -1028,7 +1030,7 @@ def test_a_call_that_forks_mid_way_keeps_its_pin_in_the_child(body):
     """The forking thread goes on with its call in the child: that call's
     pin is not one of the parent's other threads' pins, so the child's
     close() must be refused until the call ends (it unmapped under it)."""
-    proc = run_python(FORK_THEN_CLOSE.format(body=body), timeout=60, check=False)
+    proc = run_python(FORK_THEN_CLOSE.format(body=body), TESTS, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "child refused", lines
@@ -1045,7 +1047,7 @@ BLOCKED_THEN_FORK = """
 import os, signal, sys, threading, pymmapdev
 from pymmapdev import Channel
 sys.path.insert(0, sys.argv[1])
-from _sync_workers import asleep_on, spin_until
+from _sync_workers import signal_once_asleep
 held, go = threading.Event(), threading.Event()
 class Forked(Exception):
     pass
@@ -1064,11 +1066,7 @@ def handler(*_):
         raise Forked(pid)         # the child goes on with it
 signal.signal(signal.SIGUSR1, handler)
 def fork_once_asleep(m, offset):  # the fork, once this thread sleeps on the word
-    me = threading.current_thread()
-    def signal_it():
-        spin_until(lambda: asleep_on(m, offset, me))
-        signal.pthread_kill(me.ident, signal.SIGUSR1)
-    threading.Thread(target=signal_it).start()
+    signal_once_asleep(m, offset, signal.SIGUSR1)
 def child_status(forked, t):      # in the parent: let the child have it
     go.set()
     t.join()
@@ -1143,7 +1141,9 @@ def test_a_child_forked_inside_a_sleeping_wait_newer_keeps_the_waiter_count(chil
     wait made (and withdraws too): the count went below zero, after which
     a sleeper announced as 0 missed the next publish's wake-up."""
     line = outcome(f"""
-        import os, signal, pymmapdev
+        import os, signal, sys, pymmapdev
+        sys.path.insert(0, sys.argv[1])
+        from _sync_workers import signal_once_asleep
         m = pymmapdev.anonymous(4096)
         slot = pymmapdev.Slot(m, 0, 64)
         pid = []
@@ -1152,7 +1152,7 @@ def test_a_child_forked_inside_a_sleeping_wait_newer_keeps_the_waiter_count(chil
             if pid[0] == 0 and {child_raises}:
                 raise KeyboardInterrupt
         signal.signal(signal.SIGALRM, handler)
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        signal_once_asleep(m, 0, signal.SIGALRM)       # on the slot's word
         pymmapdev.set_spin(0)
         try:
             ended = slot.wait_newer(0, timeout=1)
@@ -1162,7 +1162,7 @@ def test_a_child_forked_inside_a_sleeping_wait_newer_keeps_the_waiter_count(chil
             os._exit(0 if ended is False else 1)
         _, status = os.waitpid(pid[0], 0)
         print(ended, os.waitstatus_to_exitcode(status), m.load_u32(16))
-        """)
+        """, TESTS)
     assert line == "False 0 0"
 
 
