@@ -186,7 +186,7 @@ def test_a_loop_closed_under_a_pending_wait_unpins(m, mode):
     thread must let go of it, so the mapping can be closed and the thread
     leaves."""
     loop = asyncio.new_event_loop()
-    task = loop.create_task(m.wait_async(0, 0, timeout=0.5))
+    task = loop.create_task(m.wait_async(0, 0, timeout=GUARD))    # not over first
     loop.run_until_complete(asyncio.sleep(0.1))
     loop.close()                            # the timeout's timer will never run
     deadline = time.monotonic() + 5
