@@ -1093,6 +1093,7 @@ import os, random, sys, time, pymmapdev
 rnd = random.Random(int(sys.argv[3]))
 with pymmapdev.open_file(sys.argv[1]) as m:
     base, size = int(sys.argv[2]), int(sys.argv[4])
+    m.store_u32(base + size + 64, 1)            # scribbling from now on
     end = time.monotonic() + float(sys.argv[5])
     while time.monotonic() < end:
         where = rnd.choice([0, 8, 64, 72, 80, 88, 128, 136, 144, 192, 196, 256, 260,
@@ -1150,17 +1151,22 @@ def test_hostile_peer_scribbling_the_region(shm_path, run_child):
     cap = 2048
     base = 64
     size = Channel.size_for(cap)
-    total = base + size + 64
-    pymmapdev.open_file(shm_path, total).close()
+    total = base + size + 64                    # then the word the scribbler sets
+    pymmapdev.open_file(shm_path, total + 8).close()
     with pymmapdev.open_file(shm_path) as m:
         m[0:base] = b"\xa5" * base
         m[base + size:total] = b"\x5a" * (total - base - size)
         ch = Channel(m, base, cap, multi_producer=True, multi_consumer=True)
         scribbler = run_child(SCRIBBLER, shm_path, base, 7, size, 3.0)
         kinds = collections.Counter()
-        end = time.monotonic() + 3.0
+        # 3 s from when the scribbling begins, not from the child's start
+        # (most of a second under ASan, more on a loaded machine)
+        began, guard = None, time.monotonic() + GUARD
         rnd = random.Random(3)
-        while time.monotonic() < end:
+        while began is None or time.monotonic() < began + 3.0:
+            if began is None and m.load_u32(total):
+                began = time.monotonic()
+            assert time.monotonic() < guard, "the scribbler never began"
             op = rnd.random()
             t0 = time.monotonic()
             try:
