@@ -7,14 +7,11 @@ where the module is supposed to be loaded.
 """
 import errno
 import os
-import re
 
 import pytest
 
 from . import devlib
-
-# What must never appear in the kernel log while a test runs.
-_KERNEL_TROUBLE = re.compile(r"Oops|BUG|WARNING|Call Trace|KASAN|UBSAN|general protection")
+from .kernel_log import kernel_trouble
 
 
 @pytest.fixture(autouse=True)
@@ -33,23 +30,6 @@ class KernelLog:
 
     def __init__(self):
         self.oom_after = None
-
-
-def kernel_trouble(messages, oom_after=None):
-    """The messages that show trouble, but for the OOM reports that begin
-    after a message containing *oom_after* (see KernelLog)."""
-    bad = []
-    marker_seen = in_oom_report = False
-    for message in messages:
-        marker_seen = marker_seen or bool(oom_after and oom_after in message)
-        if marker_seen and "invoked oom-killer" in message:
-            in_oom_report = True
-        if in_oom_report:
-            in_oom_report = "Killed process" not in message
-            continue
-        if _KERNEL_TROUBLE.search(message):
-            bad.append(message.rstrip())
-    return bad
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import pytest
 
 import pymmapdev
 
-from . import devlib
+from . import devlib, kernel_log
 
 pytestmark = pytest.mark.device
 
@@ -293,7 +293,7 @@ def test_buffers_the_allocator_cannot_give_fail_with_enomem(kmod, tmp_path, kern
         size = (_meminfo("MemAvailable") - pinned // 2) // PAGE * PAGE
         assert 0 < size <= 1 << 30, size
         ooms = _dmesg_count("invoked oom-killer")
-        failure = f"mmapdev: cannot allocate {size} bytes"
+        failure = f"{kernel_log.ALLOCATION_FAILED}{size} bytes"
         kernel_log_clean.oom_after = failure
         pid = devlib.fork_call(_load_as_oom_victim, f"size={size}")
         # Blocking: a polling parent would fault its pages back in while
