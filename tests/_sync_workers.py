@@ -6,9 +6,11 @@ itself by path, as an unrelated process would.
 """
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zlib
 
@@ -39,7 +41,6 @@ def run_thread_to_its_end(target):
     is done, a moment before the OS thread exits: a liveness check made in
     that moment (a zero-timeout Lock.acquire() has only one) still finds it
     alive."""
-    import threading
     t = threading.Thread(target=target)
     t.start()
     t.join(GUARD)
@@ -87,8 +88,6 @@ def signal_once_asleep(m, offset, signum):
     """Sends *signum* to the calling thread once it sleeps on the word at
     *offset* of *m* (asleep_on), from another thread: a handler that must
     run inside a wait, however late the wait begins."""
-    import signal
-    import threading
     me = threading.current_thread()
 
     def send():

@@ -5,7 +5,6 @@ the OOM report the out-of-memory test provokes on purpose does not.
 Host-side: the script is plain Python, run as run.sh runs it."""
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -56,8 +55,7 @@ def test_a_clean_log_and_the_provoked_oom_report_pass(tmp_path):
 
 
 def test_boot_noise_before_the_guest_starts_is_not_ours(tmp_path):
-    assert "bug" in BOOT.split("mmapdev-vmtest")[0]      # what a careless grep -i would take
-    assert verdict(tmp_path, textwrap.dedent(WARNING) + BOOT) == (0, [])
+    assert verdict(tmp_path, WARNING + BOOT) == (0, [])
 
 
 @pytest.mark.parametrize("trouble", [WARNING, OOPS])
