@@ -126,23 +126,24 @@ release_side_body(void *arg)
 }
 
 /*
- * Ends a per-message hold.  A producer that lets go after a close_send()
- * bumps data_seq (and ch_leave_side() wakes the consumers): one may wait
- * for it before it takes the drained ring for the end (ch_peek).  The
- * release is seq_cst (owner_release), so the load of closed after it
- * cannot pass it, and the consumer's loads of closed then of the word
- * (producer_sending()) see the close or the release.
+ * Ends a per-message hold (multi mode), or a single-mode send that ended
+ * without its publish (the sending word): after a close_send() the
+ * producer bumps data_seq and ch_leave_side() wakes the consumers, one of
+ * which may wait for it before it takes the drained ring for the end
+ * (ch_peek; channel_ring.c has the ordering).
  */
 static int
 leave_side_body(void *arg)
 {
 	struct ch_call *c = arg;
-	int rc = owner_release(c->w.owner[c->side], c->me, &c->seen);
 
-	c->wake_consumers = rc == 0 && c->side == PRODUCER && ch_closed_send(c);
-	if (c->wake_consumers)
-		__atomic_fetch_add(c->w.data_seq, 1, __ATOMIC_RELEASE);
-	return rc;
+	if (!c->self->multi[c->side]) {
+		ch_end_send(c, 0);
+		return 0;
+	}
+	if (c->side == PRODUCER)
+		return ch_release_producer(c);
+	return owner_release(c->w.owner[c->side], c->me, &c->seen);
 }
 
 /*
@@ -256,14 +257,16 @@ ch_take_side(struct ch_call *c, enum side side, const struct deadline *d, int *t
 	return -1;
 }
 
-/* Ends a per-message hold (multi mode); wakes a waiter for the side. */
+/* Ends a per-message hold (multi mode), or a single-mode send left
+ * unpublished (ch_end_send); wakes a waiter for the side, and the
+ * consumers after a close_send(). */
 int
 ch_leave_side(struct ch_call *c, enum side side)
 {
 	const char *fault_addr;
 	int rc;
 
-	if (!c->self->multi[side])
+	if (!c->self->multi[side] && !c->in_send)
 		return 0;
 	c->side = side;
 	rc = ch_run(c, leave_side_body, &fault_addr);
@@ -271,7 +274,7 @@ ch_leave_side(struct ch_call *c, enum side side)
 		mapping_raise_fault(c->self->map, fault_addr, NULL);
 		return -1;
 	}
-	if (rc == 0 && (c->seen & OWNER_WAITERS) &&
+	if (rc == 0 && c->self->multi[side] && (c->seen & OWNER_WAITERS) &&
 	    block_wake(c->self->map,
 		       owner_sleep_offset(c->gate.offset +
 					  (side == PRODUCER ? CH_PRODUCER : CH_CONSUMER)),
@@ -305,7 +308,7 @@ room_body(void *arg)
 {
 	struct ch_call *c = arg;
 
-	if (ch_closed_send(c))
+	if (ch_closed_to_sender(c))
 		return CH_CLOSED_SEND;
 	c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
 	return ch_room(c, 0);

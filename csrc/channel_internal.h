@@ -26,6 +26,9 @@
  *	+88	u32	closed: close_send() was called
  *	+96	u64	the thread with a reserve() open (single mode: other
  *			objects of that thread share its claim, see below)
+ *	+104	u64	single mode: the thread in a send, from its look at
+ *			closed to its publish (End of stream, below); zero
+ *			in channels made before it was (bytes left unused)
  *	+128	u64	head: bytes ever consumed (consumer side)
  *	+136	u64	received: messages ever consumed
  *	+144	u64	consumer owner word
@@ -80,7 +83,12 @@
  * its publish, so a consumer that finds the ring closed and drained takes
  * it for the end only once no live producer holds the side (the holder
  * wakes the consumers when it lets go after a close).  In single mode the
- * producer thread itself is expected to call close_send().
+ * claim is held between sends, so the producer names itself in a word of
+ * its own (+104) before its look at closed and clears it after its publish
+ * or failure: the consumer waits alike while that word names a live thread
+ * other than itself (a dead one, or a word a peer scribbled that names no
+ * thread, is no sender: the wait is bounded by the consumer's timeout and
+ * by the named thread's life, as for the owner word).
  *
  * Untrusted region: every index, length and kind read from shared memory
  * is checked before use; impossible values raise ChannelCorrupt.  Nothing
@@ -103,6 +111,7 @@
 #define CH_PRODUCER	80
 #define CH_CLOSED	88
 #define CH_PRODUCER_OPEN 96
+#define CH_SENDING	104
 #define CH_HEAD		128
 #define CH_RECEIVED	136
 #define CH_CONSUMER	144
@@ -170,7 +179,7 @@ typedef struct {
 
 /* the region's words, found once per call */
 struct ch_words {
-	uint64_t *desc, *ns, *tail, *sent, *owner[2], *open[2], *head, *received;
+	uint64_t *desc, *ns, *tail, *sent, *owner[2], *open[2], *sending, *head, *received;
 	uint32_t *closed, *space_seq, *producer_waiters, *data_seq, *consumer_waiters;
 	char *ring;
 	uint64_t cap;
@@ -222,12 +231,16 @@ struct ch_call {
 	int first;			/* send_many: the first piece not yet sent */
 	int sending;			/* ch_peek: closed, but a producer may publish yet */
 	int wake_consumers;		/* ch_leave_side: let go after a close_send() */
+	int in_send;			/* single mode: the sending word may name us */
 };
 
 /* channel_ring.c: the ring (no Python objects; bodies run under the guard) */
 void ch_words(struct ch_words *w, char *base, uint64_t cap);
 int ch_run(struct ch_call *c, int (*body)(void *), const char **fault_addr);
 int ch_closed_send(struct ch_call *c);
+int ch_closed_to_sender(struct ch_call *c);
+void ch_end_send(struct ch_call *c, int published);
+int ch_release_producer(struct ch_call *c);
 int ch_room(struct ch_call *c, int fresh);
 char *ch_place(struct ch_call *c);
 void ch_publish_to(struct ch_call *c, uint64_t tail, uint64_t count);

@@ -36,7 +36,7 @@ write_many_body(void *arg)
 	struct ch_call *c = arg;
 	int n = 0, rc;
 
-	if (ch_closed_send(c))
+	if (ch_closed_to_sender(c))
 		return CH_CLOSED_SEND;
 	c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
 	for (int i = c->first; i < c->nsrc; i++, n++) {
@@ -50,8 +50,10 @@ write_many_body(void *arg)
 		memcpy(ch_place(c), c->src[i].lo, c->src[i].len);
 		c->tail += c->total;
 	}
-	if (n > 0)
+	if (n > 0) {
 		ch_publish_to(c, c->tail, (uint64_t)n);
+		ch_end_send(c, 1);	/* else it waits for room: still in a send */
+	}
 	return n;
 }
 
@@ -67,6 +69,7 @@ write_body(void *arg)
 		dst += c->src[i].len;
 	}
 	ch_publish(c);
+	ch_end_send(c, 1);	/* published */
 	return 0;
 }
 

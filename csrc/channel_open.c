@@ -48,6 +48,10 @@ close_open(ChannelObject *self, struct ch_call *c, enum side side)
 	failed = ch_run(c, unname_open_body, &fault_addr) == FAULT_HIT;
 	if (failed)
 		mapping_raise_fault(self->map, fault_addr, NULL);
+	/* single mode: a reserve() was in a send from its look at closed
+	 * (ch_wait_room) on, its sending word set until here (a commit
+	 * cleared it already, a reservation dropped did not) */
+	c->in_send = side == PRODUCER && !self->multi[PRODUCER];
 	rc = ch_leave_side(c, side);
 	mapping_unpin_from(self->map, PIN_CHANNEL, self->open_generation[side]);
 	return failed ? -1 : rc;
@@ -231,10 +235,11 @@ commit_body(void *arg)
 		return CH_CORRUPT;
 	/* close_send() while the block ran: consumers may already have seen
 	 * the end of the stream, and nothing may follow it */
-	if (ch_closed_send(c))
+	if (ch_closed_to_sender(c))
 		return CH_CLOSED_SEND;
 	(void)ch_place(c);
 	ch_publish(c);
+	ch_end_send(c, 1);	/* published */
 	return 0;
 }
 

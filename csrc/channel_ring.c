@@ -22,6 +22,7 @@ ch_words(struct ch_words *w, char *base, uint64_t cap)
 	w->closed = (uint32_t *)(base + CH_CLOSED);
 	w->open[PRODUCER] = (uint64_t *)(base + CH_PRODUCER_OPEN);
 	w->open[CONSUMER] = (uint64_t *)(base + CH_CONSUMER_OPEN);
+	w->sending = (uint64_t *)(base + CH_SENDING);
 	w->head = (uint64_t *)(base + CH_HEAD);
 	w->received = (uint64_t *)(base + CH_RECEIVED);
 	w->owner[CONSUMER] = (uint64_t *)(base + CH_CONSUMER);
@@ -87,8 +88,8 @@ ch_room(struct ch_call *c, int fresh)
 	return c->total <= cap - (c->tail - c->head) ? BLOCK_READY : BLOCK_SLEEP;
 }
 
-/* seq_cst: with the producer side's seq_cst take and a consumer's
- * seq_cst loads of closed and of the owner word (producer_sending()) */
+/* seq_cst: with the producer side's seq_cst take or naming and a
+ * consumer's seq_cst loads of closed and of that word (producer_sending()) */
 int
 ch_closed_send(struct ch_call *c)
 {
@@ -96,23 +97,95 @@ ch_closed_send(struct ch_call *c)
 }
 
 /*
- * Multi-producer mode: may a producer that looked at closed before
- * close_send() still publish?  It holds the producer side from before its
- * look until after its tail store, so a live holder (not this thread: a
- * reserve() of ours is refused at commit) is one.  Called after closed read
- * 1; all of it seq_cst (a producer's take of the side, then its load of
- * closed; close_send's store; our load of closed, then of the owner word):
- * a producer that saw closed == 0 took the side before we look at it.
- * When the holder lets go, its tail store is seen with the word.
+ * A producer's look at closed before it places a record.  In single mode
+ * it names this thread in the sending word first, until ch_end_send()
+ * after its publish or when it leaves without one: the store is
+ * seq_cst, before the seq_cst load of closed, so a producer that saw
+ * closed == 0 is named before a consumer that saw the close looks at the
+ * word (producer_sending()).  Every look stores (a spin stores again): a
+ * send made by a signal handler of ours in the middle of this one clears
+ * the word when it ends, and this one names itself again at its next look.
+ */
+int
+ch_closed_to_sender(struct ch_call *c)
+{
+	if (!c->self->multi[PRODUCER]) {
+		c->in_send = 1;
+		__atomic_store_n(c->w.sending, peer_self(), __ATOMIC_SEQ_CST);
+	}
+	return ch_closed_send(c);
+}
+
+/*
+ * A producer lets go of what a consumer that saw the close may wait for
+ * (the side in multi mode, the sending word in single mode, either without
+ * a publish): after a close, it bumps data_seq and asks its caller to
+ * wake every consumer (c->wake_consumers; ch_leave_side).  The letting go
+ * is seq_cst, so the load of closed after it cannot pass it, and the
+ * consumer's loads of closed then of the word (producer_sending()) see
+ * the close or the letting go.
+ */
+static void
+after_letting_go(struct ch_call *c)
+{
+	c->wake_consumers = ch_closed_send(c);
+	if (c->wake_consumers)
+		__atomic_fetch_add(c->w.data_seq, 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Ends a send ch_closed_to_sender() named (single mode).  After the
+ * publish that ends it (@published), a release store: a consumer that
+ * reads the cleared word sees the tail stored before it, and one that
+ * slept on our name is woken by the publish itself (ch_publish_to's fence
+ * and look at its waiters), so no look at closed.  Without a publish
+ * (ch_leave_side), as a multi-mode producer lets go of the side.
+ */
+void
+ch_end_send(struct ch_call *c, int published)
+{
+	if (!c->in_send)
+		return;
+	c->in_send = 0;
+	if (published) {
+		__atomic_store_n(c->w.sending, 0, __ATOMIC_RELEASE);
+		return;
+	}
+	__atomic_store_n(c->w.sending, 0, __ATOMIC_SEQ_CST);
+	after_letting_go(c);
+}
+
+/* Multi mode: ends a per-message hold of the producer side (owner_release's
+ * result), waking the consumers after a close. */
+int
+ch_release_producer(struct ch_call *c)
+{
+	int rc = owner_release(c->w.owner[PRODUCER], c->me, &c->seen);
+
+	if (rc == 0)
+		after_letting_go(c);
+	return rc;
+}
+
+/*
+ * May a producer that looked at closed before close_send() still publish?
+ * Called after closed read 1.  In multi mode a producer holds the side
+ * from before its look until after its tail store; in single mode it
+ * names itself in the sending word for that time (ch_closed_to_sender).
+ * So a live holder or sender that is not this thread (a reserve() of ours
+ * is refused at commit) is one.  All of it seq_cst (a producer's take of
+ * the side or naming, then its load of closed; close_send's store; our
+ * load of closed, then of the word): a producer that saw closed == 0 is
+ * in the word before we look at it.  When it lets go, its tail store is
+ * seen with the word (release or seq_cst).
  */
 static int
 producer_sending(struct ch_call *c)
 {
-	uint64_t holder;
+	uint64_t holder = c->self->multi[PRODUCER]
+		? __atomic_load_n(c->w.owner[PRODUCER], __ATOMIC_SEQ_CST) & ~OWNER_WAITERS
+		: __atomic_load_n(c->w.sending, __ATOMIC_SEQ_CST);
 
-	if (!c->self->multi[PRODUCER])
-		return 0;
-	holder = __atomic_load_n(c->w.owner[PRODUCER], __ATOMIC_SEQ_CST) & ~OWNER_WAITERS;
 	return holder != 0 && holder != c->me && peer_valid(holder) &&
 	       peer_check(holder) == PEER_ALIVE;
 }
@@ -124,7 +197,7 @@ ch_space_poll(struct block_op *op, int Py_UNUSED(thorough))
 	uint32_t seq = __atomic_load_n(c->w.space_seq, __ATOMIC_ACQUIRE);
 	int rc;
 
-	if (ch_closed_send(c))
+	if (ch_closed_to_sender(c))
 		return CH_CLOSED_SEND;
 	c->tail = __atomic_load_n(c->w.tail, __ATOMIC_RELAXED);
 	rc = ch_room(c, 1);

@@ -14,7 +14,7 @@ import pytest
 
 import pymmapdev
 from pymmapdev import Channel, ChannelCorrupt, _core
-from _sync_workers import GUARD, run_child, spin_until, ticking  # noqa: F401
+from _sync_workers import GUARD, run_child, run_thread_to_its_end, spin_until, ticking  # noqa: F401
 from conftest import run_python, scaled
 
 CAP = 4096
@@ -24,6 +24,8 @@ PRODUCER_WAITERS = 196
 CONSUMER_WAITERS = 260
 CH_SPACE_SEQ, CH_DATA_SEQ = 192, 256            # the words those sleepers sleep on
 PEER_TID_MASK = (1 << 22) - 1                   # an owner word's thread id (csrc/peer.h)
+CH_PRODUCER, CH_CONSUMER = 80, 144              # the sides' owner words
+CH_SENDING = 104                                # single mode: the thread in a send
 
 
 @pytest.fixture
@@ -1860,3 +1862,203 @@ def test_close_send_racing_a_multi_producer_send_loses_no_sent_message(shm_path,
                 pass
             del ch
         assert (behind, received) == (0, sent), "sent messages behind the end of the stream"
+
+
+# ---- a single-mode send racing close_send() from another process -----------
+
+_SYS_USERFAULTFD = 323                          # x86_64
+_UFFD_API = 0xAA
+_UFFDIO_API = 0xC018AA3F                        # _IOWR(0xAA, 0x3F, struct uffdio_api)
+_UFFDIO_REGISTER = 0xC020AA00                   # _IOWR(0xAA, 0x00, struct uffdio_register)
+_UFFDIO_COPY = 0xC028AA03                       # _IOWR(0xAA, 0x03, struct uffdio_copy)
+_UFFDIO_REGISTER_MODE_MISSING = 1
+_UFFD_EVENT_PAGEFAULT = 0x12
+
+
+def _libc():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+    return libc
+
+
+def _uffd_ioctl(fd, request, words):
+    import ctypes
+    buf = (ctypes.c_uint64 * len(words))(*words)
+    if _libc().ioctl(fd, request, buf) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"userfaultfd ioctl {request:#x}: {os.strerror(err)}")
+    return list(buf)
+
+
+def _paused_page():
+    """(page, uffd): a private anonymous page whose first touch blocks until
+    whoever reads *uffd* fills it (UFFDIO_COPY), or closes every copy of
+    *uffd* (the kernel then fills it with zeros)."""
+    import ctypes
+    import mmap
+    if os.uname().machine != "x86_64":
+        pytest.fail("the userfaultfd numbers here are x86_64's")
+    fd = _libc().syscall(_SYS_USERFAULTFD, os.O_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"userfaultfd: {os.strerror(err)}")
+    _uffd_ioctl(fd, _UFFDIO_API, [_UFFD_API, 0, 0])
+    page = mmap.mmap(-1, mmap.PAGESIZE)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    _uffd_ioctl(fd, _UFFDIO_REGISTER,
+                [address, mmap.PAGESIZE, _UFFDIO_REGISTER_MODE_MISSING, 0])
+    return page, fd
+
+
+def _fill_when_touched(fd, fill, before_filling):
+    """Waits (GUARD) for the first touch of the page registered on *fd* (by
+    the process that registered it: this may be another), runs
+    *before_filling*, then fills the page with the byte *fill*.  The page
+    is filled even when *before_filling* raises."""
+    import ctypes
+    import mmap
+    import select
+    if not select.select([fd], [], [], GUARD)[0]:
+        raise AssertionError("the page was never touched")
+    msg = os.read(fd, 32)
+    event, address = msg[0], struct.unpack_from("=Q", msg, 16)[0]
+    assert event == _UFFD_EVENT_PAGEFAULT
+    src = ctypes.create_string_buffer(fill * mmap.PAGESIZE, mmap.PAGESIZE)
+    try:
+        return before_filling()
+    finally:
+        page = address & ~(mmap.PAGESIZE - 1)
+        _uffd_ioctl(fd, _UFFDIO_COPY, [page, ctypes.addressof(src), mmap.PAGESIZE, 0, 0])
+
+
+def _consume_after_close(path, fd, report):
+    """The forked side of the test below: once the producer's copy touches
+    its source, close_send(), then receive until EOFError, the producer
+    paused (for 0.5 s) and then let go.  Reports what it received before
+    the end."""
+    got = []
+    try:
+        with pymmapdev.open_file(path) as m:
+            ch = Channel(m, 0, CAP)
+
+            def close_and_drain():
+                ch.close_send()
+                while (msg := ch.recv(timeout=0.5)) is not None:
+                    got.append(msg)
+
+            try:
+                _fill_when_touched(fd, b"u", close_and_drain)
+                while True:
+                    got.append(ch.recv(timeout=GUARD))
+            except EOFError:
+                pass
+            del ch
+        os.write(report, repr(got).encode())
+    finally:
+        os._exit(0)
+
+
+@pytest.mark.parametrize("how", ["send", "send_many"])
+def test_close_send_from_elsewhere_racing_a_single_mode_send_loses_nothing(shm_path, how):
+    """A single-mode producer looked at closed, then copied its message in
+    and published it; a close_send() from another process in between let
+    the consumer take the drained, closed ring for the end (EOFError), and
+    the send then returned as sent, the message behind the end.  The copy
+    is paused here (the source page is a userfaultfd one the consumer's
+    process fills) while the consumer closes and drains: a message sent
+    must be received before EOFError."""
+    pymmapdev.open_file(shm_path, Channel.size_for(CAP)).close()
+    page, fd = _paused_page()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _consume_after_close(shm_path, fd, write_end)
+    os.close(write_end)
+    os.close(fd)            # the child's copy is the last: its exit fills the page
+    with memoryview(page) as source, pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, CAP)
+        if how == "send":
+            assert ch.send(source[:64]) is True
+        else:
+            assert ch.send_many([source[:64]]) == 1
+        del ch
+    with os.fdopen(read_end) as f:
+        received = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    page.close()
+    assert received == repr([b"u" * 64]), "a message sent was lost behind the end"
+
+
+def test_single_mode_end_waits_only_for_a_live_sender_named_in_its_word(m):
+    """The sending word names a single-mode producer from its look at closed
+    to its publish: a consumer that finds the ring closed and drained waits
+    while it names a live thread other than its own (here the producer,
+    which never clears it: the wait ends with the consumer's timeout), and
+    takes the end at once when it names a dead thread or is garbage a peer
+    wrote.  Before the sending word, the live sender's case was EOFError."""
+    ch = Channel(m, 0, CAP)
+    assert ch.send(b"x")
+    assert m.load_u64(CH_SENDING) == 0, "a send that ended left its name"
+    live = m.load_u64(CH_PRODUCER)              # this thread
+    got = []
+    run_thread_to_its_end(lambda: got.append(Channel(m, 0, CAP).recv(timeout=GUARD)))
+    dead = m.load_u64(CH_CONSUMER)              # that thread, ended
+    ch.close_send()
+    results = {}
+
+    def consume():
+        consumer = Channel(m, 0, CAP)           # takes the dead thread's claim over
+        for name, word in [("garbage", 0xDEAD_BEEF_DEAD_BEEF), ("dead", dead), ("live", live)]:
+            m.store_u64(CH_SENDING, word)
+            try:
+                results[name] = consumer.recv(timeout=0.3)
+            except EOFError:
+                results[name] = "EOF"
+        m.store_u64(CH_SENDING, 0)
+        try:
+            results["cleared"] = consumer.recv(timeout=GUARD)
+        except EOFError:
+            results["cleared"] = "EOF"
+
+    run_thread_to_its_end(consume)
+    assert got == [b"x"]
+    assert results == {"garbage": "EOF", "dead": "EOF", "live": None, "cleared": "EOF"}
+
+
+def test_every_end_of_a_single_mode_send_clears_its_name(m):
+    """A name left in the sending word after close_send() would keep a
+    consumer from the end while this thread lives: every way a send ends
+    (published, refused for room, a reservation committed or dropped,
+    refused after the close) clears it."""
+    ch = Channel(m, 0, CAP)
+    ends = []
+
+    def look(how):
+        ends.append((how, m.load_u64(CH_SENDING)))
+
+    assert ch.send(b"a")
+    look("send")
+    assert ch.send_many([b"b", b"c"]) == 2
+    look("send_many")
+    with ch.reserve(8) as view:
+        view[:] = b"d" * 8
+    look("reserve committed")
+    with pytest.raises(ZeroDivisionError), ch.reserve(8):
+        1 / 0
+    look("reserve dropped")
+    while ch.send(bytes(1000), timeout=0):
+        pass
+    look("send refused for room")
+    assert ch.send_many([bytes(1000)], timeout=0) == 0
+    look("send_many refused for room")
+    with ch.reserve(1000, timeout=0) as view:
+        assert view is None
+    look("reserve refused for room")
+    ch.close_send()
+    with pytest.raises(BrokenPipeError):
+        ch.send(b"e")
+    look("send after close_send")
+    assert ends == [(how, 0) for how, _ in ends]
