@@ -49,12 +49,23 @@ read_small(const char *path, char *buf, size_t size)
 	return n;
 }
 
+/* include/linux/sched.h (0x4 from 2.6 to 7.x): set by exit_signals() at
+ * the start of do_exit(), before the tid is released or the task turns
+ * zombie; such a thread never returns to user space. */
+#define TASK_PF_EXITING 0x00000004u
+
+struct thread_stat {
+	char state;			/* field 3 */
+	unsigned int flags;		/* field 9 (task->flags) */
+	unsigned long long start;	/* field 22 (starttime) */
+};
+
 /*
- * State letter and start time of thread @tid from /proc/<tid>/stat.
+ * Fields of thread @tid from /proc/<tid>/stat.
  * Returns 1, 0 when there is no such thread, -1 when it cannot tell.
  */
 static int
-thread_stat(unsigned long tid, char *state, unsigned long long *start)
+thread_stat(unsigned long tid, struct thread_stat *st)
 {
 	char path[64], buf[1024], *p;
 	int field;
@@ -68,14 +79,16 @@ thread_stat(unsigned long tid, char *state, unsigned long long *start)
 	if (p == NULL || p[1] != ' ')
 		return -1;
 	p += 2;
-	*state = *p;
-	/* starttime is field 22; the state is field 3 */
+	st->state = *p;
+	/* the state is field 3: step to the flags (9), then the start (22) */
 	for (field = 3; field < 22 && p; field++) {
+		if (field == 9 && sscanf(p, "%u", &st->flags) != 1)
+			return -1;
 		p = strchr(p, ' ');
 		if (p)
 			p++;
 	}
-	if (p == NULL || sscanf(p, "%llu", start) != 1)
+	if (p == NULL || sscanf(p, "%llu", &st->start) != 1)
 		return -1;
 	return 1;
 }
@@ -83,30 +96,29 @@ thread_stat(unsigned long tid, char *state, unsigned long long *start)
 uint64_t
 peer_self(void)
 {
-	unsigned long long start = 0;
+	struct thread_stat st = { .start = 0 };
 	unsigned long tid;
-	char state;
 
 	if (self_ident != 0)
 		return self_ident;
 	tid = (unsigned long)syscall(SYS_gettid);
 	/* Without /proc the start time stays 0: the identity still works
 	 * for ownership, and peer_check() cannot call us dead. */
-	(void)thread_stat(tid, &state, &start);
-	self_ident = ((uint64_t)(start & 0xffffffffu) << 32) | (tid & PEER_TID_MASK);
+	if (thread_stat(tid, &st) != 1)
+		st.start = 0;
+	self_ident = ((uint64_t)(st.start & 0xffffffffu) << 32) | (tid & PEER_TID_MASK);
 	return self_ident;
 }
 
 enum peer_state
 peer_check(uint64_t ident)
 {
-	unsigned long long start;
-	char state;
+	struct thread_stat st;
 	int found;
 
 	if (!peer_valid(ident))
 		return PEER_DEAD;
-	found = thread_stat((unsigned long)(ident & PEER_TID_MASK), &state, &start);
+	found = thread_stat((unsigned long)(ident & PEER_TID_MASK), &st);
 	/* No /proc entry is not always no thread: /proc mounted hidepid=2
 	 * hides other users' tasks.  tkill(tid, 0) sees every thread of our
 	 * pid namespace; one it finds (EPERM: another user's) is one whose
@@ -116,13 +128,19 @@ peer_check(uint64_t ident)
 		found = -1;
 	if (found < 0)
 		return PEER_ALIVE;
-	if (found == 0 || state == 'Z' || state == 'X' || state == 'x')
+	if (found == 0 || st.state == 'Z' || st.state == 'X' || st.state == 'x')
+		return PEER_DEAD;
+	/* Inside do_exit() (it can stay there a while: closing its files,
+	 * releasing its memory) it still has its entry and its state, but it
+	 * will never release what it holds.  The owner or, if its tid was
+	 * reused, the new thread: dead either way. */
+	if (st.flags & TASK_PF_EXITING)
 		return PEER_DEAD;
 	/* A start time of 0: the owner could not read its own (no /proc
 	 * there); the tid is all we can compare. */
 	if (ident >> 32 == 0)
 		return PEER_ALIVE;
-	return (start & 0xffffffffu) == ident >> 32 ? PEER_ALIVE : PEER_DEAD;
+	return (st.start & 0xffffffffu) == ident >> 32 ? PEER_ALIVE : PEER_DEAD;
 }
 
 uint64_t

@@ -36,7 +36,7 @@ peer_valid(uint64_t ident)
 
 enum peer_state {
 	PEER_ALIVE = 1,
-	PEER_DEAD = 0,		/* exited, a zombie, or its id reused */
+	PEER_DEAD = 0,		/* exiting (in do_exit), exited, a zombie, or its id reused */
 };
 
 /*

@@ -5,8 +5,11 @@ multiprocessing's spawn start method can find them.  Each opens the mapping
 itself by path, as an unrelated process would.
 """
 import asyncio
+import contextlib
+import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -255,13 +258,13 @@ def run_child():
     """
     children = []
 
-    def start(code, *args):
+    def start(code, *args, **popen_args):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (PKG_ROOT, HERE, env.get("PYTHONPATH")) if p)
         proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)
+                                env=env, **popen_args)
         children.append(proc)
         return proc
 
@@ -272,3 +275,109 @@ def run_child():
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+# What a child of held_in_its_exit() runs after its own code: say so, wait
+# for the word, and exit (exit_group, no signal) with everything still held.
+_THEN_EXIT = """
+print("held", flush=True)
+sys.stdin.readline()
+os._exit(0)
+"""
+# /proc/<pid>/stat field 9: the task's flags; PF_EXITING (include/linux/sched.h)
+PF_EXITING = 0x4
+
+
+def task_state_and_flags(pid):
+    """(state letter, flags) of task *pid*; fields after the last ')' (comm
+    may hold spaces and parentheses)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return fields[0], int(fields[6])
+
+
+def _splicing_from(tid, pipe_end, sock):
+    """Is our thread *tid* inside splice(pipe_end, NULL, sock, NULL, ...)?"""
+    try:
+        with open(f"/proc/self/task/{tid}/syscall") as f:
+            call = f.read().split()
+    except FileNotFoundError:
+        return False
+    return call[1:5] == [hex(pipe_end), "0x0", hex(sock.fileno()), "0x0"]
+
+
+def _splice_until_failed(pipe_out, sock):
+    try:
+        return os.splice(pipe_out, sock.fileno(), 1 << 20)
+    except OSError as e:                                 # its peer closed, as planned
+        return e
+
+
+@contextlib.contextmanager
+def held_in_its_exit(start, code, *args):
+    """Runs *code* (with os and sys imported) in a single-threaded child
+    (*start*: the run_child fixture) to take what the test wants held, then
+    has it exit normally and holds it inside the kernel's do_exit(): yields
+    its pid once /proc shows it exiting (PF_EXITING) and not yet a zombie,
+    and lets it end on leaving.
+
+    The trap: the child holds the only reference to a pipe's write end; a
+    thread of ours splices from that pipe into a socket whose send buffer is
+    full, and sleeps in the send holding the pipe's mutex; the child's exit
+    closes its files after setting PF_EXITING, and pipe_release() waits for
+    that mutex.  (SO_LINGER on a full TCP socket does not do: inet_release()
+    never lingers for an exiting task.)  The pipe is made big so the splice
+    needs a new buffer of the socket whatever the kernel merges first."""
+    ours, theirs = socket.socketpair()
+    pipe_out, pipe_in = os.pipe()
+    spliced = []
+    splicer = threading.Thread(target=lambda: spliced.append(
+        _splice_until_failed(pipe_out, ours)))
+    proc = None
+    try:
+        ours.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:                                  # bounded by its send buffer
+                ours.send(bytes(1 << 16))
+        ours.setblocking(True)
+        with contextlib.suppress(OSError):              # a per-user pipe quota: keep the default
+            fcntl.fcntl(pipe_in, fcntl.F_SETPIPE_SZ, 1 << 18)
+        os.set_blocking(pipe_in, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:                                  # bounded by the pipe's size
+                os.write(pipe_in, bytes(4096))
+        proc = start("import os, sys\n" + textwrap.dedent(code) + _THEN_EXIT, *args,
+                     stdin=subprocess.PIPE, pass_fds=(pipe_in,))
+        os.close(pipe_in)
+        pipe_in = -1
+        assert proc.stdout.readline() == "held\n", proc.communicate(timeout=GUARD)
+        assert len(os.listdir(f"/proc/{proc.pid}/task")) == 1, "the child has other threads"
+        splicer.start()
+        spin_until(lambda: (not splicer.is_alive() or
+                            _splicing_from(splicer.native_id, pipe_out, ours)))
+        assert splicer.is_alive(), f"the splice into a full socket did not wait: {spliced}"
+        proc.stdin.write("exit\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + GUARD
+        while True:
+            state, flags = task_state_and_flags(proc.pid)
+            if flags & PF_EXITING and state not in "ZXx":
+                break
+            assert state not in "ZXx" and time.monotonic() < deadline, \
+                f"the child did not stay inside its exit: state {state}, flags {flags:#x}"
+            time.sleep(0.001)
+        yield proc.pid
+    finally:
+        if proc is not None:
+            proc.stdin.close()                           # not told yet: EOF tells it
+        theirs.close()                                   # the send fails: the splice lets go
+        if splicer.ident is not None:
+            splicer.join(GUARD)
+            assert not splicer.is_alive(), "hang guard expired"
+        if proc is not None:
+            proc.wait(GUARD)
+        ours.close()
+        os.close(pipe_out)
+        if pipe_in >= 0:
+            os.close(pipe_in)

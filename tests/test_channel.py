@@ -14,7 +14,8 @@ import pytest
 
 import pymmapdev
 from pymmapdev import Channel, ChannelCorrupt, _core
-from _sync_workers import GUARD, run_child, run_thread_to_its_end, spin_until, ticking  # noqa: F401
+from _sync_workers import (GUARD, held_in_its_exit, run_child, run_thread_to_its_end,  # noqa: F401
+                           spin_until, ticking)
 from conftest import run_python, scaled
 
 CAP = 4096
@@ -890,6 +891,22 @@ def test_dead_producer_is_taken_over(ch, m):
     assert ch.send(b"from its successor") is True   # takes the side over
     assert ch.recv() == b"from the first producer"
     assert ch.recv() == b"from its successor"
+
+
+def test_a_producer_inside_its_exit_is_taken_over(m, shm_path, run_child):
+    """A single-mode side whose holder is inside do_exit() (PF_EXITING) is
+    free: the claim checks the holder once, and it counted as alive until
+    the kernel made it a zombie ("already has a live producer")."""
+    Channel(m, 0, CAP)
+    with held_in_its_exit(run_child, """
+            import pymmapdev
+            m = pymmapdev.open_file(sys.argv[1])
+            ch = pymmapdev.Channel(m, 0, int(sys.argv[2]))
+            ch.send(b"from the first producer")         # the side stays claimed
+            """, shm_path, CAP):
+        assert Channel(m, 0, CAP).send(b"from its successor") is True
+    assert Channel(m, 0, CAP).recv() == b"from the first producer"
+    assert Channel(m, 0, CAP).recv() == b"from its successor"
 
 
 def test_dropped_channel_object_hands_its_side_back(m):

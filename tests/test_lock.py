@@ -14,8 +14,9 @@ import pymmapdev
 from pymmapdev import _core
 from conftest import child_env
 from pymmapdev.sync import OwnerDiedWarning
-from _sync_workers import (GUARD, asleep_on, hold_lock_forever, lock_churn, lock_init_race,  # noqa: F401
-                           locked_increments, run_child, run_thread_to_its_end, spin_until)
+from _sync_workers import (GUARD, asleep_on, held_in_its_exit, hold_lock_forever,  # noqa: F401
+                           lock_churn, lock_init_race, locked_increments, run_child,
+                           run_thread_to_its_end, spin_until)
 
 
 # The owner word's "someone waits" bit: a waiter sets it before it sleeps,
@@ -181,6 +182,24 @@ def test_a_zero_timeout_still_takes_over_a_dead_holder(m, timeout):
         assert lock.acquire(timeout=timeout) is True
     assert lock.owner_died
     lock.release()
+
+
+def test_a_holder_inside_its_exit_counts_as_dead(m, shm_path, run_child):
+    """A thread in do_exit() (PF_EXITING) never runs user code again, so it
+    never releases: its lock is taken over at once.  It counted as alive
+    until the kernel made it a zombie, and acquire(timeout=0) after the
+    holder ended was refused (False) in that window."""
+    pymmapdev.Lock(m, 0)
+    with held_in_its_exit(run_child, """
+            import pymmapdev
+            m = pymmapdev.open_file(sys.argv[1])
+            pymmapdev.Lock(m, 0).acquire()
+            """, shm_path):
+        lock = pymmapdev.Lock(m, 0)
+        with pytest.warns(OwnerDiedWarning):
+            assert lock.acquire(timeout=0) is True
+        assert lock.owner_died
+        lock.release()
 
 
 def test_timed_out_acquire_leaves_the_holders_owner_died(m):

@@ -6,8 +6,8 @@ import time
 import pytest
 
 import pymmapdev
-from _sync_workers import (GUARD, payload, payload_ok, run_child, slot_wait_reader,  # noqa: F401
-                           slot_writer, spin_until)
+from _sync_workers import (GUARD, held_in_its_exit, payload, payload_ok, run_child,  # noqa: F401
+                           slot_wait_reader, slot_writer, spin_until)
 
 
 @pytest.fixture
@@ -128,6 +128,22 @@ def test_a_zero_timeout_still_reports_a_dead_writer(m, timeout):
         slot.read(timeout=timeout)
     with pytest.raises(pymmapdev.PeerDied):
         slot.wait_newer(1, timeout=timeout)
+
+
+def test_a_writer_inside_its_exit_mid_publish_is_dead(m, shm_path, run_child):
+    """A publish left odd by a writer now inside do_exit() (PF_EXITING) can
+    never finish: PeerDied at once.  The writer counted as alive until the
+    kernel made it a zombie, and read(timeout=0) said (None, False)."""
+    pymmapdev.Slot(m, 0, 16).publish(b"one")
+    with held_in_its_exit(run_child, """
+            import pymmapdev
+            m = pymmapdev.open_file(sys.argv[1])
+            pymmapdev.Slot(m, 0, 16).publish(b"two")   # the writer word names this thread
+            m.store_u64(0, m.load_u64(0) + 1)           # seq odd: its next publish, begun
+            """, shm_path):
+        slot = pymmapdev.Slot(m, 0, 16)
+        with pytest.raises(pymmapdev.PeerDied):
+            slot.read(timeout=0)
 
 
 def test_writer_died_mid_publish_is_recovered(m):
