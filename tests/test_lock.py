@@ -319,6 +319,33 @@ def test_holder_that_is_a_zombie_is_taken_over(m):
         os.waitpid(pid, 0)
 
 
+def test_a_holder_whose_name_mimics_stat_fields_stays_alive(m):
+    """A thread's name (comm, 15 bytes, its own to set) sits between
+    parentheses in /proc/<tid>/stat: one that reads as a thread with
+    PF_EXITING (flags, field 9: 4) to a parser that stops at its first ')'
+    must not make a live holder dead."""
+    lock = pymmapdev.Lock(m, 0)
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as f:
+            f.write(") S 1 1 1 1 1 4")                # fields 3 to 9: flags 4
+        with lock:
+            held.set()
+            done.wait(GUARD)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert held.wait(GUARD)
+        with open(f"/proc/{t.native_id}/stat") as f:
+            assert f.read().startswith(f"{t.native_id} () S 1 1 1 1 1 4) ")
+        assert pymmapdev.Lock(m, 0).acquire(timeout=0) is False
+    finally:
+        done.set()
+        t.join(GUARD)
+
+
 def _start_time(tid):
     """Field 22 of /proc/<tid>/stat (after the last ')': comm may hold any)."""
     with open(f"/proc/{tid}/stat") as f:
