@@ -305,9 +305,13 @@ ch_peek(struct ch_call *c, const char **payload, int fresh)
 		/* Not the end while a producer that may not have seen the close
 		 * still holds the side: it may publish yet.  The wait is sliced
 		 * (ch_data_poll: watch_peer), and the holder wakes us when it
-		 * lets go (ch_leave_side). */
-		c->sending = ch_closed_send(c) && producer_sending(c);
-		return ch_closed_send(c) && !c->sending &&
+		 * lets go (ch_leave_side).  closed is read once: a close_send()
+		 * between a first read (0: the holder not looked at) and a
+		 * second (1) took a message still in a send for the end. */
+		int closed = ch_closed_send(c);
+
+		c->sending = closed && producer_sending(c);
+		return closed && !c->sending &&
 		       __atomic_load_n(c->w.tail, __ATOMIC_ACQUIRE) == c->head
 			? CH_EOF : BLOCK_SLEEP;
 	}

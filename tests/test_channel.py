@@ -2079,3 +2079,60 @@ def test_every_end_of_a_single_mode_send_clears_its_name(m):
         ch.send(b"e")
     look("send after close_send")
     assert ends == [(how, 0) for how, _ in ends]
+
+
+# ---- the end of the stream decided on one look at closed --------------------
+
+CLOSED_TOGGLER = """
+import sys, time, pymmapdev
+from pymmapdev import Channel
+path, cap, word, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+with pymmapdev.open_file(path) as m:
+    size = Channel.size_for(cap)
+    mine = Channel(m, size, cap)            # a single-mode claim names this thread
+    assert mine.send(b"claim")
+    me = m.load_u64(size + 80)
+    assert me != 0
+    m.store_u64(word, me)                   # the channel under test: this thread is in a send
+    print("ready", flush=True)
+    store, end = m.store_u32, time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(1000):
+            store(88, 1)
+            store(88, 0)
+    store(88, 0)
+    del mine
+"""
+
+
+@pytest.mark.parametrize("multi_producer", [False, True], ids=["single", "multi"])
+def test_the_end_is_decided_on_one_look_at_closed(shm_path, run_child, multi_producer):
+    """A consumer that found the ring drained read closed twice: a first read
+    0 skipped the look at a producer still in a send, and a close_send()
+    landing before the second read (1) made it take that producer's
+    message-to-be for the end (EOFError; seen once in a full ASan run of
+    test_close_send_racing_a_multi_producer_send_loses_no_sent_message).
+    Here another process names its live thread as the one in a send (the
+    owner word in multi mode, the sending word in single mode) and flips
+    closed 1/0 as fast as it can: while a live sender is named, an empty
+    ring is never the end."""
+    cap = 4096
+    size = Channel.size_for(cap)
+    pymmapdev.open_file(shm_path, 2 * size).close()
+    word = CH_PRODUCER if multi_producer else CH_SENDING
+    toggler = run_child(CLOSED_TOGGLER, shm_path, cap, word, 2.0)
+    assert toggler.stdout.readline() == "ready\n", toggler.communicate(timeout=GUARD)
+    ends = calls = 0
+    with pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, cap, multi_producer=multi_producer)
+        while toggler.poll() is None:
+            for _ in range(1000):
+                calls += 1
+                try:
+                    assert ch.recv(timeout=0) is None
+                except EOFError:
+                    ends += 1
+        del ch
+    assert toggler.wait(GUARD) == 0, toggler.stderr.read()
+    assert calls > 10_000
+    assert ends == 0, f"{ends} of {calls} receives took a live sender's channel for ended"
