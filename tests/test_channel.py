@@ -15,7 +15,7 @@ import pytest
 import pymmapdev
 from pymmapdev import Channel, ChannelCorrupt, _core
 from _sync_workers import (GUARD, held_in_its_exit, run_child, run_thread_to_its_end,  # noqa: F401
-                           spin_until, ticking)
+                           spin_until, task_state_and_flags, ticking)
 from conftest import run_python, scaled
 
 CAP = 4096
@@ -1823,8 +1823,7 @@ with pymmapdev.open_file(path) as m:
 
 
 def _stopped(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rpartition(")")[2].split()[0] == "T"
+    return task_state_and_flags(pid)[0] == "T"
 
 
 def _stop_holding_the_side(pid, m, owner_offset):
