@@ -3,8 +3,9 @@ libc memmove on the same pages called from this process (ctypes, the judged
 anchor: same pages, same call overhead class), a stdlib mmap slice store,
 and bench/memcpy.c (C in another process, no call overhead at all).
 
-Every contender, and the C anchor, is timed once per repeat, round-robin;
-the best of the repeats is kept.
+Every contender, and the C anchor, is timed once per repeat, round-robin,
+each repeat starting with the next contender (the first one after a size
+change meets cold caches); the best of the repeats is kept.
 """
 import ctypes
 import json
@@ -51,9 +52,13 @@ def run(figs, cfg):
     c_path = env.scratch_path("memcpy")
     c_error = None if exe else "no C compiler: bench/memcpy.c not built"
     try:
-        for _ in range(repeat):
+        for r in range(repeat):
             for tag, n in SIZES.items():
-                for k, (fn, loops) in kinds[tag].items():
+                # rotate who goes first: the first contender after a size
+                # change finds its pages evicted by the previous size's copy
+                contenders = list(kinds[tag].items())
+                r_first = r % len(contenders)
+                for k, (fn, loops) in contenders[r_first:] + contenders[:r_first]:
                     t0 = time.perf_counter()
                     for _ in range(loops):
                         fn()
