@@ -7,6 +7,14 @@
  * goes live (an open can arrive as soon as cdev_add() returns) and freed
  * only at module exit: every open file and every mapping pins the module
  * (cdev.owner, and a VMA holds its file), so exit cannot race a user.
+ *
+ * That pin does not protect a failing init: try_module_get() succeeds while
+ * the module is still coming up, and the kernel frees a module whose init
+ * failed whatever its refcount.  So the steps that let user space in come
+ * last, and cdev_add() is the very last step that can fail: without uio=1
+ * no file can be open when init fails.  The UIO device, registered just
+ * before it, is live from then on; only a failing cdev_add() (an allocation)
+ * could leave a /dev/uioN file open behind a failed init.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -270,7 +278,8 @@ static void mmapdev_destroy_nodes(unsigned int count)
  * With groups, the sysfs attributes exist before the uevent announces the
  * device.
  *
- * Context: module init, after cdev_add().
+ * Context: module init, before cdev_add(): until then an open of a node
+ * finds no cdev and fails with -ENXIO.
  * Return: 0, or a negative errno with no node left behind.
  */
 static int __init mmapdev_create_nodes(void)
@@ -322,20 +331,21 @@ static int __init mmapdev_init(void)
 	ret = mmapdev_create_class();
 	if (ret)
 		goto err_devs;
+	ret = mmapdev_create_nodes();
+	if (ret)
+		goto err_class;
+	if (uio) {
+		ret = mmapdev_uio_register(&mmapdev_devs[0]);
+		if (ret)
+			goto err_nodes;
+	}
+	/* Last: from here on, opens succeed (see the top of the file). */
 	cdev_init(&mmapdev_cdev, &mmapdev_fops);
 	mmapdev_cdev.owner = THIS_MODULE;
 	ret = cdev_add(&mmapdev_cdev, mmapdev_devt, ndevices);
 	if (ret) {
 		pr_err("cannot add cdev: %d\n", ret);
-		goto err_class;
-	}
-	ret = mmapdev_create_nodes();
-	if (ret)
-		goto err_cdev;
-	if (uio) {
-		ret = mmapdev_uio_register(&mmapdev_devs[0]);
-		if (ret)
-			goto err_nodes;
+		goto err_uio;
 	}
 	if (heartbeat_ms)
 		mmapdev_heartbeat_start(&mmapdev_devs[0], heartbeat_ms);
@@ -345,10 +355,10 @@ static int __init mmapdev_init(void)
 		uio ? ", device 0 as UIO" : "");
 	return 0;
 
+err_uio:
+	mmapdev_uio_unregister();
 err_nodes:
 	mmapdev_destroy_nodes(ndevices);
-err_cdev:
-	cdev_del(&mmapdev_cdev);
 err_class:
 	/* class_destroy() unregisters too: no class_unregister() before it. */
 	class_destroy(mmapdev_class);
@@ -370,9 +380,9 @@ err_region:
 static void __exit mmapdev_exit(void)
 {
 	mmapdev_heartbeat_stop();
+	cdev_del(&mmapdev_cdev);
 	mmapdev_uio_unregister();
 	mmapdev_destroy_nodes(ndevices);
-	cdev_del(&mmapdev_cdev);
 	class_destroy(mmapdev_class);
 	mmapdev_free_devs();
 	unregister_chrdev_region(mmapdev_devt, ndevices);

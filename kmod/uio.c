@@ -116,9 +116,10 @@ int mmapdev_uio_register(struct mmapdev_dev *md)
 /**
  * mmapdev_uio_unregister() - remove the UIO device, if registered
  *
- * Open /dev/uioN files pin the module, so none is left when this runs.
+ * Open /dev/uioN files pin the module, so none is left when this runs at
+ * exit.  (A failing init cannot wait for them: see kmod/main.c's top.)
  *
- * Context: module exit, after the heartbeat stopped.
+ * Context: module exit after the heartbeat stopped, or a failing init.
  */
 void mmapdev_uio_unregister(void)
 {
