@@ -41,6 +41,9 @@ def _resolve(path_or_name: _AnyPath) -> str:
     """The node to open for UIO()'s argument (str, bytes or os.PathLike,
     decoded as os does), by one rule:
 
+    - an os.PathLike (a pathlib.Path...): that path, whatever its text
+      (relative to the working directory without a ``/``): a Path is
+      meant as one, never as a name;
     - ``uioN``: the device's node, /dev/uioN;
     - text with a ``/`` in it that names an existing file: that path;
     - else the name a driver gave its device (/sys/class/uio/uioN/name;
@@ -48,6 +51,8 @@ def _resolve(path_or_name: _AnyPath) -> str:
     - else FileNotFoundError naming the argument and the UIO devices there
       are.  A relative path without a ``/`` is a name: write ``./x``."""
     text = _str_path(path_or_name)
+    if not isinstance(path_or_name, (str, bytes)):
+        return text
     if _UIO_NAME.match(text):
         return f"{DEV}/{text}"
     if os.sep in text and os.path.lexists(text):
@@ -79,7 +84,8 @@ def _sysfs_device(st: os.stat_result, path: str) -> str:
 class UIO:
     """A UIO device, by path (``/dev/uio0``), device name (``uio0``) or the
     name its driver gave it (``/sys/class/uio/uioN/name``): str, bytes or
-    os.PathLike.  ``uioN`` is a device name; text with a ``/`` is a path if
+    os.PathLike.  An os.PathLike (pathlib.Path) is always a path; of str
+    and bytes, ``uioN`` is a device name, text with a ``/`` is a path if
     one exists there, else, as any other text, a driver's name (see
     _resolve); a node sysfs does not list is refused (OSError ENODEV).
 

@@ -638,3 +638,28 @@ def test_uio_errors_name_a_path_escaped(fake_sys, tmp_path):
     for exc, p in [*((e, path) for e in refused), (closed.value, path), (not_uio.value, other)]:
         assert repr(p) in str(exc) and "\n" not in str(exc), exc
     assert repr(path) in shown and "\n" not in shown, shown
+
+
+@pytest.mark.parametrize("kind", [pathlib.Path, lambda p: _BytesPath(os.fsencode(p))])
+def test_a_pathlike_without_a_slash_is_a_path_not_a_name(fake_sys, tmp_path, monkeypatch,
+                                                         kind):
+    """An os.PathLike is a path, whatever its text: UIO(Path("zero")) in
+    the directory holding the node 'zero' was looked up as a driver's name
+    (no '/' in its text) and raised 'no UIO device is named'; and a
+    driver's name equal to it took another device."""
+    fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    named = fake_sys("uio1", "/dev/null", [(0, PAGE, 0)])
+    (named / "name").write_text("zero\n")           # a driver named as the node
+    os.symlink("/dev/zero", tmp_path / "zero")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    os.symlink("/dev/null", dev / "uio1")
+    monkeypatch.setattr(uio, "DEV", str(dev))
+    monkeypatch.chdir(tmp_path)
+    with pymmapdev.UIO(kind("zero")) as u:
+        assert (u.path, u.device) == ("zero", "uio0")
+    with pytest.raises(FileNotFoundError) as info:
+        pymmapdev.UIO(kind("uio1"))                  # a path, not /dev/uio1
+    assert info.value.filename == "uio1"
+    with pymmapdev.UIO("zero") as u:                 # text: still a driver's name
+        assert u.device == "uio1"
