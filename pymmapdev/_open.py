@@ -163,8 +163,7 @@ def map_file_range(path, offset, length):
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _file_type_error(path, st)
+        _check_regular(path, st)
         if st.st_size < offset + length:
             return None
         _fallocate(fd, path, offset, length)    # a hole on a full disk: ENOSPC, no SIGBUS
@@ -473,6 +472,18 @@ def _blocking(fd):
     os.set_blocking(fd, True)
 
 
+def _check_regular(path, st):
+    """Refuse what open_file() and map_file_range() cannot map as a file:
+    not a regular file, or a PCI BAR's sysfs resource file, which sysfs
+    shows as one (sized as the BAR) though it is device memory: never to
+    be grown, truncated or reserved, nor slept on with a futex."""
+    if not stat.S_ISREG(st.st_mode):
+        raise _file_type_error(path, st)
+    if _sysfs.pci_resource_file(path) is not None:
+        raise ValueError(f"{path!r} is a PCI BAR's sysfs resource file: map it with "
+                         f"open_device() (sized by the BAR)")
+
+
 def _file_type_error(path, st):
     if stat.S_ISDIR(st.st_mode):
         return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
@@ -561,8 +572,7 @@ def _map_opened(fd, path, size, readonly, populate, check_head=None, head_size=0
     """Map the file open as *fd* for open_file_checked(), reserving its
     blocks first; *check_head* judges an existing file before it grows."""
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise _file_type_error(path, st)
+    _check_regular(path, st)
     if size is None:
         if st.st_size == 0:
             raise ValueError(f"{path!r} is empty: pass size= to give it a size")

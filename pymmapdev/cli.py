@@ -27,11 +27,13 @@ DEMO_CAPACITY = 64
 
 
 def _is_device(path: str) -> bool:
-    """A character device, or a path that should be one: an absent name in
-    the /dev filesystem itself is a device that is not there, e.g. the
-    module is not loaded, never a regular file to create."""
+    """A character device, a PCI BAR's sysfs resource file (device memory
+    sysfs shows as a regular file), or a path that should be a device: an
+    absent name in the /dev filesystem itself is a device that is not
+    there, e.g. the module is not loaded, never a regular file to create."""
     try:
-        return stat.S_ISCHR(os.stat(path).st_mode)
+        return stat.S_ISCHR(os.stat(path).st_mode) or \
+            _sysfs.pci_resource_file(path) is not None
     except FileNotFoundError:
         return in_dev_filesystem(path)
     except OSError:

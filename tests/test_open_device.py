@@ -369,3 +369,34 @@ def test_resource_file_whose_listing_lost_the_bar(fake_bar, capsys):
     out = capsys.readouterr().out
     assert "kind:      PCI BAR 2 of 0000:00:04.0 (not in " in out and "text:" not in out
     assert "size:      65536 bytes" in out
+
+
+# ---- a resource file is a BAR, never a file to size, grow or reserve ----------
+
+@pytest.mark.parametrize("call", [
+    lambda p: pymmapdev.open_file(p),
+    lambda p: pymmapdev.open_file(p, readonly=True),
+    lambda p: pymmapdev.open_file(p, 0x20000),          # was: the 'BAR' grown to 128 KiB
+    lambda p: pymmapdev.open_file(p, 0x100),
+])
+def test_open_file_of_a_pci_resource_file_names_open_device(fake_bar, call):
+    """open_file() mapped a resource file as an ordinary file: sized by
+    st_size, reserved with fallocate, extended with ftruncate to a larger
+    size=, kind 'file' and a futex waker no device memory has."""
+    with pytest.raises(ValueError, match=r"'.*resource2' is a PCI BAR's sysfs resource "
+                                         r"file: map it with open_device\(\)"):
+        call(str(fake_bar))
+    assert fake_bar.stat().st_size == 0x10000
+
+
+def test_cli_maps_a_pci_resource_file_as_the_bar(fake_bar, capsys):
+    """The CLI's write and watch took a resource file for a regular file:
+    a write past the BAR's end extended the file as open_file() does."""
+    from pymmapdev import cli
+    with cli._open(str(fake_bar), readonly=True) as m:
+        assert (m.kind, m.waker, m.size) == ("device", "poll", 0x10000)
+    assert cli.main(["write", str(fake_bar), "hi", "--offset", "16"]) == 0
+    assert fake_bar.read_bytes()[16:20] == b"hi\n\0"
+    assert cli.main(["write", str(fake_bar), "hi", "--offset", str(0x10000 - 2)]) == 1
+    assert "is past the end of" in capsys.readouterr().err
+    assert fake_bar.stat().st_size == 0x10000
