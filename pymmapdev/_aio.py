@@ -511,6 +511,12 @@ class _CountReader:
             _unregister(self.registry, self.fd, self)
 
     def _readable(self) -> None:
+        if all(future.done() for future in self.futures):
+            # Every wait has its answer (a cancel, a timeout, close) and
+            # leaves at its task's next step, which removes this reader:
+            # a count read now would reach nobody, and the next wait would
+            # sleep past the interrupt it should return at once.
+            return
         try:
             data = os.read(self.fd, 4)
         except BlockingIOError:

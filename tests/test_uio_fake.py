@@ -12,6 +12,7 @@ import errno
 import gc
 import os
 import pathlib
+import select
 import signal
 import struct
 import sys
@@ -663,3 +664,27 @@ def test_a_pathlike_without_a_slash_is_a_path_not_a_name(fake_sys, tmp_path, mon
     assert info.value.filename == "uio1"
     with pymmapdev.UIO("zero") as u:                 # text: still a driver's name
         assert u.device == "uio1"
+
+
+def test_an_interrupt_after_every_async_wait_is_over_is_kept_for_the_next(irq):
+    """The loop's reader read the count whenever the descriptor polled
+    readable, even once every wait had its answer (a task cancelled by a
+    callback queued before the reader's turn, e.g. call_soon_threadsafe(
+    task.cancel) from another thread): nobody got the count, and the next
+    wait slept past the interrupt it should have returned at once."""
+    u, fire, _ = irq
+    slave = u.fileno()
+
+    async def main():
+        task = asyncio.create_task(u.wait_irq_async(30))
+        await asyncio.sleep(0.05)                       # its reader is registered
+        asyncio.get_running_loop().call_soon(task.cancel)   # before the reader's turn
+        fire(11)
+        select.select([slave], [], [], 5)               # the pty delivered it
+        await asyncio.sleep(0)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await u.wait_irq_async(2)
+
+    assert asyncio.run(main()) == 11
+    assert u.wait_irq(0) is None                        # and only once
