@@ -99,9 +99,12 @@ class UIO:
         self._fd = -1
         # Reentrant: a signal handler may close() while this thread holds it
         # (at any call inside a locked section); nothing done under it is
-        # left half-way by that (see _enter_wait, close)
+        # left half-way by that (see _hold_fd, close)
         self._lock = threading.RLock()
-        self._waiters = 0           # wait_irq()s and wait_irq_async()s under way
+        # Calls using the descriptor under way: waits, and map() and the
+        # interrupt's writes, which call Python code (readonly's __bool__, a
+        # signal handler) between taking the number and using it
+        self._users = 0
         self._closing = -1          # the descriptor close() left to the last of them
         path = _resolve(path_or_name)
         self.path = path
@@ -172,12 +175,18 @@ class UIO:
             raise ValueError(f"{self.path!r} is open read-only: map({index}, readonly=True), "
                              f"or open it writable")
         offset = m.number * _core.PAGESIZE + m.offset
+        # held: a close() meanwhile (readonly's __bool__, asked by Mapping
+        # after it took the number) must not free the number for another
+        # file to be mapped in the device's place
+        fd = self._hold_fd()
         try:
-            return _core.Mapping(self._fd, m.size - m.offset, offset, readonly=readonly,
+            return _core.Mapping(fd, m.size - m.offset, offset, readonly=readonly,
                                  kind="device", path=self.path, waker="poll")
         except OSError as exc:
             raise type(exc)(exc.errno, f"{exc.strerror} (the driver refused to map map "
                             f"{index}: {m.size} bytes)", self.path) from None
+        finally:
+            self._release_fd()
 
     # ---- the interrupt ----------------------------------------------------------
 
@@ -186,12 +195,15 @@ class UIO:
         if self.readonly:
             raise ValueError(f"{self.path!r} is open read-only: masking and unmasking its "
                              f"interrupt writes to it (open it writable)")
+        fd = self._hold_fd()        # as map(): never written to another file
         try:
-            os.write(self._fd, struct.pack("=i", on))
+            os.write(fd, struct.pack("=i", on))
         except OSError as exc:
             why = {errno.ENOSYS: "the driver cannot mask its interrupt (no irqcontrol)",
                    errno.EIO: "the device has no interrupt"}.get(exc.errno or 0, exc.strerror)
             raise OSError(exc.errno, why, self.path) from None
+        finally:
+            self._release_fd()
 
     def enable_irq(self) -> None:
         """Unmask the interrupt (write 1).  Many drivers mask it each time
@@ -226,7 +238,7 @@ class UIO:
         2**32).  Signal handlers run meanwhile (Ctrl-C raises
         KeyboardInterrupt)."""
         timeout = _core.timeout_seconds(timeout)
-        fd = self._enter_wait()
+        fd = self._hold_fd()
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             poller = select.poll()
@@ -245,13 +257,13 @@ class UIO:
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
         finally:
-            self._leave_wait()
+            self._release_fd()
 
     async def wait_irq_async(self, timeout: float | None = None) -> int | None:
         """wait_irq() for asyncio: the event loop polls the descriptor (no
         thread); every awaiter of this UIO object gets the same new count."""
         timeout = _core.timeout_seconds(timeout)
-        fd = self._enter_wait()
+        fd = self._hold_fd()
         try:
             return await _aio.wait_count(fd, timeout, self._wakeup)
         except OSError as exc:
@@ -259,7 +271,7 @@ class UIO:
         except _aio.CountClosed:
             raise ValueError(f"UIO device {self.path!r} is closed") from None
         finally:
-            self._leave_wait()
+            self._release_fd()
 
     # ---- lifetime ---------------------------------------------------------------
 
@@ -275,22 +287,22 @@ class UIO:
         if self._fd < 0:
             raise ValueError(f"UIO device {self.path!r} is closed")
 
-    def _enter_wait(self) -> int:
+    def _hold_fd(self) -> int:
         with self._lock:
             # counted in before the descriptor is read (no call between):
             # a close() from a signal handler after this leaves the
-            # descriptors open for _leave_wait to close
-            self._waiters += 1
+            # descriptors open for _release_fd to close
+            self._users += 1
             fd = self._fd
         if fd < 0:
-            self._leave_wait()
+            self._release_fd()
             self._check_open()
         return fd
 
-    def _leave_wait(self) -> None:
+    def _release_fd(self) -> None:
         with self._lock:
-            self._waiters -= 1
-            if self._waiters > 0 or self._closing < 0:
+            self._users -= 1
+            if self._users > 0 or self._closing < 0:
                 return
             fd, self._closing = self._closing, -1
         os.close(fd)
@@ -298,13 +310,14 @@ class UIO:
 
     def close(self) -> None:
         """Close the device.  Waits under way in other threads or tasks
-        raise ValueError; the descriptor is closed when the last has left
-        (until then its number cannot be reused under them)."""
+        raise ValueError; the descriptor is closed when the last of them,
+        and of map()s and interrupt writes under way, has left (until then
+        its number cannot be reused under them)."""
         with self._lock:
             fd, self._fd = self._fd, -1    # no call between: a nested close() returns
             if fd < 0:
                 return
-            if self._waiters > 0:
+            if self._users > 0:
                 self._closing = fd
                 os.eventfd_write(self._wakeup, 1)
                 return
@@ -339,7 +352,7 @@ def _after_fork_in_child() -> None:
     gets one of its own, under the same number."""
     for device in list(_open_devices):
         device._lock = threading.RLock()
-        device._waiters = 0
+        device._users = 0
         if device._closing >= 0:
             fd, device._closing = device._closing, -1
             os.close(fd)

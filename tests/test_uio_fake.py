@@ -398,7 +398,7 @@ def test_a_forked_childs_close_does_not_end_the_parents_waits(irq):
         try:
             t = threading.Thread(target=lambda: pytest.raises(ValueError, u.wait_irq, 5))
             t.start()
-            _wait_until(lambda: u._waiters == 1, "waited")
+            _wait_until(lambda: u._users == 1, "waited")
             u.close()
             t.join(10)
             status = 0 if not t.is_alive() else 2
@@ -476,7 +476,7 @@ def test_close_from_a_signal_handler_while_the_lock_is_held(irq, where):
         if where == "inside close":
             t = threading.Thread(target=lambda: pytest.raises(ValueError, u.wait_irq, 5))
             t.start()
-            _wait_until(lambda: u._waiters == 1, "waited")
+            _wait_until(lambda: u._users == 1, "waited")
             u._lock = _SignalWhenHeld(u._lock, 1)
             u.close()
             t.join(10)
@@ -688,3 +688,35 @@ def test_an_interrupt_after_every_async_wait_is_over_is_kept_for_the_next(irq):
 
     assert asyncio.run(main()) == 11
     assert u.wait_irq(0) is None                        # and only once
+
+
+def test_a_close_inside_map_does_not_free_the_descriptor_it_maps(fake_sys):
+    """map() handed the descriptor's number to the Mapping constructor,
+    which then asked readonly's __bool__: one that closed the UIO freed the
+    number, the next open took it, and map() mapped that file as the
+    device (here a memfd of b'X's instead of /dev/zero's zeros)."""
+    fake_sys("uio0", "/dev/zero", [(0, PAGE, 0)])
+    u = pymmapdev.UIO("/dev/zero")
+    number = u.fileno()
+    opened = []
+
+    class ClosesTheDevice:
+        def __bool__(self):
+            u.close()
+            for _ in range(number + 1):        # the lowest free numbers, up to it
+                fd = os.memfd_create("other")
+                os.write(fd, b"X" * PAGE)
+                opened.append(fd)
+                if fd == number:
+                    break
+            return False
+
+    try:
+        with u.map(0, readonly=ClosesTheDevice()) as m:
+            assert m[0:4] == bytes(4)
+    finally:
+        for fd in opened:
+            os.close(fd)
+    assert u.closed and number not in opened
+    with pytest.raises(OSError):            # closed once map() was done with it
+        os.fstat(number)
