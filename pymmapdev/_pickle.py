@@ -153,19 +153,53 @@ def _absolute(path: str) -> str:
     return path if ".." in path.split("/") else os.path.normpath(path)
 
 
+def _anchored(m: Mapping, st: os.stat_result) -> str:
+    """The path to send for *m* (whose descriptor's stat is *st*): its path
+    from the root.  A relative path is resolved against the directory we
+    are in now; if we changed directory since the mapping was opened (a
+    daemon's chdir("/")) that names no file, or another one.  Then the
+    kernel's name for the open file (/proc/self/fd) is tried, and its
+    directory with the path's last name (a file open_file() created is
+    named there "#<inode> (deleted)": it was made with O_TMPFILE, then
+    linked).  Each is sent only if it names the mapped file; failing all,
+    the path as resolved, which the child refuses loudly (ENOENT, ESTALE)."""
+    assert m.path is not None
+    path = _absolute(m.path)
+    if os.path.isabs(m.path) or _names(path, st):
+        return path
+    try:
+        now = os.readlink(f"/proc/self/fd/{m.fileno()}")
+    except OSError:
+        return path
+    beside = os.path.join(os.path.dirname(now), os.path.basename(m.path))
+    for candidate in (now, beside):
+        if candidate.startswith("/") and _names(candidate, st):
+            return candidate
+    return path
+
+
+def _names(path: str, st: os.stat_result) -> bool:
+    try:
+        there = os.stat(path)
+    except OSError:
+        return False
+    return (there.st_dev, there.st_ino) == (st.st_dev, st.st_ino)
+
+
 def _reduce_mapping(m: Mapping) -> Reduced:
     """Pickle by path; anonymous mappings only through multiprocessing."""
     if m.closed:
         raise ValueError("cannot pickle a closed mapping")
     if m.kind == "device" and m.path is not None:
-        ident = _device_ident(os.fstat(m.fileno()))
-        return _rebuild_device, (_absolute(m.path), m.size, m.offset, m.readonly, ident)
+        st = os.fstat(m.fileno())
+        return _rebuild_device, (_anchored(m, st), m.size, m.offset, m.readonly,
+                                 _device_ident(st))
     if m.path is None:
         raise TypeError("an anonymous mapping has no path: it can only be passed to "
                         "multiprocessing children (its file descriptor goes with it), "
                         "not pickled for anyone else; map a file to share by path")
     st = os.fstat(m.fileno())
-    path = _absolute(m.path)
+    path = _anchored(m, st)
     inode = (st.st_dev, st.st_ino, _generation(m.fileno()))
     return _rebuild_file, (path, m.size, m.offset, m.readonly, inode)
 

@@ -60,6 +60,30 @@ def test_relative_path_is_resolved_when_pickled(tmp_path, monkeypatch):
             assert copy.read(0, 9) == b"same file"
 
 
+@pytest.mark.parametrize("made", ["created", "existing"])
+@pytest.mark.parametrize("there", ["nothing", "another file"])
+def test_relative_path_after_a_chdir_names_the_mapped_file(tmp_path, monkeypatch, there, made):
+    """A process that changed directory after opening by a relative path
+    (a daemon's chdir("/")) sent a path naming no file, or another file of
+    that name, and the child failed; the pickle names the mapped file
+    (one open_file() created, whose /proc/self/fd name is "#<inode>
+    (deleted)", or one that was there)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    if made == "existing":
+        with open("rel", "wb") as f:
+            f.truncate(SIZE)
+    with pymmapdev.open_file("rel", SIZE) as m:
+        monkeypatch.chdir(tmp_path / "b")
+        if there == "another file":
+            pymmapdev.open_file("rel", SIZE).close()
+        with pickle.loads(pickle.dumps(m)) as copy:
+            assert copy.path == str(tmp_path / "a" / "rel")
+            m.write(0, b"same file")
+            assert copy.read(0, 9) == b"same file"
+
+
 def test_relative_path_through_a_symlinked_directory_and_dotdot(tmp_path, monkeypatch):
     """os.path.abspath folds "sub/.." away as text, but the kernel resolves
     ".." after following sub: with sub a symlink to another directory,
