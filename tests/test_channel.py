@@ -2080,6 +2080,151 @@ def test_every_end_of_a_single_mode_send_clears_its_name(m):
     assert ends == [(how, 0) for how, _ in ends]
 
 
+# ---- a send made by a signal handler inside a send of the same thread -------
+
+@pytest.mark.parametrize("handler_sends", ["fits", "refused"])
+def test_a_send_nested_in_a_waiting_send_leaves_no_message_behind_the_end(m, handler_sends):
+    """A signal handler's send() inside a single-mode send() of the same
+    thread that waits for room ends by clearing the sending word: the
+    outer send is unnamed from there on.  That is safe only because the
+    outer send looks at closed again (naming itself again) before it
+    publishes: a close_send() while it is unnamed must make it raise
+    BrokenPipeError, never publish behind the end the consumer took.
+    Here the handler's send fits (published) or is refused for room; then
+    another thread closes and drains to EOFError."""
+    ch = Channel(m, 0, CAP)
+    sent = []
+    while ch.send(b"f" * 1000, timeout=0):      # 4 records of 1008: 64 bytes left
+        sent.append(b"f" * 1000)
+    handler_msg = b"h" * (8 if handler_sends == "fits" else 100)
+    handled = threading.Event()
+    seen = {}
+
+    def handler(signum, frame):
+        if not handled.is_set():
+            seen["handler"] = ch.send(handler_msg, timeout=0)
+            seen["word"] = m.load_u64(CH_SENDING)
+            handled.set()
+
+    received = []
+
+    def close_and_drain():
+        spin_until(lambda: m.load_u32(PRODUCER_WAITERS) == 1)     # the outer sleeps
+        while not handled.wait(0.05):       # a signal just before the sleep waits for a wake
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+        ch.close_send()
+        try:
+            while True:
+                received.append(ch.recv(timeout=GUARD))
+        except EOFError:
+            pass
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    helper = threading.Thread(target=close_and_drain)
+    helper.start()
+    try:
+        try:
+            seen["outer"] = ch.send(b"o" * 1000)
+        except BrokenPipeError:
+            seen["outer"] = "BrokenPipeError"
+    finally:
+        helper.join(GUARD)
+        signal.signal(signal.SIGUSR1, previous)
+    assert not helper.is_alive()
+    assert seen["word"] == 0, "the handler's send left its name"
+    if seen["handler"]:
+        sent.append(handler_msg)
+    if seen["outer"] is True:
+        sent.append(b"o" * 1000)
+    assert (seen["handler"], seen["outer"]) == (handler_sends == "fits", "BrokenPipeError")
+    assert received == sent, "a message sent lies behind the end of the stream"
+
+
+def _consume_around_a_nested_send(path, fd, report, handled_at):
+    """The forked side of the test below: once the producer sleeps for room,
+    signals it until its handler has run (a send nested in the waiting
+    one), makes room, and once the producer's copy touches its source,
+    close_send() and drains, the producer paused (0.5 s), then lets it go
+    and receives until EOFError.  Reports what it received."""
+    got = []
+    try:
+        with pymmapdev.open_file(path) as m:
+            ch = Channel(m, 0, CAP)
+            spin_until(lambda: m.load_u32(PRODUCER_WAITERS) == 1)
+            # a signal just before the producer's sleep waits for a wake: again
+            while m.load_u64(handled_at) == 0:
+                os.kill(os.getppid(), signal.SIGUSR1)
+                time.sleep(0.01)
+            got.append(ch.recv(timeout=GUARD))      # room for the waiting send
+
+            def close_and_drain():
+                ch.close_send()
+                while (msg := ch.recv(timeout=0.5)) is not None:
+                    got.append(msg)
+
+            try:
+                _fill_when_touched(fd, b"u", close_and_drain)
+                while True:
+                    got.append(ch.recv(timeout=GUARD))
+            except EOFError:
+                pass
+            del ch
+        os.write(report, repr(got).encode())
+    finally:
+        os._exit(0)
+
+
+@pytest.mark.parametrize("handler_sends", ["fits", "refused"])
+def test_a_send_nested_in_a_waiting_send_names_the_outer_one_again(shm_path, handler_sends):
+    """A signal handler's send() inside a single-mode send() of the same
+    thread clears the sending word at its end, while the outer send still
+    waits for room.  The outer one must name itself again when it next
+    looks at closed, before its copy and publish: a close_send() from
+    elsewhere during the copy (paused here by a userfaultfd source page)
+    must make the consumer wait for it, not take the drained ring for the
+    end with the message still to come.  The handler's send fits (it is
+    published) or is refused for room."""
+    handled_at = Channel.size_for(CAP)
+    pymmapdev.open_file(shm_path, handled_at + 64).close()
+    page, fd = _paused_page()
+    read_end, write_end = os.pipe()
+    with pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, CAP)
+        sent = []
+        while ch.send(b"f" * 1000, timeout=0):      # 4 records of 1008: 64 bytes left
+            sent.append(b"f" * 1000)
+        handler_msg = b"h" * (8 if handler_sends == "fits" else 100)
+        seen = {}
+
+        def handler(signum, frame):
+            if "handler" not in seen:
+                seen["handler"] = ch.send(handler_msg, timeout=0)
+                seen["word"] = m.load_u64(CH_SENDING)
+                m.store_u64(handled_at, 1)
+
+        previous = signal.signal(signal.SIGUSR1, handler)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_end)
+                _consume_around_a_nested_send(shm_path, fd, write_end, handled_at)
+            os.close(write_end)
+            os.close(fd)        # the child's copy is the last: its exit fills the page
+            with memoryview(page) as source:
+                assert ch.send(source[:1000]) is True
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        del ch
+    with os.fdopen(read_end) as f:
+        received = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    page.close()
+    assert (seen["handler"], seen["word"]) == (handler_sends == "fits", 0)
+    if seen["handler"]:
+        sent.append(handler_msg)
+    assert received == repr(sent + [b"u" * 1000]), "a message sent was lost behind the end"
+
+
 # ---- the end of the stream decided on one look at closed --------------------
 
 CLOSED_TOGGLER = """
