@@ -272,10 +272,12 @@ take_body(void *arg)
 
 	/* Re-peeked: the values copied are the ones checked (the record
 	 * cannot change under a well-behaved producer; a hostile one can
-	 * only change the data, never the length we use). */
-	if (rc != BLOCK_READY)
-		return rc;
-	if (c->len != len)
+	 * only change the data, never the length we use).  The side is
+	 * held and no Python ran since the wait found the record: one that
+	 * is gone now (empty, closed, another length) was moved by a peer
+	 * writing the indices.  Not BLOCK_SLEEP's 0, which the caller takes
+	 * for success: the result would be returned uninitialized. */
+	if (rc != BLOCK_READY || c->len != len)
 		return CH_CORRUPT;
 	memcpy(c->dst, payload, len);
 	ch_consume(c);

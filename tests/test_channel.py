@@ -26,6 +26,7 @@ CONSUMER_WAITERS = 260
 CH_SPACE_SEQ, CH_DATA_SEQ = 192, 256            # the words those sleepers sleep on
 PEER_TID_MASK = (1 << 22) - 1                   # an owner word's thread id (csrc/peer.h)
 CH_PRODUCER, CH_CONSUMER = 80, 144              # the sides' owner words
+CH_HEAD, CH_RECEIVED = 128, 136                 # the consumer's indices
 CH_SENDING = 104                                # single mode: the thread in a send
 
 
@@ -2280,3 +2281,52 @@ def test_the_end_is_decided_on_one_look_at_closed(shm_path, run_child, multi_pro
     assert toggler.wait(GUARD) == 0, toggler.stderr.read()
     assert calls > 10_000
     assert ends == 0, f"{ends} of {calls} receives took a live sender's channel for ended"
+
+
+# ---- a record that vanishes between recv()'s two looks ----------------------
+
+HEAD_TOGGLER = """
+import sys, time, pymmapdev
+path, head, record, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+with pymmapdev.open_file(path) as m:
+    print("ready", flush=True)
+    store, end = m.store_u64, time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(1000):
+            store(head, 0)              # the record is there
+            store(head, record)         # and gone: the ring is empty
+"""
+
+
+def test_a_record_that_vanishes_under_recv_is_not_received(shm_path, run_child):
+    """recv() found a record (the wait), allocated the bytes, then looked
+    again at the head to copy it: a peer that emptied the ring in between
+    (here a process that moves head back and forth between the record and
+    the tail) made that second look 'empty' (BLOCK_SLEEP, 0), which recv()
+    took for success: it returned the new bytes object uninitialized (our
+    heap's leftovers), and consumed nothing.  Every message recv() returns
+    must be the record's bytes, and counted as received."""
+    cap = 4096
+    pymmapdev.open_file(shm_path, Channel.size_for(cap)).close()
+    with pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, cap)
+        payload = b"r" * 64
+        assert ch.send(payload)
+        record = 8 + len(payload)
+        toggler = run_child(HEAD_TOGGLER, shm_path, CH_HEAD, record, 2.0)
+        assert toggler.stdout.readline() == "ready\n", toggler.communicate(timeout=GUARD)
+        bad = calls = 0
+        while toggler.poll() is None:
+            for _ in range(1000):
+                calls += 1
+                before = m.load_u64(CH_RECEIVED)
+                try:
+                    msg = ch.recv(timeout=0)
+                except ChannelCorrupt:
+                    continue        # a peer moving head: allowed, if said so
+                if msg is not None and (msg != payload or m.load_u64(CH_RECEIVED) != before + 1):
+                    bad += 1
+        del ch
+    assert toggler.wait(GUARD) == 0, toggler.stderr.read()
+    assert calls > 10_000
+    assert bad == 0, f"{bad} of {calls} receives returned a message never taken from the ring"
