@@ -47,7 +47,11 @@ write_many_body(void *arg)
 				return rc;
 			break;
 		}
-		memcpy(ch_place(c), c->src[i].lo, c->src[i].len);
+		/* a source in the ring's free space sees the records written
+		 * before it in this batch, as the copy order leaves it; its
+		 * own header comes after it (ch_place) */
+		memmove(ch_payload_at(c), c->src[i].lo, c->src[i].len);
+		ch_place(c);
 		c->tail += c->total;
 	}
 	if (n > 0) {
@@ -57,17 +61,23 @@ write_many_body(void *arg)
 	return n;
 }
 
-/* The whole record, from the payload pieces, and published. */
+/*
+ * The whole record, from the payload pieces, and published.  A source may
+ * be a view of this very ring, overlapping the payload's place or the
+ * headers': memmove, and the headers after the payload, so the message is
+ * the bytes the source held (as for a Mapping's own copies and a Slot's).
+ */
 static int
 write_body(void *arg)
 {
 	struct ch_call *c = arg;
-	char *dst = ch_place(c);
+	char *dst = ch_payload_at(c);
 
 	for (int i = 0; i < c->nsrc; i++) {
-		memcpy(dst, c->src[i].lo, c->src[i].len);
+		memmove(dst, c->src[i].lo, c->src[i].len);
 		dst += c->src[i].len;
 	}
+	ch_place(c);
 	ch_publish(c);
 	ch_end_send(c, 1);	/* published */
 	return 0;

@@ -237,7 +237,7 @@ commit_body(void *arg)
 	 * the end of the stream, and nothing may follow it */
 	if (ch_closed_to_sender(c))
 		return CH_CLOSED_SEND;
-	(void)ch_place(c);
+	ch_place(c);
 	ch_publish(c);
 	ch_end_send(c, 1);	/* published */
 	return 0;

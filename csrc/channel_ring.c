@@ -216,8 +216,17 @@ ch_space_announce(struct block_op *op, int sleeping)
 	__atomic_fetch_add(c->w.producer_waiters, sleeping ? 1 : (uint32_t)-1, __ATOMIC_SEQ_CST);
 }
 
-/* Writes the padding and the record header at the tail (after ch_room()). */
+/* Where the payload of the record at the tail goes (after ch_room()). */
 char *
+ch_payload_at(struct ch_call *c)
+{
+	return c->w.ring + (c->pad ? 0 : c->tail % c->w.cap) + REC_HEADER;
+}
+
+/* Writes the padding and the record header at the tail (after ch_room()).
+ * A copy in writes its payload first: its source may be a view of the
+ * ring's free space that these headers overwrite. */
+void
 ch_place(struct ch_call *c)
 {
 	uint64_t cap = c->w.cap, pos = c->tail % cap;
@@ -227,7 +236,6 @@ ch_place(struct ch_call *c)
 		pos = 0;
 	}
 	*(uint64_t *)(c->w.ring + pos) = c->len | REC_MESSAGE << 32;
-	return c->w.ring + pos + REC_HEADER;
 }
 
 /* Publishes @count records that end at @tail (ch_place() and the payload

@@ -2330,3 +2330,40 @@ def test_a_record_that_vanishes_under_recv_is_not_received(shm_path, run_child):
     assert toggler.wait(GUARD) == 0, toggler.stderr.read()
     assert calls > 10_000
     assert bad == 0, f"{bad} of {calls} receives returned a message never taken from the ring"
+
+
+# ---- a send whose source is the channel's own ring ---------------------------
+
+def _own_ring_sources(m, ch, case):
+    """Views of the ring's free space that a send at the tail writes over:
+    at the tail (the record header lands on the source's first 8 bytes, the
+    payload 8 bytes further on), and across the ring's end (the padding
+    header lands on it, the payload at the ring's start)."""
+    ring = Channel.HEADER
+    if case == "at-the-tail":
+        return [memoryview(m)[ring:ring + 200]]
+    for _ in range(2):                          # two records of 1984: the tail at CAP - 128
+        assert ch.send(bytes(1976)) and ch.recv() == bytes(1976)
+    return [memoryview(m)[ring + CAP - 128:ring + CAP]]
+
+
+@pytest.mark.parametrize("case", ["at-the-tail", "across-the-end"])
+@pytest.mark.parametrize("how", ["send", "send_many"])
+def test_a_send_from_a_view_of_its_own_ring_sends_the_bytes_the_view_held(m, how, case):
+    """A message that is a view of the ring's free space where it is about
+    to be written: the record header (or the padding header) was written
+    first, over the source's first bytes, and the payload copied with
+    memcpy from a source overlapping its destination (undefined behaviour;
+    AddressSanitizer aborts on it).  The message received must be the bytes
+    the view held when send was called, as for a Mapping's own overlapping
+    copies and a Slot's."""
+    ch = Channel(m, 0, CAP)
+    (source,) = _own_ring_sources(m, ch, case)
+    expected = bytes(random.Random(7).randbytes(len(source)))
+    source[:] = expected
+    if how == "send":
+        assert ch.send(source)
+    else:
+        assert ch.send_many([source]) == 1
+    source.release()
+    assert ch.recv(timeout=0) == expected
