@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import operator
 import os
 import struct
 import time
@@ -139,6 +140,12 @@ class Channel(_core.Channel):
         raises; the view must not be used after the block.  Yields None when
         *timeout* seconds pass before there is room.
         """
+        # One int for the reservation and the view's end: _reserve takes
+        # any __index__, but offset + nbytes below is Python's addition (an
+        # object with only __index__ has none, an int subclass's __radd__
+        # would choose the view's length).  Not an index: _reserve says so.
+        if type(nbytes) is not int and hasattr(type(nbytes), "__index__"):
+            nbytes = operator.index(nbytes)
         got = self._reserve(nbytes, timeout)
         if got is None:
             yield None

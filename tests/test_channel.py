@@ -2367,3 +2367,34 @@ def test_a_send_from_a_view_of_its_own_ring_sends_the_bytes_the_view_held(m, how
         assert ch.send_many([source]) == 1
     source.release()
     assert ch.recv(timeout=0) == expected
+
+
+class _Length:
+    """An integer only through __index__, as every length argument takes."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+class _LyingInt(int):
+    """An int whose reflected addition says another number."""
+
+    def __radd__(self, other):
+        return int(self) + 1000
+
+
+@pytest.mark.parametrize("nbytes", [_Length(5), _LyingInt(5)], ids=["__index__", "int-subclass"])
+def test_reserve_takes_nbytes_as_an_int_once(ch, nbytes):
+    """reserve() handed nbytes to _reserve (which takes any __index__), then
+    computed the view's end as offset + nbytes in Python: an object with
+    only __index__ raised TypeError there (the reservation dropped), and an
+    int subclass's __radd__ chose the view's length: a view past the
+    reserved bytes, over the rest of the ring.  The view is the nbytes
+    reserved."""
+    with ch.reserve(nbytes) as view:
+        assert len(view) == 5
+        view[:] = b"12345"
+    assert ch.recv(timeout=0) == b"12345"
