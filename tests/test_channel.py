@@ -1950,15 +1950,17 @@ def _fill_when_touched(fd, fill, before_filling):
         _uffd_ioctl(fd, _UFFDIO_COPY, [page, ctypes.addressof(src), mmap.PAGESIZE, 0, 0])
 
 
-def _consume_after_close(path, fd, report):
-    """The forked side of the test below: once the producer's copy touches
-    its source, close_send(), then receive until EOFError, the producer
-    paused (for 0.5 s) and then let go.  Reports what it received before
-    the end."""
+def _consume_after_close(path, fd, report, prepare=None):
+    """The forked side of the tests below: *prepare(m, ch, got)* first if
+    given; then once the producer's copy touches its source, close_send(),
+    then receive until EOFError, the producer paused (for 0.5 s) and then
+    let go.  Reports what it received before the end."""
     got = []
     try:
         with pymmapdev.open_file(path) as m:
             ch = Channel(m, 0, CAP)
+            if prepare is not None:
+                prepare(m, ch, got)
 
             def close_and_drain():
                 ch.close_send()
@@ -2141,38 +2143,18 @@ def test_a_send_nested_in_a_waiting_send_leaves_no_message_behind_the_end(m, han
     assert received == sent, "a message sent lies behind the end of the stream"
 
 
-def _consume_around_a_nested_send(path, fd, report, handled_at):
-    """The forked side of the test below: once the producer sleeps for room,
-    signals it until its handler has run (a send nested in the waiting
-    one), makes room, and once the producer's copy touches its source,
-    close_send() and drains, the producer paused (0.5 s), then lets it go
-    and receives until EOFError.  Reports what it received."""
-    got = []
-    try:
-        with pymmapdev.open_file(path) as m:
-            ch = Channel(m, 0, CAP)
-            spin_until(lambda: m.load_u32(PRODUCER_WAITERS) == 1)
-            # a signal just before the producer's sleep waits for a wake: again
-            while m.load_u64(handled_at) == 0:
-                os.kill(os.getppid(), signal.SIGUSR1)
-                time.sleep(0.01)
-            got.append(ch.recv(timeout=GUARD))      # room for the waiting send
-
-            def close_and_drain():
-                ch.close_send()
-                while (msg := ch.recv(timeout=0.5)) is not None:
-                    got.append(msg)
-
-            try:
-                _fill_when_touched(fd, b"u", close_and_drain)
-                while True:
-                    got.append(ch.recv(timeout=GUARD))
-            except EOFError:
-                pass
-            del ch
-        os.write(report, repr(got).encode())
-    finally:
-        os._exit(0)
+def _make_room_after_a_nested_send(handled_at):
+    """The consumer's start in the test below: once the producer sleeps for
+    room, signals it until its handler has run (a send nested in the
+    waiting one), then makes room."""
+    def prepare(m, ch, got):
+        spin_until(lambda: m.load_u32(PRODUCER_WAITERS) == 1)
+        # a signal just before the producer's sleep waits for a wake: again
+        while m.load_u64(handled_at) == 0:
+            os.kill(os.getppid(), signal.SIGUSR1)
+            time.sleep(0.01)
+        got.append(ch.recv(timeout=GUARD))      # room for the waiting send
+    return prepare
 
 
 @pytest.mark.parametrize("handler_sends", ["fits", "refused"])
@@ -2208,7 +2190,8 @@ def test_a_send_nested_in_a_waiting_send_names_the_outer_one_again(shm_path, han
             pid = os.fork()
             if pid == 0:
                 os.close(read_end)
-                _consume_around_a_nested_send(shm_path, fd, write_end, handled_at)
+                _consume_after_close(shm_path, fd, write_end,
+                                     _make_room_after_a_nested_send(handled_at))
             os.close(write_end)
             os.close(fd)        # the child's copy is the last: its exit fills the page
             with memoryview(page) as source:
