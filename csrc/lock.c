@@ -44,8 +44,23 @@ typedef struct {
 	MappingObject *map;
 	Py_ssize_t offset;
 	unsigned long held_generation;	/* 0, or the gate generation of our pin */
+	uint64_t holder;		/* the thread that took the hold (peer.h) */
 	int owner_died;
 } LockObject;
+
+/*
+ * Locks this thread holds, counted in this program image.  An owner word
+ * that names the calling thread while the count is 0 was written before an
+ * exec(): the tid and start time survive it (and a non-leader thread that
+ * execs takes the leader's), so the new program is "the holder" of a lock
+ * no program holds any more, and no one else can tell (it looks alive).
+ * That word is a dead holder's: acquire() takes it over.  With a count
+ * above 0 it may still be this program's (a Lock object of this thread
+ * dropped while held: the hold outlives the object), so "already held by
+ * this thread", as ever.  Thread-local: no lock needed, and a forked
+ * child's thread, which has another identity, never meets its copy.
+ */
+static _Thread_local unsigned long locks_held_here;
 
 static module_state *
 lock_state(LockObject *self)
@@ -278,10 +293,13 @@ lock_clear(LockObject *self)
 	return 0;
 }
 
-/* Records a successful acquisition: the admission's pin becomes the hold. */
+/* Records a successful acquisition by thread @me: the admission's pin
+ * becomes the hold. */
 static void
-lock_hold(LockObject *self, struct gate *g)
+lock_hold(LockObject *self, struct gate *g, uint64_t me)
 {
+	locks_held_here++;
+	self->holder = me;
 	if (self->held_generation == gate_generation()) {
 		/* This object already pinned for a holder that died (another
 		 * of our threads, taken over): one hold, one pin. */
@@ -291,6 +309,19 @@ lock_hold(LockObject *self, struct gate *g)
 		(void)gate_keep_pin(g, PIN_LOCK);
 		self->held_generation = gate_generation();
 	}
+}
+
+/* This object holds nothing any more.  The count is the taker's: another
+ * thread may end a hold whose holder died, a forked child one of the
+ * parent's. */
+static void
+lock_unhold(LockObject *self)
+{
+	if (self->holder == peer_self() && locks_held_here > 0)
+		locks_held_here--;
+	self->holder = 0;
+	self->held_generation = 0;
+	mapping_unpin(self->map, PIN_LOCK);
 }
 
 static PyObject *lock_release(LockObject *self, PyObject *Py_UNUSED(ignored));
@@ -325,8 +356,7 @@ lock_abandon(LockObject *self)
 			(void)lock_run(&g, abandon_body, &c, &fault_addr);
 			gate_leave(&g);
 		}
-		self->held_generation = 0;
-		mapping_unpin(self->map, PIN_LOCK);
+		lock_unhold(self);
 	}
 	PyErr_Clear();
 	PyErr_Restore(type, value, tb);
@@ -361,6 +391,7 @@ lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 		op.ctx = &w;
 		op.spin = block_default_spin();
 		rc = block_until(&op, &deadline);
+		c.me = w.me;	/* who polled last: a child, if a handler forked */
 		if (rc == BLOCK_TIMEOUT) {
 			gate_leave(&g);
 			Py_RETURN_FALSE;
@@ -370,11 +401,13 @@ lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 			return NULL;
 		}
 	}
+	if (rc == OWNER_RECURSIVE && locks_held_here == 0)
+		rc = OWNER_TAKEN_OVER;	/* held before an exec(): see above */
 	if (rc != OWNER_TAKEN && rc != OWNER_TAKEN_OVER) {
 		gate_leave(&g);
 		return lock_error(self, rc, fault_addr);
 	}
-	lock_hold(self, &g);
+	lock_hold(self, &g, c.me);
 	self->owner_died = rc == OWNER_TAKEN_OVER;
 	if (self->owner_died &&
 	    PyErr_WarnFormat(lock_state(self)->owner_died_warning, 1,
@@ -424,8 +457,7 @@ lock_release(LockObject *self, PyObject *Py_UNUSED(ignored))
 		return NULL;
 	}
 	/* From here on this object holds nothing, whatever the word said. */
-	self->held_generation = 0;
-	mapping_unpin(self->map, PIN_LOCK);
+	lock_unhold(self);
 	if (rc == 0 && (c.seen & OWNER_WAITERS) &&
 	    block_wake(self->map, owner_sleep_offset(g.offset + LOCK_OWNER), 1) < 0) {
 		gate_leave(&g);

@@ -1,4 +1,5 @@
 """pymmapdev.Lock: a process-shared lock of plain words living in the mapping."""
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -67,6 +68,65 @@ def test_reacquire_from_owner_thread_raises(m):
         for timeout in (None, 1, 0):
             with pytest.raises(RuntimeError, match="already held"):
                 lock.acquire(timeout=timeout)
+
+
+def test_a_lock_dropped_while_held_is_still_this_threads(m):
+    """The hold outlives its object: acquiring again through another object
+    is the same thread's second acquire (not a holder from before an exec)."""
+    lock = pymmapdev.Lock(m, 0)
+    lock.acquire()
+    del lock
+    gc.collect()
+    again = pymmapdev.Lock(m, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError, match="already held"):
+            again.acquire(timeout=0)
+
+
+# The program a Lock holder exec()s: it maps the lock again and acquires it
+# in the same thread (same tid and start time: the identity survives exec).
+_AFTER_EXEC = """
+import sys, warnings, pymmapdev
+with pymmapdev.open_file(sys.argv[1]) as m:
+    lock = pymmapdev.Lock(m, 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ok = lock.acquire(timeout=0)
+        except RuntimeError as exc:
+            ok = type(exc).__name__
+    print(ok, lock.owner_died, [w.category.__name__ for w in caught], flush=True)
+    if ok is True:
+        lock.release()
+"""
+
+
+@pytest.mark.parametrize("execs", ["the holder", "another thread"])
+def test_a_program_that_execs_holding_a_lock_can_take_it_back(shm_path, run_child, execs):
+    """A holder that exec()s a program which takes the lock again: the word
+    names the very thread that asks (exec keeps the tid and start time; a
+    non-leader thread that execs takes the leader's), so the new program was
+    told "already held by this thread" for good, though no program holds
+    it any more.  It is a dead holder's lock: taken over, with the warning."""
+    pymmapdev.open_file(shm_path, 4096).close()
+    child = run_child("""
+        import os, sys, threading, pymmapdev
+        m = pymmapdev.open_file(sys.argv[1])
+        pymmapdev.Lock(m, 0).acquire()
+        argv = [sys.executable, "-c", sys.argv[2], sys.argv[1]]
+        if sys.argv[3] == "the holder":
+            os.execv(sys.executable, argv)
+        threading.Thread(target=os.execv, args=(sys.executable, argv)).start()
+        threading.Event().wait()
+    """, shm_path, _AFTER_EXEC, execs)
+    out, err = child.communicate(timeout=GUARD)
+    assert child.returncode == 0, err
+    assert out.split() == ["True", "True", "['OwnerDiedWarning']"]
+    with pymmapdev.open_file(shm_path) as m:
+        lock = pymmapdev.Lock(m, 0)
+        assert lock.acquire(timeout=0) is True          # released by the new program
+        lock.release()
 
 
 def test_release_when_not_held_raises(m):
