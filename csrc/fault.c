@@ -43,8 +43,14 @@ static struct sigaction previous_slots[2];
 static struct sigaction *volatile previous_action = &previous_slots[0];
 static pthread_mutex_t rearm_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Set while the previous handler runs: see the end of sigbus_handler. */
-static volatile sig_atomic_t chaining;
+/*
+ * Set while this thread runs the previous handler: see the end of
+ * sigbus_handler.  Per thread: a fault of another thread meanwhile is its
+ * own.  It stays set when that handler leaves by siglongjmp (a fault guard
+ * of another library), so it is believed only of what a handler can send
+ * itself, a raise(); a fault the kernel reports is chained every time.
+ */
+static __thread volatile sig_atomic_t chaining __attribute__((tls_model("initial-exec")));
 
 static int
 in_span(const struct fault_guard *guard, const char *addr)
@@ -239,10 +245,11 @@ sigbus_handler(int signo, siginfo_t *info, void *ucontext)
 	/*
 	 * Not ours.  A handler that dies by restoring its own predecessor and
 	 * re-raising (faulthandler does) may restore *us* if it was installed
-	 * after us; the re-raise then lands here while we are still chaining,
-	 * and must take the default action instead of going round again.
+	 * after us; the re-raise (raise(): si_code <= 0) then lands here while
+	 * we are still chaining, and must take the default action instead of
+	 * going round again.
 	 */
-	if (chaining) {
+	if (chaining && info->si_code <= 0) {
 		signal(SIGBUS, SIG_DFL);
 		raise(SIGBUS);
 		return;

@@ -227,3 +227,35 @@ def test_a_sigbus_sent_during_a_guarded_copy_is_not_taken_for_a_fault():
     """))), timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split(maxsplit=4)[:4] == ["0", "0", "True", "True"], proc.stdout
+
+
+def test_a_previous_handler_that_leaves_by_siglongjmp_is_chained_every_time(shm_path, tmp_path):
+    # A fault that is not ours is handed to the handler we displaced.  One
+    # that recovers by siglongjmp (another library's fault guard: here a
+    # second copy of our own extension, loaded from another file) never
+    # returns to us, and the flag we set around the call stayed set: from
+    # then on every fault not ours was taken for a re-raise from inside
+    # that handler and killed the process with SIGBUS instead of reaching
+    # it.  The second of these faults died so.
+    proc = run_python("""
+        import importlib.util, os, shutil, sys, pymmapdev
+        from pymmapdev import _core
+        copy = os.path.join(sys.argv[2], os.path.basename(_core.__file__))
+        shutil.copy(_core.__file__, copy)       # a new inode: dlopen loads it again
+        spec = importlib.util.spec_from_file_location("_core", copy)
+        other = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(other)
+        assert other.Mapping is not _core.Mapping
+        fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(fd, 4 * 4096)
+        theirs = other.Mapping(fd, 4 * 4096)    # its handler installed
+        ours = pymmapdev.open_file(sys.argv[1], 4 * 4096)   # ours on top of it
+        os.truncate(sys.argv[1], 4096)
+        for attempt in range(3):
+            try:
+                theirs.read(8192, 10)           # its guard, not ours: chained
+            except OSError as exc:
+                print(exc.errno, flush=True)
+        ours.read_u8(0)
+    """, shm_path, tmp_path, check=False)
+    assert (proc.returncode, proc.stdout.split()) == (0, ["14"] * 3), proc.stderr
