@@ -35,12 +35,26 @@ static __thread struct fault_guard *current_guard
 	__attribute__((tls_model("initial-exec")));
 
 /*
- * The handler we displaced, for faults that are not ours.  Written under
- * rearm_lock into the slot the handler is not reading, then published by
+ * The handlers we displaced, oldest first: each re-arm pushes the one it
+ * found on top of ours, and faults not ours go to the last.  One that is
+ * uninstalled later must leave the chain again (faulthandler.disable()
+ * puts back what enable() found, which was us, and its handler then does
+ * nothing: a fault we handed it would recur forever), and we chain to the
+ * one below it (fault_rearm_over()).  A chain is edited as a copy, under
+ * rearm_lock, in the buffer the handler is not reading, then published by
  * one pointer store, so the handler never sees a half-written sigaction.
+ * A zeroed action is SIG_DFL.
  */
-static struct sigaction previous_slots[2];
-static struct sigaction *volatile previous_action = &previous_slots[0];
+#define CHAIN_MAX	8
+
+struct chain {
+	int depth;		/* 1 .. CHAIN_MAX */
+	struct sigaction displaced[CHAIN_MAX];
+};
+
+static struct chain chains[2] = {{.depth = 1}, {.depth = 1}};
+static struct chain *chain_in_use = &chains[0];
+static const struct sigaction *volatile previous_action = &chains[0].displaced[0];
 static pthread_mutex_t rearm_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /*
@@ -282,16 +296,88 @@ sigbus_handler(int signo, siginfo_t *info, void *ucontext)
 	chaining = 0;
 }
 
+static int
+is_ours(const struct sigaction *action)
+{
+	return (action->sa_flags & SA_SIGINFO) && action->sa_sigaction == sigbus_handler;
+}
+
+/* The function an action calls, or 0 for SIG_DFL and SIG_IGN. */
+static uintptr_t
+handler_address(const struct sigaction *action)
+{
+	uintptr_t address = (action->sa_flags & SA_SIGINFO) ? (uintptr_t)action->sa_sigaction
+							    : (uintptr_t)action->sa_handler;
+
+	return action->sa_handler == SIG_DFL || action->sa_handler == SIG_IGN ? 0 : address;
+}
+
+/* A copy of the chain in use, to edit and then publish.  Under rearm_lock. */
+static struct chain *
+chain_copy(void)
+{
+	struct chain *copy = chain_in_use == &chains[0] ? &chains[1] : &chains[0];
+
+	*copy = *chain_in_use;
+	return copy;
+}
+
+static void
+chain_publish(struct chain *chain)
+{
+	chain_in_use = chain;
+	previous_action = &chain->displaced[chain->depth - 1];
+}
+
+static void
+chain_push(struct chain *chain, const struct sigaction *action)
+{
+	struct sigaction *top = &chain->displaced[chain->depth - 1];
+
+	if (top->sa_handler == action->sa_handler && top->sa_flags == action->sa_flags) {
+		*top = *action;		/* the same again (signal.signal() in a loop) */
+		return;
+	}
+	if (chain->depth == CHAIN_MAX) {	/* the oldest goes: buried deepest */
+		memmove(&chain->displaced[0], &chain->displaced[1],
+			sizeof(chain->displaced[0]) * (CHAIN_MAX - 1));
+		chain->depth--;
+	}
+	chain->displaced[chain->depth++] = *action;
+}
+
+/* Drops every action that calls @gone; an empty chain is SIG_DFL. */
+static void
+chain_drop(struct chain *chain, uintptr_t gone)
+{
+	int kept = 0;
+
+	for (int i = 0; i < chain->depth; i++)
+		if (handler_address(&chain->displaced[i]) != gone)
+			chain->displaced[kept++] = chain->displaced[i];
+	if (kept == 0)
+		memset(&chain->displaced[kept++], 0, sizeof(chain->displaced[0]));
+	chain->depth = kept;
+}
+
 int
 fault_rearm(void)
 {
+	return fault_rearm_over(0, NULL);
+}
+
+int
+fault_rearm_over(uintptr_t gone, uintptr_t *displaced)
+{
 	struct sigaction current, ours;
-	struct sigaction *slot;
+	struct chain *chain;
 	int rc = 0;
 
+	if (displaced != NULL)
+		*displaced = 0;
 	if (sigaction(SIGBUS, NULL, &current) < 0)
 		return -1;
-	if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == sigbus_handler)
+	if (gone == 0 && is_ours(&current))
 		return 0;
 
 	memset(&ours, 0, sizeof(ours));
@@ -303,13 +389,19 @@ fault_rearm(void)
 
 	pthread_mutex_lock(&rearm_lock);
 	/* Re-read under the lock: another thread may have re-armed already. */
-	if (sigaction(SIGBUS, NULL, &current) == 0 &&
-	    !((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == sigbus_handler)) {
-		slot = previous_action == &previous_slots[0] ? &previous_slots[1]
-							     : &previous_slots[0];
-		*slot = current;
-		previous_action = slot;
-		rc = sigaction(SIGBUS, &ours, NULL);
+	rc = sigaction(SIGBUS, NULL, &current);
+	if (rc == 0 && (gone != 0 || !is_ours(&current))) {
+		chain = chain_copy();
+		if (gone != 0)
+			chain_drop(chain, gone);
+		if (!is_ours(&current)) {
+			chain_push(chain, &current);
+			if (displaced != NULL)
+				*displaced = handler_address(&current);
+		}
+		chain_publish(chain);
+		if (!is_ours(&current))
+			rc = sigaction(SIGBUS, &ours, NULL);
 	}
 	pthread_mutex_unlock(&rearm_lock);
 	return rc;

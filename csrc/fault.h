@@ -58,6 +58,15 @@ int fault_strided_copy(char *dst, ptrdiff_t dst_step, const char *src,
  * Returns 0, or -1 with errno. */
 int fault_rearm(void);
 
+/*
+ * fault_rearm(), after first dropping from the handlers we chain to every
+ * one that calls the function at @gone (0: none): its owner uninstalled
+ * it, and it no longer handles anything.  *@displaced (if not NULL): the
+ * function of the handler this re-arm displaced, or 0 (none, SIG_DFL or
+ * SIG_IGN), to pass as @gone once its owner uninstalls it.
+ */
+int fault_rearm_over(uintptr_t gone, uintptr_t *displaced);
+
 /* The read-modify-writes of atomic.c and lock.c, each one locked
  * instruction (a full barrier: what SEQ_CST asks for). */
 enum fault_rmw {

@@ -184,11 +184,25 @@ core_exec(PyObject *module)
 }
 
 static PyObject *
-core_rearm(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+core_rearm(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-	if (fault_rearm() < 0)
+	uintptr_t gone = 0, displaced;
+
+	if (nargs > 1) {
+		PyErr_Format(PyExc_TypeError,
+			     "rearm_fault_handler() takes at most 1 argument (%zd given)", nargs);
+		return NULL;
+	}
+	if (nargs == 1 && args[0] != Py_None) {
+		gone = (uintptr_t)PyLong_AsUnsignedLongLong(args[0]);
+		if (gone == (uintptr_t)-1 && PyErr_Occurred())
+			return NULL;
+	}
+	if (fault_rearm_over(gone, &displaced) < 0)
 		return PyErr_SetFromErrno(PyExc_OSError);
-	Py_RETURN_NONE;
+	if (displaced == 0)
+		Py_RETURN_NONE;
+	return PyLong_FromUnsignedLongLong(displaced);
 }
 
 static int
@@ -238,11 +252,13 @@ static PyMethodDef core_functions[] = {
 	BLOCK_FUNCTIONS_METHODDEFS	/* block.c */
 	WAIT_FUNCTIONS_METHODDEFS	/* wait.c */
 	WATCH_FUNCTIONS_METHODDEFS	/* watch.c */
-	{"rearm_fault_handler", core_rearm, METH_NOARGS,
-	 "rearm_fault_handler()\n--\n\n"
+	{"rearm_fault_handler", (PyCFunction)(void (*)(void))core_rearm, METH_FASTCALL,
+	 "rearm_fault_handler($module, gone=None, /)\n--\n\n"
 	 "Put the SIGBUS guard's handler back on top of one installed since\n"
 	 "(pymmapdev calls this after signal.signal(SIGBUS, ...) and\n"
-	 "faulthandler.enable())."},
+	 "faulthandler.enable()); returns the function address of the handler\n"
+	 "it displaced, or None.  gone: such an address, of a handler its owner\n"
+	 "uninstalled (faulthandler.disable()): faults are no longer handed to it."},
 	{NULL, NULL, 0, NULL},
 };
 

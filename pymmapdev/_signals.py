@@ -8,7 +8,9 @@ which faults again forever, and ``faulthandler.enable()``'s kills the
 process.  The C core re-arms itself when a Mapping is created and before
 bulk copies; the stdlib calls that install a SIGBUS handler are wrapped here
 so that it is re-armed on top of theirs at once (chaining to them for faults
-that are not ours).  Handlers installed by C code behind Python's back, or
+that are not ours).  ``faulthandler.disable()`` is wrapped too: it puts back
+the action ``enable()`` found, and the chain must drop its handler, which
+then handles nothing.  Handlers installed by C code behind Python's back, or
 through a faulthandler function bound before this import (``from
 faulthandler import enable``: a builtin, which cannot be wrapped in place),
 are only caught at the next re-arm.
@@ -26,7 +28,12 @@ from . import _core
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _rearm_after(function: F, installs_sigbus: Callable[..., bool]) -> F:
+def _rearm() -> None:
+    _core.rearm_fault_handler()
+
+
+def _rearm_after(function: F, installs_sigbus: Callable[..., bool],
+                 rearm: Callable[[], None] = _rearm) -> F:
     if getattr(function, "__pymmapdev_rearms__", False):
         return function                 # the package was imported twice
 
@@ -36,7 +43,7 @@ def _rearm_after(function: F, installs_sigbus: Callable[..., bool]) -> F:
             return function(*args, **kwargs)
         finally:
             if installs_sigbus(*args, **kwargs):
-                _core.rearm_fault_handler()
+                rearm()
 
     setattr(wrapper, "__pymmapdev_rearms__", True)
     return wrapper  # type: ignore[return-value]
@@ -62,6 +69,25 @@ def _never_blocking_sigbus(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# The SIGBUS handler faulthandler.enable() installed, as the re-arm after it
+# found it on top of ours (its function's address; None: not seen).
+# faulthandler.disable() puts back what enable() found -- ours -- and that
+# handler then does nothing: we must stop handing faults to it, or a fault
+# not ours would return to its instruction and fault again forever.
+_faulthandler_handler: list[int | None] = [None]
+
+
+def _rearm_over_faulthandler() -> None:
+    displaced = _core.rearm_fault_handler()
+    if displaced is not None:           # None: enabled already, or it failed
+        _faulthandler_handler[0] = displaced
+
+
+def _rearm_without_faulthandler() -> None:
+    gone, _faulthandler_handler[0] = _faulthandler_handler[0], None
+    _core.rearm_fault_handler(gone)     # enabled before import: ours may be gone
+
+
 def _signal_is_sigbus(signalnum: int, *_args: Any, **_kwargs: Any) -> bool:
     return signalnum == signal.SIGBUS
 
@@ -79,5 +105,7 @@ def install() -> None:
     setattr(low, "signal", _rearm_after(getattr(low, "signal"), _signal_is_sigbus))
     if hasattr(low, "pthread_sigmask"):         # the same lookup in signal.pthread_sigmask()
         setattr(low, "pthread_sigmask", _never_blocking_sigbus(getattr(low, "pthread_sigmask")))
-    faulthandler.enable = _rearm_after(faulthandler.enable, _always)
+    faulthandler.enable = _rearm_after(faulthandler.enable, _always, _rearm_over_faulthandler)
+    faulthandler.disable = _rearm_after(faulthandler.disable, _always,
+                                        _rearm_without_faulthandler)
     faulthandler.register = _rearm_after(faulthandler.register, _signal_is_sigbus)

@@ -259,3 +259,33 @@ def test_a_previous_handler_that_leaves_by_siglongjmp_is_chained_every_time(shm_
         ours.read_u8(0)
     """, shm_path, tmp_path, check=False)
     assert (proc.returncode, proc.stdout.split()) == (0, ["14"] * 3), proc.stderr
+
+
+@pytest.mark.parametrize("enabled_before_import", [False, True],
+                         ids=["enabled after import", "enabled before import"])
+def test_faulthandler_disabled_again_leaves_the_guard_and_the_default_action(
+        shm_path, enabled_before_import):
+    # faulthandler.disable() puts back the SIGBUS action enable() found.
+    # Enabled after import, that was ours, and we kept chaining to its
+    # handler, now disabled: it returns at once, and a fault outside our
+    # guards ran again forever (a hang, where the process dies of SIGBUS
+    # without us).  Enabled before import, that was SIG_DFL: our handler
+    # was gone, and the next guarded access of a truncated page killed the
+    # process instead of raising MappingFault.
+    proc = run_python(f"""
+        import faulthandler, os, sys
+        if {enabled_before_import}:
+            faulthandler.enable()
+        import pymmapdev
+        if not {enabled_before_import}:
+            faulthandler.enable()
+        m = pymmapdev.open_file(sys.argv[1], 4 * 4096)
+        faulthandler.disable()
+        os.truncate(sys.argv[1], 4096)
+        try:
+            m.read(8192, 10)
+        except pymmapdev.MappingFault:
+            print("guarded ok", flush=True)
+        memoryview(m)[8192]             # not ours: the default action, as without us
+    """, shm_path, check=False, timeout=15)
+    assert (proc.returncode, proc.stdout.strip()) == (-signal.SIGBUS, "guarded ok"), proc.stderr
