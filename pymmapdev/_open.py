@@ -270,7 +270,7 @@ def _walk_and_open(path, flags, mode, complete=None):
             last = not parts and not must_be_dir
             try:
                 if last:
-                    fd = os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=dirfd)
+                    fd = _open_last(name, flags | os.O_NOFOLLOW, mode, dirfd, path)
                     if complete is None:
                         return fd
                     return _refuse_planted_file(dirfd, fd, path)
@@ -298,7 +298,7 @@ def _walk_and_open(path, flags, mode, complete=None):
                 # no path to what it names, the kernel alone follows it.
                 # Nothing is planted in /proc: it has no sticky directory.
                 if last:
-                    return os.open(name, flags, mode, dir_fd=dirfd)
+                    return _open_last(name, flags, mode, dirfd, path)
                 fd = os.open(name, _PATH_FLAGS & ~os.O_NOFOLLOW, dir_fd=dirfd)
                 os.close(dirfd)
                 dirfd = fd
@@ -316,6 +316,24 @@ def _walk_and_open(path, flags, mode, complete=None):
                 dirfd = os.open("/", _PATH_FLAGS | os.O_DIRECTORY)
     finally:
         os.close(dirfd)
+
+
+def _open_last(name, flags, mode, dirfd, path):
+    """open(2) of the last component *name* in the directory open as *dirfd*.
+    A socket cannot be opened (ENXIO, "No such device or address", which
+    names nothing wrong with the path): it is refused as the FIFO is."""
+    try:
+        return os.open(name, flags, mode, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:
+            raise
+        try:
+            st = os.stat(name, dir_fd=dirfd)
+        except OSError:
+            raise exc from None
+        if not stat.S_ISSOCK(st.st_mode):
+            raise
+    raise _file_type_error(path, st)
 
 
 _LOST = object()                   # _make_at(): another creator linked its file first

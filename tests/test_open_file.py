@@ -583,6 +583,10 @@ def _fifo(path):
     os.mkfifo(path)
 
 
+def _socket(path):
+    os.mknod(path, stat.S_IFSOCK | 0o600)     # what bind() leaves: open(2) is ENXIO
+
+
 def _link_to(target):
     return lambda path: os.symlink(target, path)
 
@@ -598,6 +602,10 @@ def _file_of(size):
     (lambda path: None, lambda path: pymmapdev.open_file(path, _open.MAX_OFFSET + 1),
      "past the largest file offset"),
     (_fifo, lambda path: pymmapdev.open_file(path, 4096), "is a FIFO and cannot be mapped"),
+    (_socket, lambda path: pymmapdev.open_file(path, 4096), "is a socket and cannot be mapped"),
+    (_socket, lambda path: pymmapdev.open_file(path, readonly=True),
+     "is a socket and cannot be mapped"),
+    (_socket, lambda path: pymmapdev.open_device(path, 4096), "is a socket and cannot be mapped"),
     (_link_to("/dev/null"), lambda path: pymmapdev.open_file(path, 4096),
      "is a character device: use open_device()"),
     (_file_of(0), lambda path: pymmapdev.open_file(path), "is empty"),
@@ -610,7 +618,8 @@ def _file_of(size):
     (_link_to("/dev/zero"),
      lambda path: pymmapdev.open_device(path, 4096, offset=_open.MAX_OFFSET - 100),
      "past the largest file offset"),
-], ids=["size too large", "fifo", "character device", "empty", "short read-only",
+], ids=["size too large", "fifo", "socket", "socket read-only", "socket to open_device",
+        "character device", "empty", "short read-only",
         "negative offset", "regular file to open_device", "no size", "offset too large"])
 def test_value_errors_name_a_path_escaped(tmp_path, make, call, words):
     """open_file's and open_device's ValueErrors put the path in their
