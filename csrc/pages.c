@@ -210,14 +210,21 @@ pages_madvise(MappingObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
 		return NULL;
 	/* MADV_REMOVE frees the backing store of whole pages: bytes of the
 	 * file beside the mapping's (a mapping need not start or end on a
-	 * page) are not ours to zero. */
+	 * page) are not ours to zero, nor are the mapping's bytes beside the
+	 * range named (the other advice keeps the bytes: widening is safe). */
 	page_span(&g, &start, &len);
-	if (advice == MADV_REMOVE && len > 0 &&
-	    (start < self->data || start + len > self->data + self->size)) {
-		PyErr_Format(PyExc_ValueError,
-			     "MADV_REMOVE frees whole pages, and the pages holding offset %zd + "
-			     "%zd bytes reach outside the mapping of %zd bytes (at offset %zd of "
-			     "its file)", g.offset, g.len, self->size, self->map_offset);
+	if (advice == MADV_REMOVE && len > 0 && (start != g.addr || len != (size_t)g.len)) {
+		if (start < self->data || start + len > self->data + self->size)
+			PyErr_Format(PyExc_ValueError,
+				     "MADV_REMOVE frees whole pages, and the pages holding offset %zd + "
+				     "%zd bytes reach outside the mapping of %zd bytes (at offset %zd "
+				     "of its file)", g.offset, g.len, self->size, self->map_offset);
+		else
+			PyErr_Format(PyExc_ValueError,
+				     "MADV_REMOVE frees whole pages, and offset %zd + %zd bytes is not "
+				     "whole pages: the bytes beside it in the pages holding it would be "
+				     "zeroed too (name whole pages of %ld bytes)", g.offset, g.len,
+				     sysconf(_SC_PAGESIZE));
 		gate_leave(&g);
 		return NULL;
 	}

@@ -26,7 +26,7 @@ int pages_populate(char *data, size_t size, int readonly);
 	 "on device memory, which has no backing store."},			\
 	{"madvise", (PyCFunction)(void (*)(void))pages_madvise, METH_FASTCALL | METH_KEYWORDS, \
 	 "madvise($self, /, advice, offset=0, size=None)\n--\n\n"		\
-	 "madvise() the pages holding the range (pymmapdev.MADV_*; MADV_REMOVE\n"	\
-	 "only where those pages hold nothing outside the mapping)."},
+	 "madvise() the pages holding the range (pymmapdev.MADV_*; MADV_REMOVE,\n"	\
+	 "which zeroes what it frees, only on a range of whole pages)."},
 
 #endif

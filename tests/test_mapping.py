@@ -277,6 +277,22 @@ def test_flush_and_madvise_ranges(m):
     assert "MAP_SHARED" in info.value.strerror and "MADV_REMOVE" in info.value.strerror
 
 
+@pytest.mark.parametrize("offset, size", [(10, 10), (0, 100), (100, 4096), (4096, 100)])
+def test_madvise_remove_never_frees_bytes_beside_the_range(m, offset, size):
+    # MADV_REMOVE frees whole pages, and the range named was widened to
+    # the pages holding it: remove(10, 10) zeroed all 4096 bytes of the
+    # first page, bytes the call never named, without a word.  Only the
+    # bytes outside the mapping were protected.
+    page = pymmapdev.PAGESIZE
+    m[:] = b"\x5a" * SIZE
+    with pytest.raises(ValueError, match="whole pages"):
+        m.madvise(pymmapdev.MADV_REMOVE, offset, size)
+    assert m[:] == b"\x5a" * SIZE
+    m.madvise(pymmapdev.MADV_REMOVE, page, page)           # whole pages: freed
+    assert m[:] == b"\x5a" * page + bytes(page) + b"\x5a" * (SIZE - 2 * page)
+    m.madvise(pymmapdev.MADV_DONTNEED, offset, size)       # keeps the bytes: widened
+
+
 def test_mapping_constructor_rejects_bad_arguments(shm_path):
     import os
     fd = os.open(shm_path, os.O_RDWR | os.O_CREAT, 0o600)
