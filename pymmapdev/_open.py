@@ -167,7 +167,7 @@ def map_file_range(path, offset, length):
         if st.st_size < offset + length:
             return None
         _fallocate(fd, path, offset, length)    # a hole on a full disk: ENOSPC, no SIGBUS
-        return _core.Mapping(fd, length, offset, kind="file", path=path)
+        return _map_file(fd, path, length, offset)
     finally:
         os.close(fd)
 
@@ -591,6 +591,8 @@ def _map_opened(fd, path, size, readonly, populate, check_head=None, head_size=0
     blocks first; *check_head* judges an existing file before it grows."""
     st = os.fstat(fd)
     _check_regular(path, st)
+    if st.st_size < (size or 1) and _made_as_read(st):
+        raise _unmappable_file_error(path)      # neither "empty" nor to be grown
     if size is None:
         if st.st_size == 0:
             raise ValueError(f"{path!r} is empty: pass size= to give it a size")
@@ -603,8 +605,36 @@ def _map_opened(fd, path, size, readonly, populate, check_head=None, head_size=0
         check_head(os.pread(fd, head_size, 0))
     if not readonly:
         _reserve(fd, path, st.st_blocks * 512, size)
-    return _core.Mapping(fd, size, 0, readonly=readonly, kind="file", path=path,
-                         populate=populate)
+    return _map_file(fd, path, size, 0, readonly=readonly, populate=populate)
+
+
+def _map_file(fd, path, size, offset, readonly=False, populate=False):
+    """The Mapping of a regular file; a file system that maps no files
+    (mmap's ENODEV: /proc, /sys) refused as the FIFO is."""
+    try:
+        return _core.Mapping(fd, size, offset, readonly=readonly, kind="file", path=path,
+                             populate=populate)
+    except OSError as exc:
+        if exc.errno != errno.ENODEV:
+            raise
+    raise _unmappable_file_error(path)
+
+
+def _made_as_read(st):
+    """Whether the file of *st* is one of /proc or /sys, whose contents are
+    made as they are read (most report 0 bytes, or a page)."""
+    for root in ("/proc", "/sys"):
+        try:
+            if os.stat(root).st_dev == st.st_dev:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _unmappable_file_error(path):
+    return ValueError(f"{path!r} is on a file system whose files cannot be mapped (/proc and "
+                      f"/sys, whose contents are made as they are read, are)")
 
 
 _CREATE_ATTEMPTS = 8                # creators and removers of the path racing ours

@@ -632,3 +632,21 @@ def test_value_errors_name_a_path_escaped(tmp_path, make, call, words):
         call(path)
     message = str(refused.value)
     assert words in message and repr(path) in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("path, call", [
+    ("/proc/self/comm", lambda path: pymmapdev.open_file(path)),
+    ("/proc/self/comm", lambda path: pymmapdev.open_file(path, readonly=True)),
+    ("/proc/self/comm", lambda path: pymmapdev.open_file(path, 100, readonly=True)),
+    ("/proc/self/comm", lambda path: pymmapdev.open_file(path, 100, create=False)),
+    ("/sys/kernel/uevent_seqnum", lambda path: pymmapdev.open_file(path, readonly=True)),
+], ids=["proc", "proc read-only", "proc sized read-only", "proc sized", "sysfs"])
+def test_files_of_proc_and_sys_are_refused_as_unmappable(path, call):
+    # Their contents are made as they are read, and mmap() of them is
+    # ENODEV.  A /proc file reports 0 bytes and was "empty: pass size=",
+    # then, sized, "has 0 bytes, fewer than size=100: ... open it writable"
+    # or (writable) "cannot reserve 100 bytes: Illegal seek": advice that
+    # led nowhere.  A sysfs file (4096 bytes) was OSError "No such device".
+    with pytest.raises(ValueError, match="cannot be mapped") as refused:
+        call(path)
+    assert repr(path) in str(refused.value)
