@@ -216,18 +216,25 @@ FOR_EACH_WIDTH(TYPED_ACCESSORS)
 
 /* ---- subscripts ------------------------------------------------------ */
 
+/* A key's conversion may have closed the mapping (__index__): use after
+ * close is one error, before anything is judged against the old size. */
+static int
+refuse_closed(MappingObject *self)
+{
+	if (!mapping_is_closed(self))
+		return 0;
+	PyErr_SetString(PyExc_ValueError, "mapping is closed");
+	return -1;
+}
+
 /* An index key as a position in [0, size); IndexError otherwise. */
 static int
 index_key(MappingObject *self, PyObject *key, Py_ssize_t *out)
 {
 	Py_ssize_t given = PyNumber_AsSsize_t(key, PyExc_IndexError), i = given;
 
-	if (i == -1 && PyErr_Occurred())
+	if ((i == -1 && PyErr_Occurred()) || refuse_closed(self) < 0)
 		return -1;
-	if (mapping_is_closed(self)) {		/* use after close: one error */
-		PyErr_SetString(PyExc_ValueError, "mapping is closed");
-		return -1;
-	}
 	if (i < 0)
 		i += self->size;
 	if (i < 0 || i >= self->size) {
@@ -255,7 +262,7 @@ slice_key(MappingObject *self, PyObject *key, struct slice_key *s)
 			     Py_TYPE(key)->tp_name);
 		return -1;
 	}
-	if (PySlice_Unpack(key, &s->start, &stop, &s->step) < 0)
+	if (PySlice_Unpack(key, &s->start, &stop, &s->step) < 0 || refuse_closed(self) < 0)
 		return -1;
 	s->count = PySlice_AdjustIndices(self->size, &s->start, &stop, s->step);
 	if (s->count == 0) {

@@ -216,6 +216,12 @@ def test_close_with_exports_then_after_release(m):
     lambda m: m.flush(), lambda m: m.madvise(pymmapdev.MADV_NORMAL), lambda m: len(m),
     lambda m: m.size, lambda m: m.fileno(), lambda m: memoryview(m), lambda m: m.ndarray("u1"),
     lambda m: m.__enter__(),
+    # a slice assignment of the wrong length said IndexError "slice
+    # assignment of 1 bytes to a slice of 2 bytes" about a closed mapping
+    lambda m: m.__setitem__(slice(0, 2), b"x"), lambda m: m.__setitem__(slice(0, 4, 2), b"x"),
+    lambda m: m.__setitem__(slice(0, 2), b"xy"), lambda m: m[::-1],
+    lambda m: m.read_into(0, bytearray(1)), lambda m: m.read_words(0, 1),
+    lambda m: m.write_words(0, [1]),
 ])
 def test_use_after_close_is_value_error(shm_path, use):
     m = pymmapdev.open_file(shm_path, SIZE)
