@@ -54,13 +54,19 @@ buffer_owner(module_state *st, const Py_buffer *view)
 	return NULL;
 }
 
-static PyObject *
-raise_fault_at(MappingObject *map, Py_ssize_t offset, const char *side)
+const char *
+mapping_fault_cause(const MappingObject *map)
 {
-	const char *cause = map->kind == MAPPING_KIND_DEVICE
+	return map->kind == MAPPING_KIND_DEVICE
 		? "the driver provides no page there (was the range madvise()d away, "
 		  "or does the device not back it?)"
 		: "was the file truncated by another process?";
+}
+
+static PyObject *
+raise_fault_at(MappingObject *map, Py_ssize_t offset, const char *side)
+{
+	const char *cause = mapping_fault_cause(map);
 	PyObject *message, *args;
 
 	message = PyUnicode_FromFormat("bus error %sat offset %zd of the mapping of %zd bytes: %s",

@@ -189,6 +189,8 @@ void gate_after_fork(void);
  */
 PyObject *mapping_raise_fault(MappingObject *map, const char *addr,
 			      const Py_buffer *source);
+/* The likely cause of a fault in @map, in words for a message. */
+const char *mapping_fault_cause(const MappingObject *map);
 /* The same for a copy between @map and a caller's buffer @other, its
  * source (@other_is_source) or its destination (read_into()): a fault in
  * @other is named as that side's. */

@@ -126,17 +126,22 @@ page_span(const struct gate *g, char **start, size_t *len)
  * OSError(err, "<strerror>: <what> of offset O + N bytes<why>", path): the
  * call and the range, which the kernel's bare errno does not name.  The
  * errno picks the subclass (PermissionError, ...) as the constructor does.
+ * EFAULT is MADV_POPULATE_* meeting a page nothing backs (a truncated
+ * file): the MappingFault a guarded access there raises.
  */
 static void
 page_error(const struct gate *g, int err, const char *what, const char *why)
 {
-	PyObject *msg, *exc;
+	PyObject *type = PyExc_OSError, *msg, *exc;
 
-	msg = PyUnicode_FromFormat("%s: %s of offset %zd + %zd bytes%s", strerror(err), what,
-				   g->offset, g->len, why);
+	if (err == EFAULT)
+		type = mapping_state_of(g->map)->fault_error;
+	msg = PyUnicode_FromFormat("%s: %s of offset %zd + %zd bytes%s%s%s", strerror(err), what,
+				   g->offset, g->len, why, err == EFAULT ? ": " : "",
+				   err == EFAULT ? mapping_fault_cause(g->map) : "");
 	if (msg == NULL)
 		return;
-	exc = PyObject_CallFunction(PyExc_OSError, "iOO", err, msg,
+	exc = PyObject_CallFunction(type, "iOO", err, msg,
 				    g->map->path ? g->map->path : Py_None);
 	Py_DECREF(msg);
 	if (exc == NULL)

@@ -45,6 +45,14 @@ def truncated(shm_path):
     lambda m: m.wake(2 * PAGE),
     lambda m: pymmapdev.Slot(m, 2 * PAGE, 64).publish(b"lost"),
     lambda m: pymmapdev.Slot(m, 2 * PAGE, 64).read(),
+    # the kernel faults the pages in: it said OSError "Bad address", which
+    # `except MappingFault` did not catch
+    pytest.param(lambda m: m.madvise(pymmapdev.MADV_POPULATE_READ, 2 * PAGE, PAGE),
+                 marks=pytest.mark.skipif(not hasattr(pymmapdev, "MADV_POPULATE_READ"),
+                                          reason="no MADV_POPULATE_* in this build")),
+    pytest.param(lambda m: m.madvise(pymmapdev.MADV_POPULATE_WRITE, 0, 4 * PAGE),
+                 marks=pytest.mark.skipif(not hasattr(pymmapdev, "MADV_POPULATE_WRITE"),
+                                          reason="no MADV_POPULATE_* in this build")),
 ])
 def test_access_past_truncation_raises(truncated, access):
     with pytest.raises(pymmapdev.MappingFault) as info:
