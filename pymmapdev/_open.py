@@ -620,15 +620,26 @@ def _map_file(fd, path, size, offset, readonly=False, populate=False):
     raise _unmappable_file_error(path)
 
 
+# Entries only a mounted procfs and sysfs have: an unmounted /proc is an
+# empty directory of the root file system, whose files are no such thing.
+_MADE_AS_READ_MARKS = ("/proc/self", "/sys/kernel")
+_ROOT = "/"
+
+
 def _made_as_read(st):
     """Whether the file of *st* is one of /proc or /sys, whose contents are
     made as they are read (most report 0 bytes, or a page)."""
-    for root in ("/proc", "/sys"):
+    try:
+        root = os.stat(_ROOT).st_dev
+    except OSError:
+        return False
+    for mark in _MADE_AS_READ_MARKS:
         try:
-            if os.stat(root).st_dev == st.st_dev:
-                return True
+            dev = os.lstat(mark).st_dev
         except OSError:
-            pass
+            continue
+        if dev == st.st_dev and dev != root:
+            return True
     return False
 
 

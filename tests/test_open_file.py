@@ -650,3 +650,19 @@ def test_files_of_proc_and_sys_are_refused_as_unmappable(path, call):
     with pytest.raises(ValueError, match="cannot be mapped") as refused:
         call(path)
     assert repr(path) in str(refused.value)
+
+
+def test_a_directory_named_like_proc_on_the_root_file_system_refuses_nothing(tmp_path,
+                                                                            monkeypatch):
+    # Without /proc mounted, /proc is a directory of the root file system:
+    # its device is no sign of a /proc file, or every short file there
+    # would be refused as one.  Here tmp_path plays the root and its
+    # "self" the entry of an unmounted /proc.
+    (tmp_path / "self").mkdir()
+    monkeypatch.setattr(_open, "_MADE_AS_READ_MARKS", (str(tmp_path / "self"),))
+    monkeypatch.setattr(_open, "_ROOT", str(tmp_path))
+    with pymmapdev.open_file(tmp_path / "f", 4096) as m:
+        assert m.size == 4096
+    monkeypatch.setattr(_open, "_ROOT", "/proc/self")      # a root elsewhere: a mount
+    with pytest.raises(ValueError, match="cannot be mapped"):
+        pymmapdev.open_file(tmp_path / "g", 4096)
