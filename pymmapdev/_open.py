@@ -132,7 +132,11 @@ def _reserve(fd, path, allocated, size, memory_backed=False):
     # The file system cannot reserve blocks: extend sparsely, and only if
     # nobody has grown the file past size in the meantime.
     if not _fallocate(fd, path, 0, size) and os.fstat(fd).st_size < size:
-        os.ftruncate(fd, size)
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:          # EFBIG, ENOSPC, EIO: it names no file
+            raise OSError(exc.errno, f"cannot extend the file to {size} bytes: "
+                          f"{exc.strerror}", path) from None
 
 
 def _fallocate(fd, path, offset, length):

@@ -666,3 +666,27 @@ def test_a_directory_named_like_proc_on_the_root_file_system_refuses_nothing(tmp
     monkeypatch.setattr(_open, "_ROOT", "/proc/self")      # a root elsewhere: a mount
     with pytest.raises(ValueError, match="cannot be mapped"):
         pymmapdev.open_file(tmp_path / "g", 4096)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new file", "existing file"])
+def test_extending_without_fallocate_names_the_path_when_it_fails(tmp_path, monkeypatch,
+                                                                  existing):
+    # Where the file system cannot reserve blocks (EOPNOTSUPP), the file is
+    # extended by ftruncate, whose OSError (EFBIG past the file size limit,
+    # ENOSPC, EIO) names no file: an existing file's was raised as it was,
+    # "[Errno 27] File too large" and no path.
+    path = tmp_path / "f"
+    if existing:
+        path.write_bytes(b"x")
+
+    def no_fallocate(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    def too_large(fd, length):
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    monkeypatch.setattr(os, "posix_fallocate", no_fallocate)
+    monkeypatch.setattr(os, "ftruncate", too_large)
+    with pytest.raises(OSError) as refused:
+        pymmapdev.open_file(path, 8192)
+    assert refused.value.errno == errno.EFBIG and refused.value.filename == str(path)
+    assert "8192 bytes" in refused.value.strerror
