@@ -115,8 +115,14 @@ announce_token_new(ChannelObject *self, struct ch_call *c)
 	return token;
 }
 
-/* _announce(side, nbytes) -> ((offset, expected) to await, token), or None
- * when the call should be retried now (data or room appeared, or the end). */
+/*
+ * _announce(side, nbytes) -> ((offset, expected, watch_peer) to await,
+ * token), or None when the call should be retried now (data or room
+ * appeared, or the end).  watch_peer: a consumer at the end of the stream
+ * waits for a producer still in a send, whose death moves no word: the
+ * await must end every slice to look again, as the blocking loop's
+ * sliced sleep does (ch_data_poll).
+ */
 static PyObject *
 ch_announce(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -144,9 +150,9 @@ ch_announce(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 	if (token == NULL)
 		return NULL;
 	/* N: the token goes with the result, or (on failure) withdraws now */
-	result = Py_BuildValue("((nk)N)",
+	result = Py_BuildValue("((nkO)N)",
 			       self->offset + (c.side == PRODUCER ? CH_SPACE_SEQ : CH_DATA_SEQ),
-			       (unsigned long)c.seq, token);
+			       (unsigned long)c.seq, c.sending ? Py_True : Py_False, token);
 	return result;
 }
 
@@ -671,7 +677,8 @@ static PyMethodDef ch_methods[] = {
 	{"_announce", (PyCFunction)(void (*)(void))ch_announce, METH_FASTCALL,
 	 "_announce($self, side, nbytes, /)\n--\n\n"
 	 "Announce a sleeper on side (0 send, 1 recv): ((offset, expected) of the\n"
-	 "word to await, token), or None to retry now (then nothing is announced).\n"
+	 "word to await, and whether a peer's death must end the wait (look again\n"
+	 "every Watch.SLICE_NS), token), or None to retry now (then nothing is announced).\n"
 	 "_withdraw(token) withdraws it; so does dropping the token."},
 	{"_withdraw", (PyCFunction)ch_withdraw, METH_O,
 	 "_withdraw($self, token, /)\n--\n\nWithdraw the announcement of _announce()'s token\n"

@@ -38,6 +38,10 @@ ChannelCorrupt = _core.ChannelCorrupt
 
 _SEND, _RECV = 0, 1
 
+# how long an asyncio wait that watches a peer sleeps between its looks:
+# the blocking loop's slice
+_PEER_SLICE = _core.Watch.SLICE_NS / 1e9
+
 # send_array's header: magic, header length, ndim, dtype length; then the
 # shape (u64 each) and the dtype string, padded to 8 bytes.
 _ARRAY = struct.Struct("<4sHHI")
@@ -243,12 +247,17 @@ class Channel(_core.Channel):
             return min(max(2 * delay, _aio.POLL_MIN), _aio.POLL_MAX)
         # the token withdraws the sleeper if dropped before the try (an
         # exception raised as _announce returns: Ctrl-C)
-        (offset, expected), token = announced
+        (offset, expected, watch_peer), token = announced
         # run by the loop's next turn: whether the wait gave the loop one
         turned = []
         turn = asyncio.get_running_loop().call_soon(turned.append, True)
         try:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if watch_peer:
+                # a producer still in a send at the end of the stream: its
+                # death moves no word, so look again every slice (the
+                # next round's recv() takes the end once it is dead)
+                remaining = _PEER_SLICE if remaining is None else min(remaining, _PEER_SLICE)
             await self.mapping.wait_async(offset, expected, timeout=remaining)
         finally:
             turn.cancel()

@@ -1528,6 +1528,58 @@ def test_async_recv_from_another_process(shm_path, run_child):
         del ch
 
 
+RESERVE_HOLDER = """
+import sys, time, pymmapdev
+from pymmapdev import Channel
+path, cap, multi = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "multi"
+with pymmapdev.open_file(path) as m:
+    ch = Channel(m, 0, cap, multi_producer=multi)
+    with ch.reserve(8):
+        m.store_u32(Channel.size_for(cap), 1)       # in a send now
+        time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
+def test_async_recv_at_the_end_stops_waiting_for_a_sender_that_died(shm_path, run_child, multi):
+    """A consumer that finds the ring closed and drained waits for a live
+    producer still in a send (it may publish yet), and takes the end once
+    that producer is dead: recv() looks at it every slice.  recv_async()
+    slept on the data word alone, which a dead producer never moves: it
+    waited for its whole timeout (with none, for good) where recv() raised
+    EOFError.  Here the producer is another process with a reserve() open
+    (in a send), killed after close_send(); recv_async() must end in
+    EOFError as recv() does."""
+    import asyncio
+    cap = 4096
+    pymmapdev.open_file(shm_path, Channel.size_for(cap) + 64).close()
+    holder = run_child(RESERVE_HOLDER, shm_path, cap, "multi" if multi else "single")
+    with pymmapdev.open_file(shm_path) as m:
+        spin_until(lambda: m.load_u32(Channel.size_for(cap)) == 1)
+        ch = Channel(m, 0, cap, multi_producer=multi)
+        ch.close_send()
+        assert ch.recv(timeout=0.1) is None         # a live sender: not the end yet
+
+        async def main():
+            receiver = asyncio.create_task(ch.recv_async())
+            # the receiver sleeps (counted in), then its sender dies
+            deadline = time.monotonic() + GUARD
+            while m.load_u32(CONSUMER_WAITERS) != 1:
+                assert time.monotonic() < deadline, "recv_async() never slept"
+                await asyncio.sleep(0.001)
+            holder.kill()
+            holder.wait(GUARD)
+            try:
+                return await asyncio.wait_for(receiver, GUARD)
+            except asyncio.TimeoutError:
+                return "still waiting for the dead sender"
+
+        with pytest.raises(EOFError):
+            assert asyncio.run(main()) is None
+        assert m.load_u32(CONSUMER_WAITERS) == 0
+        del ch
+
+
 def _array_record(dtype, shape, payload=b""):
     """A send_array() record as a hostile peer could write it."""
     head = struct.pack("<4sHHI", b"PMAR", 0, len(shape), len(dtype))
