@@ -407,7 +407,7 @@ ch_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 	static const struct arg_spec spec = {"recv_many", names, 2, 1, 1, 1};
 	PyObject *argv[2], *list = NULL;
 	struct deadline deadline;
-	Py_ssize_t max_count;
+	Py_ssize_t max_count, taken;
 	struct ch_call c;
 	struct batch batch;
 	const char *fault_addr;
@@ -444,10 +444,10 @@ ch_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 		c.want = max_count - PyList_GET_SIZE(list) < BATCH
 			 ? (int)(max_count - PyList_GET_SIZE(list)) : BATCH;
 		rc = ch_run(&c, scan_body, &fault_addr);
-		/* the end of stream, or a record a peer forged, raises at the
-		 * next call: the messages taken so far are freed already */
-		if (rc == BLOCK_SLEEP ||
-		    ((rc == CH_EOF || rc == CH_CORRUPT) && PyList_GET_SIZE(list) > 0))
+		/* the end of stream, a record a peer forged, or a fault (the
+		 * file truncated under the ring) raises at the next call: the
+		 * messages taken so far are freed already */
+		if (rc == BLOCK_SLEEP || (rc != BLOCK_READY && PyList_GET_SIZE(list) > 0))
 			break;
 		if (rc != BLOCK_READY) {
 			ch_error(self, rc, fault_addr, NULL);
@@ -455,6 +455,7 @@ ch_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 			break;
 		}
 		/* allocate (the mapping is pinned: Python may ch_run), then copy */
+		taken = PyList_GET_SIZE(list);
 		for (int i = 0; i < batch.n; i++) {
 			PyObject *msg = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)batch.len[i]);
 
@@ -470,6 +471,13 @@ ch_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 			break;
 		rc = ch_run(&c, copy_batch_body, &fault_addr);
 		if (rc != 0) {
+			/* this batch is not freed: its messages go, the earlier
+			 * ones were (as after a scan that faults, above) */
+			if (taken > 0) {
+				if (PyList_SetSlice(list, taken, PY_SSIZE_T_MAX, NULL) < 0)
+					Py_CLEAR(list);
+				break;
+			}
 			mapping_raise_fault(self->map, fault_addr, NULL);
 			Py_CLEAR(list);
 			break;

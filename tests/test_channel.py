@@ -1164,6 +1164,38 @@ def test_recv_many_stopping_at_a_forged_record_consumes_what_it_returned(m, bad)
     assert m.read_u64(128) == 16 * bad                  # the head
 
 
+@pytest.mark.parametrize("where", ["scan", "copy"])
+def test_recv_many_faulting_after_a_batch_returns_what_it_freed(shm_path, where):
+    """recv_many() frees the records of each batch of 64 as it copies them.
+    A later batch that faulted (the file truncated under the ring: its
+    headers, found in a scan, or its payloads, copied in a second pass)
+    raised MappingFault and dropped the list: the messages of the earlier
+    batches were freed and counted received, and given to nobody.  As for
+    a forged record, the call returns what it freed, and the fault is
+    raised by the next call.  Here the first batch ends at a page boundary
+    of the file, which is then truncated there."""
+    cap, page = 1 << 14, 4096
+    end = 2 * page - Channel.HEADER                     # ring offset of the file's page 2
+    first = end - 63 * 64                               # one long record, 63 of 64 bytes
+    batch = [b"a" * (first - 8)] + [b"%056d" % i for i in range(63)]
+    # after the boundary: more records (a header there), or one whose
+    # header is before it and payload after it
+    later = [b"late"] * 5 if where == "scan" else [b"z" * 100]
+    pymmapdev.open_file(shm_path, Channel.size_for(cap)).close()
+    with pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, cap)
+        if where == "copy":                             # the boundary 8 bytes into its payload
+            batch[0] = batch[0][:-16]
+        assert ch.send_many(batch + later) == len(batch) + len(later)
+        os.truncate(shm_path, 2 * page)
+        got = ch.recv_many(200, timeout=0)
+        assert got == batch, "freed messages were dropped"
+        assert m.read_u64(CH_RECEIVED) == len(batch)
+        with pytest.raises(pymmapdev.MappingFault):
+            ch.recv_many(200, timeout=0)
+        del ch
+
+
 def test_hostile_peer_scribbling_the_region(shm_path, run_child):
     """Random bytes written into header and ring by another process while
     both sides run: every call returns or raises a documented error, in
