@@ -259,14 +259,15 @@ ch_take_side(struct ch_call *c, enum side side, const struct deadline *d, int *t
 
 /* Ends a per-message hold (multi mode), or a single-mode send left
  * unpublished (ch_end_send); wakes a waiter for the side, and the
- * consumers after a close_send(). */
+ * consumers after a close_send().  Not in a child forked while the side
+ * was held (forked_away()): the hold is the parent's. */
 int
 ch_leave_side(struct ch_call *c, enum side side)
 {
 	const char *fault_addr;
 	int rc;
 
-	if (!c->self->multi[side] && !c->in_send)
+	if (c->forked_away || (!c->self->multi[side] && !c->in_send))
 		return 0;
 	c->side = side;
 	rc = ch_run(c, leave_side_body, &fault_addr);
@@ -304,6 +305,49 @@ ch_admit(ChannelObject *self, struct ch_call *c, enum pin_kind pin)
 /* ---- waiting for room or data, waking the other side --------------------- */
 
 static int
+unname_child_body(void *arg)
+{
+	struct ch_call *c = arg;
+	uint64_t me = peer_self();
+
+	(void)__atomic_compare_exchange_n(c->w.sending, &me, 0, 0, __ATOMIC_SEQ_CST,
+					  __ATOMIC_RELAXED);
+	return 0;
+}
+
+/*
+ * After a blocking loop that held the side (a wait for room or data) and
+ * began in fork generation @generation: a signal handler it ran may have
+ * forked, and the child goes on with the call.  The side is held in the
+ * name of the parent's thread, which goes on too: the child must neither
+ * write, nor consume, nor let go of it (ch_leave_side), or a message came
+ * twice (was taken from the parent) and the parent's lock was released
+ * under it.  1 with RuntimeError then (a handler's own error stands).
+ * A single-mode producer's polls named the child in the sending word: it
+ * takes its name back (the parent names itself at its next look, before
+ * it publishes), so a consumer at the end does not wait for the child.
+ */
+static int
+forked_away(struct ch_call *c, unsigned long generation, enum side side)
+{
+	const char *fault_addr;
+
+	if (generation == gate_generation() || c->me == peer_self())
+		return 0;
+	c->forked_away = 1;
+	if (side == PRODUCER && !c->self->multi[PRODUCER])
+		(void)ch_run(c, unname_child_body, &fault_addr);	/* a fault: nothing to undo */
+	if (!PyErr_Occurred())
+		PyErr_Format(PyExc_RuntimeError,
+			     "a signal handler forked while this %s waited; the child does not hold "
+			     "the %s side of the Channel at offset %zd and %s nothing",
+			     side == PRODUCER ? "send" : "receive",
+			     side == PRODUCER ? "producer" : "consumer", c->self->offset,
+			     side == PRODUCER ? "sends" : "receives");
+	return 1;
+}
+
+static int
 room_body(void *arg)
 {
 	struct ch_call *c = arg;
@@ -321,6 +365,7 @@ room_body(void *arg)
 int
 ch_wait_room(struct ch_call *c, const struct deadline *d)
 {
+	unsigned long generation = gate_generation();
 	const char *fault_addr = NULL;
 	struct block_op op = {0};
 	int rc = ch_run(c, room_body, &fault_addr);
@@ -336,6 +381,8 @@ ch_wait_room(struct ch_call *c, const struct deadline *d)
 		op.ctx = c;
 		op.spin = block_default_spin();
 		rc = block_until(&op, d);
+		if (forked_away(c, generation, PRODUCER))
+			return BLOCK_ERROR;
 		if (rc == BLOCK_TIMEOUT || rc == BLOCK_READY || rc == BLOCK_ERROR)
 			return rc;
 		fault_addr = NULL;
@@ -383,6 +430,7 @@ peek_body(void *arg)
 int
 ch_wait_data(struct ch_call *c, const struct deadline *d)
 {
+	unsigned long generation = gate_generation();
 	const char *fault_addr = NULL;
 	struct block_op op = {0};
 	int rc = ch_run(c, peek_body, &fault_addr);
@@ -396,6 +444,8 @@ ch_wait_data(struct ch_call *c, const struct deadline *d)
 		op.ctx = c;
 		op.spin = block_default_spin();
 		rc = block_until(&op, d);
+		if (forked_away(c, generation, CONSUMER))
+			return BLOCK_ERROR;
 		if (rc == BLOCK_ERROR)
 			return rc;
 		fault_addr = NULL;

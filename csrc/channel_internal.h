@@ -232,6 +232,7 @@ struct ch_call {
 	int sending;			/* ch_peek: closed, but a producer may publish yet */
 	int wake_consumers;		/* ch_leave_side: let go after a close_send() */
 	int in_send;			/* single mode: the sending word may name us */
+	int forked_away;		/* a forked child's: the side is the parent's */
 };
 
 /* channel_ring.c: the ring (no Python objects; bodies run under the guard) */

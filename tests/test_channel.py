@@ -829,6 +829,90 @@ def test_fork_inside_send_many_iteration_sends_nothing_from_the_child(m, multi):
         assert ch.send(b"again", timeout=0) and ch.recv(timeout=0) == b"again"
 
 
+def _asleep_in_a_futex(tid):
+    """Is our thread *tid* inside futex() (202 on x86_64)?  A signal sent
+    earlier, between the blocking loop's last look at signals and its
+    sleep, would be handled only when the sleep ends."""
+    with open(f"/proc/self/task/{tid}/syscall") as f:
+        return f.read().split()[0] == "202"
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
+@pytest.mark.parametrize("side", ["send", "recv"])
+def test_fork_in_a_handler_while_waiting_sends_or_receives_nothing_from_the_child(m, side,
+                                                                                  multi):
+    """A send waiting for room (a receive waiting for data) holds its side
+    and runs signal handlers.  A handler that forked let the child go on
+    with the wait as if it held the side: once room (data) came, it wrote
+    the parent's message (took the next one) next to the parent, so the
+    message came twice (was taken from the parent), and in multi mode it
+    then released the parent's lock.  Here the parent waits inside the
+    handler until the child's call has ended; another thread makes room
+    (sends) meanwhile.  The child's call must raise RuntimeError and leave
+    the ring alone; the parent's call goes on and sends (receives) once."""
+    if os.uname().machine != "x86_64":
+        pytest.fail("the futex syscall number here is x86_64's")
+    ch = Channel(m, 0, CAP, multi_producer=multi, multi_consumer=multi)
+    waiters = PRODUCER_WAITERS if side == "send" else CONSUMER_WAITERS
+    queued = []
+    if side == "send":
+        while ch.send(b"q" * 1000, timeout=0):
+            queued.append(b"q" * 1000)
+    parent, main, main_tid = os.getpid(), threading.get_ident(), threading.get_native_id()
+    report_r, report_w = os.pipe()
+
+    def handler(signum, frame):
+        pid = os.fork()
+        if pid:
+            os.waitpid(pid, 0)              # the parent, once the child's call ended
+        # the child goes on with the wait
+
+    def other_side():                       # this thread is the other side's user
+        other = Channel(m, 0, CAP, multi_producer=multi, multi_consumer=multi)
+        spin_until(lambda: m.load_u32(waiters) == 1 and _asleep_in_a_futex(main_tid))
+        signal.pthread_kill(main, signal.SIGUSR1)
+        spin_until(lambda: m.load_u32(waiters) == 2)            # the child waits too
+        if side == "send":
+            assert other.recv(timeout=0) == queued.pop(0)       # room for one
+        else:
+            assert other.send(b"one", timeout=0)
+        del other
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    helper = threading.Thread(target=other_side)
+    helper.start()
+    try:
+        try:
+            outcome = ch.send(b"late" * 250, timeout=GUARD) if side == "send" \
+                else ch.recv(timeout=GUARD)
+        except BaseException as exc:        # noqa: BLE001 (reported by the child)
+            outcome = exc
+        if os.getpid() != parent:
+            try:
+                # a consumer at the end would wait for a sender named there
+                named = m.load_u64(CH_SENDING) & PEER_TID_MASK == threading.get_native_id()
+                os.write(report_w, repr(outcome).encode() + b" named" * named)
+            finally:
+                os._exit(0)
+    finally:
+        if os.getpid() == parent:
+            signal.signal(signal.SIGUSR1, previous)
+    helper.join(GUARD)
+    os.close(report_w)
+    with os.fdopen(report_r) as f:
+        reported = f.read()
+    assert reported.startswith("RuntimeError(") and "fork" in reported, \
+        f"the forked child went on with the parent's {side}: {reported}"
+    assert not reported.endswith(" named"), "the child left its name in the sending word"
+    if side == "send":
+        assert outcome is True
+        assert ch.recv_many(100, timeout=0) == queued + [b"late" * 250]
+    else:
+        assert outcome == b"one"
+        assert ch.recv(timeout=0) is None
+    del ch
+
+
 def test_another_object_of_the_producer_thread_does_not_hand_its_side_back(m):
     """Objects of one thread share its claim (a copy, a pickle loaded here, a
     temporary): dropping one that only joined the claim handed the side
