@@ -444,6 +444,13 @@ ch_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 		c.want = max_count - PyList_GET_SIZE(list) < BATCH
 			 ? (int)(max_count - PyList_GET_SIZE(list)) : BATCH;
 		rc = ch_run(&c, scan_body, &fault_addr);
+		/* The first batch's records were found by the wait, the side
+		 * held and no Python run since: a ring empty (or closed and
+		 * drained) now was emptied by a peer writing the indices.  Not
+		 * BLOCK_SLEEP, a drained ring's [] (a timeout's answer), nor
+		 * EOFError (take_body alike). */
+		if (PyList_GET_SIZE(list) == 0 && (rc == BLOCK_SLEEP || rc == CH_EOF))
+			rc = CH_CORRUPT;
 		/* the end of stream, a record a peer forged, or a fault (the
 		 * file truncated under the ring) raises at the next call: the
 		 * messages taken so far are freed already */

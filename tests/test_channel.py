@@ -2483,6 +2483,60 @@ def test_a_record_that_vanishes_under_recv_is_not_received(shm_path, run_child):
     assert bad == 0, f"{bad} of {calls} receives returned a message never taken from the ring"
 
 
+HEAD_TOGGLER_WAKING = """
+import sys, time, pymmapdev
+path, head, record, seq, seconds = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+                                    int(sys.argv[4]), float(sys.argv[5]))
+with pymmapdev.open_file(path) as m:
+    print("ready", flush=True)
+    store, end = m.store_u64, time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(1000):
+            store(head, 0)              # the record is there
+            store(head, record)         # and gone: the ring is empty
+        store(head, 0)
+        m.fetch_add_u32(seq, 1)         # a receiver that fell asleep looks again
+        m.wake(seq, 1 << 30)
+    store(head, 0)
+"""
+
+
+def test_a_record_that_vanishes_under_recv_many_is_not_a_timeout(shm_path, run_child):
+    """recv_many() waited for a record, then scanned the records from the
+    head: a peer that emptied the ring in between (here a process moving
+    head back and forth between the record and the tail, and waking
+    sleepers now and then) made the scan find nothing, which recv_many()
+    took for a ring drained after earlier batches: it returned [] before
+    its timeout, the answer of a timeout ("at least one unless timed
+    out"), as recv() returned an uninitialized message.  A record that is
+    gone after the wait found it was moved by a peer: ChannelCorrupt."""
+    cap = 4096
+    pymmapdev.open_file(shm_path, Channel.size_for(cap)).close()
+    with pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, cap)
+        payload = b"r" * 64
+        assert ch.send(payload)
+        record = 8 + len(payload)
+        toggler = run_child(HEAD_TOGGLER_WAKING, shm_path, CH_HEAD, record, CH_DATA_SEQ, 2.0)
+        assert toggler.stdout.readline() == "ready\n", toggler.communicate(timeout=GUARD)
+        empty = calls = 0
+        while toggler.poll() is None:
+            for _ in range(100):
+                calls += 1
+                try:
+                    got = ch.recv_many(1, timeout=GUARD)
+                except ChannelCorrupt:
+                    continue        # a peer moving head: allowed, if said so
+                if got == []:
+                    empty += 1
+                else:
+                    m.store_u64(CH_HEAD, 0)     # the record again, for the next call
+        del ch
+    assert toggler.wait(GUARD) == 0, toggler.stderr.read()
+    assert calls > 1000
+    assert empty == 0, f"{empty} of {calls} receives with no timeout passed returned []"
+
+
 # ---- a send whose source is the channel's own ring ---------------------------
 
 def _own_ring_sources(m, ch, case):
