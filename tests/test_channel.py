@@ -1,5 +1,6 @@
 """pymmapdev.Channel: a message channel in shared memory (issue 9)."""
 import collections
+import contextlib
 import multiprocessing as mp
 import os
 import random
@@ -2439,6 +2440,7 @@ def test_the_end_is_decided_on_one_look_at_closed(shm_path, run_child, multi_pro
 HEAD_TOGGLER = """
 import sys, time, pymmapdev
 path, head, record, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+seq = int(sys.argv[5]) if len(sys.argv) > 5 else None  # a sequence word whose sleepers to wake
 with pymmapdev.open_file(path) as m:
     print("ready", flush=True)
     store, end = m.store_u64, time.monotonic() + seconds
@@ -2446,7 +2448,29 @@ with pymmapdev.open_file(path) as m:
         for _ in range(1000):
             store(head, 0)              # the record is there
             store(head, record)         # and gone: the ring is empty
+        if seq is not None:             # a receiver that fell asleep looks again
+            store(head, 0)
+            m.fetch_add_u32(seq, 1)
+            m.wake(seq, 1 << 30)
 """
+
+
+@contextlib.contextmanager
+def _a_record_a_peer_moves_head_over(shm_path, run_child, *seq):
+    """(m, ch, payload, toggler): a channel holding one record, while another
+    process moves head back and forth between it and the tail for 2 s (and
+    wakes the sleepers on the sequence word *seq* now and then)."""
+    cap = 4096
+    pymmapdev.open_file(shm_path, Channel.size_for(cap)).close()
+    with pymmapdev.open_file(shm_path) as m:
+        ch = Channel(m, 0, cap)
+        payload = b"r" * 64
+        assert ch.send(payload)
+        toggler = run_child(HEAD_TOGGLER, shm_path, CH_HEAD, 8 + len(payload), 2.0, *seq)
+        assert toggler.stdout.readline() == "ready\n", toggler.communicate(timeout=GUARD)
+        yield m, ch, payload, toggler
+        del ch
+    assert toggler.wait(GUARD) == 0, toggler.stderr.read()
 
 
 def test_a_record_that_vanishes_under_recv_is_not_received(shm_path, run_child):
@@ -2457,15 +2481,7 @@ def test_a_record_that_vanishes_under_recv_is_not_received(shm_path, run_child):
     took for success: it returned the new bytes object uninitialized (our
     heap's leftovers), and consumed nothing.  Every message recv() returns
     must be the record's bytes, and counted as received."""
-    cap = 4096
-    pymmapdev.open_file(shm_path, Channel.size_for(cap)).close()
-    with pymmapdev.open_file(shm_path) as m:
-        ch = Channel(m, 0, cap)
-        payload = b"r" * 64
-        assert ch.send(payload)
-        record = 8 + len(payload)
-        toggler = run_child(HEAD_TOGGLER, shm_path, CH_HEAD, record, 2.0)
-        assert toggler.stdout.readline() == "ready\n", toggler.communicate(timeout=GUARD)
+    with _a_record_a_peer_moves_head_over(shm_path, run_child) as (m, ch, payload, toggler):
         bad = calls = 0
         while toggler.poll() is None:
             for _ in range(1000):
@@ -2477,28 +2493,8 @@ def test_a_record_that_vanishes_under_recv_is_not_received(shm_path, run_child):
                     continue        # a peer moving head: allowed, if said so
                 if msg is not None and (msg != payload or m.load_u64(CH_RECEIVED) != before + 1):
                     bad += 1
-        del ch
-    assert toggler.wait(GUARD) == 0, toggler.stderr.read()
     assert calls > 10_000
     assert bad == 0, f"{bad} of {calls} receives returned a message never taken from the ring"
-
-
-HEAD_TOGGLER_WAKING = """
-import sys, time, pymmapdev
-path, head, record, seq, seconds = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
-                                    int(sys.argv[4]), float(sys.argv[5]))
-with pymmapdev.open_file(path) as m:
-    print("ready", flush=True)
-    store, end = m.store_u64, time.monotonic() + seconds
-    while time.monotonic() < end:
-        for _ in range(1000):
-            store(head, 0)              # the record is there
-            store(head, record)         # and gone: the ring is empty
-        store(head, 0)
-        m.fetch_add_u32(seq, 1)         # a receiver that fell asleep looks again
-        m.wake(seq, 1 << 30)
-    store(head, 0)
-"""
 
 
 def test_a_record_that_vanishes_under_recv_many_is_not_a_timeout(shm_path, run_child):
@@ -2510,15 +2506,8 @@ def test_a_record_that_vanishes_under_recv_many_is_not_a_timeout(shm_path, run_c
     its timeout, the answer of a timeout ("at least one unless timed
     out"), as recv() returned an uninitialized message.  A record that is
     gone after the wait found it was moved by a peer: ChannelCorrupt."""
-    cap = 4096
-    pymmapdev.open_file(shm_path, Channel.size_for(cap)).close()
-    with pymmapdev.open_file(shm_path) as m:
-        ch = Channel(m, 0, cap)
-        payload = b"r" * 64
-        assert ch.send(payload)
-        record = 8 + len(payload)
-        toggler = run_child(HEAD_TOGGLER_WAKING, shm_path, CH_HEAD, record, CH_DATA_SEQ, 2.0)
-        assert toggler.stdout.readline() == "ready\n", toggler.communicate(timeout=GUARD)
+    with _a_record_a_peer_moves_head_over(shm_path, run_child, CH_DATA_SEQ) as \
+            (m, ch, payload, toggler):
         empty = calls = 0
         while toggler.poll() is None:
             for _ in range(100):
@@ -2531,8 +2520,6 @@ def test_a_record_that_vanishes_under_recv_many_is_not_a_timeout(shm_path, run_c
                     empty += 1
                 else:
                     m.store_u64(CH_HEAD, 0)     # the record again, for the next call
-        del ch
-    assert toggler.wait(GUARD) == 0, toggler.stderr.read()
     assert calls > 1000
     assert empty == 0, f"{empty} of {calls} receives with no timeout passed returned []"
 
