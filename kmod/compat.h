@@ -17,9 +17,16 @@
 #include <linux/nsproxy.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
-#include <linux/time_namespace.h>
 #include <linux/version.h>
 #include <linux/vmalloc.h>
+
+/*
+ * 5.6: time namespaces, and with them <linux/time_namespace.h>; 5.4 has
+ * neither.  Only mmapdev_monotonic_to_host() needs it, under CONFIG_TIME_NS.
+ */
+#ifdef CONFIG_TIME_NS
+#include <linux/time_namespace.h>
+#endif
 
 /* 6.2: the class devnode() callback takes a const struct device. */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
