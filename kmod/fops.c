@@ -279,7 +279,7 @@ static long mmapdev_ioctl(struct file *file, unsigned int cmd,
 
 /*
  * The uapi structs have the same layout for 32- and 64-bit callers (no
- * implicit padding), so compat_ptr_ioctl() serves 32-bit callers.
+ * implicit padding), so compat_ptr_ioctl() (compat.h) serves 32-bit callers.
  */
 static_assert(sizeof(struct mmapdev_info) == 32);
 static_assert(sizeof(struct mmapdev_wait) == 24);
@@ -299,5 +299,5 @@ const struct file_operations mmapdev_fops = {
 #endif
 	.poll = mmapdev_poll,
 	.unlocked_ioctl = mmapdev_ioctl,
-	.compat_ioctl = compat_ptr_ioctl,
+	.compat_ioctl = mmapdev_compat_ioctl,
 };
