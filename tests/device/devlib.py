@@ -146,7 +146,10 @@ def sysfs(attr, index=0):
 # ---- loading and unloading the module --------------------------------------
 
 _SYSCALLS = {"x86_64": (313, 176), "aarch64": (273, 106)}   # finit_module, delete_module
-_IOCTL_NR = {"x86_64": "16", "aarch64": "29"}.get(platform.machine())
+# ioctl's number in /proc/PID/syscall; on x86_64 also i386's 54, which a
+# 32-bit (compat) caller shows (test_compat.py).  x86_64's own 54,
+# setsockopt(), never has IOC_WAIT as its second argument.
+_IOCTL_NRS = {"x86_64": ("16", "54"), "aarch64": ("29",)}.get(platform.machine(), ())
 
 
 def ko_path():
@@ -314,8 +317,17 @@ def thread_blocked_in_wait(pid, tid):
     except (FileNotFoundError, ProcessLookupError):
         return False
     # "16 0x3 0x4018b701 ...": the syscall number, then its arguments
-    return (len(fields) > 2 and fields[0] == _IOCTL_NR and int(fields[2], 16) == IOC_WAIT
+    return (len(fields) > 2 and fields[0] in _IOCTL_NRS and int(fields[2], 16) == IOC_WAIT
             and state == "S")
+
+
+def stop_and_continue(pid):
+    """SIGSTOP, then SIGCONT once *pid* is stopped: a sleeping system call
+    has returned (to be restarted or to fail with EINTR) and no handler ran.
+    SIGCONT sent earlier would discard a SIGSTOP still pending."""
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: _state(pid) == "T", what=f"pid {pid} stopped")
+    os.kill(pid, signal.SIGCONT)
 
 
 def wait_until(predicate, timeout=30.0, what="condition"):
