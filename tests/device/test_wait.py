@@ -298,6 +298,34 @@ def test_signal_without_restart_is_eintr(words):
     assert sig.count == 1
 
 
+def test_stop_and_continue_restart_a_wait_without_deadline(words):
+    """A stopped and continued WAIT ran no handler: without a deadline (or
+    with an absolute one) the kernel restarts it, and only the wake that
+    follows ends it."""
+    pid = devlib.fork_call(devlib.wait, words, X, 0, -1)
+    try:
+        devlib.wait_in_wait(pid)
+        devlib.stop_and_continue(pid)
+        devlib.wait_in_wait(pid)
+        assert devlib.wake(words, X, 1) == 1
+        assert devlib.reap(pid) == 0
+    finally:
+        devlib.kill_unreaped([pid])
+
+
+def test_stop_and_continue_end_a_relative_wait_with_eintr(words):
+    """A relative timeout cannot be restarted without starting over, so a
+    stop ends the wait with EINTR even when no handler ran (kmod/README,
+    Signals): a C caller must expect it."""
+    pid = devlib.fork_call(devlib.wait, words, X, 0, 20_000_000_000)
+    try:
+        devlib.wait_in_wait(pid)
+        devlib.stop_and_continue(pid)
+        assert devlib.reap(pid) == errno.EINTR
+    finally:
+        devlib.kill_unreaped([pid])
+
+
 # ---- through the Mapping methods ----
 
 def _api_wait(map_offset, word, timeout=20):
